@@ -1,0 +1,689 @@
+//! Offline verification of delegation and membership tokens.
+//!
+//! The order is fixed, cheapest first (DESIGN.md section 3), so that a hostile token is refused
+//! before it can cost anything: size cap, parse with the anchor key provider (signatures),
+//! exact structure (block count, schema contexts, block 1 signed by the key the authority block
+//! names), revocation ids, datalog with explicit limits, subject, network, expiry with skew.
+//!
+//! A heavy datalog block can only reach the authorizer if the delegated seednode signed it,
+//! because structure is checked first: anyone can append a block to a token, but an appended
+//! block makes the block count wrong.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use biscuit_auth::{AuthorizerLimits, Biscuit};
+use libp2p_identity::PeerId;
+
+use crate::keys::PublicKey;
+use crate::revocation::{RevocationId, RevocationSet};
+use crate::token::{
+    DELEGATION_CONTEXT, DelegationFacts, ExtractError, MAX_ROLES, MEMBERSHIP_CONTEXT, TokenId,
+    extract, valid_role,
+};
+use crate::trust::AccessList;
+
+/// Limits and tolerances of the verifier.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Largest token accepted, in bytes. Default 4096.
+    pub max_token_bytes: usize,
+    /// Clock skew tolerated on expiry and issue times. Default 60 s.
+    pub clock_skew: Duration,
+    /// Datalog: most facts the authorizer may hold. Default 64.
+    pub max_facts: u64,
+    /// Datalog: most rule-application iterations. Default 8.
+    pub max_iterations: u64,
+    /// Datalog: longest evaluation. Default 10 ms (checked between iterations only, which is
+    /// why structure checks come first).
+    pub max_datalog_time: Duration,
+    /// Verdicts kept in the cache. Default 4096.
+    pub cache_capacity: usize,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: 4096,
+            clock_skew: Duration::from_secs(60),
+            max_facts: 64,
+            max_iterations: 8,
+            max_datalog_time: Duration::from_millis(10),
+            cache_capacity: 4096,
+        }
+    }
+}
+
+impl VerifierConfig {
+    fn limits(&self) -> AuthorizerLimits {
+        AuthorizerLimits {
+            max_facts: self.max_facts,
+            max_iterations: self.max_iterations,
+            max_time: self.max_datalog_time,
+        }
+    }
+}
+
+/// The stable reason code of a refusal, as sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// The token or its delegation has expired (or is not yet valid).
+    Expired,
+    /// A revocation id of the token is revoked.
+    Revoked,
+    /// The token names another peer than the one presenting it.
+    WrongSubject,
+    /// The token's network is not accepted here.
+    UnknownNetwork,
+    /// A signature does not verify or the signer is not trusted.
+    BadSignature,
+    /// The bytes are not a well-formed Cordon token.
+    Malformed,
+    /// The token breaks a policy rule (bounds, datalog).
+    Policy,
+}
+
+impl RefusalCode {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::WrongSubject => "wrong_subject",
+            Self::UnknownNetwork => "unknown_network",
+            Self::BadSignature => "bad_signature",
+            Self::Malformed => "malformed",
+            Self::Policy => "policy",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a token was refused. Local detail; only [`Refusal::code`] goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Larger than the configured cap.
+    #[error("token is {size} bytes, over the {max}-byte cap")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not a biscuit, truncated, or not Cordon's schema.
+    #[error("malformed token: {detail}")]
+    Malformed {
+        /// What was wrong.
+        detail: &'static str,
+    },
+    /// Signed by an anchor key this process does not trust.
+    #[error("token is signed by an unknown anchor (key id {key_id:?})")]
+    UnknownAnchor {
+        /// The token's root key id.
+        key_id: Option<u32>,
+    },
+    /// A block signature does not verify.
+    #[error("a token signature does not verify")]
+    BadSignature,
+    /// The anchor that signed the delegation is not trusted for the network it names.
+    #[error("anchor key id {key_id} is not trusted for network {network:?}")]
+    AnchorNotForNetwork {
+        /// The network named in the token.
+        network: String,
+        /// The anchor's key id.
+        key_id: u32,
+    },
+    /// Block 1 is not signed by the seednode key the delegation names.
+    #[error("membership block is signed by {signer:?}, which the delegation does not name")]
+    UnendorsedIssuer {
+        /// The signer of block 1, if it was a third-party block.
+        signer: Option<PublicKey>,
+    },
+    /// A block's revocation id is revoked.
+    #[error("token is revoked (revocation id {id})")]
+    Revoked {
+        /// The revoked id.
+        id: RevocationId,
+    },
+    /// Datalog refused the token or hit a limit.
+    #[error("token refused by policy: {detail}")]
+    Policy {
+        /// What failed.
+        detail: String,
+    },
+    /// The token names a different peer than the authenticated one.
+    #[error("token names {token_subject}, not the peer presenting it")]
+    WrongSubject {
+        /// The peer the token names.
+        token_subject: PeerId,
+    },
+    /// The token's network is not in the access list.
+    #[error("network {network:?} is not in the access list")]
+    UnknownNetwork {
+        /// The network named in the token.
+        network: String,
+    },
+    /// The membership has expired.
+    #[error("membership expired at {}", humantime_secs(*at))]
+    MembershipExpired {
+        /// Its expiry.
+        at: SystemTime,
+    },
+    /// The delegation behind the membership has expired.
+    #[error("delegation expired at {}", humantime_secs(*at))]
+    DelegationExpired {
+        /// Its expiry.
+        at: SystemTime,
+    },
+    /// The membership was issued in the future (beyond the skew allowance).
+    #[error("membership is not valid before {}", humantime_secs(*at))]
+    NotYetValid {
+        /// Its issue time.
+        at: SystemTime,
+    },
+}
+
+fn humantime_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Refusal {
+    /// The stable reason code.
+    pub fn code(&self) -> RefusalCode {
+        match self {
+            Self::TooLarge { .. } | Self::Malformed { .. } => RefusalCode::Malformed,
+            Self::UnknownAnchor { .. }
+            | Self::BadSignature
+            | Self::AnchorNotForNetwork { .. }
+            | Self::UnendorsedIssuer { .. } => RefusalCode::BadSignature,
+            Self::Revoked { .. } => RefusalCode::Revoked,
+            Self::Policy { .. } => RefusalCode::Policy,
+            Self::WrongSubject { .. } => RefusalCode::WrongSubject,
+            Self::UnknownNetwork { .. } => RefusalCode::UnknownNetwork,
+            Self::MembershipExpired { .. }
+            | Self::DelegationExpired { .. }
+            | Self::NotYetValid { .. } => RefusalCode::Expired,
+        }
+    }
+}
+
+/// A verified membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The network the membership is for.
+    pub network: String,
+    /// The member (equal to the authenticated presenter).
+    pub subject: PeerId,
+    /// The key of the seednode that issued it (its PeerId is `issuer.peer_id()`).
+    pub issuer: PublicKey,
+    /// Granted roles, sorted.
+    pub roles: Vec<String>,
+    /// When it was issued.
+    pub issued_at: SystemTime,
+    /// When it stops being valid: the earlier of the membership and delegation expiries.
+    pub expires_at: SystemTime,
+    /// Digest of the token bytes.
+    pub token_id: TokenId,
+    /// Revocation ids: `[delegation, membership]`.
+    pub revocation_ids: Vec<RevocationId>,
+}
+
+/// A verified delegation, as presented by a seednode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegationVerdict {
+    /// What the anchor granted.
+    pub facts: DelegationFacts,
+    /// The seednode's PeerId (derived from the delegated key, equal to the presenter).
+    pub seednode: PeerId,
+    /// Digest of the token bytes.
+    pub token_id: TokenId,
+    /// The delegation's revocation id.
+    pub revocation_id: RevocationId,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    verdict: Verdict,
+    delegation_expires_at: SystemTime,
+    revocation_version: u64,
+}
+
+/// A bounded verdict cache keyed by token digest, valid for one revocation-set version.
+#[derive(Debug, Default)]
+struct VerifyCache {
+    entries: HashMap<TokenId, CacheEntry>,
+    order: VecDeque<TokenId>,
+}
+
+impl VerifyCache {
+    fn get(&self, id: &TokenId, revocation_version: u64) -> Option<&CacheEntry> {
+        self.entries
+            .get(id)
+            .filter(|e| e.revocation_version == revocation_version)
+    }
+
+    fn insert(&mut self, capacity: usize, id: TokenId, entry: CacheEntry) {
+        if capacity == 0 {
+            return;
+        }
+        if self.entries.insert(id, entry).is_none() {
+            self.order.push_back(id);
+        }
+        while self.entries.len() > capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+/// The offline verifier: an access list, a revocation set and a verdict cache.
+///
+/// Sans-IO: callers pass `now`. Verification takes `&self` (the cache is behind a mutex) so one
+/// verifier can serve a pool of workers.
+#[derive(Debug)]
+pub struct Verifier {
+    config: VerifierConfig,
+    access: AccessList,
+    revocations: RevocationSet,
+    cache: Mutex<VerifyCache>,
+}
+
+impl Verifier {
+    /// A verifier for an access list, with nothing revoked.
+    pub fn new(config: VerifierConfig, access: AccessList) -> Self {
+        Self {
+            config,
+            access,
+            revocations: RevocationSet::new(),
+            cache: Mutex::new(VerifyCache::default()),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// The access list.
+    pub fn access(&self) -> &AccessList {
+        &self.access
+    }
+
+    /// Replaces the access list and drops every cached verdict.
+    pub fn set_access(&mut self, access: AccessList) {
+        self.access = access;
+        self.cache_mut().clear();
+    }
+
+    /// The revocation set.
+    pub fn revocations(&self) -> &RevocationSet {
+        &self.revocations
+    }
+
+    /// Mutable access to the revocation set; cached verdicts are invalidated by its version.
+    pub fn revocations_mut(&mut self) -> &mut RevocationSet {
+        &mut self.revocations
+    }
+
+    fn cache_mut(&mut self) -> &mut VerifyCache {
+        match self.cache.get_mut() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut VerifyCache) -> T) -> T {
+        let mut guard = match self.cache.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Verifies a membership token presented by `presenter` (the Noise-authenticated PeerId),
+    /// using the cache.
+    pub fn verify_membership(
+        &self,
+        token: &[u8],
+        presenter: &PeerId,
+        now: SystemTime,
+    ) -> Result<Verdict, Refusal> {
+        self.check_size(token)?;
+        let id = TokenId::of(token);
+        let version = self.revocations.version();
+        let cached = self.with_cache(|c| {
+            c.get(&id, version)
+                .map(|e| (e.verdict.clone(), e.delegation_expires_at))
+        });
+        if let Some((verdict, delegation_expires_at)) = cached {
+            self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+            return Ok(verdict);
+        }
+        let (verdict, delegation_expires_at) = self.verify_membership_cold(token, id, now)?;
+        self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+        self.with_cache(|c| {
+            c.insert(
+                self.config.cache_capacity,
+                id,
+                CacheEntry {
+                    verdict: verdict.clone(),
+                    delegation_expires_at,
+                    revocation_version: version,
+                },
+            )
+        });
+        Ok(verdict)
+    }
+
+    /// Verifies a membership token without consulting or filling the cache.
+    pub fn verify_membership_uncached(
+        &self,
+        token: &[u8],
+        presenter: &PeerId,
+        now: SystemTime,
+    ) -> Result<Verdict, Refusal> {
+        self.check_size(token)?;
+        let (verdict, delegation_expires_at) =
+            self.verify_membership_cold(token, TokenId::of(token), now)?;
+        self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+        Ok(verdict)
+    }
+
+    fn check_size(&self, token: &[u8]) -> Result<(), Refusal> {
+        if token.len() > self.config.max_token_bytes {
+            return Err(Refusal::TooLarge {
+                size: token.len(),
+                max: self.config.max_token_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Everything that does not depend on the presenter or the clock, except the
+    /// not-yet-valid check that needs `now` and is cheap.
+    fn verify_membership_cold(
+        &self,
+        token: &[u8],
+        id: TokenId,
+        now: SystemTime,
+    ) -> Result<(Verdict, SystemTime), Refusal> {
+        let biscuit = self.parse(token)?;
+        // Structure: exactly the delegation and one membership block.
+        if biscuit.block_count() != 2 {
+            return Err(Refusal::Malformed {
+                detail: "a membership token has exactly two blocks",
+            });
+        }
+        check_contexts(&biscuit, &[DELEGATION_CONTEXT, MEMBERSHIP_CONTEXT])?;
+        let signer_key = match biscuit.block_external_key(1) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(Refusal::UnendorsedIssuer { signer: None }),
+            Err(_) => {
+                return Err(Refusal::Malformed {
+                    detail: "missing membership block",
+                });
+            }
+        };
+        let Some(signer) = PublicKey::from_biscuit(&signer_key) else {
+            return Err(Refusal::UnendorsedIssuer { signer: None });
+        };
+        // The authority block's key table holds exactly the delegated key (see token.rs).
+        let endorsed = biscuit
+            .block_public_keys(0)
+            .map(|keys| keys.current_offset() == 1 && keys.get(&signer_key).is_some())
+            .unwrap_or(false);
+        if !endorsed {
+            return Err(Refusal::UnendorsedIssuer {
+                signer: Some(signer),
+            });
+        }
+        if matches!(biscuit.block_public_keys(1), Ok(keys) if keys.current_offset() != 0) {
+            return Err(Refusal::Malformed {
+                detail: "membership block references public keys",
+            });
+        }
+        let revocation_ids = self.check_revocation(&biscuit)?;
+        let (delegation, membership) =
+            extract(&biscuit, Some(&signer_key), self.config.limits()).map_err(policy_refusal)?;
+        let membership = membership.ok_or(Refusal::Malformed {
+            detail: "membership facts",
+        })?;
+        if delegation.delegate != *signer.as_bytes() {
+            return Err(Refusal::UnendorsedIssuer {
+                signer: Some(signer),
+            });
+        }
+        self.check_anchor_for_network(&biscuit, &delegation.network)?;
+        check_roles(&membership.roles, &delegation.allowed_roles)?;
+        let lifetime = membership
+            .expires_at
+            .duration_since(membership.issued_at)
+            .map_err(|_| Refusal::Policy {
+                detail: "membership expires before it is issued".into(),
+            })?;
+        if lifetime > delegation.max_lifetime {
+            return Err(Refusal::Policy {
+                detail: format!(
+                    "membership lifetime {}s exceeds the delegated maximum {}s",
+                    lifetime.as_secs(),
+                    delegation.max_lifetime.as_secs()
+                ),
+            });
+        }
+        if membership.issued_at > now + self.config.clock_skew {
+            return Err(Refusal::NotYetValid {
+                at: membership.issued_at,
+            });
+        }
+        let verdict = Verdict {
+            network: delegation.network,
+            subject: membership.subject,
+            issuer: signer,
+            roles: membership.roles,
+            issued_at: membership.issued_at,
+            expires_at: membership.expires_at.min(delegation.expires_at),
+            token_id: id,
+            revocation_ids,
+        };
+        Ok((verdict, delegation.expires_at))
+    }
+
+    /// Subject, network and expiry: the checks that depend on who presents the token and when.
+    fn check_time_bound(
+        &self,
+        verdict: &Verdict,
+        delegation_expires_at: SystemTime,
+        presenter: &PeerId,
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        if &verdict.subject != presenter {
+            return Err(Refusal::WrongSubject {
+                token_subject: verdict.subject,
+            });
+        }
+        if self.access.network(&verdict.network).is_none() {
+            return Err(Refusal::UnknownNetwork {
+                network: verdict.network.clone(),
+            });
+        }
+        let skewed = now.checked_sub(self.config.clock_skew).unwrap_or(now);
+        if delegation_expires_at < skewed {
+            return Err(Refusal::DelegationExpired {
+                at: delegation_expires_at,
+            });
+        }
+        if verdict.expires_at < skewed {
+            return Err(Refusal::MembershipExpired {
+                at: verdict.expires_at,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies a delegation presented by a seednode (`presenter` must be the delegated key).
+    pub fn verify_delegation(
+        &self,
+        token: &[u8],
+        presenter: &PeerId,
+        now: SystemTime,
+    ) -> Result<DelegationVerdict, Refusal> {
+        self.check_size(token)?;
+        let biscuit = self.parse(token)?;
+        if biscuit.block_count() != 1 {
+            return Err(Refusal::Malformed {
+                detail: "a delegation has exactly one block",
+            });
+        }
+        check_contexts(&biscuit, &[DELEGATION_CONTEXT])?;
+        let mut revocation_ids = self.check_revocation(&biscuit)?;
+        let (facts, _) = extract(&biscuit, None, self.config.limits()).map_err(policy_refusal)?;
+        self.check_anchor_for_network(&biscuit, &facts.network)?;
+        let seednode = PublicKey::from_bytes(&facts.delegate)
+            .ok_or(Refusal::Malformed {
+                detail: "delegate key is not an Ed25519 point",
+            })?
+            .peer_id();
+        if &seednode != presenter {
+            return Err(Refusal::WrongSubject {
+                token_subject: seednode,
+            });
+        }
+        if self.access.network(&facts.network).is_none() {
+            return Err(Refusal::UnknownNetwork {
+                network: facts.network,
+            });
+        }
+        let skewed = now.checked_sub(self.config.clock_skew).unwrap_or(now);
+        if facts.expires_at < skewed {
+            return Err(Refusal::DelegationExpired {
+                at: facts.expires_at,
+            });
+        }
+        let revocation_id = revocation_ids.remove(0);
+        Ok(DelegationVerdict {
+            facts,
+            seednode,
+            token_id: TokenId::of(token),
+            revocation_id,
+        })
+    }
+
+    fn parse(&self, token: &[u8]) -> Result<Biscuit, Refusal> {
+        let access = &self.access;
+        let asked = std::cell::Cell::new(None);
+        let provider = |id: Option<u32>| {
+            asked.set(id);
+            id.and_then(|id| access.anchor_by_id(id))
+                .map(PublicKey::to_biscuit)
+                .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
+        };
+        Biscuit::from(token, provider).map_err(|e| {
+            use biscuit_auth::error::{Format, Token};
+            match e {
+                Token::Format(Format::UnknownPublicKey) => Refusal::UnknownAnchor {
+                    key_id: asked.get(),
+                },
+                Token::Format(
+                    Format::Signature(_)
+                    | Format::SealedSignature
+                    | Format::InvalidSignatureSize(_)
+                    | Format::SignatureDeserializationError(_)
+                    | Format::BlockSignatureDeserializationError(_),
+                ) => Refusal::BadSignature,
+                _ => Refusal::Malformed {
+                    detail: "not a valid biscuit",
+                },
+            }
+        })
+    }
+
+    fn check_revocation(&self, biscuit: &Biscuit) -> Result<Vec<RevocationId>, Refusal> {
+        let ids = biscuit.revocation_identifiers();
+        for id in &ids {
+            if self.revocations.contains(id) {
+                return Err(Refusal::Revoked {
+                    id: RevocationId(id.clone()),
+                });
+            }
+        }
+        Ok(ids.into_iter().map(RevocationId).collect())
+    }
+
+    fn check_anchor_for_network(&self, biscuit: &Biscuit, network: &str) -> Result<(), Refusal> {
+        let key_id = biscuit.root_key_id().ok_or(Refusal::Malformed {
+            detail: "no root key id",
+        })?;
+        let Some(net) = self.access.network(network) else {
+            return Err(Refusal::UnknownNetwork {
+                network: network.to_owned(),
+            });
+        };
+        if !net.anchors.iter().any(|k| k.key_id() == key_id) {
+            return Err(Refusal::AnchorNotForNetwork {
+                network: network.to_owned(),
+                key_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_contexts(biscuit: &Biscuit, expected: &[&str]) -> Result<(), Refusal> {
+    let contexts = biscuit.context();
+    let matches = contexts.len() == expected.len()
+        && contexts
+            .iter()
+            .zip(expected)
+            .all(|(got, want)| got.as_deref() == Some(*want));
+    if matches {
+        Ok(())
+    } else {
+        Err(Refusal::Malformed {
+            detail: "unknown token schema",
+        })
+    }
+}
+
+fn check_roles(roles: &[String], allowed: &[String]) -> Result<(), Refusal> {
+    if roles.is_empty() || roles.len() > MAX_ROLES {
+        return Err(Refusal::Policy {
+            detail: format!("a membership carries 1 to {MAX_ROLES} roles"),
+        });
+    }
+    for role in roles {
+        if !valid_role(role) || !allowed.contains(role) {
+            return Err(Refusal::Policy {
+                detail: format!("role {role:?} is not delegated"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn policy_refusal(e: ExtractError) -> Refusal {
+    match e {
+        ExtractError::Datalog(e) => Refusal::Policy {
+            detail: e.to_string(),
+        },
+        ExtractError::Shape(what) => Refusal::Malformed { detail: what },
+    }
+}

@@ -1,0 +1,509 @@
+//! Issuing and verifying delegation and membership tokens, one test per refusal reason.
+
+#![allow(clippy::unwrap_used)]
+
+mod fixture;
+
+use std::time::Duration;
+
+use biscuit_auth::macros::{block, check, fact};
+use biscuit_auth::{Biscuit, BlockBuilder};
+use cordon_membership::{
+    AccessList, DelegationRequest, IssueError, NetworkTrust, Refusal, RefusalCode, RevocationId,
+    Verifier, VerifierConfig,
+};
+use fixture::*;
+
+#[test]
+fn valid_token_yields_its_verdict() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let issued = net
+        .issuer()
+        .issue(&node, &roles(&["operator", "member"]), DAY, t0())
+        .unwrap();
+    let verdict = net
+        .verifier()
+        .verify_membership(&issued.bytes, &node, t0() + HOUR)
+        .unwrap();
+    assert_eq!(verdict.network, "mainnet");
+    assert_eq!(verdict.subject, node);
+    assert_eq!(verdict.issuer, net.seednode.public());
+    assert_eq!(verdict.roles, roles(&["member", "operator"]));
+    assert_eq!(verdict.expires_at, t0() + DAY);
+    assert_eq!(verdict.token_id, issued.token_id);
+    assert_eq!(verdict.revocation_ids.len(), 2);
+    assert_eq!(verdict.revocation_ids[1], issued.revocation_id);
+}
+
+#[test]
+fn token_presented_by_another_peer_is_wrong_subject() {
+    let net = Net::new("mainnet", 1, 2);
+    let owner = key(10).peer_id();
+    let thief = key(11).peer_id();
+    let token = net.member(&owner);
+    let err = net
+        .verifier()
+        .verify_membership(&token, &thief, t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::WrongSubject);
+    assert!(matches!(err, Refusal::WrongSubject { token_subject } if token_subject == owner));
+}
+
+#[test]
+fn expired_membership_is_refused_after_skew() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let verifier = net.verifier();
+    // Within the 60 s skew allowance: still accepted.
+    verifier
+        .verify_membership(&token, &node, t0() + DAY + Duration::from_secs(30))
+        .unwrap();
+    let err = verifier
+        .verify_membership(&token, &node, t0() + DAY + Duration::from_secs(61))
+        .unwrap_err();
+    assert!(matches!(err, Refusal::MembershipExpired { .. }), "{err}");
+    assert_eq!(err.code(), RefusalCode::Expired);
+}
+
+#[test]
+fn expired_delegation_is_refused() {
+    let net = Net::with_delegation(
+        "mainnet",
+        1,
+        2,
+        &DelegationRequest {
+            network: "mainnet".into(),
+            seednode: key(2).public(),
+            expires_at: t0() + 2 * HOUR,
+            allowed_roles: roles(&["member"]),
+            max_lifetime: DAY,
+        },
+    );
+    let node = key(10).peer_id();
+    let token = net
+        .issuer()
+        .issue(&node, &roles(&["member"]), 2 * HOUR, t0())
+        .unwrap();
+    let err = net
+        .verifier()
+        .verify_membership(&token.bytes, &node, t0() + 3 * HOUR)
+        .unwrap_err();
+    assert!(matches!(err, Refusal::DelegationExpired { .. }), "{err}");
+    assert_eq!(err.code(), RefusalCode::Expired);
+    let err = net
+        .verifier()
+        .verify_delegation(&net.delegation, &key(2).peer_id(), t0() + 3 * HOUR)
+        .unwrap_err();
+    assert!(matches!(err, Refusal::DelegationExpired { .. }), "{err}");
+}
+
+#[test]
+fn unknown_anchor_is_bad_signature() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let stranger = Net::new("mainnet", 3, 2);
+    let err = stranger
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::UnknownAnchor { key_id: Some(id) } if id == key(1).public().key_id()),
+        "{err}"
+    );
+    assert_eq!(err.code(), RefusalCode::BadSignature);
+}
+
+#[test]
+fn rotated_anchor_is_accepted_while_listed_and_refused_once_removed() {
+    let old = Net::new("mainnet", 1, 2);
+    let new = Net::new("mainnet", 4, 2);
+    let node = key(10).peer_id();
+    let old_token = old.member(&node);
+    let new_token = new.member(&node);
+    let during = Verifier::new(
+        VerifierConfig::default(),
+        AccessList::new([NetworkTrust {
+            name: "mainnet".into(),
+            anchors: vec![old.anchor.public(), new.anchor.public()],
+            strict: false,
+        }])
+        .unwrap(),
+    );
+    during.verify_membership(&old_token, &node, t0()).unwrap();
+    during.verify_membership(&new_token, &node, t0()).unwrap();
+    let after = new.verifier();
+    after.verify_membership(&new_token, &node, t0()).unwrap();
+    let err = after
+        .verify_membership(&old_token, &node, t0())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::UnknownAnchor { .. }), "{err}");
+}
+
+/// Appends a third-party block signed by `signer` to a delegation.
+fn append_third_party(
+    net: &Net,
+    signer: &cordon_membership::SecretKey,
+    block: BlockBuilder,
+) -> Vec<u8> {
+    let delegation = Biscuit::from(&net.delegation, net.anchor.public().to_biscuit()).unwrap();
+    let request = delegation.third_party_request().unwrap();
+    let signed = request
+        .create_block(&signer.biscuit_private(), block)
+        .unwrap();
+    delegation
+        .append_third_party(signer.public().to_biscuit(), signed)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+}
+
+fn membership_block(
+    node: &cordon_membership::PeerId,
+    role: &str,
+    lifetime: Duration,
+) -> BlockBuilder {
+    let issued = t0();
+    let expires = t0() + lifetime;
+    BlockBuilder::new()
+        .context("cordon-membership/1".into())
+        .fact(fact!("node({p})", p = node.to_bytes()))
+        .unwrap()
+        .fact(fact!("issued({t})", t = issued))
+        .unwrap()
+        .fact(fact!("expires({t})", t = expires))
+        .unwrap()
+        .fact(fact!("role({r})", r = role.to_string()))
+        .unwrap()
+}
+
+#[test]
+fn block_signed_by_undelegated_key_is_refused() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let rogue = key(66);
+    let token = append_third_party(&net, &rogue, membership_block(&node, "member", DAY));
+    let err = net
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::UnendorsedIssuer { signer: Some(k) } if k == rogue.public()),
+        "{err}"
+    );
+    assert_eq!(err.code(), RefusalCode::BadSignature);
+}
+
+#[test]
+fn first_party_membership_block_is_refused() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let delegation = Biscuit::from(&net.delegation, net.anchor.public().to_biscuit()).unwrap();
+    let token = delegation
+        .append(membership_block(&node, "member", DAY))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let err = net
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::UnendorsedIssuer { signer: None }),
+        "{err}"
+    );
+}
+
+#[test]
+fn issuing_beyond_delegation_bounds_is_refused() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let issuer = net.issuer();
+    let err = issuer
+        .issue(&node, &roles(&["admin"]), DAY, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, IssueError::RoleNotDelegated { ref role, .. } if role == "admin"),
+        "{err}"
+    );
+    let err = issuer
+        .issue(&node, &roles(&["member"]), 8 * DAY, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, IssueError::LifetimeExceeded { requested_secs, max_secs }
+        if requested_secs == 8 * 86_400 && max_secs == 7 * 86_400),
+        "{err}"
+    );
+    let err = issuer
+        .issue(&node, &roles(&["member"]), 6 * DAY, t0() + 28 * DAY)
+        .unwrap_err();
+    assert!(
+        matches!(err, IssueError::OutlivesDelegation { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn seednode_signed_token_beyond_bounds_is_refused_by_verifier() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    // The seednode key itself signs a role the anchor never delegated.
+    let token = append_third_party(&net, &net.seednode, membership_block(&node, "admin", DAY));
+    let err = net
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::Policy { .. }), "{err}");
+    assert_eq!(err.code(), RefusalCode::Policy);
+    // ... and a lifetime over the delegated maximum.
+    let token = append_third_party(
+        &net,
+        &net.seednode,
+        membership_block(&node, "member", 8 * DAY),
+    );
+    let err = net
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::Policy { ref detail } if detail.contains("lifetime")),
+        "{err}"
+    );
+}
+
+#[test]
+fn revoked_membership_id_is_refused_even_when_cached() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let issued = net
+        .issuer()
+        .issue(&node, &roles(&["member"]), DAY, t0())
+        .unwrap();
+    let mut verifier = net.verifier();
+    verifier
+        .verify_membership(&issued.bytes, &node, t0())
+        .unwrap();
+    verifier
+        .revocations_mut()
+        .insert(issued.revocation_id.clone());
+    let err = verifier
+        .verify_membership(&issued.bytes, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::Revoked { ref id } if *id == issued.revocation_id),
+        "{err}"
+    );
+    assert_eq!(err.code(), RefusalCode::Revoked);
+    // Another node's token from the same seednode is unaffected.
+    let other = key(11).peer_id();
+    verifier
+        .verify_membership(&net.member(&other), &other, t0())
+        .unwrap();
+}
+
+#[test]
+fn revoked_delegation_id_refuses_every_token_of_that_seednode() {
+    let net = Net::new("mainnet", 1, 2);
+    let a = key(10).peer_id();
+    let b = key(11).peer_id();
+    let (ta, tb) = (net.member(&a), net.member(&b));
+    let mut verifier = net.verifier();
+    let delegation_id = verifier
+        .verify_delegation(&net.delegation, &net.seednode.peer_id(), t0())
+        .unwrap()
+        .revocation_id;
+    verifier.revocations_mut().insert(delegation_id);
+    for (token, peer) in [(&ta, &a), (&tb, &b)] {
+        let err = verifier.verify_membership(token, peer, t0()).unwrap_err();
+        assert_eq!(err.code(), RefusalCode::Revoked, "{err}");
+    }
+    let err = verifier
+        .verify_delegation(&net.delegation, &net.seednode.peer_id(), t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Revoked);
+}
+
+#[test]
+fn truncated_garbage_and_oversized_bytes_are_malformed() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let verifier = net.verifier();
+    for len in [0, 1, token.len() / 2, token.len() - 1] {
+        let err = verifier
+            .verify_membership(&token[..len], &node, t0())
+            .unwrap_err();
+        assert_eq!(err.code(), RefusalCode::Malformed, "len {len}: {err}");
+    }
+    let err = verifier
+        .verify_membership(b"definitely not a biscuit", &node, t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Malformed, "{err}");
+    let big = vec![0u8; 4097];
+    let err = verifier.verify_membership(&big, &node, t0()).unwrap_err();
+    assert_eq!(
+        err,
+        Refusal::TooLarge {
+            size: 4097,
+            max: 4096
+        }
+    );
+    assert_eq!(err.code(), RefusalCode::Malformed);
+}
+
+#[test]
+fn token_for_network_not_in_access_list_is_unknown_network() {
+    // The anchor trusted for mainnet also signs a delegation for "othernet".
+    let othernet = Net::with_delegation(
+        "othernet",
+        1,
+        2,
+        &DelegationRequest {
+            network: "othernet".into(),
+            seednode: key(2).public(),
+            expires_at: t0() + 30 * DAY,
+            allowed_roles: roles(&["member"]),
+            max_lifetime: DAY,
+        },
+    );
+    let mainnet = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = append_third_party(
+        &othernet,
+        &othernet.seednode,
+        membership_block(&node, "member", DAY),
+    );
+    let err = mainnet
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::UnknownNetwork { ref network } if network == "othernet"),
+        "{err}"
+    );
+    assert_eq!(err.code(), RefusalCode::UnknownNetwork);
+}
+
+#[test]
+fn anchor_of_another_network_cannot_sign_for_this_one() {
+    // testnet's anchor signs a delegation naming mainnet; a node trusting both networks must
+    // still refuse it for mainnet.
+    let mainnet = Net::new("mainnet", 1, 2);
+    let forged = Net::new("mainnet", 5, 2);
+    let testnet = Net::new("testnet", 5, 3);
+    let verifier = Verifier::new(
+        VerifierConfig::default(),
+        AccessList::new([mainnet.trust(), testnet.trust()]).unwrap(),
+    );
+    let node = key(10).peer_id();
+    let err = verifier
+        .verify_membership(&forged.member(&node), &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::AnchorNotForNetwork { ref network, .. } if network == "mainnet"),
+        "{err}"
+    );
+    assert_eq!(err.code(), RefusalCode::BadSignature);
+}
+
+fn heavy_block() -> BlockBuilder {
+    let mut b = BlockBuilder::new();
+    for i in 0..48i64 {
+        b = b.fact(fact!("h({i})", i = i)).unwrap();
+    }
+    b.check(check!(
+        "check if h($a), h($b), h($c), h($d), $a + $b + $c + $d == 191"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn appended_heavy_datalog_block_is_refused_as_malformed_before_datalog() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = Biscuit::from(net.member(&node), net.anchor.public().to_biscuit()).unwrap();
+    let attacked = token.append(heavy_block()).unwrap().to_vec().unwrap();
+    assert!(
+        attacked.len() <= 4096,
+        "fits the size cap: {}",
+        attacked.len()
+    );
+    let err = net
+        .verifier()
+        .verify_membership(&attacked, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::Malformed { detail } if detail.contains("two blocks")),
+        "{err}"
+    );
+}
+
+#[test]
+fn heavy_third_party_block_from_a_stranger_is_refused_before_datalog() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let block = heavy_block()
+        .merge(block!("node({p})", p = node.to_bytes()))
+        .context("cordon-membership/1".into());
+    let token = append_third_party(&net, &key(77), block);
+    let err = net
+        .verifier()
+        .verify_membership(&token, &node, t0())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::UnendorsedIssuer { .. }), "{err}");
+}
+
+#[test]
+fn seednode_presents_its_delegation() {
+    let net = Net::new("mainnet", 1, 2);
+    let verifier = net.verifier();
+    let verdict = verifier
+        .verify_delegation(&net.delegation, &net.seednode.peer_id(), t0())
+        .unwrap();
+    assert_eq!(verdict.facts.network, "mainnet");
+    assert_eq!(&verdict.facts.delegate, net.seednode.public().as_bytes());
+    assert_eq!(verdict.facts.allowed_roles, roles(&["member", "operator"]));
+    // A phishing seednode replaying someone else's delegation is refused.
+    let err = verifier
+        .verify_delegation(&net.delegation, &key(99).peer_id(), t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::WrongSubject);
+    // A membership token is not a delegation.
+    let node = key(10).peer_id();
+    let err = verifier
+        .verify_delegation(&net.member(&node), &node, t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Malformed);
+}
+
+#[test]
+fn cached_verdict_still_checks_subject_and_expiry() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let verifier = net.verifier();
+    verifier.verify_membership(&token, &node, t0()).unwrap();
+    let err = verifier
+        .verify_membership(&token, &key(11).peer_id(), t0())
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::WrongSubject);
+    let err = verifier
+        .verify_membership(&token, &node, t0() + 2 * DAY)
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Expired);
+}
+
+#[test]
+fn tokens_are_standard_biscuits_with_the_anchor_key_id() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let parsed = Biscuit::from(&token, net.anchor.public().to_biscuit()).unwrap();
+    assert_eq!(parsed.root_key_id(), Some(net.anchor.public().key_id()));
+    assert_eq!(parsed.block_count(), 2);
+    let b64 = parsed.to_base64().unwrap();
+    Biscuit::from_base64(&b64, net.anchor.public().to_biscuit()).unwrap();
+    let _ = RevocationId(vec![]);
+}
