@@ -1,0 +1,78 @@
+//! Bounds on message sizes and contents.
+
+/// Default cap on one token, in bytes.
+const DEFAULT_MAX_TOKEN_BYTES: usize = 4096;
+/// Default cap on tokens (and results) per membership message.
+const DEFAULT_MAX_TOKENS_PER_MESSAGE: usize = 8;
+/// Default cap on the encoded size of a membership message: room for a
+/// full set of maximal tokens plus 1 KiB of framing (names, keys, headers).
+const DEFAULT_MEMBERSHIP_MAX_BYTES: usize =
+    DEFAULT_MAX_TOKENS_PER_MESSAGE * DEFAULT_MAX_TOKEN_BYTES + 1024;
+/// Default cap on the encoded size of a join message.
+const DEFAULT_JOIN_MAX_BYTES: usize = 8192;
+
+/// Bounds every message must respect, on decode and on encode.
+///
+/// The defaults are safe for production; each field says its default. A
+/// peer's message over any bound is refused before the application sees it.
+/// Both sides of a connection should use the same limits: a message within
+/// our limits but over the peer's is refused by the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest token (membership, delegation or delivered) in bytes.
+    /// Default: 4096.
+    pub max_token_bytes: usize,
+    /// Most tokens in one membership request, and most results in one
+    /// membership response. Default: 8.
+    pub max_tokens_per_message: usize,
+    /// Longest join-request label in bytes. Default: 64.
+    pub max_label_bytes: usize,
+    /// Longest invite code in bytes. Default: 64.
+    pub max_invite_bytes: usize,
+    /// Longest free-text message (e.g. in a join denial) in bytes.
+    /// Default: 256.
+    pub max_message_text_bytes: usize,
+    /// Largest encoded membership request. Default: 33792 (8 * 4096 + 1024).
+    pub membership_max_request_bytes: usize,
+    /// Largest encoded membership response. Default: 33792 (8 * 4096 + 1024).
+    pub membership_max_response_bytes: usize,
+    /// Largest encoded join message (request side). Default: 8192.
+    pub join_max_request_bytes: usize,
+    /// Largest encoded join reply (response side). Default: 8192.
+    pub join_max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            max_tokens_per_message: DEFAULT_MAX_TOKENS_PER_MESSAGE,
+            max_label_bytes: 64,
+            max_invite_bytes: 64,
+            max_message_text_bytes: 256,
+            membership_max_request_bytes: DEFAULT_MEMBERSHIP_MAX_BYTES,
+            membership_max_response_bytes: DEFAULT_MEMBERSHIP_MAX_BYTES,
+            join_max_request_bytes: DEFAULT_JOIN_MAX_BYTES,
+            join_max_response_bytes: DEFAULT_JOIN_MAX_BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_defaults() {
+        let l = Limits::default();
+        assert_eq!(l.max_token_bytes, 4096);
+        assert_eq!(l.max_tokens_per_message, 8);
+        assert_eq!(l.max_label_bytes, 64);
+        assert_eq!(l.max_invite_bytes, 64);
+        assert_eq!(l.max_message_text_bytes, 256);
+        assert_eq!(l.membership_max_request_bytes, 33792);
+        assert_eq!(l.membership_max_response_bytes, 33792);
+        assert_eq!(l.join_max_request_bytes, 8192);
+        assert_eq!(l.join_max_response_bytes, 8192);
+    }
+}

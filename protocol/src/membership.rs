@@ -1,0 +1,308 @@
+//! Wire types of the membership exchange, [`MEMBERSHIP_PROTOCOL`].
+//!
+//! On every new connection both sides send a [`MembershipRequest`] with the
+//! tokens for the networks they want to share, and each answers the other's
+//! request with a [`MembershipResponse`] holding one [`NetworkResult`] per
+//! network it considered. A seednode presents its delegation here too, so a
+//! node can check it before sending join requests.
+//!
+//! [`MEMBERSHIP_PROTOCOL`]: crate::MEMBERSHIP_PROTOCOL
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reason::{UnknownCodeError, wire_code};
+use crate::{Limits, NetworkName, ProtocolError, ReasonCode, Validate};
+
+wire_code! {
+    /// What a presented token claims to be.
+    TokenKind, "token kind" {
+        /// A node's membership token for the network.
+        Membership => "membership",
+        /// A seednode's delegation from the network's trust anchor.
+        Delegation => "delegation",
+    }
+}
+
+/// One token offered for one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresentedToken {
+    /// The network the token is for.
+    pub network: NetworkName,
+    /// Whether this is a membership token or a delegation.
+    pub kind: TokenKind,
+    /// The serialized token, opaque to this crate. A CBOR byte string.
+    #[serde(with = "crate::byte_string")]
+    pub token: Vec<u8>,
+}
+
+/// The tokens one side presents on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipRequest {
+    /// At most `Limits::max_tokens_per_message`, at most one per network and
+    /// kind. May be empty (a node that only wants to join).
+    pub tokens: Vec<PresentedToken>,
+}
+
+/// The answer to a [`MembershipRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipResponse {
+    /// At most `Limits::max_tokens_per_message`, at most one per network.
+    pub results: Vec<NetworkResult>,
+}
+
+/// The verdict on one network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkResult {
+    /// The network judged.
+    pub network: NetworkName,
+    /// Accepted, or rejected with a stable reason.
+    pub outcome: Outcome,
+}
+
+/// Whether a network's membership was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The peer is a verified member of the network on this connection.
+    Accepted,
+    /// The peer is not, and this is why.
+    Rejected {
+        /// Stable reason code.
+        reason: ReasonCode,
+    },
+}
+
+impl Validate for PresentedToken {
+    fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        check_token(Some(&self.network), &self.token, limits)
+    }
+}
+
+/// A token must be non-empty and at most `Limits::max_token_bytes`.
+pub(crate) fn check_token(
+    network: Option<&NetworkName>,
+    token: &[u8],
+    limits: &Limits,
+) -> Result<(), ProtocolError> {
+    if token.is_empty() || token.len() > limits.max_token_bytes {
+        return Err(ProtocolError::TokenSize {
+            network: network.cloned(),
+            len: token.len(),
+            max: limits.max_token_bytes,
+        });
+    }
+    Ok(())
+}
+
+impl Validate for MembershipRequest {
+    fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        if self.tokens.len() > limits.max_tokens_per_message {
+            return Err(ProtocolError::TooManyTokens {
+                count: self.tokens.len(),
+                max: limits.max_tokens_per_message,
+            });
+        }
+        // Two tokens of one kind for one network would leave the verifier to
+        // guess which one counts; refuse the ambiguity.
+        let mut seen = BTreeSet::new();
+        for presented in &self.tokens {
+            presented.validate(limits)?;
+            if !seen.insert((&presented.network, presented.kind)) {
+                return Err(ProtocolError::DuplicateToken {
+                    network: presented.network.clone(),
+                    kind: presented.kind,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for NetworkResult {
+    fn validate(&self, _limits: &Limits) -> Result<(), ProtocolError> {
+        // The network name and reason code are valid by construction.
+        Ok(())
+    }
+}
+
+impl Validate for MembershipResponse {
+    fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        if self.results.len() > limits.max_tokens_per_message {
+            return Err(ProtocolError::TooManyResults {
+                count: self.results.len(),
+                max: limits.max_tokens_per_message,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for result in &self.results {
+            result.validate(limits)?;
+            if !seen.insert(&result.network) {
+                return Err(ProtocolError::DuplicateResult {
+                    network: result.network.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::network::tests::network_name;
+    use crate::reason::tests::reason_code;
+
+    pub(crate) fn token_bytes(limits: &Limits) -> impl Strategy<Value = Vec<u8>> + use<> {
+        proptest::collection::vec(any::<u8>(), 1..=limits.max_token_bytes)
+    }
+
+    fn token_kind() -> impl Strategy<Value = TokenKind> {
+        proptest::sample::select(TokenKind::ALL)
+    }
+
+    pub(crate) fn presented_token() -> impl Strategy<Value = PresentedToken> {
+        (
+            network_name(),
+            token_kind(),
+            token_bytes(&Limits::default()),
+        )
+            .prop_map(|(network, kind, token)| PresentedToken {
+                network,
+                kind,
+                token,
+            })
+    }
+
+    pub(crate) fn membership_request() -> impl Strategy<Value = MembershipRequest> {
+        proptest::collection::vec(
+            presented_token(),
+            0..=Limits::default().max_tokens_per_message,
+        )
+        .prop_map(|tokens| {
+            let mut seen = BTreeSet::new();
+            let tokens = tokens
+                .into_iter()
+                .filter(|t| seen.insert((t.network.clone(), t.kind)))
+                .collect();
+            MembershipRequest { tokens }
+        })
+    }
+
+    pub(crate) fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Accepted),
+            reason_code().prop_map(|reason| Outcome::Rejected { reason }),
+        ]
+    }
+
+    pub(crate) fn network_result() -> impl Strategy<Value = NetworkResult> {
+        (network_name(), outcome())
+            .prop_map(|(network, outcome)| NetworkResult { network, outcome })
+    }
+
+    pub(crate) fn membership_response() -> impl Strategy<Value = MembershipResponse> {
+        proptest::collection::vec(
+            network_result(),
+            0..=Limits::default().max_tokens_per_message,
+        )
+        .prop_map(|results| {
+            let mut seen = BTreeSet::new();
+            let results = results
+                .into_iter()
+                .filter(|r| seen.insert(r.network.clone()))
+                .collect();
+            MembershipResponse { results }
+        })
+    }
+
+    fn net(name: &str) -> NetworkName {
+        name.parse().unwrap()
+    }
+
+    fn token(network: &str, kind: TokenKind, len: usize) -> PresentedToken {
+        PresentedToken {
+            network: net(network),
+            kind,
+            token: vec![7; len],
+        }
+    }
+
+    #[test]
+    fn request_limits() {
+        let limits = Limits::default();
+        let ok = MembershipRequest {
+            tokens: vec![
+                token("a", TokenKind::Membership, 1),
+                token("a", TokenKind::Delegation, 4096),
+            ],
+        };
+        assert_eq!(ok.validate(&limits), Ok(()));
+
+        let too_many = MembershipRequest {
+            tokens: (0..9)
+                .map(|i| token(&format!("n{i}"), TokenKind::Membership, 1))
+                .collect(),
+        };
+        assert_eq!(
+            too_many.validate(&limits),
+            Err(ProtocolError::TooManyTokens { count: 9, max: 8 })
+        );
+
+        for len in [0, 4097] {
+            let bad = MembershipRequest {
+                tokens: vec![token("a", TokenKind::Membership, len)],
+            };
+            assert!(matches!(
+                bad.validate(&limits),
+                Err(ProtocolError::TokenSize { len: l, max: 4096, .. }) if l == len
+            ));
+        }
+
+        let dup = MembershipRequest {
+            tokens: vec![
+                token("a", TokenKind::Membership, 1),
+                token("a", TokenKind::Membership, 2),
+            ],
+        };
+        assert_eq!(
+            dup.validate(&limits),
+            Err(ProtocolError::DuplicateToken {
+                network: net("a"),
+                kind: TokenKind::Membership
+            })
+        );
+    }
+
+    #[test]
+    fn response_limits() {
+        let limits = Limits::default();
+        let result = |n: &str| NetworkResult {
+            network: net(n),
+            outcome: Outcome::Accepted,
+        };
+        let too_many = MembershipResponse {
+            results: (0..9).map(|i| result(&format!("n{i}"))).collect(),
+        };
+        assert_eq!(
+            too_many.validate(&limits),
+            Err(ProtocolError::TooManyResults { count: 9, max: 8 })
+        );
+        let dup = MembershipResponse {
+            results: vec![result("a"), result("a")],
+        };
+        assert_eq!(
+            dup.validate(&limits),
+            Err(ProtocolError::DuplicateResult { network: net("a") })
+        );
+    }
+}
