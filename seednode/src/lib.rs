@@ -1,0 +1,3 @@
+//! The Cordon seednode library (work in progress).
+
+pub mod store;
