@@ -1,3 +1,10 @@
-//! The Cordon seednode library (work in progress).
+//! The Cordon seednode: trust-anchor tooling, the join-request queue, operator approval and
+//! token issuing and delivery.
+//!
+//! The binary only parses arguments; everything it does lives here so tests can drive it.
 
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod anchor;
 pub mod store;

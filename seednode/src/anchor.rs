@@ -1,0 +1,196 @@
+//! Trust-anchor tooling: create an anchor key, delegate a network to a seednode.
+//!
+//! The anchor key may live offline; these commands touch only files.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use cordon_membership::{DelegationRequest, PublicKey, SecretKey, issue_delegation};
+use cordon_protocol::NetworkName;
+
+/// File name of the anchor's secret key inside its directory.
+pub const ANCHOR_KEY_FILE: &str = "anchor.key";
+/// File name of the anchor's public key inside its directory.
+pub const ANCHOR_PUB_FILE: &str = "anchor.pub";
+
+/// What `anchor new` created.
+#[derive(Debug, serde::Serialize)]
+pub struct NewAnchor {
+    /// The network the anchor roots.
+    pub network: String,
+    /// Its public key, `ed25519/<hex>`.
+    pub public_key: PublicKey,
+    /// The key id carried in every token it signs.
+    pub key_id: u32,
+    /// The secret key file (0600).
+    pub key_file: PathBuf,
+}
+
+/// Creates an anchor key in `out` (created 0700 if missing). Refuses to overwrite a key.
+pub fn new_anchor(network: &str, out: &Path) -> anyhow::Result<NewAnchor> {
+    let network: NetworkName = network
+        .parse()
+        .with_context(|| format!("invalid --network {network:?}"))?;
+    create_private_dir(out)?;
+    let key = SecretKey::generate();
+    let key_file = out.join(ANCHOR_KEY_FILE);
+    key.save_new(&key_file)?;
+    let public_key = key.public();
+    write_new(
+        &out.join(ANCHOR_PUB_FILE),
+        format!("{public_key}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(NewAnchor {
+        network: network.to_string(),
+        public_key,
+        key_id: public_key.key_id(),
+        key_file,
+    })
+}
+
+/// Arguments of `anchor delegate`.
+#[derive(Debug)]
+pub struct Delegate<'a> {
+    /// The anchor's secret key file.
+    pub anchor_key: &'a Path,
+    /// The seednode's public key.
+    pub seednode: PublicKey,
+    /// The network.
+    pub network: &'a str,
+    /// How long the delegation lasts.
+    pub ttl: Duration,
+    /// Roles the seednode may grant.
+    pub roles: Vec<String>,
+    /// Longest membership the seednode may issue.
+    pub max_lifetime: Duration,
+    /// Where to write the token (and `<out>.b64`).
+    pub out: &'a Path,
+}
+
+/// What `anchor delegate` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct Delegated {
+    /// The token file (biscuit bytes).
+    pub token_file: PathBuf,
+    /// The base64 form.
+    pub base64_file: PathBuf,
+    /// The delegation's revocation id (revoking it revokes every token the seednode issued).
+    pub revocation_id: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// The anchor's key id.
+    pub anchor_key_id: u32,
+}
+
+/// Signs a delegation and writes it as biscuit bytes plus a base64 file.
+pub fn delegate(args: &Delegate<'_>, now: SystemTime) -> anyhow::Result<Delegated> {
+    let network: NetworkName = args
+        .network
+        .parse()
+        .with_context(|| format!("invalid --network {:?}", args.network))?;
+    if args.roles.is_empty() {
+        bail!("--roles must name at least one role, e.g. --roles member,operator");
+    }
+    let anchor = SecretKey::load(args.anchor_key)?;
+    let expires_at = now + args.ttl;
+    let token = issue_delegation(
+        &anchor,
+        &DelegationRequest {
+            network: network.to_string(),
+            seednode: args.seednode,
+            expires_at,
+            allowed_roles: args.roles.clone(),
+            max_lifetime: args.max_lifetime,
+        },
+        now,
+    )?;
+    let biscuit = biscuit_auth::Biscuit::from(&token, anchor.public().to_biscuit())
+        .context("re-reading the delegation just signed")?;
+    let revocation_id = biscuit
+        .revocation_identifiers()
+        .first()
+        .map(hex::encode)
+        .unwrap_or_default();
+    let b64 = biscuit.to_base64().context("encoding base64")?;
+    let base64_file = append_extension(args.out, "b64");
+    write_replace(args.out, &token)?;
+    write_replace(&base64_file, format!("{b64}\n").as_bytes())?;
+    Ok(Delegated {
+        token_file: args.out.to_owned(),
+        base64_file,
+        revocation_id,
+        expires_at: expires_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        anchor_key_id: anchor.public().key_id(),
+    })
+}
+
+/// Reads a token file holding either raw biscuit bytes or their base64 form.
+pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("cannot read token file {}", path.display()))?;
+    if meta.len() > 64 * 1024 {
+        bail!(
+            "token file {} is {} bytes, far larger than any token",
+            path.display(),
+            meta.len()
+        );
+    }
+    let bytes =
+        fs::read(path).with_context(|| format!("cannot read token file {}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    {
+        use base64::Engine;
+        if let Ok(decoded) = base64::engine::general_purpose::URL_SAFE.decode(text) {
+            return Ok(decoded);
+        }
+    }
+    Ok(bytes)
+}
+
+fn append_extension(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".");
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// Creates a directory (and parents) with mode 0700 if it does not exist.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {} (does it already exist?)", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a file atomically: a temporary sibling, fsync, rename.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = append_extension(path, "tmp");
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, bytes, 0o644)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
