@@ -1,1 +1,267 @@
-fn main() {}
+//! `node`: joins Cordon networks and serves them.
+//!
+//! Note: Node.js installs a binary with the same name. Call this one by path
+//! (`target/release/node`), never through `PATH`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cordon_node::control::{call_blocking, socket_path};
+use cordon_node::datadir::DataDir;
+use cordon_node::descriptor::Descriptor;
+use cordon_node::{NodeConfig, NodeLimits};
+use cordon_protocol::NetworkName;
+use libp2p::Multiaddr;
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "node",
+    version,
+    about = "Cordon node: join permissioned networks and serve their members",
+    after_help = "Node.js also installs a `node` binary: run this one by its path, e.g. target/release/node."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the node's identity key in a data directory (0700; key 0600).
+    Init {
+        /// Data directory.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join networks and serve until interrupted (SIGINT/SIGTERM).
+    Run {
+        /// Data directory created by `node init`.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Network descriptor file (the access list).
+        #[arg(long)]
+        networks: PathBuf,
+        /// Network to join; repeat for several (at most 4).
+        #[arg(long = "network", required = true)]
+        network: Vec<NetworkName>,
+        /// Address to listen on; repeat for several.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+        listen: Vec<Multiaddr>,
+        /// Label shown to operators in the seednode's pending list.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Invite code for networks with the `invite` join policy.
+        #[arg(long)]
+        invite: Option<String>,
+        /// Seconds a connection may stay unauthenticated.
+        #[arg(long, default_value_t = 10)]
+        auth_timeout_secs: u64,
+        /// Validate the configuration and exit without starting.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show the running node's status.
+    Status {
+        /// Data directory of the running node.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the peers in the running node's routing tables.
+    Peers {
+        /// Data directory of the running node.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Only this network.
+        #[arg(long)]
+        network: Option<NetworkName>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data, json } => {
+            let (_, key) = DataDir::init(&data)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"peer_id": key.peer_id().to_string(), "public_key": key.public().to_string()})
+                );
+            } else {
+                println!(
+                    "node identity created in {}\npeer id: {}",
+                    data.display(),
+                    key.peer_id()
+                );
+            }
+            Ok(())
+        }
+        Command::Run {
+            data,
+            networks,
+            network,
+            listen,
+            label,
+            invite,
+            auth_timeout_secs,
+            check,
+        } => {
+            let descriptor = Descriptor::load(&networks)?;
+            for n in &network {
+                anyhow::ensure!(
+                    descriptor.network(n).is_some(),
+                    "network {n} is not in {}; add a [[network]] entry for it",
+                    networks.display()
+                );
+            }
+            let (_, identity) = DataDir::open(&data)?;
+            let mut config = NodeConfig::new(data, descriptor, network);
+            config.listen = listen;
+            config.label = label;
+            config.invite = invite;
+            config.limits = NodeLimits {
+                auth_timeout: Duration::from_secs(auth_timeout_secs),
+                ..NodeLimits::default()
+            };
+            if check {
+                println!("configuration ok");
+                return Ok(());
+            }
+            init_tracing();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(cordon_node::run(config, identity, None, shutdown_signal()))
+        }
+        Command::Status { data, json } => {
+            let status = call(&data, json!({"cmd": "status"}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Peers {
+            data,
+            network,
+            json,
+        } => {
+            let mut req = json!({"cmd": "peers"});
+            if let Some(n) = network {
+                req["network"] = json!(n.to_string());
+            }
+            let peers = call(&data, req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                print_peers(&peers);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn call(data: &std::path::Path, request: Value) -> anyhow::Result<Value> {
+    Ok(call_blocking(
+        &socket_path(data),
+        &request,
+        Duration::from_secs(10),
+    )?)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+fn print_status(s: &Value) {
+    println!("peer id:     {}", s["peer_id"].as_str().unwrap_or("?"));
+    if let Some(listen) = s["listen"].as_array() {
+        for a in listen {
+            println!("listening:   {}", a.as_str().unwrap_or("?"));
+        }
+    }
+    println!("connections: {}", s["connections"]);
+    println!();
+    println!(
+        "{:<16} {:<9} {:>8} {:>9} {:>8}",
+        "NETWORK", "STATE", "ROUTING", "VERIFIED", "REQUEST"
+    );
+    for n in s["networks"].as_array().into_iter().flatten() {
+        println!(
+            "{:<16} {:<9} {:>8} {:>9} {:>8}",
+            n["name"].as_str().unwrap_or("?"),
+            n["state"].as_str().unwrap_or("?"),
+            n["routing_table"].to_string(),
+            n["verified_peers"].to_string(),
+            n["pending_request"]
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+fn print_peers(peers: &Value) {
+    println!(
+        "{:<10} {:<54} {:<9} ADDRESS",
+        "NETWORK", "PEER", "CONNECTED"
+    );
+    for p in peers.as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:<54} {:<9} {}",
+            p["network"].as_str().unwrap_or("?"),
+            p["peer"].as_str().unwrap_or("?"),
+            if p["connected"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            p["addrs"].get(0).and_then(Value::as_str).unwrap_or("-")
+        );
+    }
+}

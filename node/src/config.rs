@@ -1,0 +1,102 @@
+//! Node configuration: what to join, where to listen, and every limit with its safe default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cordon_protocol::NetworkName;
+use libp2p::Multiaddr;
+
+use crate::descriptor::Descriptor;
+
+/// Most networks one process joins or serves at once (one Kademlia slot each).
+pub const MAX_NETWORKS: usize = 4;
+
+/// Bounds on everything the node holds for others. Each has a safe default.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Time a connection may stay open without a verified membership. Default 10 s.
+    pub auth_timeout: Duration,
+    /// Established connections in total. Default 512.
+    pub max_connections: u32,
+    /// Established connections per peer. Default 4.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in the handshake. Default 64.
+    pub max_pending_incoming: u32,
+    /// Concurrent streams per request-response protocol and connection. Default 16.
+    pub max_streams_per_protocol: usize,
+    /// Token verifications queued or running at once; more are refused as rate limited.
+    /// Default 64.
+    pub max_pending_verifications: usize,
+    /// Worker threads verifying tokens concurrently. Default 2.
+    pub verify_workers: usize,
+    /// Timeout of one request-response exchange. Default 10 s.
+    pub request_timeout: Duration,
+    /// Connections with no open stream are closed after this long. Default 120 s.
+    pub idle_timeout: Duration,
+    /// How often a node without a token polls its join request, and how often every node
+    /// redials bootstrap peers of networks where it has no verified connection. Default 3 s.
+    pub poll_interval: Duration,
+    /// How often each network's Kademlia looks for more members. Default 5 s.
+    pub discovery_interval: Duration,
+    /// Addresses kept per peer. Default 8.
+    pub max_addrs_per_peer: usize,
+    /// Entries kept in the persisted address book. Default 1024.
+    pub max_address_book: usize,
+    /// Largest Kademlia message. Default 16 KiB.
+    pub max_kad_packet_bytes: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            auth_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 64,
+            max_streams_per_protocol: 16,
+            max_pending_verifications: 64,
+            verify_workers: 2,
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(3),
+            discovery_interval: Duration::from_secs(5),
+            max_addrs_per_peer: 8,
+            max_address_book: 1024,
+            max_kad_packet_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Everything `run` needs besides the identity key.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data directory (identity, tokens, address book, control socket).
+    pub data_dir: PathBuf,
+    /// The access list and per-network settings.
+    pub descriptor: Descriptor,
+    /// Networks to join (a node) or serve (a seednode); each must be in the descriptor.
+    pub networks: Vec<NetworkName>,
+    /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Label sent with join requests (shown to operators).
+    pub label: String,
+    /// Invite code sent with join requests for `invite` networks.
+    pub invite: Option<String>,
+    /// Limits.
+    pub limits: NodeLimits,
+}
+
+impl NodeConfig {
+    /// A configuration with default listen address, label and limits.
+    pub fn new(data_dir: PathBuf, descriptor: Descriptor, networks: Vec<NetworkName>) -> Self {
+        Self {
+            data_dir,
+            descriptor,
+            networks,
+            listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr")],
+            label: String::new(),
+            invite: None,
+            limits: NodeLimits::default(),
+        }
+    }
+}
