@@ -7,4 +7,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod anchor;
+pub mod operator;
+pub mod service;
 pub mod store;

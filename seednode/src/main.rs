@@ -1,12 +1,22 @@
 //! `seednode`: issues membership tokens and is the operators' command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use cordon_membership::{PublicKey, SecretKey};
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use cordon_membership::{
+    IssueError, Issuer, PublicKey, Refusal, SecretKey, Verifier, VerifierConfig,
+};
+use cordon_node::NodeConfig;
+use cordon_node::datadir::DataDir;
+use cordon_node::descriptor::Descriptor;
+use cordon_protocol::NetworkName;
 use cordon_seednode::anchor;
+use cordon_seednode::operator::{self, OperatorCommand, RevokeTarget};
+use cordon_seednode::service::{SeedService, ServiceConfig};
+use cordon_seednode::store::{Store, StoreLimits};
+use libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +43,128 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the seednode daemon: serve join requests, issue tokens, answer the operator CLI.
+    ///
+    /// Stops cleanly on Ctrl-C or SIGTERM. Logs go to stderr; set RUST_LOG (default: info).
+    Run(RunArgs),
+    /// List pending join requests.
+    Pending {
+        /// Only requests for this network.
+        #[arg(long)]
+        network: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a pending join request: issue its token and deliver it.
+    Approve {
+        /// The request id (from `seednode pending`).
+        id: i64,
+        /// A role to grant (repeat for several). Default: the seednode's default roles (member).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Token lifetime (e.g. 30d, 12h). Default: the network's token_lifetime, capped by the
+        /// delegation.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Deny a pending join request.
+    Deny {
+        /// The request id (from `seednode pending`).
+        id: i64,
+        /// A note sent to the requesting node (printable text, at most 256 bytes).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List current members: the newest valid token of each peer and network.
+    Members {
+        /// Only members of this network.
+        #[arg(long)]
+        network: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Create an invite code for a network with `join = "invite"` (shown only once).
+    Invite {
+        /// The network the code admits to.
+        #[arg(long)]
+        network: String,
+        /// How many joins the code admits.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long the code is valid (e.g. 1d, 2h).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR", default_value = "1d")]
+        ttl: Duration,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke memberships: all tokens of a peer, or one token by id.
+    ///
+    /// The revocation is recorded and the revocation set's version moves on; members learn it
+    /// from the seednode.
+    #[command(group(
+        clap::ArgGroup::new("what").required(true).args(["target", "peer", "token_id"])
+    ))]
+    Revoke {
+        /// A peer id or a token id (a number, from `seednode members`); same as --peer or
+        /// --token-id.
+        #[arg(value_name = "PEER_OR_TOKEN")]
+        target: Option<String>,
+        /// Revoke every unrevoked token of this peer.
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
+        /// With a peer: only its tokens for this network.
+        #[arg(long, value_name = "NAME")]
+        network: Option<String>,
+        /// Revoke this one token (ids are listed by `seednode members`).
+        #[arg(long, value_name = "N", conflicts_with = "network")]
+        token_id: Option<i64>,
+        /// Why (kept in the revocation record).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show the running seednode's status: networks, connections, queue and token counts.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Options every operator command shares.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Data directory of the running seednode (its control socket lives there).
+    #[arg(long, env = "CORDON_DATA", value_name = "DIR")]
+    data: PathBuf,
+    /// Print the daemon's answer as JSON (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `seednode run`.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Data directory created by `seednode init` (identity key, database, control socket).
+    #[arg(long, env = "CORDON_DATA", value_name = "DIR")]
+    data: PathBuf,
+    /// The network descriptor file (TOML): anchors, bootstrap peers and join policy per network.
+    #[arg(long, value_name = "FILE")]
+    networks: PathBuf,
+    /// A delegation for this seednode (from `seednode anchor delegate`); repeat once per
+    /// network served.
+    #[arg(long = "delegation", value_name = "FILE", required = true)]
+    delegations: Vec<PathBuf>,
+    /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/0.
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// A human-readable name for this seednode.
+    #[arg(long, value_name = "TEXT")]
+    label: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +235,197 @@ fn print<T: serde::Serialize>(
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let (command, client) = match cli.command {
+        Command::Run(args) => return run_daemon(args),
+        Command::Pending { network, client } => (OperatorCommand::Pending { network }, client),
+        Command::Approve {
+            id,
+            roles,
+            ttl,
+            client,
+        } => (OperatorCommand::Approve { id, roles, ttl }, client),
+        Command::Deny { id, reason, client } => (OperatorCommand::Deny { id, reason }, client),
+        Command::Members { network, client } => (OperatorCommand::Members { network }, client),
+        Command::Invite {
+            network,
+            uses,
+            ttl,
+            client,
+        } => (
+            OperatorCommand::Invite {
+                network,
+                uses: Some(uses),
+                ttl: Some(ttl),
+            },
+            client,
+        ),
+        Command::Revoke {
+            target,
+            peer,
+            network,
+            token_id,
+            reason,
+            client,
+        } => {
+            let target = match (target, peer, token_id) {
+                (_, _, Some(id)) => RevokeTarget::Token(id),
+                (_, Some(peer), None) => RevokeTarget::Peer { peer, network },
+                (Some(text), None, None) => match text.parse::<i64>() {
+                    Ok(_) if network.is_some() => {
+                        bail!("--network applies only when revoking a peer, not a token id")
+                    }
+                    Ok(id) => RevokeTarget::Token(id),
+                    Err(_) => RevokeTarget::Peer {
+                        peer: text,
+                        network,
+                    },
+                },
+                (None, None, None) => bail!("name a peer (--peer PEER) or a token (--token-id N)"),
+            };
+            (OperatorCommand::Revoke { target, reason }, client)
+        }
+        Command::Status { client } => (OperatorCommand::Status, client),
+        local @ (Command::Anchor(_) | Command::Init { .. }) => return run_local(local),
+    };
+    let request = command.request()?;
+    let result = operator::call(&client.data, &request)?;
+    if client.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!("{}", command.render(&result, unix_now()));
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `seednode run`: everything is checked before the swarm starts, so a bad file fails fast.
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let (_data_dir, identity) = DataDir::open(&args.data).with_context(|| {
+        format!(
+            "opening data directory {} (create it with `seednode init --data {}`)",
+            args.data.display(),
+            args.data.display()
+        )
+    })?;
+    let descriptor = Descriptor::load(&args.networks)
+        .with_context(|| format!("loading the network descriptor {}", args.networks.display()))?;
+    let access = descriptor
+        .access_list()
+        .with_context(|| format!("building the access list from {}", args.networks.display()))?;
+    let verifier = Verifier::new(VerifierConfig::default(), access);
+    let now = SystemTime::now();
+    let mut issuers = Vec::with_capacity(args.delegations.len());
+    let mut networks: Vec<NetworkName> = Vec::with_capacity(args.delegations.len());
+    for path in &args.delegations {
+        let bytes = anchor::read_token_file(path)?;
+        let issuer = Issuer::new(&bytes, &verifier, identity.clone(), now)
+            .map_err(|e| delegation_error(path, &args.networks, &identity, e))?;
+        let network = NetworkName::new(issuer.network())
+            .with_context(|| format!("delegation {} names an invalid network", path.display()))?;
+        if networks.contains(&network) {
+            bail!(
+                "two delegations for network {network} (the second is {}); pass one per network",
+                path.display()
+            );
+        }
+        networks.push(network);
+        issuers.push(issuer);
+    }
+    let db = args.data.join("seednode.db");
+    let store = Store::open(&db, StoreLimits::default())?;
+    let service = SeedService::new(store, issuers, &descriptor, ServiceConfig::default())?;
+    let mut config = NodeConfig::new(args.data.clone(), descriptor, networks);
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    if let Some(label) = args.label {
+        config.label = label;
+    }
+    tracing::info!(
+        peer = %identity.peer_id(),
+        networks = ?config.networks.iter().map(NetworkName::as_str).collect::<Vec<_>>(),
+        "seednode starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        cordon_node::run(config, identity, Some(Box::new(service)), shutdown).await
+    })
+}
+
+/// Explains why a delegation cannot be used by this seednode, and how to fix it.
+fn delegation_error(
+    path: &Path,
+    descriptor: &Path,
+    identity: &SecretKey,
+    error: IssueError,
+) -> anyhow::Error {
+    let file = path.display();
+    match error {
+        IssueError::Delegation(Refusal::WrongSubject { token_subject }) => anyhow!(
+            "delegation {file} was issued to seednode {token_subject}, not to this seednode \
+             (peer id {}, public key {}); ask the anchor operator for \
+             `seednode anchor delegate --seednode {}`",
+            identity.peer_id(),
+            identity.public(),
+            identity.public()
+        ),
+        IssueError::Delegation(Refusal::UnknownNetwork { network }) => anyhow!(
+            "delegation {file} is for network {network:?}, which is not in the descriptor {}; \
+             add a [[network]] entry for it with its anchor key",
+            descriptor.display()
+        ),
+        IssueError::Delegation(
+            refusal @ (Refusal::UnknownAnchor { .. } | Refusal::AnchorNotForNetwork { .. }),
+        ) => anyhow!(
+            "delegation {file} is not signed by an anchor the descriptor {} trusts for its \
+             network ({refusal}); check that the network is listed there with this anchor's \
+             public key (anchor.pub)",
+            descriptor.display()
+        ),
+        IssueError::Delegation(refusal @ Refusal::DelegationExpired { .. }) => anyhow!(
+            "delegation {file} has expired ({refusal}); ask the anchor operator for a new one"
+        ),
+        other => anyhow!("delegation {file} cannot be used: {other}"),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, shutting down"),
+            _ = terminate.recv() => tracing::info!("terminated, shutting down"),
+        }
+    })
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The subcommands that touch only local files.
+fn run_local(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Anchor(AnchorCommand::New { network, out, json }) => {
             let created = anchor::new_anchor(&network, &out)?;
             print(json, &created, |c| {
@@ -166,6 +488,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     key.public()
                 )
             })
+        }
+        operator => {
+            bail!("internal error: {operator:?} is not a local command")
         }
     }
 }

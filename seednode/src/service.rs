@@ -1,0 +1,1799 @@
+//! The seednode's join service: the [`JoinService`] the node's event loop calls.
+//!
+//! It ties the persistent [`Store`] (queue, issued tokens, revocations, invites) to one
+//! [`Issuer`] per served network and to each network's join policy from the descriptor.
+//!
+//! # Policies
+//! - **`approval`**: every request is queued and waits for an operator (`seednode approve`).
+//!   Nothing is ever issued automatically, with one exception, renewal (below).
+//! - **`invite`**: a request carrying a valid invite code is approved at once (the code is
+//!   redeemed and the request recorded in one transaction). A request carrying a wrong, used-up
+//!   or expired code is denied with `invalid_invite` and queues nothing. A request without a
+//!   code is queued for an operator, so an operator can still admit a peer that has no invite.
+//! - **`open`**: every request is approved at once.
+//!
+//! # Rules that hold under every policy
+//! - **Idempotent requests.** A peer asking again while its request is pending gets the same
+//!   request id; a peer holding a live, unrevoked token for the network that is not yet within
+//!   the descriptor's renewal margin gets that same token again (nothing new is issued).
+//! - **Renewal.** A peer whose live, unrevoked token is within the renewal margin gets a fresh
+//!   token with the same roles at once, whatever the policy: the operator already admitted it
+//!   and has not revoked it. A renewal is issued only if it would expire later than the token it
+//!   replaces, so a near-expiry delegation cannot make every request issue a token.
+//! - **An operator's decision sticks.** If the peer's latest request for the network was denied
+//!   by an operator, or its latest token was revoked, `open` and `invite` no longer approve it
+//!   automatically: its new requests wait for an operator (and no invite is consumed).
+//! - **Nothing committed is lost.** If issuing fails after a request was queued (say, the
+//!   delegation expired), the request stays pending for an operator and the peer is told
+//!   `Pending`; store errors are logged and answered with the `internal` code, never a panic.
+//! - **Tokens go only to their subject.** `Status` for a request of another peer gets the same
+//!   answer as an unknown id, so it reveals neither tokens nor which ids exist.
+//! - **Token lifetimes are clamped** to the delegation's maximum lifetime and expiry when a
+//!   token is issued automatically or with the default lifetime, so issuing never fails on the
+//!   bounds; an operator's explicit `ttl_secs` is not clamped, and a bound it breaks is reported.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+use cordon_membership::{IssueError, Issuer, PeerId};
+use cordon_node::descriptor::{Descriptor, JoinPolicy};
+use cordon_node::service::{ControlOutcome, Delivery, JoinService};
+use cordon_protocol::{
+    DenyReason, JoinMessage, JoinReply, JoinRequest, Limits, NetworkName, PresentedToken,
+    ReasonCode, TokenKind, Validate,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::store::{
+    IssuedTokenRow, JoinRequestRow, NewToken, RequestStatus, Store, StoreError, Submitted,
+};
+
+/// The operator commands [`SeedService::on_control`] understands.
+pub const CONTROL_COMMANDS: &[&str] = &[
+    "pending", "approve", "deny", "members", "invite", "revoke", "status",
+];
+
+/// Invite uses when the operator gives none.
+pub const DEFAULT_INVITE_USES: u32 = 1;
+/// Most uses one invite may have.
+pub const MAX_INVITE_USES: u32 = 10_000;
+/// Invite lifetime when the operator gives none: one day.
+pub const DEFAULT_INVITE_TTL_SECS: u64 = 86_400;
+/// Longest invite lifetime: one year.
+pub const MAX_INVITE_TTL_SECS: u64 = 366 * 86_400;
+
+/// `decided_by_policy` of a request approved by a valid invite.
+const POLICY_INVITE: &str = "invite";
+/// `decided_by_policy` of a request approved by the `open` policy.
+const POLICY_OPEN: &str = "open";
+/// `decided_by_policy` of a request approved as a renewal of a live membership.
+const POLICY_RENEWAL: &str = "renewal";
+
+/// Tunables of the join service. Every field says its default.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Roles granted by automatic approvals and by `approve` without `roles`.
+    /// Default: `["member"]`.
+    pub default_roles: Vec<String>,
+    /// Longest join-request label accepted, in bytes; longer labels are denied as malformed.
+    /// Default: 64 (the protocol's own cap).
+    pub max_label_bytes: usize,
+    /// Random bytes in a generated invite code, rendered as lowercase hex (twice as many
+    /// characters). 8 to 32. Default: 16.
+    pub invite_code_bytes: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            default_roles: vec!["member".to_owned()],
+            max_label_bytes: 64,
+            invite_code_bytes: 16,
+        }
+    }
+}
+
+/// Why a [`SeedService`] could not be built. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// No delegation was given.
+    #[error(
+        "the seednode has no delegation; pass --delegation FILE for each network it serves \
+         (create one with `seednode anchor delegate`)"
+    )]
+    NoIssuers,
+    /// A delegation names a network that is not a valid network name.
+    #[error("delegation for {network:?} names an invalid network: {reason}")]
+    InvalidNetwork {
+        /// The name in the delegation.
+        network: String,
+        /// What is wrong with it.
+        reason: cordon_protocol::NetworkNameError,
+    },
+    /// A delegation's network has no entry in the descriptor.
+    #[error(
+        "the delegation for network {network} does not match any network in the descriptor; \
+         add a [[network]] entry named {network} to the descriptor file or drop the delegation"
+    )]
+    NotInDescriptor {
+        /// The network.
+        network: String,
+    },
+    /// Two delegations for one network.
+    #[error("two delegations for network {network}; pass only one per network")]
+    DuplicateNetwork {
+        /// The network.
+        network: String,
+    },
+    /// An automatically approving network cannot grant the default roles.
+    #[error(
+        "network {network} approves joins automatically ({policy}) with role {role:?}, but its \
+         delegation allows only {allowed:?}; get a delegation that includes {role:?} \
+         (`seednode anchor delegate --roles ...`) or change the default roles"
+    )]
+    DefaultRoleNotDelegated {
+        /// The network.
+        network: String,
+        /// Its join policy.
+        policy: &'static str,
+        /// The role missing from the delegation.
+        role: String,
+        /// What the delegation allows.
+        allowed: Vec<String>,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid service configuration {field}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One network the seednode serves.
+struct Served {
+    issuer: Issuer,
+    policy: JoinPolicy,
+    token_lifetime: Duration,
+    renewal_margin: Duration,
+}
+
+impl Served {
+    /// `wanted`, shortened so a token issued at `now` fits the delegation's bounds.
+    fn clamp_lifetime(&self, wanted: Duration, now: SystemTime) -> Duration {
+        let facts = self.issuer.facts();
+        let remaining = unix_secs(facts.expires_at).saturating_sub(unix_secs(now));
+        Duration::from_secs(
+            wanted
+                .as_secs()
+                .min(facts.max_lifetime.as_secs())
+                .min(remaining),
+        )
+    }
+}
+
+/// The seednode's join service. See the module docs for its rules.
+pub struct SeedService {
+    store: Store,
+    networks: BTreeMap<NetworkName, Served>,
+    config: ServiceConfig,
+    limits: Limits,
+}
+
+impl fmt::Debug for SeedService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeedService")
+            .field("store", &self.store)
+            .field("networks", &self.networks.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answer to an operator command before it is wrapped into a [`ControlOutcome`].
+type CommandResult = Result<(Value, Vec<Delivery>), String>;
+
+impl SeedService {
+    /// Builds the service from its store, one issuer per served network, and the descriptor
+    /// holding each network's join policy and token lifetime.
+    pub fn new(
+        store: Store,
+        issuers: Vec<Issuer>,
+        descriptor: &Descriptor,
+        config: ServiceConfig,
+    ) -> Result<Self, ServiceError> {
+        if !(8..=32).contains(&config.invite_code_bytes) {
+            return Err(ServiceError::InvalidConfig {
+                field: "invite_code_bytes",
+                reason: format!("{} is outside 8..=32", config.invite_code_bytes),
+            });
+        }
+        if config.default_roles.is_empty() {
+            return Err(ServiceError::InvalidConfig {
+                field: "default_roles",
+                reason: "names no role".to_owned(),
+            });
+        }
+        if config.max_label_bytes == 0 {
+            return Err(ServiceError::InvalidConfig {
+                field: "max_label_bytes",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if issuers.is_empty() {
+            return Err(ServiceError::NoIssuers);
+        }
+        let mut networks = BTreeMap::new();
+        for issuer in issuers {
+            let name = NetworkName::new(issuer.network()).map_err(|reason| {
+                ServiceError::InvalidNetwork {
+                    network: issuer.network().to_owned(),
+                    reason,
+                }
+            })?;
+            let entry = descriptor
+                .network(&name)
+                .ok_or_else(|| ServiceError::NotInDescriptor {
+                    network: name.to_string(),
+                })?;
+            let served = Served {
+                policy: entry.join,
+                token_lifetime: entry.token_lifetime,
+                renewal_margin: entry.renewal_margin,
+                issuer,
+            };
+            if auto_approves(served.policy) {
+                let allowed = &served.issuer.facts().allowed_roles;
+                if let Some(role) = config.default_roles.iter().find(|r| !allowed.contains(r)) {
+                    return Err(ServiceError::DefaultRoleNotDelegated {
+                        network: name.to_string(),
+                        policy: served.policy.as_str(),
+                        role: role.clone(),
+                        allowed: allowed.clone(),
+                    });
+                }
+            }
+            if networks.contains_key(&name) {
+                return Err(ServiceError::DuplicateNetwork {
+                    network: name.to_string(),
+                });
+            }
+            networks.insert(name, served);
+        }
+        Ok(Self {
+            store,
+            networks,
+            config,
+            limits: Limits::default(),
+        })
+    }
+
+    /// The networks served, by name.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkName> {
+        self.networks.keys()
+    }
+
+    /// The underlying store (read-only; for inspection and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // ---- join protocol -------------------------------------------------------------------
+
+    fn handle_request(&mut self, peer: PeerId, request: JoinRequest, now: SystemTime) -> JoinReply {
+        let JoinRequest {
+            network,
+            label,
+            invite,
+        } = request;
+        let Some(served) = self.networks.get(&network) else {
+            tracing::debug!(%peer, %network, "join request for a network not served");
+            return denied(None, DenyReason::UnknownNetwork, None);
+        };
+        if label.len() > self.config.max_label_bytes {
+            return denied(
+                None,
+                DenyReason::Malformed,
+                Some(format!(
+                    "label is {} bytes; the limit is {}",
+                    label.len(),
+                    self.config.max_label_bytes
+                )),
+            );
+        }
+        let peer_text = peer.to_base58();
+        let now_secs = unix_secs(now);
+
+        // What this peer got before decides what may happen automatically now.
+        let mut operator_decided = false;
+        let mut renewal_roles = None;
+        let latest = match self.store.latest_request(network.as_str(), &peer_text) {
+            Ok(latest) => latest,
+            Err(e) => return internal(&e, "reading the peer's latest join request"),
+        };
+        if let Some(previous) = latest {
+            match previous.status {
+                RequestStatus::Pending => {}
+                RequestStatus::Denied => operator_decided = previous.decided_by_policy.is_none(),
+                RequestStatus::Approved => match self.store.token_for_request(previous.id) {
+                    Ok(Some(token)) if token.revoked_at.is_some() => operator_decided = true,
+                    Ok(Some(token)) if token.expires_at > now_secs => {
+                        let renew_from = token
+                            .expires_at
+                            .saturating_sub(served.renewal_margin.as_secs());
+                        let lifetime = served.clamp_lifetime(served.token_lifetime, now);
+                        let renewal_expires = now_secs.saturating_add(lifetime.as_secs());
+                        if now_secs < renew_from || renewal_expires <= token.expires_at {
+                            let request_id = previous.id;
+                            return self.approved_reply(request_id, &token, now);
+                        }
+                        renewal_roles = Some(token.roles.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => return internal(&e, "reading the peer's token"),
+                },
+            }
+        }
+
+        let label = Some(label.as_str()).filter(|l| !l.trim().is_empty());
+        let automatic = match (served.policy, &invite) {
+            _ if renewal_roles.is_some() => Some(POLICY_RENEWAL),
+            _ if operator_decided => None,
+            (JoinPolicy::Open, _) => Some(POLICY_OPEN),
+            (JoinPolicy::Invite, Some(_)) => Some(POLICY_INVITE),
+            _ => None,
+        };
+        let submitted = match (automatic, invite) {
+            (Some(POLICY_INVITE), Some(code)) => {
+                let hash = invite_hash(&code);
+                self.store
+                    .submit_with_invite(network.as_str(), &peer_text, label, hash, now_secs)
+            }
+            _ => self
+                .store
+                .submit_request(network.as_str(), &peer_text, label, false, now_secs),
+        };
+        let row = match submitted {
+            Ok(Submitted::New(row)) => {
+                tracing::info!(%peer, %network, request_id = row.id, "join request queued");
+                row
+            }
+            Ok(Submitted::Existing(row)) => row,
+            Err(StoreError::InviteRejected { .. }) => {
+                tracing::info!(%peer, %network, reason = "invalid_invite", "join request denied");
+                return denied(
+                    None,
+                    DenyReason::InvalidInvite,
+                    Some(
+                        "the invite code is unknown, expired or used up; ask the operator for \
+                         a new one"
+                            .to_owned(),
+                    ),
+                );
+            }
+            Err(e @ (StoreError::QueueFull { .. } | StoreError::QueueFullTotal { .. })) => {
+                tracing::warn!(%peer, %network, reason = "queue_full", "{e}");
+                return denied(None, DenyReason::QueueFull, None);
+            }
+            Err(StoreError::InvalidInput { field, reason }) => {
+                return denied(
+                    None,
+                    DenyReason::Malformed,
+                    Some(format!("invalid {field}: {reason}")),
+                );
+            }
+            Err(e) => return internal(&e, "queueing a join request"),
+        };
+        let Some(policy) = automatic else {
+            return pending(row.id);
+        };
+        let roles = renewal_roles.unwrap_or_else(|| self.config.default_roles.clone());
+        let Some(served) = self.networks.get(&network) else {
+            return pending(row.id);
+        };
+        let lifetime = served.clamp_lifetime(served.token_lifetime, now);
+        let issued = match issue(served, &peer, &roles, lifetime, now) {
+            Ok(issued) => issued,
+            Err(e) => {
+                // The request is committed; it waits for an operator instead.
+                tracing::warn!(
+                    %peer, %network, request_id = row.id,
+                    "automatic approval ({policy}) failed, request left pending: {e}"
+                );
+                return pending(row.id);
+            }
+        };
+        match self.store.approve(row.id, issued, Some(policy), now_secs) {
+            Ok(token) => {
+                tracing::info!(
+                    %peer, %network, request_id = row.id, token_id = token.token_id,
+                    "join request approved by policy {policy}"
+                );
+                self.approved_reply(row.id, &token, now)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    %peer, %network, request_id = row.id,
+                    "automatic approval ({policy}) could not be recorded: {e}"
+                );
+                // Someone may have decided it meanwhile; answer with what is stored.
+                match self.store.request(row.id) {
+                    Ok(Some(current)) => self.reply_for(&current, now),
+                    _ => pending(row.id),
+                }
+            }
+        }
+    }
+
+    fn handle_status(&mut self, peer: PeerId, request_id: u64, now: SystemTime) -> JoinReply {
+        // An unknown id and another peer's id get the same answer: no oracle, no leak.
+        let not_found = denied(
+            Some(request_id),
+            DenyReason::Malformed,
+            Some("this peer has no join request with that id".to_owned()),
+        );
+        let Ok(id) = i64::try_from(request_id) else {
+            return not_found;
+        };
+        match self.store.request(id) {
+            Ok(Some(row)) if row.peer == peer.to_base58() => self.reply_for(&row, now),
+            Ok(Some(_)) => {
+                tracing::info!(%peer, request_id, "status asked for another peer's request");
+                not_found
+            }
+            Ok(None) => not_found,
+            Err(e) => internal(&e, "reading a join request"),
+        }
+    }
+
+    /// The answer for a stored request of the asking peer.
+    fn reply_for(&mut self, row: &JoinRequestRow, now: SystemTime) -> JoinReply {
+        let request_id = wire_id(row.id);
+        match row.status {
+            RequestStatus::Pending => pending(row.id),
+            RequestStatus::Denied => denied(
+                Some(request_id),
+                DenyReason::DeniedByOperator,
+                row.deny_reason.clone(),
+            ),
+            RequestStatus::Approved => match self.store.token_for_request(row.id) {
+                Ok(Some(token)) if token.revoked_at.is_some() => denied(
+                    Some(request_id),
+                    DenyReason::DeniedByOperator,
+                    Some("the membership issued for this request was revoked".to_owned()),
+                ),
+                Ok(Some(token)) => self.approved_reply(row.id, &token, now),
+                Ok(None) => {
+                    tracing::warn!(request_id = row.id, "approved request has no token");
+                    internal_code()
+                }
+                Err(e) => internal(&e, "reading an issued token"),
+            },
+        }
+    }
+
+    /// `Approved` with the token, recording it as delivered: the reply carries it, and if the
+    /// reply is lost the peer asks again and gets the same token.
+    fn approved_reply(
+        &mut self,
+        request_id: i64,
+        token: &IssuedTokenRow,
+        now: SystemTime,
+    ) -> JoinReply {
+        if token.delivered_at.is_none()
+            && let Err(e) = self.store.mark_delivered(token.token_id, unix_secs(now))
+        {
+            tracing::warn!(token_id = token.token_id, "could not record delivery: {e}");
+        }
+        JoinReply::Approved {
+            request_id: wire_id(request_id),
+            token: token.token.clone(),
+        }
+    }
+
+    /// Applies the wire limits to a reply; an over-long or odd operator note is dropped.
+    fn checked(&self, reply: JoinReply) -> JoinReply {
+        match reply {
+            JoinReply::Denied {
+                request_id,
+                reason,
+                message: Some(message),
+            } => {
+                let with_message = JoinReply::Denied {
+                    request_id,
+                    reason,
+                    message: Some(message),
+                };
+                if with_message.validate(&self.limits).is_ok() {
+                    with_message
+                } else {
+                    denied(request_id, reason, None)
+                }
+            }
+            other => other,
+        }
+    }
+
+    // ---- operator commands ---------------------------------------------------------------
+
+    fn command(&mut self, request: Value, now: SystemTime) -> CommandResult {
+        let Value::Object(mut fields) = request else {
+            return Err(format!(
+                "a command is a JSON object with a \"cmd\" field; known commands: {}",
+                CONTROL_COMMANDS.join(", ")
+            ));
+        };
+        let cmd = match fields.remove("cmd") {
+            Some(Value::String(cmd)) => cmd,
+            Some(_) => return Err("\"cmd\" must be a string".to_owned()),
+            None => {
+                return Err(format!(
+                    "missing \"cmd\"; known commands: {}",
+                    CONTROL_COMMANDS.join(", ")
+                ));
+            }
+        };
+        let args = Value::Object(fields);
+        match cmd.as_str() {
+            "pending" => self.cmd_pending(parse_args(&cmd, args)?),
+            "approve" => self.cmd_approve(parse_args(&cmd, args)?, now),
+            "deny" => self.cmd_deny(parse_args(&cmd, args)?, now),
+            "members" => self.cmd_members(parse_args(&cmd, args)?, now),
+            "invite" => self.cmd_invite(parse_args(&cmd, args)?, now),
+            "revoke" => self.cmd_revoke(parse_args(&cmd, args)?, now),
+            "status" => {
+                let NoArgs {} = parse_args(&cmd, args)?;
+                Ok((self.status(), Vec::new()))
+            }
+            other => Err(format!(
+                "unknown command {:?}; known commands: {}",
+                truncate(other, 40),
+                CONTROL_COMMANDS.join(", ")
+            )),
+        }
+    }
+
+    /// Parses an optional network filter, which must be a network this seednode serves.
+    fn served_network(&self, network: Option<String>) -> Result<Option<NetworkName>, String> {
+        let Some(network) = network else {
+            return Ok(None);
+        };
+        let name = NetworkName::new(network).map_err(|e| e.to_string())?;
+        if !self.networks.contains_key(&name) {
+            return Err(format!(
+                "this seednode does not serve network {name}; it serves: {}",
+                self.served_list()
+            ));
+        }
+        Ok(Some(name))
+    }
+
+    fn served_list(&self) -> String {
+        self.networks
+            .keys()
+            .map(NetworkName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn cmd_pending(&mut self, args: PendingArgs) -> CommandResult {
+        let network = self.served_network(args.network)?;
+        let rows = self
+            .store
+            .pending(network.as_ref().map(NetworkName::as_str))
+            .map_err(store_err)?;
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "id": r.id,
+                    "network": r.network,
+                    "peer": r.peer,
+                    "label": r.label,
+                    "invite_used": r.invite_used,
+                    "created_at": r.created_at,
+                })
+            })
+            .collect();
+        Ok((Value::Array(list), Vec::new()))
+    }
+
+    fn cmd_approve(&mut self, args: ApproveArgs, now: SystemTime) -> CommandResult {
+        let request = self
+            .store
+            .request(args.id)
+            .map_err(store_err)?
+            .ok_or_else(|| store_err(StoreError::NotFound { id: args.id }))?;
+        if request.status != RequestStatus::Pending {
+            return Err(store_err(StoreError::NotPending {
+                id: args.id,
+                status: request.status,
+            }));
+        }
+        let network = NetworkName::new(request.network.clone()).map_err(|e| e.to_string())?;
+        let Some(served) = self.networks.get(&network) else {
+            return Err(format!(
+                "join request {} is for network {network}, which this seednode no longer \
+                 serves (it serves: {}); deny it with `seednode deny {}`",
+                args.id,
+                self.served_list(),
+                args.id
+            ));
+        };
+        let peer: PeerId = request.peer.parse().map_err(|e| {
+            format!(
+                "join request {} names peer {:?}, which is not a valid peer id ({e}); deny it",
+                args.id, request.peer
+            )
+        })?;
+        let roles = match args.roles {
+            Some(roles) if roles.is_empty() => {
+                return Err("\"roles\" is empty; name at least one role or omit it".to_owned());
+            }
+            Some(roles) => roles,
+            None => self.config.default_roles.clone(),
+        };
+        let lifetime = match args.ttl_secs {
+            Some(0) => return Err("\"ttl_secs\" must be at least 1".to_owned()),
+            Some(secs) => Duration::from_secs(secs),
+            None => served.clamp_lifetime(served.token_lifetime, now),
+        };
+        let issued = issue(served, &peer, &roles, lifetime, now)
+            .map_err(|e| format!("cannot issue a token for join request {}: {e}", args.id))?;
+        let row = self
+            .store
+            .approve(args.id, issued, None, unix_secs(now))
+            .map_err(store_err)?;
+        tracing::info!(
+            %peer, %network, request_id = args.id, token_id = row.token_id,
+            "join request approved by operator"
+        );
+        let delivery = Delivery {
+            peer,
+            network,
+            request_id: wire_id(args.id),
+            token_id: row.token_id,
+            token: row.token.clone(),
+        };
+        Ok((token_json(&row), vec![delivery]))
+    }
+
+    fn cmd_deny(&mut self, args: DenyArgs, now: SystemTime) -> CommandResult {
+        if let Some(reason) = &args.reason {
+            // The reason travels to the node in the denial; it must fit the wire rules.
+            let reply = JoinReply::Denied {
+                request_id: None,
+                reason: DenyReason::DeniedByOperator,
+                message: Some(reason.clone()),
+            };
+            reply
+                .validate(&self.limits)
+                .map_err(|e| format!("invalid \"reason\": {e}"))?;
+        }
+        let row = self
+            .store
+            .deny(args.id, args.reason.as_deref(), unix_secs(now))
+            .map_err(store_err)?;
+        tracing::info!(peer = %row.peer, network = %row.network, request_id = row.id,
+            "join request denied by operator");
+        Ok((request_json(&row), Vec::new()))
+    }
+
+    fn cmd_members(&mut self, args: MembersArgs, now: SystemTime) -> CommandResult {
+        let network = self.served_network(args.network)?;
+        let rows = self
+            .store
+            .members(network.as_ref().map(NetworkName::as_str), unix_secs(now))
+            .map_err(store_err)?;
+        Ok((
+            Value::Array(rows.iter().map(token_json).collect()),
+            Vec::new(),
+        ))
+    }
+
+    fn cmd_invite(&mut self, args: InviteArgs, now: SystemTime) -> CommandResult {
+        let network = NetworkName::new(args.network).map_err(|e| e.to_string())?;
+        let Some(served) = self.networks.get(&network) else {
+            return Err(format!(
+                "this seednode does not serve network {network}; it serves: {}",
+                self.served_list()
+            ));
+        };
+        if served.policy != JoinPolicy::Invite {
+            return Err(format!(
+                "network {network} has join policy {}; invite codes only admit peers to \
+                 networks with join = \"invite\" in the descriptor",
+                served.policy.as_str()
+            ));
+        }
+        let uses = args.uses.unwrap_or(DEFAULT_INVITE_USES);
+        if !(1..=MAX_INVITE_USES).contains(&uses) {
+            return Err(format!(
+                "\"uses\" must be between 1 and {MAX_INVITE_USES}, got {uses}"
+            ));
+        }
+        let ttl = args.ttl_secs.unwrap_or(DEFAULT_INVITE_TTL_SECS);
+        if !(1..=MAX_INVITE_TTL_SECS).contains(&ttl) {
+            return Err(format!(
+                "\"ttl_secs\" must be between 1 and {MAX_INVITE_TTL_SECS} (a year), got {ttl}"
+            ));
+        }
+        let code = random_code(self.config.invite_code_bytes)
+            .map_err(|e| format!("cannot read random bytes for the invite code: {e}"))?;
+        let now_secs = unix_secs(now);
+        let row = self
+            .store
+            .create_invite(
+                invite_hash(&code),
+                network.as_str(),
+                uses,
+                now_secs.saturating_add(ttl),
+                now_secs,
+            )
+            .map_err(store_err)?;
+        tracing::info!(%network, code_prefix = %row.code_prefix, uses, "invite created");
+        Ok((
+            json!({
+                "code": code,
+                "network": row.network,
+                "uses": row.uses_left,
+                "expires_at": row.expires_at,
+                "code_prefix": row.code_prefix,
+            }),
+            Vec::new(),
+        ))
+    }
+
+    fn cmd_revoke(&mut self, args: RevokeArgs, now: SystemTime) -> CommandResult {
+        let now_secs = unix_secs(now);
+        let reason = args.reason.as_deref();
+        if let Some(reason) = reason
+            && (reason.len() > 256 || reason.chars().any(char::is_control))
+        {
+            return Err(
+                "\"reason\" must be at most 256 bytes without control characters".to_owned(),
+            );
+        }
+        let revoked = match (args.peer, args.token_id) {
+            (Some(peer), None) => {
+                let peer: PeerId = peer
+                    .parse()
+                    .map_err(|e| format!("invalid \"peer\" {:?}: {e}", truncate(&peer, 80)))?;
+                let network = self.served_network(args.network)?;
+                self.store
+                    .revoke_peer(
+                        &peer.to_base58(),
+                        network.as_ref().map(NetworkName::as_str),
+                        reason,
+                        now_secs,
+                    )
+                    .map_err(store_err)?
+            }
+            (None, Some(token_id)) => {
+                if args.network.is_some() {
+                    return Err(
+                        "\"network\" applies only with \"peer\"; a token id names one token"
+                            .to_owned(),
+                    );
+                }
+                vec![
+                    self.store
+                        .revoke_token(token_id, reason, now_secs)
+                        .map_err(store_err)?,
+                ]
+            }
+            _ => {
+                return Err(
+                    "revoke needs exactly one of \"peer\" (with optional \"network\") or \
+                     \"token_id\""
+                        .to_owned(),
+                );
+            }
+        };
+        let version = self.store.revocation_version().map_err(store_err)?;
+        for row in &revoked {
+            tracing::info!(peer = %row.peer, network = %row.network, token_id = row.token_id,
+                "membership revoked");
+        }
+        Ok((
+            json!({
+                "revoked": revoked.iter().map(token_json).collect::<Vec<_>>(),
+                "revocation_version": version,
+            }),
+            Vec::new(),
+        ))
+    }
+}
+
+impl JoinService for SeedService {
+    fn delegations(&self) -> Vec<PresentedToken> {
+        self.networks
+            .iter()
+            .map(|(name, served)| PresentedToken {
+                network: name.clone(),
+                kind: TokenKind::Delegation,
+                token: served.issuer.delegation_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    fn on_join(&mut self, peer: PeerId, message: JoinMessage, now: SystemTime) -> JoinReply {
+        let reply = match message {
+            JoinMessage::Request(request) => self.handle_request(peer, request, now),
+            JoinMessage::Status { request_id } => self.handle_status(peer, request_id, now),
+            JoinMessage::Deliver { .. } => JoinReply::Error {
+                code: ReasonCode::Malformed,
+            },
+        };
+        self.checked(reply)
+    }
+
+    fn pending_deliveries(&mut self, peer: PeerId, now: SystemTime) -> Vec<Delivery> {
+        let rows = match self.store.undelivered_for(&peer.to_base58()) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot read undelivered tokens: {e}");
+                return Vec::new();
+            }
+        };
+        let now_secs = unix_secs(now);
+        rows.into_iter()
+            .filter(|row| row.expires_at > now_secs)
+            .filter_map(|row| {
+                let network = NetworkName::new(row.network.clone())
+                    .inspect_err(|e| {
+                        tracing::warn!(token_id = row.token_id, "stored token network: {e}");
+                    })
+                    .ok()?;
+                Some(Delivery {
+                    peer,
+                    network,
+                    request_id: row.request_id.map(wire_id).unwrap_or(0),
+                    token_id: row.token_id,
+                    token: row.token,
+                })
+            })
+            .collect()
+    }
+
+    fn delivered(&mut self, token_id: i64, now: SystemTime) {
+        match self.store.mark_delivered(token_id, unix_secs(now)) {
+            Ok(row) => tracing::debug!(peer = %row.peer, token_id, "token delivered"),
+            Err(e) => tracing::warn!(token_id, "cannot record delivery: {e}"),
+        }
+    }
+
+    fn on_control(&mut self, request: Value, now: SystemTime) -> ControlOutcome {
+        match self.command(request, now) {
+            Ok((result, deliveries)) => ControlOutcome {
+                result: Ok(result),
+                deliveries,
+            },
+            Err(message) => ControlOutcome {
+                result: Err(message),
+                deliveries: Vec::new(),
+            },
+        }
+    }
+
+    fn status(&self) -> Value {
+        let networks: Vec<Value> = self
+            .networks
+            .iter()
+            .map(|(name, served)| {
+                let facts = served.issuer.facts();
+                json!({
+                    "name": name.as_str(),
+                    "join": served.policy.as_str(),
+                    "token_lifetime_secs": served.token_lifetime.as_secs(),
+                    "allowed_roles": facts.allowed_roles,
+                    "max_lifetime_secs": facts.max_lifetime.as_secs(),
+                    "delegation_expires_at": unix_secs(facts.expires_at),
+                })
+            })
+            .collect();
+        let counts = match self.store.counts() {
+            Ok(counts) => serde_json::to_value(counts).unwrap_or(Value::Null),
+            Err(e) => {
+                tracing::warn!("cannot count store rows: {e}");
+                json!({ "error": e.to_string() })
+            }
+        };
+        let revocation_version = match self.store.revocation_version() {
+            Ok(version) => json!(version),
+            Err(_) => Value::Null,
+        };
+        json!({
+            "networks": networks,
+            "counts": counts,
+            "revocation_version": revocation_version,
+        })
+    }
+}
+
+// ---- command arguments ------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PendingArgs {
+    network: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveArgs {
+    id: i64,
+    roles: Option<Vec<String>>,
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DenyArgs {
+    id: i64,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersArgs {
+    network: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteArgs {
+    network: String,
+    uses: Option<u32>,
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeArgs {
+    peer: Option<String>,
+    network: Option<String>,
+    token_id: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Usage line of each command, shown with argument errors.
+fn usage(cmd: &str) -> &'static str {
+    match cmd {
+        "pending" => r#"{"cmd":"pending","network":"NAME"?}"#,
+        "approve" => r#"{"cmd":"approve","id":N,"roles":["ROLE",...]?,"ttl_secs":N?}"#,
+        "deny" => r#"{"cmd":"deny","id":N,"reason":"TEXT"?}"#,
+        "members" => r#"{"cmd":"members","network":"NAME"?}"#,
+        "invite" => r#"{"cmd":"invite","network":"NAME","uses":N?,"ttl_secs":N?}"#,
+        "revoke" => {
+            r#"{"cmd":"revoke","peer":"PEER","network":"NAME"?,"reason":"TEXT"?} or {"cmd":"revoke","token_id":N,"reason":"TEXT"?}"#
+        }
+        _ => r#"{"cmd":"status"}"#,
+    }
+}
+
+fn parse_args<T: DeserializeOwned>(cmd: &str, args: Value) -> Result<T, String> {
+    serde_json::from_value(args)
+        .map_err(|e| format!("invalid {cmd} command: {e}; usage: {}", usage(cmd)))
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+fn auto_approves(policy: JoinPolicy) -> bool {
+    matches!(policy, JoinPolicy::Open | JoinPolicy::Invite)
+}
+
+fn issue(
+    served: &Served,
+    peer: &PeerId,
+    roles: &[String],
+    lifetime: Duration,
+    now: SystemTime,
+) -> Result<NewToken, IssueError> {
+    let issued = served.issuer.issue(peer, roles, lifetime, now)?;
+    Ok(NewToken {
+        network: served.issuer.network().to_owned(),
+        peer: peer.to_base58(),
+        roles: issued.roles,
+        issued_at: unix_secs(issued.issued_at),
+        expires_at: unix_secs(issued.expires_at),
+        revocation_id: issued.revocation_id.0,
+        token: issued.bytes,
+    })
+}
+
+/// SHA-256 of an invite code: the only form in which the store ever sees it.
+fn invite_hash(code: &str) -> [u8; 32] {
+    Sha256::digest(code.as_bytes()).into()
+}
+
+/// `bytes` bytes from the operating system's CSPRNG, as lowercase hex.
+fn random_code(bytes: usize) -> std::io::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(hex::encode(buf))
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Store ids are positive, so they always fit the wire's `u64`.
+fn wire_id(id: i64) -> u64 {
+    u64::try_from(id).unwrap_or(0)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn pending(request_id: i64) -> JoinReply {
+    JoinReply::Pending {
+        request_id: wire_id(request_id),
+    }
+}
+
+fn denied(request_id: Option<u64>, reason: DenyReason, message: Option<String>) -> JoinReply {
+    JoinReply::Denied {
+        request_id,
+        reason,
+        message,
+    }
+}
+
+fn internal_code() -> JoinReply {
+    JoinReply::Error {
+        code: ReasonCode::Internal,
+    }
+}
+
+fn internal(error: &StoreError, doing: &str) -> JoinReply {
+    tracing::warn!("seednode store failed while {doing}: {error}");
+    internal_code()
+}
+
+fn store_err(error: StoreError) -> String {
+    error.to_string()
+}
+
+fn request_json(row: &JoinRequestRow) -> Value {
+    serde_json::to_value(row).unwrap_or(Value::Null)
+}
+
+/// An issued token as shown to operators: every column, the token bytes left out.
+fn token_json(row: &IssuedTokenRow) -> Value {
+    let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.remove("token");
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use cordon_membership::{
+        DelegationRequest, RefusalCode, SecretKey, Verifier, VerifierConfig, issue_delegation,
+    };
+
+    use super::*;
+    use crate::store::StoreLimits;
+
+    const DAY: u64 = 86_400;
+    const NET: &str = "mainnet";
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        t0() + Duration::from_secs(secs)
+    }
+
+    fn peer(n: u8) -> PeerId {
+        SecretKey::from_seed([n; 32]).peer_id()
+    }
+
+    struct Fixture {
+        service: SeedService,
+        verifier: Verifier,
+    }
+
+    struct Options {
+        policy: &'static str,
+        token_lifetime: &'static str,
+        delegation_ttl: u64,
+        limits: StoreLimits,
+    }
+
+    impl Default for Options {
+        fn default() -> Self {
+            Self {
+                policy: "approval",
+                token_lifetime: "7d",
+                delegation_ttl: 365 * DAY,
+                limits: StoreLimits::default(),
+            }
+        }
+    }
+
+    fn descriptor_text(anchor: &SecretKey, policy: &str, lifetime: &str) -> String {
+        format!(
+            "[[network]]\nname = \"{NET}\"\nanchors = [\"{}\"]\njoin = \"{policy}\"\n\
+             token_lifetime = \"{lifetime}\"\nrenewal_margin = \"1d\"\n\n\
+             [[network]]\nname = \"testnet\"\nanchors = [\"{}\"]\n",
+            anchor.public(),
+            SecretKey::from_seed([99; 32]).public()
+        )
+    }
+
+    fn fixture_with(options: Options) -> Fixture {
+        let anchor = SecretKey::from_seed([1; 32]);
+        let seednode = SecretKey::from_seed([2; 32]);
+        let delegation = issue_delegation(
+            &anchor,
+            &DelegationRequest {
+                network: NET.to_owned(),
+                seednode: seednode.public(),
+                expires_at: at(options.delegation_ttl),
+                allowed_roles: vec!["member".to_owned(), "ops".to_owned()],
+                max_lifetime: Duration::from_secs(30 * DAY),
+            },
+            t0(),
+        )
+        .unwrap();
+        let descriptor = Descriptor::parse(&descriptor_text(
+            &anchor,
+            options.policy,
+            options.token_lifetime,
+        ))
+        .unwrap();
+        let verifier = Verifier::new(VerifierConfig::default(), descriptor.access_list().unwrap());
+        let issuer = Issuer::new(&delegation, &verifier, seednode, t0()).unwrap();
+        let store = Store::open_in_memory(options.limits).unwrap();
+        let service =
+            SeedService::new(store, vec![issuer], &descriptor, ServiceConfig::default()).unwrap();
+        Fixture { service, verifier }
+    }
+
+    fn fixture(policy: &'static str) -> Fixture {
+        fixture_with(Options {
+            policy,
+            ..Options::default()
+        })
+    }
+
+    fn request(invite: Option<&str>) -> JoinMessage {
+        JoinMessage::Request(JoinRequest {
+            network: NET.parse().unwrap(),
+            label: "alice laptop".to_owned(),
+            invite: invite.map(str::to_owned),
+        })
+    }
+
+    fn status(request_id: u64) -> JoinMessage {
+        JoinMessage::Status { request_id }
+    }
+
+    fn control(service: &mut SeedService, request: Value, now: SystemTime) -> ControlOutcome {
+        service.on_control(request, now)
+    }
+
+    fn ok(outcome: &ControlOutcome) -> &Value {
+        outcome.result.as_ref().unwrap()
+    }
+
+    fn pending_id(reply: &JoinReply) -> u64 {
+        match reply {
+            JoinReply::Pending { request_id } => *request_id,
+            other => panic!("expected Pending, got {other:?}"),
+        }
+    }
+
+    fn approved_token(reply: &JoinReply) -> Vec<u8> {
+        match reply {
+            JoinReply::Approved { token, .. } => token.clone(),
+            other => panic!("expected Approved, got {other:?}"),
+        }
+    }
+
+    fn denial(reply: &JoinReply) -> (DenyReason, Option<String>) {
+        match reply {
+            JoinReply::Denied {
+                reason, message, ..
+            } => (*reason, message.clone()),
+            other => panic!("expected Denied, got {other:?}"),
+        }
+    }
+
+    fn create_invite(service: &mut SeedService, uses: u32) -> String {
+        let outcome = control(
+            service,
+            json!({"cmd": "invite", "network": NET, "uses": uses}),
+            t0(),
+        );
+        ok(&outcome)["code"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn default_config_is_documented() {
+        let config = ServiceConfig::default();
+        assert_eq!(config.default_roles, ["member"]);
+        assert_eq!(config.max_label_bytes, 64);
+        assert_eq!(config.invite_code_bytes, 16);
+    }
+
+    #[test]
+    fn delegations_are_presented_per_network() {
+        let f = fixture("approval");
+        let presented = f.service.delegations();
+        assert_eq!(presented.len(), 1);
+        assert_eq!(presented[0].network.as_str(), NET);
+        assert_eq!(presented[0].kind, TokenKind::Delegation);
+        let seednode = SecretKey::from_seed([2; 32]).peer_id();
+        f.verifier
+            .verify_delegation(&presented[0].token, &seednode, t0())
+            .unwrap();
+    }
+
+    #[test]
+    fn approval_policy_queues_and_never_auto_approves() {
+        let mut f = fixture("approval");
+        let s = &mut f.service;
+        let first = pending_id(&s.on_join(peer(10), request(None), t0()));
+        // Asking again, even with an invite code, returns the same request.
+        let again = pending_id(&s.on_join(peer(10), request(Some("abc")), at(5)));
+        assert_eq!(first, again);
+        assert_eq!(
+            pending_id(&s.on_join(peer(10), status(first), at(6))),
+            first
+        );
+        let other = pending_id(&s.on_join(peer(11), request(None), at(7)));
+        assert_ne!(other, first);
+        assert!(s.pending_deliveries(peer(10), at(8)).is_empty());
+        let counts = s.store().counts().unwrap();
+        assert_eq!((counts.pending, counts.approved, counts.issued), (2, 0, 0));
+        let listed = control(s, json!({"cmd": "pending"}), at(9));
+        let listed = ok(&listed).as_array().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0]["id"], json!(first));
+        assert_eq!(listed[0]["peer"], json!(peer(10).to_base58()));
+        assert_eq!(listed[0]["label"], json!("alice laptop"));
+        assert_eq!(listed[0]["created_at"], json!(1_700_000_000u64));
+    }
+
+    #[test]
+    fn open_policy_approves_at_once_and_repeats_the_same_token() {
+        let mut f = fixture("open");
+        let reply = f.service.on_join(peer(10), request(None), t0());
+        let token = approved_token(&reply);
+        let verdict = f
+            .verifier
+            .verify_membership(&token, &peer(10), t0())
+            .unwrap();
+        assert_eq!(verdict.network, NET);
+        assert_eq!(verdict.roles, ["member"]);
+        assert_eq!(verdict.expires_at, at(7 * DAY));
+        // The reply carried it: nothing is left to push.
+        assert!(f.service.pending_deliveries(peer(10), at(1)).is_empty());
+        // A peer holding a live token gets the same one again.
+        let again = approved_token(&f.service.on_join(peer(10), request(None), at(60)));
+        assert_eq!(again, token);
+        assert_eq!(f.service.store().counts().unwrap().issued, 1);
+    }
+
+    #[test]
+    fn lifetime_is_clamped_to_the_delegation() {
+        // The descriptor asks for 60 days; the delegation allows at most 30.
+        let mut f = fixture_with(Options {
+            policy: "open",
+            token_lifetime: "60d",
+            ..Options::default()
+        });
+        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let verdict = f
+            .verifier
+            .verify_membership(&token, &peer(10), t0())
+            .unwrap();
+        assert_eq!(verdict.expires_at, at(30 * DAY));
+
+        // A delegation ending in 2 days caps the token at its expiry.
+        let mut f = fixture_with(Options {
+            policy: "open",
+            delegation_ttl: 2 * DAY,
+            ..Options::default()
+        });
+        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let verdict = f
+            .verifier
+            .verify_membership(&token, &peer(10), t0())
+            .unwrap();
+        assert_eq!(verdict.expires_at, at(2 * DAY));
+    }
+
+    #[test]
+    fn expired_delegation_leaves_the_request_pending() {
+        let mut f = fixture_with(Options {
+            policy: "open",
+            delegation_ttl: DAY,
+            ..Options::default()
+        });
+        let id = pending_id(&f.service.on_join(peer(10), request(None), at(2 * DAY)));
+        assert_eq!(f.service.store().counts().unwrap().pending, 1);
+        assert_eq!(
+            pending_id(&f.service.on_join(peer(10), status(id), at(2 * DAY))),
+            id
+        );
+    }
+
+    #[test]
+    fn invite_code_approves_once_and_wrong_codes_are_refused() {
+        let mut f = fixture("invite");
+        let code = create_invite(&mut f.service, 1);
+        assert_eq!(code.len(), 32);
+        assert!(
+            code.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        // Only the hash is stored.
+        let listed = f.service.store().invites(None).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!code.starts_with(&listed[0].code_prefix));
+
+        let token = approved_token(&f.service.on_join(peer(10), request(Some(&code)), t0()));
+        f.verifier
+            .verify_membership(&token, &peer(10), t0())
+            .unwrap();
+        // The same peer asking again gets its token, not a refusal.
+        assert_eq!(
+            approved_token(&f.service.on_join(peer(10), request(Some(&code)), at(1))),
+            token
+        );
+        // Second use by another peer: refused, nothing queued.
+        let (reason, _) = denial(&f.service.on_join(peer(11), request(Some(&code)), at(2)));
+        assert_eq!(reason, DenyReason::InvalidInvite);
+        let (reason, _) = denial(&f.service.on_join(peer(12), request(Some("wrong")), at(3)));
+        assert_eq!(reason, DenyReason::InvalidInvite);
+        assert_eq!(f.service.store().counts().unwrap().pending, 0);
+        // Without a code the request waits for an operator.
+        let id = pending_id(&f.service.on_join(peer(13), request(None), at(4)));
+        // ... and a code sent later approves it.
+        let code = create_invite(&mut f.service, 1);
+        let reply = f.service.on_join(peer(13), request(Some(&code)), at(5));
+        assert!(
+            matches!(reply, JoinReply::Approved { request_id, .. } if request_id == id),
+            "{reply:?}"
+        );
+    }
+
+    #[test]
+    fn invites_only_for_invite_networks() {
+        let mut f = fixture("approval");
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "invite", "network": NET}),
+            t0(),
+        );
+        let err = outcome.result.unwrap_err();
+        assert!(err.contains("join policy approval"), "{err}");
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "invite", "network": "testnet"}),
+            t0(),
+        );
+        assert!(outcome.result.unwrap_err().contains("does not serve"));
+    }
+
+    #[test]
+    fn operator_approval_delivers_a_verifying_token_to_the_requester() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(30));
+        let row = ok(&outcome).clone();
+        assert_eq!(row["request_id"], json!(id));
+        assert_eq!(row["peer"], json!(peer(10).to_base58()));
+        assert_eq!(row["roles"], json!(["member"]));
+        assert!(row.get("token").is_none(), "token bytes are not echoed");
+        assert_eq!(outcome.deliveries.len(), 1);
+        let delivery = &outcome.deliveries[0];
+        assert_eq!(delivery.peer, peer(10));
+        assert_eq!(delivery.network.as_str(), NET);
+        assert_eq!(delivery.request_id, id);
+        let verdict = f
+            .verifier
+            .verify_membership(&delivery.token, &peer(10), at(31))
+            .unwrap();
+        assert_eq!(verdict.expires_at, at(30 + 7 * DAY));
+        let stolen = f
+            .verifier
+            .verify_membership_uncached(&delivery.token, &peer(11), at(31))
+            .unwrap_err();
+        assert_eq!(stolen.code(), RefusalCode::WrongSubject);
+
+        // Not yet acknowledged: pushed again on the next connection, until acknowledged.
+        let again = f.service.pending_deliveries(peer(10), at(40));
+        assert_eq!(again, outcome.deliveries);
+        assert!(f.service.pending_deliveries(peer(11), at(40)).is_empty());
+        f.service.delivered(delivery.token_id, at(41));
+        assert!(f.service.pending_deliveries(peer(10), at(42)).is_empty());
+        // Polling still answers with the token.
+        let token = approved_token(&f.service.on_join(peer(10), status(id), at(50)));
+        assert_eq!(token, delivery.token);
+        // Approving twice is refused with the reason.
+        let twice = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(60));
+        assert!(twice.result.unwrap_err().contains("already approved"));
+    }
+
+    #[test]
+    fn expired_undelivered_tokens_are_not_pushed() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "approve", "id": id, "ttl_secs": 60}),
+            t0(),
+        );
+        assert_eq!(outcome.deliveries.len(), 1);
+        assert_eq!(f.service.pending_deliveries(peer(10), at(59)).len(), 1);
+        assert!(f.service.pending_deliveries(peer(10), at(60)).is_empty());
+    }
+
+    #[test]
+    fn status_of_another_peers_request_reveals_nothing() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        control(&mut f.service, json!({"cmd": "approve", "id": id}), at(1));
+        let stranger = f.service.on_join(peer(11), status(id), at(2));
+        let unknown = f.service.on_join(peer(11), status(id + 1000), at(2));
+        let (reason, _) = denial(&stranger);
+        assert_eq!(reason, DenyReason::Malformed);
+        // Same answer as for an id that does not exist: no oracle.
+        match (&stranger, &unknown) {
+            (
+                JoinReply::Denied {
+                    reason: a,
+                    message: ma,
+                    ..
+                },
+                JoinReply::Denied {
+                    reason: b,
+                    message: mb,
+                    ..
+                },
+            ) => assert_eq!((a, ma), (b, mb)),
+            other => panic!("{other:?}"),
+        }
+        // The requester's token is still undelivered (the stranger did not consume it).
+        assert_eq!(f.service.pending_deliveries(peer(10), at(3)).len(), 1);
+        let huge = f.service.on_join(peer(10), status(u64::MAX), at(3));
+        assert_eq!(denial(&huge).0, DenyReason::Malformed);
+    }
+
+    #[test]
+    fn deny_reaches_the_requester_with_the_reason() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "deny", "id": id, "reason": "unknown device"}),
+            at(1),
+        );
+        assert_eq!(ok(&outcome)["status"], json!("denied"));
+        let (reason, message) = denial(&f.service.on_join(peer(10), status(id), at(2)));
+        assert_eq!(reason, DenyReason::DeniedByOperator);
+        assert_eq!(message.as_deref(), Some("unknown device"));
+        let listed = control(&mut f.service, json!({"cmd": "pending"}), at(3));
+        assert_eq!(ok(&listed), &json!([]));
+        // A reason that cannot travel is refused up front.
+        let id2 = pending_id(&f.service.on_join(peer(11), request(None), at(4)));
+        let bad = control(
+            &mut f.service,
+            json!({"cmd": "deny", "id": id2, "reason": "a\nb"}),
+            at(5),
+        );
+        assert!(bad.result.unwrap_err().contains("reason"));
+        // The denied peer may ask again: a new request.
+        let again = pending_id(&f.service.on_join(peer(10), request(None), at(6)));
+        assert_ne!(again, id);
+    }
+
+    #[test]
+    fn operator_decisions_stop_automatic_approval() {
+        let mut f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "revoke", "peer": peer(10).to_base58(), "reason": "stolen"}),
+            at(1),
+        );
+        let result = ok(&outcome);
+        assert_eq!(result["revoked"].as_array().unwrap().len(), 1);
+        assert_eq!(result["revocation_version"], json!(1));
+        // Revoked on an open network: the next request waits for an operator.
+        let id = pending_id(&f.service.on_join(peer(10), request(None), at(2)));
+        let outcome = control(&mut f.service, json!({"cmd": "deny", "id": id}), at(3));
+        assert!(outcome.result.is_ok());
+        pending_id(&f.service.on_join(peer(10), request(None), at(4)));
+        // Other peers are still approved at once.
+        approved_token(&f.service.on_join(peer(11), request(None), at(5)));
+    }
+
+    #[test]
+    fn revoked_token_is_not_handed_out_by_status() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(1));
+        let token_id = ok(&outcome)["token_id"].as_i64().unwrap();
+        let revoked = control(
+            &mut f.service,
+            json!({"cmd": "revoke", "token_id": token_id}),
+            at(2),
+        );
+        assert_eq!(ok(&revoked)["revoked"][0]["token_id"], json!(token_id));
+        let (reason, _) = denial(&f.service.on_join(peer(10), status(id), at(3)));
+        assert_eq!(reason, DenyReason::DeniedByOperator);
+        assert!(f.service.pending_deliveries(peer(10), at(3)).is_empty());
+        let bad = control(
+            &mut f.service,
+            json!({"cmd": "revoke", "token_id": token_id, "peer": "x"}),
+            at(4),
+        );
+        assert!(bad.result.unwrap_err().contains("exactly one"));
+    }
+
+    #[test]
+    fn renewal_within_the_margin_issues_a_longer_token() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "approve", "id": id, "roles": ["ops"]}),
+            t0(),
+        );
+        let first = outcome.deliveries[0].token.clone();
+        // Outside the margin (7d lifetime, 1d margin): the same token.
+        let same = approved_token(&f.service.on_join(peer(10), request(None), at(5 * DAY)));
+        assert_eq!(same, first);
+        // Inside it: a fresh token with the same roles, without an operator.
+        let renewed = approved_token(&f.service.on_join(peer(10), request(None), at(6 * DAY + 1)));
+        assert_ne!(renewed, first);
+        let verdict = f
+            .verifier
+            .verify_membership(&renewed, &peer(10), at(6 * DAY + 1))
+            .unwrap();
+        assert_eq!(verdict.roles, ["ops"]);
+        assert_eq!(verdict.expires_at, at(13 * DAY + 1));
+        // After expiry on an approval network, the operator decides again.
+        pending_id(&f.service.on_join(peer(10), request(None), at(14 * DAY)));
+    }
+
+    #[test]
+    fn bounds_errors_are_reported_to_the_operator() {
+        let mut f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "approve", "id": id, "roles": ["admin"]}),
+            at(1),
+        );
+        let err = outcome.result.unwrap_err();
+        assert!(
+            err.contains("role \"admin\" is not delegated"),
+            "unexpected message: {err}"
+        );
+        assert!(outcome.deliveries.is_empty());
+        let outcome = control(
+            &mut f.service,
+            json!({"cmd": "approve", "id": id, "ttl_secs": 31 * DAY}),
+            at(1),
+        );
+        assert!(outcome.result.unwrap_err().contains("exceeds"));
+        // The request is untouched.
+        assert_eq!(f.service.store().counts().unwrap().pending, 1);
+        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": 999}), at(1));
+        assert!(outcome.result.unwrap_err().contains("does not exist"));
+    }
+
+    #[test]
+    fn members_lists_current_members() {
+        let mut f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        approved_token(&f.service.on_join(peer(11), request(None), t0()));
+        let all = control(&mut f.service, json!({"cmd": "members"}), at(1));
+        let all = ok(&all).as_array().unwrap().clone();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|m| m["network"] == json!(NET)));
+        assert!(all.iter().all(|m| m.get("token").is_none()));
+        let filtered = control(
+            &mut f.service,
+            json!({"cmd": "members", "network": NET}),
+            at(1),
+        );
+        assert_eq!(ok(&filtered).as_array().unwrap().len(), 2);
+        let expired = control(&mut f.service, json!({"cmd": "members"}), at(8 * DAY));
+        assert_eq!(ok(&expired), &json!([]));
+        let unknown = control(
+            &mut f.service,
+            json!({"cmd": "members", "network": "testnet"}),
+            at(1),
+        );
+        assert!(unknown.result.unwrap_err().contains("serves: mainnet"));
+    }
+
+    #[test]
+    fn commands_are_validated_strictly() {
+        let mut f = fixture("approval");
+        let err = |s: &mut SeedService, v: Value| s.on_control(v, t0()).result.unwrap_err();
+        let e = err(&mut f.service, json!({"cmd": "launch"}));
+        assert!(
+            e.contains("unknown command") && e.contains("approve, deny"),
+            "{e}"
+        );
+        let e = err(&mut f.service, json!({"id": 1}));
+        assert!(e.contains("missing \"cmd\""), "{e}");
+        let e = err(&mut f.service, json!({"cmd": "approve"}));
+        assert!(
+            e.contains("missing field `id`") && e.contains("usage"),
+            "{e}"
+        );
+        let e = err(
+            &mut f.service,
+            json!({"cmd": "approve", "id": 1, "role": "x"}),
+        );
+        assert!(e.contains("unknown field `role`"), "{e}");
+        let e = err(&mut f.service, json!({"cmd": "approve", "id": "1"}));
+        assert!(e.contains("invalid type"), "{e}");
+        let e = err(
+            &mut f.service,
+            json!({"cmd": "pending", "network": "Bad Name"}),
+        );
+        assert!(e.contains("invalid network name"), "{e}");
+        let e = err(
+            &mut f.service,
+            json!({"cmd": "revoke", "peer": "not-a-peer"}),
+        );
+        assert!(e.contains("invalid \"peer\""), "{e}");
+        let e = err(&mut f.service, json!(["cmd"]));
+        assert!(e.contains("JSON object"), "{e}");
+    }
+
+    #[test]
+    fn join_requests_outside_the_rules_are_denied() {
+        let mut f = fixture_with(Options {
+            limits: StoreLimits {
+                max_pending_per_network: 1,
+                ..StoreLimits::default()
+            },
+            ..Options::default()
+        });
+        let unknown = JoinMessage::Request(JoinRequest {
+            network: "testnet".parse().unwrap(),
+            label: "x".to_owned(),
+            invite: None,
+        });
+        assert_eq!(
+            denial(&f.service.on_join(peer(10), unknown, t0())).0,
+            DenyReason::UnknownNetwork
+        );
+        pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        assert_eq!(
+            denial(&f.service.on_join(peer(11), request(None), t0())).0,
+            DenyReason::QueueFull
+        );
+        let long = JoinMessage::Request(JoinRequest {
+            network: NET.parse().unwrap(),
+            label: "x".repeat(65),
+            invite: None,
+        });
+        assert_eq!(
+            denial(&f.service.on_join(peer(12), long, t0())).0,
+            DenyReason::Malformed
+        );
+        let deliver = JoinMessage::Deliver {
+            network: NET.parse().unwrap(),
+            request_id: 1,
+            token: vec![1],
+        };
+        assert_eq!(
+            f.service.on_join(peer(10), deliver, t0()),
+            JoinReply::Error {
+                code: ReasonCode::Malformed
+            }
+        );
+    }
+
+    #[test]
+    fn status_counts_and_networks() {
+        let mut f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let status = JoinService::status(&f.service);
+        assert_eq!(status["counts"]["approved"], json!(1));
+        assert_eq!(status["counts"]["issued"], json!(1));
+        assert_eq!(status["counts"]["delivered"], json!(1));
+        assert_eq!(status["networks"][0]["name"], json!(NET));
+        assert_eq!(status["networks"][0]["join"], json!("open"));
+        let via_control = control(&mut f.service, json!({"cmd": "status"}), t0());
+        assert_eq!(ok(&via_control), &status);
+    }
+
+    #[test]
+    fn construction_checks_issuers_against_the_descriptor() {
+        let anchor = SecretKey::from_seed([1; 32]);
+        let seednode = SecretKey::from_seed([2; 32]);
+        let delegation = |network: &str| {
+            issue_delegation(
+                &anchor,
+                &DelegationRequest {
+                    network: network.to_owned(),
+                    seednode: seednode.public(),
+                    expires_at: at(DAY),
+                    allowed_roles: vec!["ops".to_owned()],
+                    max_lifetime: Duration::from_secs(DAY),
+                },
+                t0(),
+            )
+            .unwrap()
+        };
+        let both = format!(
+            "[[network]]\nname = \"{NET}\"\nanchors = [\"{a}\"]\njoin = \"open\"\n\n\
+             [[network]]\nname = \"lab\"\nanchors = [\"{a}\"]\n",
+            a = anchor.public()
+        );
+        let full = Descriptor::parse(&both).unwrap();
+        let verifier = Verifier::new(VerifierConfig::default(), full.access_list().unwrap());
+        let issuer = |network: &str| {
+            Issuer::new(&delegation(network), &verifier, seednode.clone(), t0()).unwrap()
+        };
+        let store = || Store::open_in_memory(StoreLimits::default()).unwrap();
+        let cfg = ServiceConfig::default;
+
+        let only_lab = Descriptor::parse(&format!(
+            "[[network]]\nname = \"lab\"\nanchors = [\"{}\"]\n",
+            anchor.public()
+        ))
+        .unwrap();
+        let err = SeedService::new(store(), vec![issuer(NET)], &only_lab, cfg()).unwrap_err();
+        assert!(matches!(err, ServiceError::NotInDescriptor { .. }), "{err}");
+        let err = SeedService::new(store(), vec![issuer("lab"), issuer("lab")], &full, cfg())
+            .unwrap_err();
+        assert!(
+            matches!(err, ServiceError::DuplicateNetwork { .. }),
+            "{err}"
+        );
+        let err = SeedService::new(store(), vec![], &full, cfg()).unwrap_err();
+        assert!(matches!(err, ServiceError::NoIssuers), "{err}");
+        // mainnet is open but its delegation cannot grant "member".
+        let err = SeedService::new(store(), vec![issuer(NET)], &full, cfg()).unwrap_err();
+        assert!(
+            matches!(err, ServiceError::DefaultRoleNotDelegated { .. }),
+            "{err}"
+        );
+        // An approval network may lack the default role: the operator names roles.
+        assert!(SeedService::new(store(), vec![issuer("lab")], &full, cfg()).is_ok());
+        let bad = ServiceConfig {
+            invite_code_bytes: 4,
+            ..ServiceConfig::default()
+        };
+        let err = SeedService::new(store(), vec![issuer("lab")], &full, bad).unwrap_err();
+        assert!(matches!(err, ServiceError::InvalidConfig { .. }), "{err}");
+    }
+}
