@@ -55,6 +55,9 @@ struct Net {
     join_in_flight: Option<OutboundRequestId>,
     /// An operator denied our request: stop asking until restart.
     denied: bool,
+    /// When we last asked to renew a still-valid token (renewals are retried at most once a
+    /// minute).
+    last_renewal: Option<Instant>,
 }
 
 /// What a peer proved on one connection for one network.
@@ -119,6 +122,7 @@ pub async fn run(
             pending_join: None,
             join_in_flight: None,
             denied: false,
+            last_renewal: None,
         });
     }
     if let Some(service) = &service {
@@ -920,6 +924,10 @@ impl EventLoop {
                 .entry(peer)
                 .or_default()
                 .insert(network.clone());
+            // A renewed token is presented again where the old one was.
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.presented.remove(network);
+            }
             self.present(peer, id, &set);
         }
         Ok(())
@@ -935,10 +943,24 @@ impl EventLoop {
     fn maybe_join(&mut self, i: usize) {
         let now = SystemTime::now();
         let net = &self.nets[i];
-        let has_token = net.token.as_ref().is_some_and(|t| t.expires_at > now);
-        if has_token || net.serving || net.denied || net.join_in_flight.is_some() {
+        if net.serving || net.denied || net.join_in_flight.is_some() {
             return;
         }
+        if let Some(t) = &net.token {
+            let valid = t.expires_at > now;
+            // Renew within the descriptor's margin before expiry, at most once a minute.
+            let renew_due = t.expires_at <= now + net.entry.renewal_margin;
+            let recently = net
+                .last_renewal
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+            if valid && (!renew_due || recently) {
+                return;
+            }
+            if valid {
+                self.nets[i].last_renewal = Some(Instant::now());
+            }
+        }
+        let net = &self.nets[i];
         let network = net.name.clone();
         let seednodes: Vec<PeerId> = self
             .conns

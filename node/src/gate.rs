@@ -26,9 +26,10 @@
 //! - **Outbound.** Substream requests the wrapped handler makes while closed are held in a small
 //!   bounded queue ([`GateConfig::max_held_outbound`]) and released, oldest first, when the gate
 //!   opens. A request pushed out of a full queue (the oldest goes), or one that outlived its own
-//!   upgrade timeout while held, is failed back to the wrapped handler with a [`ConnectionEvent::DialUpgradeError`] (see
-//!   [`GateRefusal`]) so the protocol reports an error instead of hanging. A stream that was
-//!   requested while open but negotiated after a close is failed the same way.
+//!   upgrade timeout while held, is failed back to the wrapped handler with a
+//!   [`ConnectionEvent::DialUpgradeError`] (see [`GateRefusal`]) so the protocol reports an error
+//!   instead of hanging. A stream that was requested while open but negotiated after a close is
+//!   failed the same way.
 //!
 //! # What the gate does not do
 //!
@@ -42,12 +43,15 @@
 //!
 //! # Ordering
 //!
-//! [`Gated::open`] queues a command to the connection's handler; it takes effect when the swarm
-//! next polls the behaviour and delivers it. Commands from one swarm reach a connection in the
-//! order the behaviours emit them, so a gated field placed before the membership field of a
-//! derived behaviour opens the gate before a membership `Accepted` answer sent in the same event
-//! loop step leaves the node. The remote should therefore open its own side, and start querying,
-//! only once it has received `Accepted`; a request that arrives earlier is refused, not delayed.
+//! [`Gated::open`] only queues a command; the gate opens when the swarm next polls the behaviour
+//! and the connection task applies the command. An inbound request that arrives before that is
+//! refused, not delayed. A peer must therefore not use a gated protocol on a connection merely
+//! because it was told "accepted" over another protocol: a request-response answer, for
+//! instance, travels to the connection through its own channel and can overtake the open
+//! command. The reliable signal is the protocol list itself: opening changes the connection's
+//! supported protocols, identify pushes them, and the remote sees the gated protocol appear
+//! (`identify::Event::Received`, or `ConnectionEvent::RemoteProtocolsChange` in its handlers)
+//! only after the gate is open. The tests open the querying side on exactly that signal.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -118,9 +122,10 @@ impl GateConfig {
 /// Why the gate failed an outbound substream request of the wrapped handler.
 ///
 /// It reaches the wrapped handler as `StreamUpgradeError::Io` with kind
-/// [`io::ErrorKind::PermissionDenied`] and this value as the source, so the wrapped protocol
-/// surfaces it as an I/O failure (kad: a failed request; request-response:
-/// `OutboundFailure::Io`). A request held past its own upgrade timeout is failed with
+/// [`io::ErrorKind::PermissionDenied`] carrying this value as its inner error (reach it with
+/// [`io::Error::get_ref`] and `downcast_ref`), so the wrapped protocol surfaces it as an I/O
+/// failure (kad: a failed request; request-response: `OutboundFailure::Io`). A request held past
+/// its own upgrade timeout is failed with
 /// `StreamUpgradeError::Timeout` instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -397,13 +402,21 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
             GatedHandlerIn::Inner(event) => self.inner.on_behaviour_event(event),
             GatedHandlerIn::Open => {
                 if !self.open {
-                    tracing::debug!(peer = %self.peer, connection = %self.connection, "gate opened");
+                    tracing::debug!(
+                        peer = %self.peer,
+                        connection = %self.connection,
+                        "gate opened"
+                    );
                 }
                 self.open = true;
             }
             GatedHandlerIn::Close => {
                 if self.open {
-                    tracing::debug!(peer = %self.peer, connection = %self.connection, "gate closed");
+                    tracing::debug!(
+                        peer = %self.peer,
+                        connection = %self.connection,
+                        "gate closed"
+                    );
                 }
                 self.open = false;
             }
