@@ -1,0 +1,452 @@
+//! DESIGN section 5, outcomes 1 and 2, against real processes on loopback.
+//!
+//! Each test stands up a mainnet (anchor, seednode, two members approved through the operator
+//! CLI) and a testnet (anchor, seednode), then points a raw libp2p client (its own identity, no
+//! Cordon node logic) at member 1. The client presents a chosen token on
+//! `/cordon/membership/1`, reads the verdict, then asks member 1 for closest peers on
+//! `/cordon/mainnet/kad/1.0.0`. A refused client must learn no peer id through Kademlia and must
+//! never appear in any mainnet routing table (`node peers --network mainnet --json`).
+//!
+//! `valid_token_is_accepted_and_kad_answers` is the control: with a genuine token the same
+//! client is accepted, FIND_NODE returns members, and the member routes the client. Without it
+//! the refusal tests could pass vacuously.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "nonmember/fixture.rs"]
+mod fixture;
+#[path = "nonmember/raw.rs"]
+mod raw;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cordon_membership::{PeerId, SecretKey};
+use cordon_protocol::{
+    MembershipRequest, NetworkName, NetworkResult, Outcome, PresentedToken, ReasonCode, TokenKind,
+};
+use fixture::{Network, Proc};
+use raw::{FindNode, ProbeFailure, RawClient, State};
+
+/// The members' `auth_timeout` (the `node run` default).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn net_name(s: &str) -> NetworkName {
+    s.parse().unwrap()
+}
+
+fn membership(network: &str, token: Vec<u8>) -> PresentedToken {
+    PresentedToken {
+        network: net_name(network),
+        kind: TokenKind::Membership,
+        token,
+    }
+}
+
+fn rejected(network: &str, reason: ReasonCode) -> NetworkResult {
+    NetworkResult {
+        network: net_name(network),
+        outcome: Outcome::Rejected { reason },
+    }
+}
+
+/// Runs `f`; on panic prints the daemons' log tails and the raw client's log, then re-panics.
+fn checked<T>(net: &Network, client: &Arc<Mutex<State>>, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(e) => {
+            net.dump_logs();
+            let log = client
+                .lock()
+                .map(|s| s.log.join("\n"))
+                .unwrap_or_else(|e| e.into_inner().log.join("\n"));
+            eprintln!("========== raw client log ==========\n{log}\n");
+            std::panic::resume_unwind(e)
+        }
+    }
+}
+
+/// Mainnet processes whose routing tables must never hold a refused peer.
+fn mainnet_procs(net: &Network) -> Vec<&Proc> {
+    let mut all = vec![&net.main_seed];
+    all.extend(net.members.iter());
+    all
+}
+
+/// Every overlay peer id (both seednodes, both members), named.
+fn overlay_ids(net: &Network) -> Vec<(PeerId, String)> {
+    net.procs()
+        .into_iter()
+        .map(|p| (p.peer, p.daemon.label.clone()))
+        .collect()
+}
+
+/// Checks, repeatedly for `window`, that no mainnet process routes `peer`.
+fn assert_never_routed(net: &Network, peer: &PeerId, window: Duration) {
+    let id = peer.to_string();
+    let until = Instant::now() + window;
+    loop {
+        for proc in mainnet_procs(net) {
+            let peers = proc.mainnet_peers();
+            assert!(
+                !peers.contains(&id),
+                "{} routes the refused raw client {id} on mainnet: {peers:?}",
+                proc.daemon.label
+            );
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A refused FIND_NODE: nothing answered and no peer id was learned.
+fn assert_learns_nothing(net: &Network, via: &PeerId, found: &FindNode, when: &str) {
+    let learned = found.learned(via);
+    let overlay: Vec<String> = overlay_ids(net)
+        .into_iter()
+        .filter(|(p, _)| found.result.contains(p) || learned.contains(p))
+        .map(|(p, name)| format!("{name} ({p})"))
+        .collect();
+    assert!(
+        overlay.is_empty(),
+        "{when}: FIND_NODE through the member revealed overlay peers {overlay:?}: {found:?}"
+    );
+    assert!(
+        found.result.is_empty() && learned.is_empty(),
+        "{when}: FIND_NODE through the member learned something: {found:?}"
+    );
+    eprintln!(
+        "[{when}] FIND_NODE learned nothing (error: {:?}, took {:.1?})",
+        found.error, found.took
+    );
+}
+
+/// The member refuses to even negotiate its Kademlia protocol with us (the gate, not an empty
+/// table, is why FIND_NODE learned nothing).
+fn assert_kad_refused(client: &mut RawClient, member: &PeerId, when: &str) {
+    let probe = client.probe_kad(member);
+    assert_eq!(
+        probe,
+        Err(ProbeFailure::Unsupported),
+        "{when}: the member negotiated /cordon/mainnet/kad/1.0.0 with an unverified peer"
+    );
+}
+
+/// The member logged the refusal of `peer` with `reason` (the audit trail).
+fn assert_refusal_logged(member: &Proc, peer: &PeerId, reason: ReasonCode) {
+    let peer = peer.to_string();
+    let reason = reason.to_string();
+    fixture::wait_for(
+        &format!("{} to log the refusal ({reason})", member.daemon.label),
+        Duration::from_secs(10),
+        || {
+            member
+                .daemon
+                .log()
+                .lines()
+                .any(|l| {
+                    l.contains("membership refused")
+                        && l.contains(&peer)
+                        && l.contains(&format!("{reason}:"))
+                })
+                .then_some(())
+        },
+    );
+}
+
+/// The shared body of the refusal tests: present `request` to member 1, expect exactly
+/// `expected`, then prove FIND_NODE learns nothing and nobody routes the client.
+fn refused_case(
+    name: &str,
+    request: impl FnOnce(&Network, &PeerId) -> MembershipRequest,
+    expected: Vec<NetworkResult>,
+) {
+    let started = Instant::now();
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let member = &net.members[0];
+        let request = request(&net, &client.peer);
+        eprintln!(
+            "[{name}] raw client {} presents {} token(s) to {} ({})",
+            client.peer,
+            request.tokens.len(),
+            member.daemon.label,
+            member.peer
+        );
+        client.connect(&member.addr, &member.peer);
+        let response = client
+            .present(&member.peer, request)
+            .expect("the member answers the presentation");
+        assert_eq!(
+            response.results, expected,
+            "[{name}] wrong verdict from the member"
+        );
+        for r in &expected {
+            if let Outcome::Rejected { reason } = r.outcome {
+                assert_refusal_logged(member, &client.peer, reason);
+            }
+        }
+        let found = client.find_node(&member.peer, &member.addr);
+        assert_learns_nothing(&net, &member.peer, &found, name);
+        assert_kad_refused(&mut client, &member.peer, name);
+        assert!(
+            client.state().connected(&member.peer),
+            "[{name}] the connection dropped before the checks ran"
+        );
+        assert_never_routed(&net, &client.peer, Duration::from_secs(3));
+    });
+    eprintln!("[{name}] passed in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn no_token_is_refused_and_learns_no_member() {
+    let name = "no_token";
+    let started = Instant::now();
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let member = &net.members[0];
+        let established = client.connect(&member.addr, &member.peer);
+
+        // 1. Nothing presented at all.
+        let found = client.find_node(&member.peer, &member.addr);
+        assert_learns_nothing(&net, &member.peer, &found, "no_token/nothing presented");
+        assert_kad_refused(&mut client, &member.peer, "no_token/nothing presented");
+        assert_never_routed(&net, &client.peer, Duration::from_secs(1));
+
+        // 2. An empty presentation: the member answers, but accepts nothing.
+        let response = client
+            .present(&member.peer, MembershipRequest::default())
+            .expect("the member answers an empty presentation");
+        assert!(
+            response.results.is_empty(),
+            "an empty presentation earned verdicts: {response:?}"
+        );
+        let found = client.find_node(&member.peer, &member.addr);
+        assert_learns_nothing(&net, &member.peer, &found, "no_token/empty presentation");
+        assert_kad_refused(&mut client, &member.peer, "no_token/empty presentation");
+        assert_never_routed(&net, &client.peer, Duration::from_secs(1));
+
+        // 3. The member closes the unauthenticated connection after its auth timeout.
+        let (closed_at, cause) = client.wait(
+            "the member to close the unauthenticated connection",
+            AUTH_TIMEOUT + Duration::from_secs(15),
+            |s| {
+                s.conns
+                    .get(&member.peer)?
+                    .iter()
+                    .find(|r| r.established == established)?
+                    .closed
+                    .clone()
+            },
+        );
+        let after = closed_at - established;
+        eprintln!("[{name}] member closed the connection after {after:.1?} ({cause})");
+        assert!(
+            after >= AUTH_TIMEOUT - Duration::from_millis(500)
+                && after <= AUTH_TIMEOUT + Duration::from_secs(5),
+            "connection closed after {after:?}, expected about {AUTH_TIMEOUT:?}"
+        );
+        let peer = client.peer.to_string();
+        fixture::wait_for(
+            "the member to log the auth timeout",
+            Duration::from_secs(5),
+            || {
+                member
+                    .daemon
+                    .log()
+                    .lines()
+                    .any(|l| l.contains("auth_timeout") && l.contains(&peer))
+                    .then_some(())
+            },
+        );
+        let status = member.status().expect("member status");
+        assert!(
+            status["membership_checks"]["auth_timeouts"].as_u64() >= Some(1),
+            "member status does not count the auth timeout: {}",
+            status["membership_checks"]
+        );
+        assert_never_routed(&net, &client.peer, Duration::ZERO);
+    });
+    eprintln!("[{name}] passed in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn other_network_token_is_refused_with_unknown_network() {
+    // A genuine testnet membership for the raw client's own PeerId, issued with the testnet
+    // seednode's real key and delegation: it verifies, but member 1 is mainnet-only.
+    refused_case(
+        "other_network",
+        |net, peer| {
+            let token = net.mint(
+                "testnet",
+                peer,
+                SystemTime::now(),
+                Duration::from_secs(3600),
+            );
+            MembershipRequest {
+                tokens: vec![membership("testnet", token)],
+            }
+        },
+        vec![rejected("testnet", ReasonCode::UnknownNetwork)],
+    );
+}
+
+#[test]
+fn other_network_token_labelled_mainnet_is_refused_with_unknown_network() {
+    // The same genuine testnet token, but claimed to be for mainnet.
+    refused_case(
+        "other_network_labelled_mainnet",
+        |net, peer| {
+            let token = net.mint(
+                "testnet",
+                peer,
+                SystemTime::now(),
+                Duration::from_secs(3600),
+            );
+            MembershipRequest {
+                tokens: vec![membership("mainnet", token)],
+            }
+        },
+        vec![rejected("mainnet", ReasonCode::UnknownNetwork)],
+    );
+}
+
+#[test]
+fn expired_token_is_refused_with_expired() {
+    // A mainnet membership for the raw client's PeerId, signed by the real seednode under the
+    // real delegation, that expired an hour ago (well past any clock-skew allowance).
+    refused_case(
+        "expired",
+        |net, peer| {
+            let issued = SystemTime::now() - Duration::from_secs(2 * 3600);
+            let token = net.mint("mainnet", peer, issued, Duration::from_secs(3600));
+            MembershipRequest {
+                tokens: vec![membership("mainnet", token)],
+            }
+        },
+        vec![rejected("mainnet", ReasonCode::Expired)],
+    );
+}
+
+#[test]
+fn copied_token_is_refused_with_wrong_subject() {
+    // Member 2's real token file, presented by the raw client (another PeerId) to member 1.
+    refused_case(
+        "copied",
+        |net, _peer| {
+            let path = net.members[1].data.join("tokens").join("mainnet.biscuit");
+            let token =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            MembershipRequest {
+                tokens: vec![membership("mainnet", token)],
+            }
+        },
+        vec![rejected("mainnet", ReasonCode::WrongSubject)],
+    );
+}
+
+#[test]
+fn valid_token_is_accepted_and_kad_answers() {
+    let name = "valid";
+    let started = Instant::now();
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let member = &net.members[0];
+        let others: BTreeSet<PeerId> = [net.members[1].peer, net.main_seed.peer].into();
+        let token = net.mint(
+            "mainnet",
+            &client.peer,
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        let request = MembershipRequest {
+            tokens: vec![membership("mainnet", token)],
+        };
+        let established = client.connect(&member.addr, &member.peer);
+        let response = client
+            .present(&member.peer, request.clone())
+            .expect("the member answers the presentation");
+        assert_eq!(
+            response.results,
+            vec![NetworkResult {
+                network: net_name("mainnet"),
+                outcome: Outcome::Accepted,
+            }],
+            "a valid token was not accepted"
+        );
+        // Peers learned through FIND_NODE get the same (valid) presentation when we dial them.
+        client.auto_present(Some(request));
+
+        // FIND_NODE through member 1 reveals the other mainnet peers.
+        let first = client.find_node(&member.peer, &member.addr);
+        eprintln!("[{name}] first FIND_NODE: {first:?}");
+        assert!(
+            first.result.contains(&member.peer),
+            "member 1 did not answer FIND_NODE after accepting us: {first:?}"
+        );
+        let learned = first.learned(&member.peer);
+        assert!(
+            learned.iter().any(|p| others.contains(p)),
+            "FIND_NODE through member 1 revealed none of {others:?}: {first:?}"
+        );
+
+        // The gate is open: the member negotiates its Kademlia protocol with us now (our probe
+        // is not Kademlia, so the member's kad then drops the stream).
+        let probe = client.probe_kad(&member.peer);
+        assert!(
+            probe != Err(ProbeFailure::Unsupported),
+            "the member refused Kademlia to a verified peer: {probe:?}"
+        );
+        eprintln!("[{name}] kad protocol probe after Accepted: {probe:?}");
+
+        // Member 1 routes the verified client: the check the refusal tests rely on can fail.
+        let id = client.peer.to_string();
+        fixture::wait_for(
+            "member 1 to route the verified raw client",
+            Duration::from_secs(15),
+            || member.mainnet_peers().contains(&id).then_some(()),
+        );
+
+        // Once the learned peers verified us too, a second query returns them as answers.
+        client.wait(
+            "a learned member to accept the raw client",
+            Duration::from_secs(20),
+            |s| {
+                others
+                    .iter()
+                    .any(|p| learned.contains(p) && s.accepted_by.contains(p))
+                    .then_some(())
+            },
+        );
+        let second = client.find_node(&member.peer, &member.addr);
+        eprintln!("[{name}] second FIND_NODE: {second:?}");
+        assert!(
+            second.result.iter().any(|p| others.contains(p)),
+            "the FIND_NODE result holds none of {others:?}: {second:?}"
+        );
+
+        // A verified connection outlives the auth timeout (the refused one does not).
+        let deadline = established + AUTH_TIMEOUT + Duration::from_secs(3);
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        assert!(
+            client.state().connected(&member.peer),
+            "member 1 closed a verified connection"
+        );
+    });
+    eprintln!("[{name}] passed in {:.1?}", started.elapsed());
+}

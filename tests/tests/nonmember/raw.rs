@@ -1,0 +1,649 @@
+//! A "raw client": a bare libp2p swarm speaking Cordon's wire protocols with whatever token the
+//! test chooses, and mainnet's Kademlia protocol, with no Cordon node logic behind it.
+//!
+//! Same transport stack as `node/src/swarm.rs` (TCP + Noise + Yamux), plus
+//! `request_response::Behaviour<MembershipCodec>` on `/cordon/membership/1`, a client-mode
+//! `kad::Behaviour` on `/cordon/mainnet/kad/1.0.0`, and identify (so a member learns a listen
+//! address for us: a refusal to route us must be the gate's doing, not a missing address).
+//!
+//! The swarm runs on its own runtime as an actor; the (synchronous) test sends it commands and
+//! polls a shared [`State`] the actor keeps up to date.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cordon_membership::SecretKey;
+use cordon_protocol::{
+    Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, MembershipRequest, MembershipResponse,
+    NetworkName, kad_protocol,
+};
+use futures::StreamExt;
+use libp2p::kad::store::MemoryStore;
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, tcp, yamux};
+use tokio::sync::mpsc;
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct RawBehaviour {
+    membership: request_response::Behaviour<MembershipCodec>,
+    /// Opens bare streams on mainnet's Kademlia protocol name to see whether the remote
+    /// negotiates it at all (the payload is not Kademlia; only negotiation matters).
+    kad_probe: request_response::Behaviour<MembershipCodec>,
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+/// One connection as the raw client saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnRecord {
+    pub(crate) id: ConnectionId,
+    pub(crate) established: Instant,
+    pub(crate) closed: Option<(Instant, String)>,
+}
+
+/// What one FIND_NODE (`get_closest_peers`) query produced.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FindNode {
+    /// The peers the query reports (those that answered).
+    pub(crate) result: Vec<PeerId>,
+    /// The query's error, if it failed.
+    pub(crate) error: Option<String>,
+    /// Peers (other than `via`) the query dialed: it can only have learned them from a
+    /// FIND_NODE answer.
+    pub(crate) dialed: BTreeSet<PeerId>,
+    /// The raw client's routing table after the query.
+    pub(crate) table: BTreeSet<PeerId>,
+    /// How long the query took.
+    pub(crate) took: Duration,
+}
+
+impl FindNode {
+    /// Every peer id this query taught us, other than `via` itself unless it answered.
+    pub(crate) fn learned(&self, via: &PeerId) -> BTreeSet<PeerId> {
+        let mut all: BTreeSet<PeerId> = self.result.iter().copied().collect();
+        all.extend(self.dialed.iter().copied());
+        all.extend(self.table.iter().copied().filter(|p| p != via));
+        all
+    }
+}
+
+/// State shared between the actor and the test.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) conns: HashMap<PeerId, Vec<ConnRecord>>,
+    pub(crate) dialed: Vec<PeerId>,
+    pub(crate) responses: HashMap<u64, Result<MembershipResponse, String>>,
+    pub(crate) queries: HashMap<u64, FindNode>,
+    /// Kademlia protocol probes: `Err` holds the failure (`UnsupportedProtocols` when the remote
+    /// refused to negotiate the protocol).
+    pub(crate) probes: HashMap<u64, Result<(), ProbeFailure>>,
+    /// Peers that answered one of our presentations with only `Accepted`.
+    pub(crate) accepted_by: BTreeSet<PeerId>,
+    pub(crate) log: Vec<String>,
+}
+
+impl State {
+    /// Whether a connection to `peer` is open.
+    pub(crate) fn connected(&self, peer: &PeerId) -> bool {
+        self.conns
+            .get(peer)
+            .is_some_and(|c| c.iter().any(|r| r.closed.is_none()))
+    }
+}
+
+/// Why a Kademlia protocol probe failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeFailure {
+    /// The remote refused to negotiate the protocol (the gate is shut).
+    Unsupported,
+    /// Anything else (e.g. the remote's Kademlia closed the stream on our non-Kademlia bytes):
+    /// the protocol was negotiated.
+    Other(String),
+}
+
+enum Cmd {
+    KadProbe(u64, PeerId),
+    Dial(Multiaddr),
+    Present(u64, PeerId, MembershipRequest),
+    FindNode {
+        tag: u64,
+        via: PeerId,
+        addr: Multiaddr,
+    },
+    AutoPresent(Option<MembershipRequest>),
+}
+
+/// The raw client handle; dropping it stops the swarm.
+pub(crate) struct RawClient {
+    pub(crate) peer: PeerId,
+    state: Arc<Mutex<State>>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    next_tag: u64,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for RawClient {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+fn mainnet() -> NetworkName {
+    "mainnet".parse().expect("valid network name")
+}
+
+impl RawClient {
+    /// Starts a raw client with identity `key`, listening on a loopback port.
+    pub(crate) fn start(key: &SecretKey) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let keypair = key.libp2p_keypair();
+        let peer = key.peer_id();
+        let swarm = runtime.block_on(async move { build(keypair) });
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        runtime.spawn(actor(swarm, rx, state.clone()));
+        let client = Self {
+            peer,
+            state,
+            cmds: tx,
+            next_tag: 0,
+            runtime: Some(runtime),
+        };
+        client.wait("the raw client to listen", Duration::from_secs(10), |s| {
+            (!s.listen.is_empty()).then_some(())
+        });
+        client
+    }
+
+    /// Locks the shared state.
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Polls the state every 50 ms until `check` returns `Some`; `None` after `timeout`.
+    pub(crate) fn poll<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&State) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check(&self.state()) {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`poll`](Self::poll) but panics (with the client's event log) on timeout.
+    pub(crate) fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl FnMut(&State) -> Option<T>,
+    ) -> T {
+        match self.poll(timeout, check) {
+            Some(v) => v,
+            None => panic!(
+                "raw client: timed out after {timeout:?} waiting for {what}\nraw client log:\n{}",
+                self.state().log.join("\n")
+            ),
+        }
+    }
+
+    fn send(&self, cmd: Cmd) {
+        self.cmds.send(cmd).expect("raw client actor is running");
+    }
+
+    /// Dials `addr` (ending in `/p2p/<peer>`) and waits for the connection; returns when it was
+    /// established.
+    pub(crate) fn connect(&self, addr: &str, peer: &PeerId) -> Instant {
+        let addr: Multiaddr = addr.parse().expect("multiaddr");
+        self.send(Cmd::Dial(addr));
+        self.wait(
+            &format!("a connection to {peer}"),
+            Duration::from_secs(20),
+            |s| {
+                s.conns
+                    .get(peer)?
+                    .iter()
+                    .find(|r| r.closed.is_none())
+                    .map(|r| r.established)
+            },
+        )
+    }
+
+    /// Presents `request` to `peer` and waits for its answer (or failure).
+    pub(crate) fn present(
+        &mut self,
+        peer: &PeerId,
+        request: MembershipRequest,
+    ) -> Result<MembershipResponse, String> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.send(Cmd::Present(tag, *peer, request));
+        self.wait("a membership response", Duration::from_secs(30), |s| {
+            s.responses.get(&tag).cloned()
+        })
+    }
+
+    /// Adds `via` at `addr` to our mainnet Kademlia table and runs a FIND_NODE for a random key
+    /// through it; waits for the query to finish (it has its own 20 s timeout).
+    pub(crate) fn find_node(&mut self, via: &PeerId, addr: &str) -> FindNode {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        let addr: Multiaddr = addr.parse().expect("multiaddr");
+        let addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
+        self.send(Cmd::FindNode {
+            tag,
+            via: *via,
+            addr,
+        });
+        self.wait(
+            "the FIND_NODE query to finish",
+            Duration::from_secs(45),
+            |s| s.queries.get(&tag).cloned(),
+        )
+    }
+
+    /// Opens a stream on `/cordon/mainnet/kad/1.0.0` to `peer` and reports how it went.
+    pub(crate) fn probe_kad(&mut self, peer: &PeerId) -> Result<(), ProbeFailure> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.send(Cmd::KadProbe(tag, *peer));
+        self.wait(
+            "the Kademlia protocol probe",
+            Duration::from_secs(30),
+            |s| s.probes.get(&tag).cloned(),
+        )
+    }
+
+    /// Presents `request` on every new connection from now on (the control case, so peers
+    /// learned through FIND_NODE let us query them too).
+    pub(crate) fn auto_present(&self, request: Option<MembershipRequest>) {
+        self.send(Cmd::AutoPresent(request));
+    }
+
+    /// A handle on the shared state, to print the log from a panic handler.
+    pub(crate) fn shared(&self) -> Arc<Mutex<State>> {
+        self.state.clone()
+    }
+}
+
+/// A presentation without the token bytes.
+fn summary(request: &MembershipRequest) -> String {
+    let tokens: Vec<String> = request
+        .tokens
+        .iter()
+        .map(|t| format!("{}/{} ({} bytes)", t.network, t.kind, t.token.len()))
+        .collect();
+    format!("[{}]", tokens.join(", "))
+}
+
+fn build(keypair: libp2p::identity::Keypair) -> Swarm<RawBehaviour> {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .expect("tcp transport")
+        .with_behaviour(|key| {
+            let local = key.public().to_peer_id();
+            let mut cfg = kad::Config::new(kad_protocol(&mainnet()));
+            cfg.set_query_timeout(Duration::from_secs(20));
+            cfg.set_periodic_bootstrap_interval(None);
+            let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), cfg);
+            kad.set_mode(Some(kad::Mode::Client));
+            RawBehaviour {
+                membership: request_response::Behaviour::with_codec(
+                    MembershipCodec::membership(Limits::default()),
+                    [(MEMBERSHIP_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
+                ),
+                kad_probe: request_response::Behaviour::with_codec(
+                    MembershipCodec::membership(Limits::default()),
+                    [(
+                        kad_protocol(&mainnet()),
+                        request_response::ProtocolSupport::Outbound,
+                    )],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
+                ),
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    "/cordon/id/1".into(),
+                    key.public(),
+                )),
+            }
+        })
+        .expect("behaviour")
+        // The raw client never closes a connection itself: any close is the remote's doing.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    swarm
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+        .expect("listen");
+    swarm
+}
+
+struct Actor {
+    swarm: Swarm<RawBehaviour>,
+    state: Arc<Mutex<State>>,
+    requests: HashMap<OutboundRequestId, u64>,
+    probes: HashMap<OutboundRequestId, u64>,
+    queries: HashMap<kad::QueryId, (u64, PeerId, Instant, usize)>,
+    auto_present: Option<MembershipRequest>,
+    started: Instant,
+}
+
+async fn actor(
+    swarm: Swarm<RawBehaviour>,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    state: Arc<Mutex<State>>,
+) {
+    let mut a = Actor {
+        swarm,
+        state,
+        requests: HashMap::new(),
+        probes: HashMap::new(),
+        queries: HashMap::new(),
+        auto_present: None,
+        started: Instant::now(),
+    };
+    loop {
+        tokio::select! {
+            event = a.swarm.select_next_some() => a.on_event(event),
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => a.on_cmd(cmd),
+                None => return,
+            },
+        }
+    }
+}
+
+impl Actor {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log(&self, line: String) {
+        let line = format!("[{:>7.3}s] {line}", self.started.elapsed().as_secs_f64());
+        self.state().log.push(line);
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Dial(addr) => {
+                self.log(format!("dial {addr}"));
+                if let Err(e) = self.swarm.dial(addr) {
+                    self.log(format!("dial failed to start: {e}"));
+                }
+            }
+            Cmd::Present(tag, peer, request) => {
+                self.log(format!("present to {peer}: {}", summary(&request)));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .membership
+                    .send_request(&peer, request);
+                self.requests.insert(id, tag);
+            }
+            Cmd::FindNode { tag, via, addr } => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let _ = kad.add_address(&via, addr);
+                let target = PeerId::random();
+                let id = kad.get_closest_peers(target);
+                let dialed_before = self.state().dialed.len();
+                self.queries
+                    .insert(id, (tag, via, Instant::now(), dialed_before));
+                self.log(format!("FIND_NODE {target} via {via}"));
+            }
+            Cmd::AutoPresent(request) => self.auto_present = request,
+            Cmd::KadProbe(tag, peer) => {
+                self.log(format!("kad protocol probe to {peer}"));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad_probe
+                    .send_request(&peer, MembershipRequest::default());
+                self.probes.insert(id, tag);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<RawBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.log(format!("listening on {address}"));
+                self.state().listen.push(address);
+            }
+            SwarmEvent::Dialing {
+                peer_id: Some(peer),
+                ..
+            } => {
+                self.log(format!("dialing {peer}"));
+                self.state().dialed.push(peer);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.log(format!(
+                    "connection {connection_id} established with {peer_id} ({})",
+                    endpoint.get_remote_address()
+                ));
+                self.state()
+                    .conns
+                    .entry(peer_id)
+                    .or_default()
+                    .push(ConnRecord {
+                        id: connection_id,
+                        established: Instant::now(),
+                        closed: None,
+                    });
+                if let Some(request) = self.auto_present.clone()
+                    && endpoint.is_dialer()
+                {
+                    self.log(format!("auto-present to {peer_id}"));
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .membership
+                        .send_request(&peer_id, request);
+                    self.requests.insert(id, 0);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
+                let cause =
+                    cause.map_or_else(|| "closed by remote or idle".to_owned(), |e| e.to_string());
+                self.log(format!(
+                    "connection {connection_id} with {peer_id} closed: {cause}"
+                ));
+                let mut state = self.state();
+                if let Some(records) = state.conns.get_mut(&peer_id) {
+                    for r in records.iter_mut().filter(|r| r.id == connection_id) {
+                        r.closed = Some((Instant::now(), cause.clone()));
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                self.log(format!(
+                    "outgoing connection to {peer_id:?} failed: {error}"
+                ));
+            }
+            SwarmEvent::Behaviour(RawBehaviourEvent::Membership(e)) => self.on_membership(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::Kad(e)) => self.on_kad(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::KadProbe(e)) => self.on_probe(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                self.log(format!(
+                    "identify from {peer_id}: protocols {:?}",
+                    info.protocols
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                ));
+            }
+            other => self.log(format!("event {other:?}")),
+        }
+    }
+
+    fn on_membership(
+        &mut self,
+        event: request_response::Event<MembershipRequest, MembershipResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                self.log(format!("membership response from {peer}: {response:?}"));
+                let accepted = !response.results.is_empty()
+                    && response
+                        .results
+                        .iter()
+                        .all(|r| r.outcome == cordon_protocol::Outcome::Accepted);
+                if accepted {
+                    self.state().accepted_by.insert(peer);
+                }
+                if let Some(tag) = self.requests.remove(&request_id) {
+                    self.state().responses.insert(tag, Ok(response));
+                }
+            }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, .. },
+                ..
+            } => {
+                // A plain member never presents to an inbound dialer before we proved ourselves;
+                // we do not answer (the channel drops).
+                self.log(format!(
+                    "membership request from {peer}: {}",
+                    summary(&request)
+                ));
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.log(format!("membership request to {peer} failed: {error}"));
+                if let Some(tag) = self.requests.remove(&request_id) {
+                    self.state().responses.insert(tag, Err(error.to_string()));
+                }
+            }
+            other => self.log(format!("membership event {other:?}")),
+        }
+    }
+
+    fn on_probe(&mut self, event: request_response::Event<MembershipRequest, MembershipResponse>) {
+        let (request_id, outcome) = match event {
+            request_response::Event::OutboundFailure {
+                request_id,
+                error: request_response::OutboundFailure::UnsupportedProtocols,
+                ..
+            } => (request_id, Err(ProbeFailure::Unsupported)),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => (request_id, Err(ProbeFailure::Other(error.to_string()))),
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => (request_id, Ok(())),
+            other => {
+                self.log(format!("kad probe event {other:?}"));
+                return;
+            }
+        };
+        self.log(format!("kad protocol probe: {outcome:?}"));
+        if let Some(tag) = self.probes.remove(&request_id) {
+            self.state().probes.insert(tag, outcome);
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetClosestPeers(result),
+                step,
+                ..
+            } => {
+                self.log(format!(
+                    "FIND_NODE step {} (last: {}): {result:?}",
+                    step.count, step.last
+                ));
+                if !step.last {
+                    return;
+                }
+                let Some((tag, via, started, dialed_before)) = self.queries.remove(&id) else {
+                    return;
+                };
+                let (result, error) = match result {
+                    Ok(ok) => (ok.peers.into_iter().map(|p| p.peer_id).collect(), None),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (
+                        peers.into_iter().map(|p| p.peer_id).collect(),
+                        Some("timeout".to_owned()),
+                    ),
+                };
+                let mut table = BTreeSet::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for e in bucket.iter() {
+                        table.insert(*e.node.key.preimage());
+                    }
+                }
+                let mut state = self.state();
+                let dialed = state.dialed[dialed_before..]
+                    .iter()
+                    .copied()
+                    .filter(|p| p != &via)
+                    .collect();
+                state.queries.insert(
+                    tag,
+                    FindNode {
+                        result,
+                        error,
+                        dialed,
+                        table,
+                        took: started.elapsed(),
+                    },
+                );
+            }
+            other => self.log(format!("kad {other:?}")),
+        }
+    }
+}
