@@ -84,6 +84,8 @@ pub struct NodeConfig {
     pub invite: Option<String>,
     /// Limits.
     pub limits: NodeLimits,
+    /// Address of the Prometheus endpoint; `None` (the default) serves no metrics.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -97,6 +99,7 @@ impl NodeConfig {
             label: String::new(),
             invite: None,
             limits: NodeLimits::default(),
+            metrics: None,
         }
     }
 }

@@ -31,8 +31,12 @@ use crate::config::NodeConfig;
 use crate::control::{self, ControlLimits};
 use crate::datadir::{AddressEntry, DataDir, PendingJoin};
 use crate::descriptor::{NetworkEntry, bootstrap_peer};
+use crate::metrics::Metrics;
 use crate::service::{Delivery, JoinService};
 use crate::swarm::{Behaviour, BehaviourEvent};
+
+/// Peers whose dial intent is remembered before stale entries are dropped.
+const MAX_DIAL_INTENTS: usize = 4096;
 
 /// Our own membership of one network.
 #[derive(Debug, Clone)]
@@ -85,7 +89,8 @@ struct Verified {
     channel: ResponseChannel<MembershipResponse>,
     results: Vec<NetworkResult>,
     proven: Vec<(NetworkName, Proven)>,
-    refusals: Vec<(NetworkName, String)>,
+    refusals: Vec<(NetworkName, ReasonCode, String)>,
+    elapsed: Duration,
 }
 
 /// Runs a node (or, with a service, a seednode) until `shutdown` resolves.
@@ -157,6 +162,18 @@ pub async fn run(
             control::serve(&socket, ControlLimits::default(), control_tx, stopped).await
         })
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    if let Some(addr) = config.metrics {
+        let mut stop_rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        let bound = crate::metrics::serve(addr, Arc::new(registry), stopped)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(addr = %bound, "metrics endpoint listening");
+    }
     let workers = config.limits.max_pending_verifications.max(1);
     let (verified_tx, verified_rx) = mpsc::channel(workers);
     let mut event_loop = EventLoop {
@@ -179,6 +196,7 @@ pub async fn run(
         address_book_dirty: false,
         started: Instant::now(),
         stats: Stats::default(),
+        metrics,
     };
     event_loop.cpu_slots = Arc::new(tokio::sync::Semaphore::new(
         event_loop.config.limits.verify_workers.max(1),
@@ -224,6 +242,7 @@ struct EventLoop {
     address_book_dirty: bool,
     started: Instant,
     stats: Stats,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -356,6 +375,7 @@ impl EventLoop {
                 ..
             } => {
                 self.conns.remove(&connection_id);
+                self.metrics.connection("closed");
                 if !self.conns.values().any(|c| c.peer == peer_id) {
                     self.identify_addrs.remove(&peer_id);
                     // Bounded by live connections: the next dial records its intent again.
@@ -384,6 +404,7 @@ impl EventLoop {
             ConnectedPoint::Listener { .. } => None,
         };
         tracing::debug!(peer = %peer, outbound = dialed.is_some(), "connection established");
+        self.metrics.connection("established");
         self.conns.insert(
             connection,
             Conn {
@@ -558,6 +579,7 @@ impl EventLoop {
         }
         let Ok(permit) = self.verify_slots.clone().try_acquire_owned() else {
             self.stats.rate_limited += 1;
+            self.metrics.rate_limited.inc();
             tracing::warn!(peer = %peer, reason = "rate_limited", "verification queue full; refusing presentation");
             let results = request
                 .tokens
@@ -607,10 +629,15 @@ impl EventLoop {
             results,
             proven,
             refusals,
+            elapsed,
         } = done;
-        for (network, reason) in &refusals {
+        self.metrics
+            .verification_seconds
+            .observe(elapsed.as_secs_f64());
+        for (network, reason, detail) in &refusals {
             self.stats.refused += 1;
-            tracing::warn!(peer = %peer, network = %network, reason = %reason, "membership refused");
+            self.metrics.check(Some(reason.as_str()));
+            tracing::warn!(peer = %peer, network = %network, reason = %reason, %detail, "membership refused");
         }
         let _ = self
             .swarm
@@ -623,6 +650,7 @@ impl EventLoop {
         let mut accepted = BTreeSet::new();
         for (network, p) in proven {
             self.stats.verified += 1;
+            self.metrics.check(None);
             tracing::info!(peer = %peer, network = %network, seednode = p.seednode, "membership verified");
             if let Some(conn) = self.conns.get_mut(&connection) {
                 conn.proven.insert(network.clone(), p);
@@ -727,6 +755,11 @@ impl EventLoop {
     fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, network: &NetworkName) {
         if peer == self.local {
             return;
+        }
+        if self.intents.len() >= MAX_DIAL_INTENTS {
+            // Failed dials leave intents behind; keep only those of live connections.
+            let live: BTreeSet<PeerId> = self.conns.values().map(|c| c.peer).collect();
+            self.intents.retain(|p, _| live.contains(p));
         }
         let intents = self.intents.entry(peer).or_default();
         intents.insert(network.clone());
@@ -1057,6 +1090,7 @@ impl EventLoop {
         }
         for (id, peer) in close {
             self.stats.auth_timeouts += 1;
+            self.metrics.connection("auth_timeout");
             tracing::info!(peer = %peer, reason = "auth_timeout", "closing unauthenticated connection");
             self.swarm.close_connection(id);
             self.conns.remove(&id);
@@ -1125,16 +1159,25 @@ impl EventLoop {
         for i in 0..self.nets.len() {
             let slot = self.nets[i].slot;
             let member = self.nets[i].token.is_some() || self.nets[i].serving;
-            if !member {
-                continue;
-            }
+            let mut known = 0;
             if let Some(kad) = self.swarm.behaviour_mut().kad(slot) {
                 let kad = kad.inner_mut();
-                let known = kad.kbuckets().map(|b| b.num_entries()).sum::<usize>();
-                if known > 0 {
+                known = kad.kbuckets().map(|b| b.num_entries()).sum::<usize>();
+                if member && known > 0 {
                     kad.get_closest_peers(local);
                 }
             }
+            self.metrics
+                .routing_table
+                .get_or_create(&crate::metrics::NetworkLabel {
+                    network: self.nets[i].name.to_string(),
+                })
+                .set(i64::try_from(known).unwrap_or(i64::MAX));
+        }
+        if let Some(counts) = self.service.as_ref().map(|s| s.status()) {
+            let count = |k: &str| counts["counts"][k].as_i64().unwrap_or(0);
+            self.metrics.pending_requests.set(count("pending"));
+            self.metrics.approved_requests.set(count("approved"));
         }
     }
 
@@ -1336,6 +1379,7 @@ fn check_presentation(
     channel: ResponseChannel<MembershipResponse>,
 ) -> Verified {
     let now = SystemTime::now();
+    let started = Instant::now();
     let presented: BTreeSet<&NetworkName> = request.tokens.iter().map(|t| &t.network).collect();
     let mut results = Vec::new();
     let mut proven = Vec::new();
@@ -1395,7 +1439,7 @@ fn check_presentation(
                     network: t.network.clone(),
                     outcome: Outcome::Rejected { reason },
                 });
-                refusals.push((t.network.clone(), format!("{reason}: {detail}")));
+                refusals.push((t.network.clone(), reason, detail));
             }
         }
     }
@@ -1406,6 +1450,7 @@ fn check_presentation(
         results,
         proven,
         refusals,
+        elapsed: started.elapsed(),
     }
 }
 

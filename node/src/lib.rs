@@ -1,4 +1,16 @@
-//! The Cordon node (work in progress).
+//! The Cordon node: swarm assembly, the gate, one Kademlia per network, the event loop that owns
+//! the swarm, the data directory and the owner-only control socket.
+//!
+//! Invariants:
+//! - No Kademlia (or later rpc) stream is negotiated on a connection until the remote peer's
+//!   membership of that network verified on that very connection ([`gate`]).
+//! - A peer enters a network's routing table only once proven, and leaves it when the
+//!   membership expires; a node presents a network's token only to peers it dialed for that
+//!   network or that proved that network first, so memberships do not leak across networks.
+//! - Everything held for remote peers is bounded ([`NodeLimits`]).
+//!
+//! The `node` binary only parses arguments and calls [`run`]; the seednode plugs its join
+//! service in through [`service::JoinService`].
 
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -8,6 +20,7 @@ pub mod control;
 pub mod datadir;
 pub mod descriptor;
 pub mod event_loop;
+pub mod metrics;
 pub mod gate;
 pub mod service;
 // The derived behaviour event enum has undocumented variants.

@@ -62,6 +62,9 @@ enum Command {
         /// Seconds a connection may stay unauthenticated.
         #[arg(long, default_value_t = 10)]
         auth_timeout_secs: u64,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
         /// Validate the configuration and exit without starting.
         #[arg(long)]
         check: bool,
@@ -126,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             label,
             invite,
             auth_timeout_secs,
+            metrics,
             check,
         } => {
             let descriptor = Descriptor::load(&networks)?;
@@ -141,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.listen = listen;
             config.label = label;
             config.invite = invite;
+            config.metrics = metrics;
             config.limits = NodeLimits {
                 auth_timeout: Duration::from_secs(auth_timeout_secs),
                 ..NodeLimits::default()

@@ -165,6 +165,9 @@ struct RunArgs {
     /// A human-readable name for this seednode.
     #[arg(long, value_name = "TEXT")]
     label: Option<String>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465); off by default.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +351,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     if let Some(label) = args.label {
         config.label = label;
     }
+    config.metrics = args.metrics;
     tracing::info!(
         peer = %identity.peer_id(),
         networks = ?config.networks.iter().map(NetworkName::as_str).collect::<Vec<_>>(),
