@@ -2,13 +2,29 @@
 //!
 //! Binaries are found by path: `$CORDON_BIN_DIR` (set by `scripts/test`) or the workspace's
 //! `target/debug`. Never through `PATH`, where `node` is Node.js.
+//!
+//! Multi-process tests build on:
+//! - [`Daemon`]: a running binary whose stdout/stderr go to log files, killed on drop;
+//! - [`wait_for`] / [`wait_until`]: polling with a timeout that panics with the daemons' log
+//!   tails;
+//! - [`Net`]: anchors, seednode identities, delegations and one descriptor file for several
+//!   networks, plus [`Net::start_seednode`] and [`Net::start_node`];
+//! - one-line wrappers around the operator and node CLIs ([`node_status`], [`node_peers`],
+//!   [`pending`], [`approve`], ...).
 
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Path of a Cordon binary (`node` or `seednode`). Panics with the fix if it is not built.
 pub fn bin(name: &str) -> PathBuf {
@@ -76,9 +92,9 @@ impl Run {
 pub fn run_with_timeout(name: &str, args: &[&str], timeout: Duration) -> Run {
     let mut child = Command::new(bin(name))
         .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let deadline = Instant::now() + timeout;
@@ -88,6 +104,7 @@ pub fn run_with_timeout(name: &str, args: &[&str], timeout: Duration) -> Run {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("{name} {args:?} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -107,4 +124,821 @@ pub fn run_with_timeout(name: &str, args: &[&str], timeout: Duration) -> Run {
 /// Runs a binary with a 60 s timeout.
 pub fn run(name: &str, args: &[&str]) -> Run {
     run_with_timeout(name, args, Duration::from_secs(60))
+}
+
+/// Timeout of one control-socket CLI call (`node status`, `seednode pending`, ...).
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs a short CLI call (status, peers, pending, ...) with [`CLI_TIMEOUT`].
+pub fn cli(name: &str, args: &[&str]) -> Run {
+    run_with_timeout(name, args, CLI_TIMEOUT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log registry: every live daemon of the current test thread, for failure reports.
+
+#[derive(Debug, Clone)]
+struct LogFiles {
+    label: String,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+thread_local! {
+    static LOGS: RefCell<Vec<LogFiles>> = const { RefCell::new(Vec::new()) };
+    static DUMPED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Lines of each daemon's stderr shown on failure.
+const TAIL_LINES: usize = 40;
+
+fn tail_of(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()));
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..].join("\n")
+}
+
+/// The tails of the logs of every daemon started (and not yet dropped) by the current thread.
+pub fn log_tails() -> String {
+    LOGS.with(|logs| {
+        let mut out = String::new();
+        for l in logs.borrow().iter() {
+            out.push_str(&format!(
+                "\n----- {} stderr ({}), last {TAIL_LINES} lines -----\n{}\n",
+                l.label,
+                l.stderr.display(),
+                tail_of(&l.stderr, TAIL_LINES)
+            ));
+            let stdout = tail_of(&l.stdout, 5);
+            if !stdout.trim().is_empty() {
+                out.push_str(&format!(
+                    "----- {} stdout, last 5 lines -----\n{stdout}\n",
+                    l.label
+                ));
+            }
+        }
+        out
+    })
+}
+
+/// Prints [`log_tails`] to stderr once per thread (the first failure report wins).
+fn dump_logs_once() {
+    if !DUMPED.with(|d| d.replace(true)) {
+        eprintln!("{}", log_tails());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemon
+
+/// A long-running Cordon process (`node run`, `seednode run`).
+///
+/// Its stdout and stderr are appended to `<log_dir>/<label>.stdout.log` and `.stderr.log`
+/// (restarts append to the same files, after a marker line). Dropping it sends SIGKILL; if the
+/// test is panicking, the tails of every daemon's logs are printed first.
+#[derive(Debug)]
+pub struct Daemon {
+    label: String,
+    program: PathBuf,
+    args: Vec<OsString>,
+    logs: LogFiles,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Daemon {
+    /// Starts `bin(binary) args...`, logging into `log_dir`. `label` names the log files and
+    /// the daemon in failure reports; keep it unique within a test.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+        label: &str,
+        binary: &str,
+        args: &[S],
+        log_dir: &Path,
+    ) -> Daemon {
+        std::fs::create_dir_all(log_dir).unwrap();
+        let logs = LogFiles {
+            label: label.to_owned(),
+            stdout: log_dir.join(format!("{label}.stdout.log")),
+            stderr: log_dir.join(format!("{label}.stderr.log")),
+        };
+        LOGS.with(|l| l.borrow_mut().push(logs.clone()));
+        let mut daemon = Daemon {
+            label: label.to_owned(),
+            program: bin(binary),
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            logs,
+            child: None,
+            starts: 0,
+        };
+        daemon.start();
+        daemon
+    }
+
+    fn open_log(path: &Path, marker: &str) -> File {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening log {}: {e}", path.display()));
+        writeln!(f, "{marker}").unwrap();
+        f
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.label);
+        self.starts += 1;
+        let marker = format!(
+            "===== harness: start #{} of {} =====",
+            self.starts, self.label
+        );
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Self::open_log(&self.logs.stdout, &marker))
+            .stderr(Self::open_log(&self.logs.stderr, &marker))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.program.display()));
+        self.child = Some(child);
+    }
+
+    /// Starts the process again with the same arguments (it must have been stopped or killed).
+    pub fn restart(&mut self) {
+        self.start();
+    }
+
+    /// The label given at spawn.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Process id of the running process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has exited (it is then no longer running).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = child.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
+    }
+
+    /// `kill -9` and reap: no chance to clean up or flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to 15 s for a clean exit (SIGKILL after that). Returns the exit
+    /// status, or `None` if it had to be killed or was not running.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `lines` lines of its stderr log (where the daemons log).
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail_of(&self.logs.stderr, lines)
+    }
+
+    /// Its whole stderr log so far.
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(&self.logs.stderr).unwrap_or_default()
+    }
+
+    /// Polls `probe` until it returns `Some`, like [`wait_for`], but fails at once (with the
+    /// logs) if the process exits meanwhile.
+    pub fn wait_ready<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Result<T, ExitStatus> {
+        let mut exit = None;
+        let value = wait_for(timeout, what, || {
+            if let Some(v) = probe() {
+                return Some(Some(v));
+            }
+            if let Some(status) = self.exited() {
+                exit = Some(status);
+                return Some(None);
+            }
+            None
+        });
+        value.ok_or_else(|| exit.unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs_once();
+        }
+        self.kill9();
+        let stderr = self.logs.stderr.clone();
+        LOGS.with(|l| l.borrow_mut().retain(|f| f.stderr != stderr));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// Poll interval of [`wait_for`] and [`wait_until`].
+pub const POLL: Duration = Duration::from_millis(150);
+
+/// Polls `f` every 150 ms until it returns `Some`; on timeout panics naming `what`, with the log
+/// tails of the current test's daemons.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    wait_until(timeout, what, || f().ok_or_else(String::new))
+}
+
+/// Like [`wait_for`], but `f` explains why it is not done yet (`Err(observed state)`); the
+/// last explanation is part of the timeout panic.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        let last = match f() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if start.elapsed() >= timeout {
+            let tails = log_tails();
+            DUMPED.with(|d| d.set(true));
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\nlast observed: {last}\n{tails}"
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Runs `check` every 150 ms for `duration`; `check` asserts (panics) itself. For properties
+/// that must hold over a period ("still pending after 8 s").
+pub fn hold_for(duration: Duration, mut check: impl FnMut()) {
+    let start = Instant::now();
+    loop {
+        check();
+        if start.elapsed() >= duration {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
+/// Another process may take it before it is used: retry on "address in use".
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI wrappers
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `node status --data D --json`, or `None` while the daemon is not answering.
+pub fn try_node_status(data: &Path) -> Option<Value> {
+    let r = cli("node", &["status", "--data", path_str(data), "--json"]);
+    if r.ok { Some(r.json()) } else { None }
+}
+
+/// `node status --data D --json`; panics if the daemon does not answer.
+pub fn node_status(data: &Path) -> Value {
+    cli("node", &["status", "--data", path_str(data), "--json"])
+        .success()
+        .json()
+}
+
+/// The `networks[]` entry for `network` in a status document.
+pub fn network_status<'a>(status: &'a Value, network: &str) -> Option<&'a Value> {
+    status["networks"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == network)
+}
+
+/// The node's state in `network` (`member`, `pending`, `joining`, `denied`, `seednode`), or
+/// `None` if the daemon does not answer or is not in that network.
+pub fn node_state(data: &Path, network: &str) -> Option<String> {
+    let status = try_node_status(data)?;
+    network_status(&status, network)?["state"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `node peers --data D --network N --json` as printed (one object per routing-table entry:
+/// `network`, `peer`, `addrs`, `connected`, `seednode`, `expires_at`); panics on error.
+pub fn node_peer_entries(data: &Path, network: &str) -> Vec<Value> {
+    let r = cli(
+        "node",
+        &[
+            "peers",
+            "--data",
+            path_str(data),
+            "--network",
+            network,
+            "--json",
+        ],
+    )
+    .success();
+    r.json()
+        .as_array()
+        .expect("node peers prints an array")
+        .clone()
+}
+
+/// `node peers --data D --network N --json` as a set of peer ids, or the command's error.
+pub fn try_node_peers(data: &Path, network: &str) -> Result<BTreeSet<String>, String> {
+    let r = cli(
+        "node",
+        &[
+            "peers",
+            "--data",
+            path_str(data),
+            "--network",
+            network,
+            "--json",
+        ],
+    );
+    if !r.ok {
+        return Err(r.stderr);
+    }
+    let peers = r.json();
+    let list = peers
+        .as_array()
+        .unwrap_or_else(|| panic!("node peers printed a non-array: {peers}"));
+    Ok(list
+        .iter()
+        .map(|p| {
+            assert_eq!(p["network"], network, "node peers --network {network}: {p}");
+            p["peer"].as_str().expect("peer is a string").to_owned()
+        })
+        .collect())
+}
+
+/// `node peers --data D --network N --json` as a set of peer ids; panics on error.
+pub fn node_peers(data: &Path, network: &str) -> BTreeSet<String> {
+    try_node_peers(data, network).unwrap_or_else(|e| {
+        panic!(
+            "node peers --data {} --network {network}: {e}",
+            data.display()
+        )
+    })
+}
+
+/// `seednode pending --data D --json`.
+pub fn pending(seed_data: &Path) -> Vec<Value> {
+    let v = cli(
+        "seednode",
+        &["pending", "--data", path_str(seed_data), "--json"],
+    )
+    .success()
+    .json();
+    v.as_array().expect("pending prints an array").clone()
+}
+
+/// The id of `peer`'s pending request for `network`, if it is in `seednode pending`.
+pub fn pending_id(seed_data: &Path, network: &str, peer: &str) -> Option<i64> {
+    pending(seed_data)
+        .iter()
+        .find(|r| r["peer"] == peer && r["network"] == network)
+        .map(|r| r["id"].as_i64().expect("id is a number"))
+}
+
+/// Waits (up to `timeout`) until `peer` has a pending request for `network`; returns its id.
+pub fn wait_pending(seed_data: &Path, network: &str, peer: &str, timeout: Duration) -> i64 {
+    wait_until(
+        timeout,
+        &format!("a pending {network} request of {peer} in `seednode pending`"),
+        || pending_id(seed_data, network, peer).ok_or_else(|| format!("{:?}", pending(seed_data))),
+    )
+}
+
+/// `seednode approve ID --data D --json`; panics on failure. Returns the issued token record.
+pub fn approve(seed_data: &Path, id: i64) -> Value {
+    cli(
+        "seednode",
+        &[
+            "approve",
+            &id.to_string(),
+            "--data",
+            path_str(seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json()
+}
+
+/// `seednode deny ID --data D --reason R --json`; panics on failure.
+pub fn deny(seed_data: &Path, id: i64, reason: &str) -> Value {
+    cli(
+        "seednode",
+        &[
+            "deny",
+            &id.to_string(),
+            "--data",
+            path_str(seed_data),
+            "--reason",
+            reason,
+            "--json",
+        ],
+    )
+    .success()
+    .json()
+}
+
+/// `seednode members --data D --json`.
+pub fn members(seed_data: &Path) -> Vec<Value> {
+    let v = cli(
+        "seednode",
+        &["members", "--data", path_str(seed_data), "--json"],
+    )
+    .success()
+    .json();
+    v.as_array().expect("members prints an array").clone()
+}
+
+/// `seednode invite --network N --data D --json`: a new single-use code.
+pub fn invite(seed_data: &Path, network: &str) -> String {
+    let v = cli(
+        "seednode",
+        &[
+            "invite",
+            "--network",
+            network,
+            "--data",
+            path_str(seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    v["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("seednode invite printed no code: {v}"))
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// Keys, delegation and seednode identity of one network in a [`Net`].
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// Network name.
+    pub name: String,
+    /// Join policy written to the descriptor (`approval`, `invite`, `open`).
+    pub join: String,
+    /// The anchor's public key (`ed25519/<hex>`).
+    pub anchor_public_key: String,
+    /// The directory holding `anchor.key` and `anchor.pub`.
+    pub anchor_dir: PathBuf,
+    /// The seednode's data directory (identity, database, control socket).
+    pub seed_data: PathBuf,
+    /// The seednode's peer id.
+    pub seed_peer_id: String,
+    /// The seednode's public key.
+    pub seed_public_key: String,
+    /// The delegation file (anchor -> seednode).
+    pub delegation: PathBuf,
+    /// The seednode's TCP port on 127.0.0.1 (part of the descriptor's bootstrap address).
+    pub port: u16,
+}
+
+impl Network {
+    /// The bootstrap multiaddr written to the descriptor.
+    pub fn bootstrap(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.seed_peer_id)
+    }
+}
+
+/// Builds a [`Net`]: one anchor, seednode identity and delegation per network.
+#[derive(Debug)]
+pub struct NetBuilder {
+    root: PathBuf,
+    networks: Vec<(String, String)>,
+}
+
+impl NetBuilder {
+    /// Adds a network with a join policy (`approval`, `invite` or `open`).
+    pub fn network(mut self, name: &str, join: &str) -> Self {
+        self.networks.push((name.to_owned(), join.to_owned()));
+        self
+    }
+
+    /// Creates the keys and delegations and writes `<root>/networks.toml`.
+    pub fn build(self) -> Net {
+        let root = self.root;
+        let mut networks = Vec::new();
+        for (name, join) in self.networks {
+            let anchor_dir = root.join(format!("anchor-{name}"));
+            let anchor = run(
+                "seednode",
+                &[
+                    "anchor",
+                    "new",
+                    "--network",
+                    &name,
+                    "--out",
+                    path_str(&anchor_dir),
+                    "--json",
+                ],
+            )
+            .success()
+            .json();
+            let seed_data = root.join(format!("seed-{name}"));
+            let seed = run(
+                "seednode",
+                &["init", "--data", path_str(&seed_data), "--json"],
+            )
+            .success()
+            .json();
+            let seed_public_key = seed["public_key"].as_str().unwrap().to_owned();
+            let delegation = root.join(format!("{name}.delegation"));
+            run(
+                "seednode",
+                &[
+                    "anchor",
+                    "delegate",
+                    "--anchor-key",
+                    path_str(&anchor_dir.join("anchor.key")),
+                    "--seednode",
+                    &seed_public_key,
+                    "--network",
+                    &name,
+                    "--roles",
+                    "member,operator",
+                    "--out",
+                    path_str(&delegation),
+                ],
+            )
+            .success();
+            networks.push(Network {
+                name,
+                join,
+                anchor_public_key: anchor["public_key"].as_str().unwrap().to_owned(),
+                anchor_dir,
+                seed_data,
+                seed_peer_id: seed["peer_id"].as_str().unwrap().to_owned(),
+                seed_public_key,
+                delegation,
+                port: free_port(),
+            });
+        }
+        let net = Net {
+            descriptor: root.join("networks.toml"),
+            logs: root.join("logs"),
+            root,
+            networks,
+        };
+        net.write_descriptor();
+        net
+    }
+}
+
+/// Test fixture: several networks sharing one descriptor file, each with its own anchor and
+/// seednode (serving only that network).
+#[derive(Debug)]
+pub struct Net {
+    /// Directory everything lives in.
+    pub root: PathBuf,
+    /// The descriptor file listing every network.
+    pub descriptor: PathBuf,
+    /// Where daemons' logs go.
+    pub logs: PathBuf,
+    /// The networks, in the order they were added.
+    pub networks: Vec<Network>,
+}
+
+/// How long a daemon may take to answer its first `status`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Net {
+    /// Starts building a fixture in `root` (usually a `tempfile::tempdir()`).
+    pub fn builder(root: &Path) -> NetBuilder {
+        NetBuilder {
+            root: root.to_owned(),
+            networks: Vec::new(),
+        }
+    }
+
+    /// The network called `name`.
+    pub fn network(&self, name: &str) -> &Network {
+        self.networks
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no network {name} in this fixture"))
+    }
+
+    /// (Re)writes the descriptor file from the current networks and ports.
+    pub fn write_descriptor(&self) {
+        let mut text = String::new();
+        for n in &self.networks {
+            text.push_str(&format!(
+                "[[network]]\nname = \"{}\"\nanchors = [\"{}\"]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n\n",
+                n.name,
+                n.anchor_public_key,
+                n.bootstrap(),
+                n.join
+            ));
+        }
+        std::fs::write(&self.descriptor, text).unwrap();
+    }
+
+    /// Starts the seednode of `network` (serving only that network) and waits until its
+    /// operator socket answers. If its port was taken meanwhile, picks another one and rewrites
+    /// the descriptor (so start seednodes before nodes).
+    pub fn start_seednode(&mut self, network: &str) -> Daemon {
+        for _attempt in 0..5 {
+            let n = self.network(network).clone();
+            let listen = format!("/ip4/127.0.0.1/tcp/{}", n.port);
+            let args: Vec<&str> = vec![
+                "run",
+                "--data",
+                path_str(&n.seed_data),
+                "--networks",
+                path_str(&self.descriptor),
+                "--delegation",
+                path_str(&n.delegation),
+                "--listen",
+                &listen,
+                "--label",
+                network,
+            ];
+            let mut daemon =
+                Daemon::spawn(&format!("seed-{network}"), "seednode", &args, &self.logs);
+            match daemon.wait_ready(
+                START_TIMEOUT,
+                &format!("seednode {network} to start"),
+                || seednode_ready(&n.seed_data),
+            ) {
+                Ok(()) => return daemon,
+                Err(status) => {
+                    let log = daemon.stderr_log();
+                    let in_use = log.contains("in use") || log.contains("AddrInUse");
+                    assert!(
+                        in_use,
+                        "seednode {network} exited ({status}) while starting:\n{}",
+                        daemon.stderr_tail(TAIL_LINES)
+                    );
+                    drop(daemon);
+                    let port = free_port();
+                    self.networks
+                        .iter_mut()
+                        .find(|x| x.name == network)
+                        .unwrap()
+                        .port = port;
+                    self.write_descriptor();
+                }
+            }
+        }
+        panic!("seednode {network} could not find a free port in 5 attempts");
+    }
+
+    /// Initialises `<root>/<label>` with `node init`; returns (data dir, peer id).
+    pub fn init_node(&self, label: &str) -> (PathBuf, String) {
+        let data = self.root.join(label);
+        let v = run("node", &["init", "--data", path_str(&data), "--json"])
+            .success()
+            .json();
+        (data, v["peer_id"].as_str().unwrap().to_owned())
+    }
+
+    /// `node init` then `node run` for `networks` (extra arguments such as `--invite CODE`
+    /// appended), listening on 127.0.0.1 port 0; waits until `node status` answers.
+    pub fn start_node(&self, label: &str, networks: &[&str], extra: &[&str]) -> Node {
+        let (data, peer_id) = self.init_node(label);
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--data".into(),
+            path_str(&data).into(),
+            "--networks".into(),
+            path_str(&self.descriptor).into(),
+        ];
+        for n in networks {
+            args.push("--network".into());
+            args.push((*n).into());
+        }
+        args.extend(["--listen", "/ip4/127.0.0.1/tcp/0", "--label", label].map(String::from));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let daemon = Daemon::spawn(label, "node", &args, &self.logs);
+        let mut node = Node {
+            label: label.to_owned(),
+            data,
+            peer_id,
+            daemon,
+        };
+        node.wait_ready();
+        node
+    }
+}
+
+/// Whether a seednode's operator socket answers `seednode status`.
+pub fn seednode_ready(seed_data: &Path) -> Option<()> {
+    cli(
+        "seednode",
+        &["status", "--data", path_str(seed_data), "--json"],
+    )
+    .ok
+    .then_some(())
+}
+
+/// A running `node` with its data directory and peer id.
+#[derive(Debug)]
+pub struct Node {
+    /// Label (log file names, `--label`).
+    pub label: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Peer id.
+    pub peer_id: String,
+    /// The process.
+    pub daemon: Daemon,
+}
+
+impl Node {
+    /// Waits until `node status` answers; panics with the logs if the process exits first.
+    pub fn wait_ready(&mut self) -> Value {
+        let data = self.data.clone();
+        let what = format!("node {} to answer `node status`", self.label);
+        match self
+            .daemon
+            .wait_ready(START_TIMEOUT, &what, || try_node_status(&data))
+        {
+            Ok(status) => status,
+            Err(exit) => panic!(
+                "node {} exited ({exit}) while starting:\n{}",
+                self.label,
+                self.daemon.stderr_tail(TAIL_LINES)
+            ),
+        }
+    }
+
+    /// `node status`; panics if it does not answer.
+    pub fn status(&self) -> Value {
+        node_status(&self.data)
+    }
+
+    /// Its state in `network`, or `None` if it does not answer or is not in that network.
+    pub fn state(&self, network: &str) -> Option<String> {
+        node_state(&self.data, network)
+    }
+
+    /// Its routing table for `network`; panics on error.
+    pub fn peers(&self, network: &str) -> BTreeSet<String> {
+        node_peers(&self.data, network)
+    }
+
+    /// Waits until its state in `network` is `state`.
+    pub fn wait_state(&self, network: &str, state: &str, timeout: Duration) {
+        wait_until(
+            timeout,
+            &format!("node {} to be {state} in {network}", self.label),
+            || match self.state(network) {
+                Some(s) if s == state => Ok(()),
+                other => Err(format!("state {other:?}")),
+            },
+        );
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.daemon.kill9();
+    }
+
+    /// Starts it again with the same arguments and data directory; returns its first status.
+    pub fn restart(&mut self) -> Value {
+        self.daemon.restart();
+        self.wait_ready()
+    }
 }
