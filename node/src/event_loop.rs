@@ -1378,8 +1378,34 @@ fn check_presentation(
     request: MembershipRequest,
     channel: ResponseChannel<MembershipResponse>,
 ) -> Verified {
-    let now = SystemTime::now();
     let started = Instant::now();
+    let (results, proven, refusals) =
+        evaluate_presentation(verifier, local_nets, peer, &request, SystemTime::now());
+    Verified {
+        peer,
+        connection,
+        channel,
+        results,
+        proven,
+        refusals,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// What a presentation proves: one result per presented token, the networks proven, and the
+/// refusals with their local detail. Pure apart from the verifier's cache.
+#[allow(clippy::type_complexity)]
+fn evaluate_presentation(
+    verifier: &Verifier,
+    local_nets: &[(NetworkName, bool)],
+    peer: PeerId,
+    request: &MembershipRequest,
+    now: SystemTime,
+) -> (
+    Vec<NetworkResult>,
+    Vec<(NetworkName, Proven)>,
+    Vec<(NetworkName, ReasonCode, String)>,
+) {
     let presented: BTreeSet<&NetworkName> = request.tokens.iter().map(|t| &t.network).collect();
     let mut results = Vec::new();
     let mut proven = Vec::new();
@@ -1443,15 +1469,7 @@ fn check_presentation(
             }
         }
     }
-    Verified {
-        peer,
-        connection,
-        channel,
-        results,
-        proven,
-        refusals,
-        elapsed: started.elapsed(),
-    }
+    (results, proven, refusals)
 }
 
 /// Whether an address is worth giving to others (not unspecified).
@@ -1472,4 +1490,188 @@ fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
 /// Prints each listen address on stdout so scripts can pick it up.
 fn println_listen(addr: &Multiaddr) {
     println!("listening on {addr}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cordon_membership::{
+        AccessList, DelegationRequest, Issuer, NetworkTrust, SecretKey, issue_delegation,
+    };
+
+    use super::*;
+
+    struct Fixture {
+        verifier: Verifier,
+        tokens: BTreeMap<&'static str, Vec<u8>>,
+        peer: PeerId,
+        now: SystemTime,
+    }
+
+    /// mainnet and testnet, each with an anchor and seednode, and a peer holding both tokens.
+    fn fixture() -> Fixture {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        let node = SecretKey::from_seed([9; 32]);
+        let mut trust = Vec::new();
+        let mut delegations = Vec::new();
+        for (i, name) in ["mainnet", "testnet"].into_iter().enumerate() {
+            let seed = u8::try_from(i).unwrap() * 2 + 1;
+            let anchor = SecretKey::from_seed([seed; 32]);
+            let seednode = SecretKey::from_seed([seed + 1; 32]);
+            let delegation = issue_delegation(
+                &anchor,
+                &DelegationRequest {
+                    network: name.into(),
+                    seednode: seednode.public(),
+                    expires_at: now + 30 * day,
+                    allowed_roles: vec!["member".into()],
+                    max_lifetime: 7 * day,
+                },
+                now,
+            )
+            .unwrap();
+            trust.push(NetworkTrust {
+                name: name.into(),
+                anchors: vec![anchor.public()],
+                strict: false,
+            });
+            delegations.push((name, delegation, seednode));
+        }
+        let verifier = Verifier::new(Default::default(), AccessList::new(trust).unwrap());
+        let mut tokens = BTreeMap::new();
+        for (name, delegation, seednode) in delegations {
+            let issuer = Issuer::new(&delegation, &verifier, seednode, now).unwrap();
+            let token = issuer
+                .issue(&node.peer_id(), &["member".to_string()], day, now)
+                .unwrap();
+            tokens.insert(name, token.bytes);
+        }
+        Fixture {
+            verifier,
+            tokens,
+            peer: node.peer_id(),
+            now,
+        }
+    }
+
+    fn request(f: &Fixture, networks: &[&'static str]) -> MembershipRequest {
+        MembershipRequest {
+            tokens: networks
+                .iter()
+                .map(|n| PresentedToken {
+                    network: n.parse().unwrap(),
+                    kind: TokenKind::Membership,
+                    token: f.tokens[n].clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn outcome(results: &[NetworkResult], network: &str) -> Outcome {
+        results
+            .iter()
+            .find(|r| r.network.as_str() == network)
+            .map(|r| r.outcome.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn strict_network_refuses_a_peer_presenting_other_networks_too() {
+        let f = fixture();
+        let local = vec![
+            ("mainnet".parse().unwrap(), true),
+            ("testnet".parse().unwrap(), false),
+        ];
+        let (results, proven, _) = evaluate_presentation(
+            &f.verifier,
+            &local,
+            f.peer,
+            &request(&f, &["mainnet", "testnet"]),
+            f.now,
+        );
+        assert_eq!(
+            outcome(&results, "mainnet"),
+            Outcome::Rejected {
+                reason: ReasonCode::StrictNetwork
+            }
+        );
+        assert_eq!(outcome(&results, "testnet"), Outcome::Accepted);
+        assert_eq!(proven.len(), 1);
+        assert_eq!(proven[0].0.as_str(), "testnet");
+
+        // The same mainnet token alone is accepted by the strict network.
+        let (results, proven, _) = evaluate_presentation(
+            &f.verifier,
+            &local,
+            f.peer,
+            &request(&f, &["mainnet"]),
+            f.now,
+        );
+        assert_eq!(outcome(&results, "mainnet"), Outcome::Accepted);
+        assert_eq!(proven.len(), 1);
+    }
+
+    #[test]
+    fn non_strict_network_accepts_multi_network_peers() {
+        let f = fixture();
+        let local = vec![
+            ("mainnet".parse().unwrap(), false),
+            ("testnet".parse().unwrap(), false),
+        ];
+        let (results, proven, refusals) = evaluate_presentation(
+            &f.verifier,
+            &local,
+            f.peer,
+            &request(&f, &["mainnet", "testnet"]),
+            f.now,
+        );
+        assert!(
+            results.iter().all(|r| r.outcome == Outcome::Accepted),
+            "{results:?}"
+        );
+        assert_eq!(proven.len(), 2);
+        assert!(refusals.is_empty());
+    }
+
+    #[test]
+    fn network_not_joined_here_is_unknown_network_even_if_the_token_verifies() {
+        let f = fixture();
+        // This node joined only mainnet, although its descriptor also lists testnet.
+        let local = vec![("mainnet".parse().unwrap(), false)];
+        let (results, proven, _) = evaluate_presentation(
+            &f.verifier,
+            &local,
+            f.peer,
+            &request(&f, &["testnet"]),
+            f.now,
+        );
+        assert_eq!(
+            outcome(&results, "testnet"),
+            Outcome::Rejected {
+                reason: ReasonCode::UnknownNetwork
+            }
+        );
+        assert!(proven.is_empty());
+    }
+
+    #[test]
+    fn token_labelled_with_another_network_is_refused() {
+        let f = fixture();
+        let local = vec![
+            ("mainnet".parse().unwrap(), false),
+            ("testnet".parse().unwrap(), false),
+        ];
+        let mut req = request(&f, &["testnet"]);
+        req.tokens[0].network = "mainnet".parse().unwrap();
+        let (results, proven, _) = evaluate_presentation(&f.verifier, &local, f.peer, &req, f.now);
+        assert_eq!(
+            outcome(&results, "mainnet"),
+            Outcome::Rejected {
+                reason: ReasonCode::UnknownNetwork
+            }
+        );
+        assert!(proven.is_empty());
+    }
 }

@@ -86,7 +86,11 @@ impl Metrics {
             approved_requests: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("cordon");
-        r.register("connections", "Connections by outcome", m.connections.clone());
+        r.register(
+            "connections",
+            "Connections by outcome",
+            m.connections.clone(),
+        );
         r.register(
             "membership_checks",
             "Membership presentations checked, by result and reason code",
@@ -97,8 +101,16 @@ impl Metrics {
             "Time to verify one membership presentation",
             m.verification_seconds.clone(),
         );
-        r.register("commands", "Remote commands by command and outcome", m.commands.clone());
-        r.register("rate_limited", "Calls refused by a rate limit", m.rate_limited.clone());
+        r.register(
+            "commands",
+            "Remote commands by command and outcome",
+            m.commands.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Calls refused by a rate limit",
+            m.rate_limited.clone(),
+        );
         r.register("bans", "Bans applied", m.bans.clone());
         r.register(
             "routing_table_peers",
@@ -131,7 +143,12 @@ impl Metrics {
     pub fn check(&self, reason: Option<&str>) {
         self.membership_checks
             .get_or_create(&CheckLabels {
-                result: if reason.is_some() { "rejected" } else { "accepted" }.into(),
+                result: if reason.is_some() {
+                    "rejected"
+                } else {
+                    "accepted"
+                }
+                .into(),
                 reason: reason.unwrap_or("none").into(),
             })
             .inc();
@@ -161,7 +178,8 @@ pub async fn serve(
             let registry = registry.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry)).await;
             });
         }
     });
@@ -182,7 +200,9 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
         }
     }
     let request = &buf[..len];
-    let response = if request.starts_with(b"GET /metrics ") || request.starts_with(b"GET /metrics\r") {
+    let response = if request.starts_with(b"GET /metrics ")
+        || request.starts_with(b"GET /metrics\r")
+    {
         let mut body = String::new();
         match prometheus_client::encoding::text::encode(&mut body, registry) {
             Ok(()) => format!(
@@ -223,14 +243,23 @@ mod tests {
             s.read_to_string(&mut out).await.unwrap();
             out
         };
-        let body = tokio::time::timeout(Duration::from_secs(5), get("/metrics")).await.unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(5), get("/metrics"))
+            .await
+            .unwrap();
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        assert!(body.contains("cordon_connections_total{outcome=\"established\"} 1"), "{body}");
         assert!(
-            body.contains("cordon_membership_checks_total{result=\"rejected\",reason=\"wrong_subject\"} 1"),
+            body.contains("cordon_connections_total{outcome=\"established\"} 1"),
             "{body}"
         );
-        let other = tokio::time::timeout(Duration::from_secs(5), get("/secret")).await.unwrap();
+        assert!(
+            body.contains(
+                "cordon_membership_checks_total{result=\"rejected\",reason=\"wrong_subject\"} 1"
+            ),
+            "{body}"
+        );
+        let other = tokio::time::timeout(Duration::from_secs(5), get("/secret"))
+            .await
+            .unwrap();
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
     }
 }
