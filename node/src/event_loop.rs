@@ -1573,7 +1573,7 @@ mod tests {
         results
             .iter()
             .find(|r| r.network.as_str() == network)
-            .map(|r| r.outcome.clone())
+            .map(|r| r.outcome)
             .unwrap()
     }
 

@@ -20,8 +20,11 @@ pub mod control;
 pub mod datadir;
 pub mod descriptor;
 pub mod event_loop;
+pub mod filter;
 pub mod gate;
 pub mod metrics;
+pub mod ratelimit;
+pub mod rpc;
 pub mod service;
 // The derived behaviour event enum has undocumented variants.
 #[allow(missing_docs)]

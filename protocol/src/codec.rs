@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 
 use crate::network::ERROR_PREFIX as NETWORK_NAME_ERROR_PREFIX;
 use crate::{
-    JoinMessage, JoinReply, Limits, MembershipRequest, MembershipResponse, ProtocolError, Validate,
+    JoinMessage, JoinReply, Limits, MembershipRequest, MembershipResponse, ProtocolError,
+    RpcRequest, RpcResponse, Validate,
 };
 
 /// Longest decoder detail kept in an error, in characters after escaping.
@@ -138,6 +139,9 @@ pub type MembershipCodec = CborCodec<MembershipRequest, MembershipResponse>;
 /// The codec of [`JOIN_PROTOCOL`](crate::JOIN_PROTOCOL).
 pub type JoinCodec = CborCodec<JoinMessage, JoinReply>;
 
+/// The codec of [`RPC_PROTOCOL`](crate::RPC_PROTOCOL).
+pub type RpcCodec = CborCodec<RpcRequest, RpcResponse>;
+
 impl<Req, Resp> CborCodec<Req, Resp> {
     /// A codec with explicit caps on encoded requests and responses, and
     /// `limits` for validation.
@@ -183,6 +187,17 @@ impl JoinCodec {
         Self::new(
             limits.join_max_request_bytes,
             limits.join_max_response_bytes,
+            limits,
+        )
+    }
+}
+
+impl RpcCodec {
+    /// The rpc codec, capped by `limits.rpc_max_*_bytes`.
+    pub fn rpc(limits: Limits) -> Self {
+        Self::new(
+            limits.rpc_max_request_bytes,
+            limits.rpc_max_response_bytes,
             limits,
         )
     }

@@ -46,9 +46,10 @@ pub mod membership;
 pub mod names;
 mod network;
 pub mod reason;
+pub mod rpc;
 mod validate;
 
-pub use codec::{CborCodec, JoinCodec, MembershipCodec, decode, encode};
+pub use codec::{CborCodec, JoinCodec, MembershipCodec, RpcCodec, decode, encode};
 pub use error::ProtocolError;
 pub use join::{JoinMessage, JoinReply, JoinRequest};
 pub use limits::Limits;
@@ -58,4 +59,7 @@ pub use membership::{
 pub use names::{JOIN_PROTOCOL, MEMBERSHIP_PROTOCOL, RPC_PROTOCOL, kad_protocol};
 pub use network::{MAX_NETWORK_NAME_BYTES, NetworkName, NetworkNameError};
 pub use reason::{DenyReason, ReasonCode, UnknownCodeError};
+pub use rpc::{
+    Command, RecordError, RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord,
+};
 pub use validate::Validate;

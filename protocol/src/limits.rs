@@ -10,6 +10,12 @@ const DEFAULT_MEMBERSHIP_MAX_BYTES: usize =
     DEFAULT_MAX_TOKENS_PER_MESSAGE * DEFAULT_MAX_TOKEN_BYTES + 1024;
 /// Default cap on the encoded size of a join message.
 const DEFAULT_JOIN_MAX_BYTES: usize = 8192;
+/// Default cap on the encoded size of an rpc request: room for a maximal
+/// `dht_put` (key, value, publisher key, signature) with ample framing.
+const DEFAULT_RPC_MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Default cap on the encoded size of an rpc response: room for a maximal
+/// peer list (256 peer ids of about 52 characters) or record.
+const DEFAULT_RPC_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Bounds every message must respect, on decode and on encode.
 ///
@@ -40,6 +46,21 @@ pub struct Limits {
     pub join_max_request_bytes: usize,
     /// Largest encoded join reply (response side). Default: 8192.
     pub join_max_response_bytes: usize,
+    /// Largest encoded rpc request. Default: 16384.
+    pub rpc_max_request_bytes: usize,
+    /// Largest encoded rpc response. Default: 65536.
+    pub rpc_max_response_bytes: usize,
+    /// Largest payload of an rpc `echo`, in bytes. Default: 1024.
+    pub max_echo_bytes: usize,
+    /// Longest record key, in bytes (records need a non-empty key).
+    /// Default: 128.
+    pub max_record_key_bytes: usize,
+    /// Largest record value, in bytes. Default: 4096.
+    pub max_record_value_bytes: usize,
+    /// Most peer ids in one rpc `peers` result. Default: 256.
+    pub rpc_max_peers: usize,
+    /// Most network names in one rpc `info` result. Default: 16.
+    pub rpc_max_networks: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +75,13 @@ impl Default for Limits {
             membership_max_response_bytes: DEFAULT_MEMBERSHIP_MAX_BYTES,
             join_max_request_bytes: DEFAULT_JOIN_MAX_BYTES,
             join_max_response_bytes: DEFAULT_JOIN_MAX_BYTES,
+            rpc_max_request_bytes: DEFAULT_RPC_MAX_REQUEST_BYTES,
+            rpc_max_response_bytes: DEFAULT_RPC_MAX_RESPONSE_BYTES,
+            max_echo_bytes: 1024,
+            max_record_key_bytes: 128,
+            max_record_value_bytes: 4096,
+            rpc_max_peers: 256,
+            rpc_max_networks: 16,
         }
     }
 }
@@ -74,5 +102,12 @@ mod tests {
         assert_eq!(l.membership_max_response_bytes, 33792);
         assert_eq!(l.join_max_request_bytes, 8192);
         assert_eq!(l.join_max_response_bytes, 8192);
+        assert_eq!(l.rpc_max_request_bytes, 16384);
+        assert_eq!(l.rpc_max_response_bytes, 65536);
+        assert_eq!(l.max_echo_bytes, 1024);
+        assert_eq!(l.max_record_key_bytes, 128);
+        assert_eq!(l.max_record_value_bytes, 4096);
+        assert_eq!(l.rpc_max_peers, 256);
+        assert_eq!(l.rpc_max_networks, 16);
     }
 }
