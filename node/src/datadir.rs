@@ -231,6 +231,11 @@ impl DataDir {
         control::socket_path(&self.root)
     }
 
+    /// The append-only, hash-chained audit log of security events.
+    pub fn audit_log(&self) -> PathBuf {
+        self.root.join("audit.log")
+    }
+
     /// The directory for log files (not created here).
     pub fn log_dir(&self) -> PathBuf {
         self.root.join(LOG_DIR)

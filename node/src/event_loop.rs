@@ -27,6 +27,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::audit::{AuditConfig, AuditEvent, AuditKind, AuditLog};
 use crate::config::NodeConfig;
 use crate::control::{self, ControlLimits};
 use crate::datadir::{AddressEntry, DataDir, PendingJoin};
@@ -162,6 +163,8 @@ pub async fn run(
             control::serve(&socket, ControlLimits::default(), control_tx, stopped).await
         })
     };
+    let audit = AuditLog::open(&data.audit_log(), AuditConfig::default())
+        .context("opening the audit log")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     if let Some(addr) = config.metrics {
@@ -197,6 +200,7 @@ pub async fn run(
         started: Instant::now(),
         stats: Stats::default(),
         metrics,
+        audit,
     };
     event_loop.cpu_slots = Arc::new(tokio::sync::Semaphore::new(
         event_loop.config.limits.verify_workers.max(1),
@@ -243,6 +247,7 @@ struct EventLoop {
     started: Instant,
     stats: Stats,
     metrics: Metrics,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -264,6 +269,13 @@ fn reason_code(code: RefusalCode) -> ReasonCode {
 }
 
 impl EventLoop {
+    /// Records a security event; a failing audit log is reported but never stops the node.
+    fn audit(&mut self, event: AuditEvent) {
+        if let Err(e) = self.audit.append(event, SystemTime::now()) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
     fn net_index(&self, name: &NetworkName) -> Option<usize> {
         self.nets.iter().position(|n| &n.name == name)
     }
@@ -341,7 +353,12 @@ impl EventLoop {
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = poll.tick() => self.poll_joins_and_bootstrap(),
                 _ = discovery.tick() => self.discover(),
-                _ = persist.tick() => self.save_address_book(),
+                _ = persist.tick() => {
+                    self.save_address_book();
+                    if let Err(e) = self.audit.sync() {
+                        tracing::error!(error = %e, "cannot sync the audit log");
+                    }
+                }
                 () = &mut shutdown => {
                     tracing::info!("shutting down");
                     return Ok(());
@@ -639,6 +656,14 @@ impl EventLoop {
             self.metrics.check(Some(reason.as_str()));
             tracing::warn!(peer = %peer, network = %network, reason = %reason, %detail, "membership refused");
         }
+        for (network, reason, _) in &refusals {
+            self.audit(
+                AuditEvent::new(AuditKind::MembershipRefused)
+                    .peer(peer)
+                    .network(network)
+                    .reason(reason),
+            );
+        }
         let _ = self
             .swarm
             .behaviour_mut()
@@ -652,6 +677,16 @@ impl EventLoop {
             self.stats.verified += 1;
             self.metrics.check(None);
             tracing::info!(peer = %peer, network = %network, seednode = p.seednode, "membership verified");
+            self.audit(
+                AuditEvent::new(AuditKind::MembershipVerified)
+                    .peer(peer)
+                    .network(&network)
+                    .detail(if p.seednode {
+                        "seednode delegation"
+                    } else {
+                        "membership"
+                    }),
+            );
             if let Some(conn) = self.conns.get_mut(&connection) {
                 conn.proven.insert(network.clone(), p);
             }
@@ -856,14 +891,41 @@ impl EventLoop {
                 }
                 Err(code) => JoinReply::Error { code },
             },
-            other => match self.service.as_mut() {
-                Some(service) => service.on_join(peer, other, now),
-                None => JoinReply::Denied {
-                    request_id: None,
-                    reason: DenyReason::NotServing,
-                    message: None,
-                },
-            },
+            other => {
+                let requested = match &other {
+                    JoinMessage::Request(r) => Some(r.network.clone()),
+                    _ => None,
+                };
+                let reply = match self.service.as_mut() {
+                    Some(service) => service.on_join(peer, other, now),
+                    None => JoinReply::Denied {
+                        request_id: None,
+                        reason: DenyReason::NotServing,
+                        message: None,
+                    },
+                };
+                if let Some(network) = requested {
+                    let event = match &reply {
+                        JoinReply::Pending { request_id } => {
+                            AuditEvent::new(AuditKind::JoinRequested).request_id(*request_id)
+                        }
+                        JoinReply::Approved { request_id, .. } => {
+                            AuditEvent::new(AuditKind::JoinApproved)
+                                .request_id(*request_id)
+                                .detail("by policy")
+                        }
+                        JoinReply::Denied { reason, .. } => {
+                            AuditEvent::new(AuditKind::JoinDenied).reason(reason)
+                        }
+                        JoinReply::Error { code } => {
+                            AuditEvent::new(AuditKind::JoinDenied).reason(code)
+                        }
+                        JoinReply::Ack => AuditEvent::new(AuditKind::Other),
+                    };
+                    self.audit(event.peer(peer).network(&network));
+                }
+                reply
+            }
         }
     }
 
@@ -1092,6 +1154,11 @@ impl EventLoop {
             self.stats.auth_timeouts += 1;
             self.metrics.connection("auth_timeout");
             tracing::info!(peer = %peer, reason = "auth_timeout", "closing unauthenticated connection");
+            self.audit(
+                AuditEvent::new(AuditKind::ConnectionRefused)
+                    .peer(peer)
+                    .reason("auth_timeout"),
+            );
             self.swarm.close_connection(id);
             self.conns.remove(&id);
         }
@@ -1227,7 +1294,26 @@ impl EventLoop {
             "peers" => self.peers(&request),
             _ => match self.service.as_mut() {
                 Some(service) => {
-                    let outcome = service.on_control(request, SystemTime::now());
+                    let operator_action = match cmd {
+                        "approve" => Some(AuditKind::JoinApproved),
+                        "deny" => Some(AuditKind::JoinDenied),
+                        "revoke" => Some(AuditKind::TokenRevoked),
+                        _ => None,
+                    };
+                    let id = request.get("id").and_then(Value::as_u64);
+                    let outcome = service.on_control(request.clone(), SystemTime::now());
+                    if let (Some(kind), Ok(_)) = (operator_action, &outcome.result) {
+                        let mut event = AuditEvent::new(kind).command(cmd).detail("by operator");
+                        if let Some(id) = id {
+                            event = event.request_id(id);
+                        }
+                        if let Some(peer) = request.get("peer").and_then(Value::as_str) {
+                            event = event.peer(peer);
+                        }
+                        if let Err(e) = self.audit.append(event, SystemTime::now()) {
+                            tracing::error!(error = %e, "cannot write the audit log");
+                        }
+                    }
                     for d in outcome.deliveries {
                         self.deliver(d);
                     }

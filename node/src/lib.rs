@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod datadir;

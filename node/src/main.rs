@@ -78,6 +78,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Audit-trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// List the peers in the running node's routing tables.
     Peers {
         /// Data directory of the running node.
@@ -89,6 +92,17 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of <data>/audit.log (and its rotated files); names the first
+    /// edited, removed, reordered or malformed line. Works whether or not the node runs.
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
     },
 }
 
@@ -160,6 +174,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(cordon_node::run(config, identity, None, shutdown_signal()))
+        }
+        Command::Audit(AuditCommand::Verify { data }) => {
+            println!("{}", cordon_node::audit::verify_data_dir(&data)?);
+            Ok(())
         }
         Command::Status { data, json } => {
             let status = call(&data, json!({"cmd": "status"}))?;

@@ -128,6 +128,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Audit-trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show the running seednode's status: networks, connections, queue and token counts.
     Status {
         #[command(flatten)]
@@ -288,6 +291,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (OperatorCommand::Revoke { target, reason }, client)
         }
         Command::Status { client } => (OperatorCommand::Status, client),
+        Command::Audit(AuditCommand::Verify { data }) => {
+            println!("{}", cordon_node::audit::verify_data_dir(&data)?);
+            return Ok(());
+        }
         local @ (Command::Anchor(_) | Command::Init { .. }) => return run_local(local),
     };
     let request = command.request()?;
@@ -428,6 +435,17 @@ fn init_tracing() {
 }
 
 /// The subcommands that touch only local files.
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of <data>/audit.log (and its rotated files); names the first
+    /// edited, removed, reordered or malformed line. Works whether or not the daemon runs.
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+    },
+}
+
 fn run_local(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Anchor(AnchorCommand::New { network, out, json }) => {

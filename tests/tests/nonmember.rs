@@ -135,7 +135,7 @@ fn assert_kad_refused(client: &mut RawClient, member: &PeerId, when: &str) {
     );
 }
 
-/// The member logged the refusal of `peer` with `reason` (the audit trail).
+/// The member logged the refusal of `peer` with `reason`, and recorded it in its audit trail.
 fn assert_refusal_logged(member: &Proc, peer: &PeerId, reason: ReasonCode) {
     let peer = peer.to_string();
     let reason = reason.to_string();
@@ -150,7 +150,18 @@ fn assert_refusal_logged(member: &Proc, peer: &PeerId, reason: ReasonCode) {
                 .any(|l| {
                     l.contains("membership refused")
                         && l.contains(&peer)
-                        && l.contains(&format!("{reason}:"))
+                        && l.contains(&format!("reason={reason}"))
+                })
+                .then_some(())?;
+            // ... and recorded it in its hash-chained audit trail.
+            let audit = std::fs::read_to_string(member.data.join("audit.log")).ok()?;
+            audit
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|r| {
+                    r["kind"] == "membership_refused"
+                        && r["peer"] == peer.as_str()
+                        && r["reason"] == reason.as_str()
                 })
                 .then_some(())
         },
