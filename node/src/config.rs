@@ -86,6 +86,13 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     /// Address of the Prometheus endpoint; `None` (the default) serves no metrics.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Connection-filter rules file (reloadable with `node reload`); `None`: no allow/deny
+    /// rules, loopback exempt from per-IP limits.
+    pub filter_file: Option<PathBuf>,
+    /// Rate limits, per-IP caps and ban policy.
+    pub rate_limits: crate::ratelimit::LimitsConfig,
+    /// Datalog policy mapping roles to remote commands; `None`: the default policy.
+    pub policy_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -100,6 +107,9 @@ impl NodeConfig {
             invite: None,
             limits: NodeLimits::default(),
             metrics: None,
+            filter_file: None,
+            rate_limits: crate::ratelimit::LimitsConfig::default(),
+            policy_file: None,
         }
     }
 }

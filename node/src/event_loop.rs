@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use cordon_membership::{RefusalCode, SecretKey, Verifier, VerifierConfig};
 use cordon_protocol::{
-    DenyReason, JoinMessage, JoinReply, JoinRequest, MembershipRequest, MembershipResponse,
-    NetworkName, NetworkResult, Outcome, PresentedToken, ReasonCode, TokenKind,
+    Command, DenyReason, JoinMessage, JoinReply, JoinRequest, MembershipRequest,
+    MembershipResponse, NetworkName, NetworkResult, Outcome, PresentedToken, ReasonCode,
+    RpcErrorCode, RpcRequest, RpcResponse, SignedRecord, TokenKind,
 };
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
@@ -32,9 +33,15 @@ use crate::config::NodeConfig;
 use crate::control::{self, ControlLimits};
 use crate::datadir::{AddressEntry, DataDir, PendingJoin};
 use crate::descriptor::{NetworkEntry, bootstrap_peer};
+use crate::filter::{BanTarget, FilterEvent, FilterRules, ip_of};
 use crate::metrics::Metrics;
+use crate::ratelimit::KeyedLimiter;
+use crate::rpc::{Call, Handler, Local, Policy, PolicyConfig, RecordStore, RecordStoreConfig};
 use crate::service::{Delivery, JoinService};
 use crate::swarm::{Behaviour, BehaviourEvent};
+
+/// `node call`s waiting for their answer at once.
+const MAX_CALLS_IN_FLIGHT: usize = 64;
 
 /// Peers whose dial intent is remembered before stale entries are dropped.
 const MAX_DIAL_INTENTS: usize = 4096;
@@ -72,6 +79,9 @@ struct Proven {
     seednode: bool,
 }
 
+/// Roles a peer proved per network on one connection (kept beside [`Proven`], which is Copy).
+type ProvenRoles = BTreeMap<NetworkName, Vec<String>>;
+
 /// Per-connection state.
 #[derive(Debug)]
 struct Conn {
@@ -79,7 +89,9 @@ struct Conn {
     dialed: Option<Multiaddr>,
     established: Instant,
     proven: BTreeMap<NetworkName, Proven>,
+    roles: ProvenRoles,
     presented: BTreeSet<NetworkName>,
+    remote: Multiaddr,
 }
 
 /// A finished verification, sent back from a worker.
@@ -89,7 +101,7 @@ struct Verified {
     connection: ConnectionId,
     channel: ResponseChannel<MembershipResponse>,
     results: Vec<NetworkResult>,
-    proven: Vec<(NetworkName, Proven)>,
+    proven: Vec<(NetworkName, Proven, Vec<String>)>,
     refusals: Vec<(NetworkName, ReasonCode, String)>,
     elapsed: Duration,
 }
@@ -143,8 +155,36 @@ pub async fn run(
         .access_list()
         .context("building the access list from the networks file")?;
     let verifier = Arc::new(Verifier::new(VerifierConfig::default(), access));
-    let mut swarm =
-        crate::swarm::build(identity.libp2p_keypair(), &config.networks, &config.limits)?;
+    let rules = match &config.filter_file {
+        Some(path) => FilterRules::load(path)?,
+        None => FilterRules::default()
+            .with_unlimited_ip("127.0.0.1/32".parse().context("loopback network")?)
+            .with_unlimited_ip("::1/128".parse().context("loopback network")?),
+    };
+    config
+        .rate_limits
+        .validate()
+        .context("invalid rate limits")?;
+    let policy = match &config.policy_file {
+        Some(path) => Policy::from_file(path, &PolicyConfig::default())?,
+        None => Policy::default_policy(&PolicyConfig::default())?,
+    };
+    let protocol_limits = cordon_protocol::Limits::default();
+    let rpc = Handler::new(
+        protocol_limits.clone(),
+        policy,
+        RecordStore::new(RecordStoreConfig::default(), protocol_limits),
+    );
+    let max_keys = config.rate_limits.max_tracked_keys;
+    let rpc_per_peer = KeyedLimiter::new(config.rate_limits.rpc_per_peer, max_keys);
+    let rpc_per_command = KeyedLimiter::new(config.rate_limits.rpc_per_command, max_keys);
+    let mut swarm = crate::swarm::build_with(
+        identity.libp2p_keypair(),
+        &config.networks,
+        &config.limits,
+        rules,
+        &config.rate_limits,
+    )?;
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
@@ -201,6 +241,12 @@ pub async fn run(
         stats: Stats::default(),
         metrics,
         audit,
+        rpc,
+        rpc_per_peer,
+        rpc_per_command,
+        calls_in_flight: HashMap::new(),
+        keypair: identity.libp2p_keypair(),
+        record_seq: 0,
     };
     event_loop.cpu_slots = Arc::new(tokio::sync::Semaphore::new(
         event_loop.config.limits.verify_workers.max(1),
@@ -248,6 +294,12 @@ struct EventLoop {
     stats: Stats,
     metrics: Metrics,
     audit: AuditLog,
+    rpc: Handler,
+    rpc_per_peer: KeyedLimiter<PeerId>,
+    rpc_per_command: KeyedLimiter<(PeerId, &'static str)>,
+    calls_in_flight: HashMap<OutboundRequestId, tokio::sync::oneshot::Sender<Value>>,
+    keypair: libp2p::identity::Keypair,
+    record_seq: u64,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -346,8 +398,12 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some((request, reply)) = control_rx.recv() => {
-                    let answer = self.on_control(request);
-                    let _ = reply.send(answer);
+                    if request.get("cmd").and_then(Value::as_str) == Some("call") {
+                        self.start_call(&request, reply);
+                    } else {
+                        let answer = self.on_control(request);
+                        let _ = reply.send(answer);
+                    }
                 }
                 Some(done) = verified_rx.recv() => self.on_verified(done),
                 _ = housekeeping.tick() => self.housekeeping(),
@@ -429,7 +485,9 @@ impl EventLoop {
                 dialed: dialed.clone(),
                 established: Instant::now(),
                 proven: BTreeMap::new(),
+                roles: BTreeMap::new(),
                 presented: BTreeSet::new(),
+                remote: endpoint.get_remote_address().clone(),
             },
         );
         // The dialer presents first, and only the tokens of the networks it dialed this peer
@@ -533,6 +591,20 @@ impl EventLoop {
                 for network in proven {
                     self.route(peer_id, &network);
                 }
+            }
+            BehaviourEvent::Rpc(e) => self.on_rpc_event(e),
+            BehaviourEvent::Filter(FilterEvent::Refused {
+                peer, addr, reason, ..
+            }) => {
+                self.metrics.connection("filtered");
+                tracing::info!(peer = ?peer, %addr, reason = reason.as_str(), "connection refused by the filter");
+                let mut event = AuditEvent::new(AuditKind::ConnectionRefused)
+                    .addr(&addr)
+                    .reason(reason.as_str());
+                if let Some(p) = peer {
+                    event = event.peer(p);
+                }
+                self.audit(event);
             }
             BehaviourEvent::Kad0(e) => self.on_kad_event(0, e),
             BehaviourEvent::Kad1(e) => self.on_kad_event(1, e),
@@ -664,6 +736,9 @@ impl EventLoop {
                     .reason(reason),
             );
         }
+        if !refusals.is_empty() {
+            self.record_auth_failure(peer, connection);
+        }
         let _ = self
             .swarm
             .behaviour_mut()
@@ -673,7 +748,7 @@ impl EventLoop {
             return;
         }
         let mut accepted = BTreeSet::new();
-        for (network, p) in proven {
+        for (network, p, roles) in proven {
             self.stats.verified += 1;
             self.metrics.check(None);
             tracing::info!(peer = %peer, network = %network, seednode = p.seednode, "membership verified");
@@ -689,6 +764,10 @@ impl EventLoop {
             );
             if let Some(conn) = self.conns.get_mut(&connection) {
                 conn.proven.insert(network.clone(), p);
+                conn.roles.insert(network.clone(), roles);
+            }
+            if let Err(e) = self.swarm.behaviour_mut().rpc.open(peer, connection) {
+                tracing::debug!(peer = %peer, error = %e, "rpc gate not opened");
             }
             if let Some(i) = self.net_index(&network) {
                 let slot = self.nets[i].slot;
@@ -709,6 +788,285 @@ impl EventLoop {
                 .extend(accepted.iter().cloned());
             self.present(peer, connection, &accepted);
             self.maybe_join_all();
+        }
+    }
+
+    /// Counts a failed presentation against the peer and its IP; bans at the threshold.
+    fn record_auth_failure(&mut self, peer: PeerId, connection: ConnectionId) {
+        let ip = self.conns.get(&connection).and_then(|c| ip_of(&c.remote));
+        let now = Instant::now();
+        let bans = self
+            .swarm
+            .behaviour_mut()
+            .filter
+            .record_auth_failure(peer, ip, now);
+        for ban in bans {
+            self.metrics.bans.inc();
+            let secs = ban.until.saturating_duration_since(now).as_secs();
+            let target = ban_target_text(&ban.key);
+            tracing::warn!(target = %target, secs, reason = "failed_presentations", "repeated failed membership presentations: ban applied");
+            self.audit(
+                AuditEvent::new(AuditKind::BanApplied)
+                    .peer(peer)
+                    .addr(target)
+                    .reason("failed_presentations")
+                    .detail(format!("{secs}s")),
+            );
+        }
+        self.close_refused();
+    }
+
+    /// Closes live connections the filter now refuses (new rules, bans).
+    fn close_refused(&mut self) {
+        let refused = self
+            .swarm
+            .behaviour_mut()
+            .filter
+            .refused_connections(Instant::now());
+        for r in refused {
+            tracing::info!(peer = %r.peer, reason = %r.reason.as_str(), "closing a connection the filter now refuses");
+            self.swarm.close_connection(r.connection);
+        }
+    }
+
+    /// Reloads the filter rules file.
+    fn reload_filter(&mut self) -> Result<Value, String> {
+        let Some(path) = self.config.filter_file.clone() else {
+            return Err("this node runs without --filter FILE; nothing to reload".into());
+        };
+        let rules = FilterRules::load(&path).map_err(|e| e.to_string())?;
+        let refused = self.swarm.behaviour_mut().filter.set_rules(rules);
+        let closed = refused.len();
+        for r in refused {
+            self.swarm.close_connection(r.connection);
+        }
+        self.audit(AuditEvent::new(AuditKind::Other).detail(format!(
+            "filter rules reloaded; {closed} connection(s) closed"
+        )));
+        Ok(json!({ "reloaded": path, "closed_connections": closed }))
+    }
+
+    /// Answers an inbound remote command: rate limits, authorization, execution, audit.
+    fn on_rpc_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: RpcRequest,
+        channel: ResponseChannel<RpcResponse>,
+    ) {
+        let command = request.command.name();
+        let network = request.network.clone();
+        let now = Instant::now();
+        let limited = self.rpc_per_peer.check(&peer, now).is_err()
+            || self.rpc_per_command.check(&(peer, command), now).is_err();
+        let response = if limited {
+            self.metrics.rate_limited.inc();
+            RpcResponse::error(RpcErrorCode::RateLimited)
+        } else {
+            let (verified, roles) = match self.conns.get(&connection) {
+                Some(c) => (
+                    c.proven
+                        .iter()
+                        .filter(|(_, p)| !p.seednode)
+                        .map(|(n, _)| n.clone())
+                        .collect::<BTreeSet<_>>(),
+                    c.roles.get(&network).cloned().unwrap_or_default(),
+                ),
+                None => (BTreeSet::new(), Vec::new()),
+            };
+            let mut members: BTreeSet<PeerId> = self
+                .conns
+                .values()
+                .filter(|c| c.proven.get(&network).is_some_and(|p| !p.seednode))
+                .map(|c| c.peer)
+                .collect();
+            let self_member = self
+                .net_index(&network)
+                .is_some_and(|i| self.nets[i].token.is_some());
+            if self_member {
+                members.insert(self.local);
+            }
+            let networks: Vec<NetworkName> = self.nets.iter().map(|n| n.name.clone()).collect();
+            let version = concat!("cordon ", env!("CARGO_PKG_VERSION"));
+            let local = Local {
+                version,
+                networks: &networks,
+                uptime: self.started.elapsed(),
+                members: &members,
+            };
+            let call = Call {
+                caller: peer,
+                verified: &verified,
+                roles: &roles,
+                rights: &[],
+            };
+            self.rpc.handle(request, &call, &local, SystemTime::now())
+        };
+        let outcome = match &response {
+            RpcResponse::Ok(_) => "ok".to_owned(),
+            RpcResponse::Err { code, .. } => code.as_str().to_owned(),
+        };
+        self.metrics
+            .commands
+            .get_or_create(&crate::metrics::CommandLabels {
+                command: command.to_owned(),
+                outcome: outcome.clone(),
+            })
+            .inc();
+        let kind = if outcome == "ok" {
+            AuditKind::CommandExecuted
+        } else {
+            AuditKind::CommandDenied
+        };
+        let mut event = AuditEvent::new(kind)
+            .peer(peer)
+            .network(&network)
+            .command(command);
+        if outcome != "ok" {
+            event = event.reason(&outcome);
+        }
+        self.audit(event);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .inner_mut()
+            .send_response(channel, response);
+    }
+
+    /// Starts `node call`: sends a remote command and answers the control client later.
+    fn start_call(&mut self, request: &Value, reply: tokio::sync::oneshot::Sender<Value>) {
+        match self.build_call(request) {
+            Ok((peer, rpc)) => {
+                if self.calls_in_flight.len() >= MAX_CALLS_IN_FLIGHT {
+                    let _ = reply
+                        .send(json!({"ok": false, "error": "too many calls in flight; try again"}));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .inner_mut()
+                    .send_request(&peer, rpc);
+                self.calls_in_flight.insert(id, reply);
+            }
+            Err(error) => {
+                let _ = reply.send(json!({ "ok": false, "error": error }));
+            }
+        }
+    }
+
+    fn build_call(&mut self, request: &Value) -> Result<(PeerId, RpcRequest), String> {
+        let peer: PeerId = request["peer"]
+            .as_str()
+            .ok_or("\"peer\" is required")?
+            .parse()
+            .map_err(|_| "\"peer\" is not a peer id".to_string())?;
+        let shared: Vec<NetworkName> = self
+            .conns
+            .values()
+            .filter(|c| c.peer == peer)
+            .flat_map(|c| c.proven.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let network = match request.get("network").and_then(Value::as_str) {
+            Some(n) => n
+                .parse::<NetworkName>()
+                .map_err(|e| format!("invalid network: {e}"))?,
+            None => match shared.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Err(format!(
+                        "not connected to {peer} as a verified member; wait for it to appear in `node peers`"
+                    ));
+                }
+                _ => {
+                    return Err("the peer shares several networks with us; pass --network".into());
+                }
+            },
+        };
+        let args: Vec<&str> = request["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let bytes = |s: &str| s.as_bytes().to_vec();
+        let command = match (request["command"].as_str().unwrap_or(""), args.as_slice()) {
+            ("ping", []) => Command::Ping,
+            ("info", []) => Command::Info,
+            ("peers", []) => Command::Peers,
+            ("echo", [text]) => Command::Echo { data: bytes(text) },
+            ("dht_get", [key]) => Command::DhtGet { key: bytes(key) },
+            ("dht_put", [key, value]) => {
+                let now = unix(SystemTime::now());
+                self.record_seq = self.record_seq.max(now.saturating_mul(1000)) + 1;
+                let record = SignedRecord::sign(
+                    &self.keypair,
+                    &network,
+                    bytes(key),
+                    bytes(value),
+                    self.record_seq,
+                    now,
+                )
+                .map_err(|e| format!("cannot sign the record: {e}"))?;
+                Command::DhtPut { record }
+            }
+            (cmd, args) => {
+                return Err(format!(
+                    "unknown command or wrong arguments: {cmd} {args:?}; use ping | info | peers | echo TEXT | dht_get KEY | dht_put KEY VALUE"
+                ));
+            }
+        };
+        Ok((peer, RpcRequest { network, command }))
+    }
+
+    fn on_rpc_event(&mut self, event: request_response::Event<RpcRequest, RpcResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+            } => self.on_rpc_request(peer, connection_id, request, channel),
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.calls_in_flight.remove(&request_id) {
+                    let answer = match response {
+                        RpcResponse::Ok(result) => json!({
+                            "ok": true,
+                            "result": serde_json::to_value(&result).unwrap_or(Value::Null),
+                        }),
+                        RpcResponse::Err { code, message } => json!({
+                            "ok": false,
+                            "error": match message {
+                                Some(m) => format!("{code}: {m}"),
+                                None => code.to_string(),
+                            },
+                        }),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.calls_in_flight.remove(&request_id) {
+                    let _ = reply.send(json!({
+                        "ok": false,
+                        "error": format!("the call failed: {error} (the peer refuses rpc until it has verified our membership)"),
+                    }));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1121,6 +1479,16 @@ impl EventLoop {
 
     /// Closes connections that did not authenticate in time and drops expired memberships.
     fn housekeeping(&mut self) {
+        let lifted = self
+            .swarm
+            .behaviour_mut()
+            .filter
+            .lift_expired(Instant::now());
+        for target in lifted {
+            let target = ban_target_text(&target);
+            tracing::info!(target = %target, "ban lifted");
+            self.audit(AuditEvent::new(AuditKind::BanLifted).addr(target));
+        }
         let now = SystemTime::now();
         let timeout = self.config.limits.auth_timeout;
         let mut close = Vec::new();
@@ -1291,6 +1659,7 @@ impl EventLoop {
         let cmd = request.get("cmd").and_then(Value::as_str).unwrap_or("");
         let result = match cmd {
             "status" => Ok(self.status()),
+            "reload" => self.reload_filter(),
             "peers" => self.peers(&request),
             _ => match self.service.as_mut() {
                 Some(service) => {
@@ -1320,7 +1689,7 @@ impl EventLoop {
                     outcome.result
                 }
                 None => Err(format!(
-                    "unknown command {cmd:?}; this node answers: status, peers"
+                    "unknown command {cmd:?}; this node answers: status, peers, call, reload"
                 )),
             },
         };
@@ -1400,6 +1769,8 @@ impl EventLoop {
                 "max_kad_packet_bytes": limits.max_kad_packet_bytes,
             },
             "service": self.service.as_ref().map(|s| s.status()),
+            "filter": serde_json::to_value(self.swarm.behaviour().filter.status()).unwrap_or(Value::Null),
+            "rate_limits": serde_json::to_value(&self.config.rate_limits).unwrap_or(Value::Null),
         })
     }
 
@@ -1489,7 +1860,7 @@ fn evaluate_presentation(
     now: SystemTime,
 ) -> (
     Vec<NetworkResult>,
-    Vec<(NetworkName, Proven)>,
+    Vec<(NetworkName, Proven, Vec<String>)>,
     Vec<(NetworkName, ReasonCode, String)>,
 ) {
     let presented: BTreeSet<&NetworkName> = request.tokens.iter().map(|t| &t.network).collect();
@@ -1512,10 +1883,13 @@ fn evaluate_presentation(
                     .verify_membership(&t.token, &peer, now)
                     .and_then(|v| {
                         if v.network == t.network.as_str() {
-                            Ok(Proven {
-                                expires_at: v.expires_at,
-                                seednode: false,
-                            })
+                            Ok((
+                                Proven {
+                                    expires_at: v.expires_at,
+                                    seednode: false,
+                                },
+                                v.roles,
+                            ))
                         } else {
                             Err(cordon_membership::Refusal::UnknownNetwork { network: v.network })
                         }
@@ -1525,10 +1899,13 @@ fn evaluate_presentation(
                     .verify_delegation(&t.token, &peer, now)
                     .and_then(|v| {
                         if v.facts.network == t.network.as_str() {
-                            Ok(Proven {
-                                expires_at: v.facts.expires_at,
-                                seednode: true,
-                            })
+                            Ok((
+                                Proven {
+                                    expires_at: v.facts.expires_at,
+                                    seednode: true,
+                                },
+                                Vec::new(),
+                            ))
                         } else {
                             Err(cordon_membership::Refusal::UnknownNetwork {
                                 network: v.facts.network,
@@ -1539,12 +1916,12 @@ fn evaluate_presentation(
             },
         };
         match outcome {
-            Ok(p) => {
+            Ok((p, roles)) => {
                 results.push(NetworkResult {
                     network: t.network.clone(),
                     outcome: Outcome::Accepted,
                 });
-                proven.push((t.network.clone(), p));
+                proven.push((t.network.clone(), p, roles));
             }
             Err((reason, detail)) => {
                 results.push(NetworkResult {
@@ -1556,6 +1933,13 @@ fn evaluate_presentation(
         }
     }
     (results, proven, refusals)
+}
+
+fn ban_target_text(target: &BanTarget) -> String {
+    match target {
+        BanTarget::Peer(p) => format!("peer {p}"),
+        BanTarget::Ip(ip) => format!("ip {ip}"),
+    }
 }
 
 /// Whether an address is worth giving to others (not unspecified).

@@ -65,6 +65,17 @@ enum Command {
         /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// Connection-filter rules (TOML: deny_peers, allow_peers, deny_ips, allow_ips,
+        /// unlimited_ips); reload with `node reload`. Without it loopback is exempt from the
+        /// per-IP limits and nothing is denied.
+        #[arg(long)]
+        filter: Option<PathBuf>,
+        /// Rate limits, per-IP caps and ban policy (TOML; see the README); defaults otherwise.
+        #[arg(long)]
+        limits: Option<PathBuf>,
+        /// Datalog policy mapping roles to remote commands; the built-in default otherwise.
+        #[arg(long)]
+        policy: Option<PathBuf>,
         /// Validate the configuration and exit without starting.
         #[arg(long)]
         check: bool,
@@ -77,6 +88,31 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-read the running node's --filter file (connections the new rules refuse are closed).
+    Reload {
+        /// Data directory of the running node.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+    },
+    /// Call a remote command on a peer: ping | info | peers | echo TEXT | dht_get KEY |
+    /// dht_put KEY VALUE. Refusals print their reason code and exit non-zero.
+    Call {
+        /// Data directory of the running node.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Network to call in; needed only when the peer shares several with us.
+        #[arg(long)]
+        network: Option<NetworkName>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The peer to call.
+        peer: libp2p::PeerId,
+        /// The command.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
     },
     /// Audit-trail tools.
     #[command(subcommand)]
@@ -144,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             invite,
             auth_timeout_secs,
             metrics,
+            filter,
+            limits,
+            policy,
             check,
         } => {
             let descriptor = Descriptor::load(&networks)?;
@@ -160,6 +199,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config.label = label;
             config.invite = invite;
             config.metrics = metrics;
+            if let Some(path) = &filter {
+                // Parse now so a bad file fails `--check` and startup with a clear message.
+                cordon_node::filter::FilterRules::load(path)?;
+            }
+            config.filter_file = filter;
+            if let Some(path) = &limits {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read limits file {}", path.display()))?;
+                config.rate_limits = toml::from_str(&text)
+                    .with_context(|| format!("invalid limits file {}", path.display()))?;
+                config
+                    .rate_limits
+                    .validate()
+                    .with_context(|| format!("invalid limits file {}", path.display()))?;
+            }
+            if let Some(path) = &policy {
+                cordon_node::rpc::Policy::from_file(path, &Default::default())?;
+            }
+            config.policy_file = policy;
             config.limits = NodeLimits {
                 auth_timeout: Duration::from_secs(auth_timeout_secs),
                 ..NodeLimits::default()
@@ -174,6 +232,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             runtime.block_on(cordon_node::run(config, identity, None, shutdown_signal()))
+        }
+        Command::Reload { data } => {
+            let result = call(&data, json!({"cmd": "reload"}))?;
+            println!(
+                "filter rules reloaded; {} connection(s) closed",
+                result["closed_connections"]
+            );
+            Ok(())
+        }
+        Command::Call {
+            data,
+            network,
+            json,
+            peer,
+            command,
+            args,
+        } => {
+            let mut req =
+                json!({"cmd": "call", "peer": peer.to_string(), "command": command, "args": args});
+            if let Some(n) = network {
+                req["network"] = json!(n.to_string());
+            }
+            let result = call_with_timeout(&data, req, Duration::from_secs(30))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                println!("{}", render_call(&result));
+            }
+            Ok(())
         }
         Command::Audit(AuditCommand::Verify { data }) => {
             println!("{}", cordon_node::audit::verify_data_dir(&data)?);
@@ -209,11 +296,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn call(data: &std::path::Path, request: Value) -> anyhow::Result<Value> {
-    Ok(call_blocking(
-        &socket_path(data),
-        &request,
-        Duration::from_secs(10),
-    )?)
+    call_with_timeout(data, request, Duration::from_secs(10))
+}
+
+fn call_with_timeout(
+    data: &std::path::Path,
+    request: Value,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    Ok(call_blocking(&socket_path(data), &request, timeout)?)
+}
+
+/// One readable line per answer of `node call`.
+fn render_call(result: &Value) -> String {
+    let text = |v: &Value| -> String {
+        v.as_array()
+            .map(|bytes| {
+                bytes
+                    .iter()
+                    .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+                    .collect::<Vec<u8>>()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_else(|| v.to_string())
+    };
+    match result {
+        Value::String(s) if s == "pong" => "pong".into(),
+        Value::Object(map) => {
+            if let Some(echo) = map.get("echo") {
+                return text(&echo["data"]);
+            }
+            if let Some(record) = map.get("record") {
+                let r = &record["record"];
+                if r.is_null() {
+                    return "no record".into();
+                }
+                return text(&r["value"]);
+            }
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
 }
 
 fn init_tracing() {

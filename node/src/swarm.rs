@@ -8,7 +8,7 @@ use std::num::NonZeroUsize;
 
 use cordon_protocol::{
     JOIN_PROTOCOL, JoinCodec, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, NetworkName,
-    kad_protocol,
+    RPC_PROTOCOL, RpcCodec, kad_protocol,
 };
 use libp2p::kad::store::MemoryStore;
 use libp2p::swarm::NetworkBehaviour;
@@ -16,7 +16,9 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{Swarm, connection_limits, identify, kad, noise, ping, request_response, tcp, yamux};
 
 use crate::config::{MAX_NETWORKS, NodeLimits};
+use crate::filter::{ConnectionFilter, FilterRules};
 use crate::gate::Gated;
+use crate::ratelimit::LimitsConfig;
 
 /// Identify protocol version string: peers on other overlays are told apart by it.
 pub const IDENTIFY_PROTOCOL: &str = "/cordon/id/1";
@@ -27,12 +29,17 @@ pub type NetworkKad = Gated<kad::Behaviour<MemoryStore>>;
 /// The node's composed behaviour.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// Connection caps, first so refused connections reach nothing else.
+    /// IP/PeerId rules, per-IP caps and rates, bans: first, so a refused connection reaches
+    /// nothing else (IP rules run before the Noise handshake).
+    pub filter: ConnectionFilter,
+    /// Connection caps.
     pub limits: connection_limits::Behaviour,
     /// `/cordon/membership/1`: token presentation on every connection.
     pub membership: request_response::Behaviour<MembershipCodec>,
     /// `/cordon/join/1`: join requests, status polls, token delivery.
     pub join: request_response::Behaviour<JoinCodec>,
+    /// `/cordon/rpc/1`: remote commands, closed until the peer proved a network.
+    pub rpc: Gated<request_response::Behaviour<RpcCodec>>,
     /// Identify (listen addresses of verified peers feed Kademlia).
     pub identify: identify::Behaviour,
     /// Liveness.
@@ -88,6 +95,23 @@ pub fn build(
     networks: &[NetworkName],
     limits: &NodeLimits,
 ) -> anyhow::Result<Swarm<Behaviour>> {
+    build_with(
+        keypair,
+        networks,
+        limits,
+        FilterRules::default(),
+        &LimitsConfig::default(),
+    )
+}
+
+/// Builds the swarm with connection-filter rules and rate limits.
+pub fn build_with(
+    keypair: libp2p::identity::Keypair,
+    networks: &[NetworkName],
+    limits: &NodeLimits,
+    rules: FilterRules,
+    rate_limits: &LimitsConfig,
+) -> anyhow::Result<Swarm<Behaviour>> {
     anyhow::ensure!(
         networks.len() <= MAX_NETWORKS,
         "a process joins at most {MAX_NETWORKS} networks, {} given",
@@ -96,6 +120,8 @@ pub fn build(
     let protocol_limits = Limits::default();
     let limits = limits.clone();
     let networks = networks.to_vec();
+    let filter = ConnectionFilter::new(rules, rate_limits);
+    let max_streams_per_peer = usize::try_from(rate_limits.max_streams_per_peer).unwrap_or(16);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -114,6 +140,7 @@ pub fn build(
                 Toggle::from(networks.get(i).map(|n| network_kad(local, n, &limits)))
             };
             Behaviour {
+                filter,
                 limits: connection_limits::Behaviour::new(
                     connection_limits::ConnectionLimits::default()
                         .with_max_established(Some(limits.max_connections))
@@ -130,6 +157,13 @@ pub fn build(
                     [(JOIN_PROTOCOL, request_response::ProtocolSupport::Full)],
                     rr(()),
                 ),
+                rpc: Gated::new(request_response::Behaviour::with_codec(
+                    RpcCodec::rpc(protocol_limits.clone()),
+                    [(RPC_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(limits.request_timeout)
+                        .with_max_concurrent_streams(max_streams_per_peer),
+                )),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                         .with_agent_version(format!("cordon/{}", env!("CARGO_PKG_VERSION"))),
