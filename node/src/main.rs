@@ -205,14 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             config.filter_file = filter;
             if let Some(path) = &limits {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read limits file {}", path.display()))?;
-                config.rate_limits = toml::from_str(&text)
-                    .with_context(|| format!("invalid limits file {}", path.display()))?;
-                config
-                    .rate_limits
-                    .validate()
-                    .with_context(|| format!("invalid limits file {}", path.display()))?;
+                config.rate_limits =
+                    cordon_node::ratelimit::LimitsConfig::load(path).map_err(anyhow::Error::msg)?;
             }
             if let Some(path) = &policy {
                 cordon_node::rpc::Policy::from_file(path, &Default::default())?;

@@ -622,6 +622,18 @@ pub enum LimitsError {
 }
 
 impl LimitsConfig {
+    /// Reads and validates a limits file (TOML; every key optional, defaults otherwise).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read limits file {}: {e}", path.display()))?;
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| format!("invalid limits file {}: {}", path.display(), e.message()))?;
+        config
+            .validate()
+            .map_err(|e| format!("invalid limits file {}: {e}", path.display()))?;
+        Ok(config)
+    }
+
     /// Checks that no value disables a limit or overflows.
     pub fn validate(&self) -> Result<(), LimitsError> {
         self.rpc_per_peer.validate("rpc_per_peer")?;

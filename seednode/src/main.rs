@@ -171,6 +171,13 @@ struct RunArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465); off by default.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Connection-filter rules (same format as `node run --filter`); reload with
+    /// `node reload --data DIR`.
+    #[arg(long)]
+    filter: Option<PathBuf>,
+    /// Rate limits, per-IP caps and ban policy (same format as `node run --limits`).
+    #[arg(long)]
+    limits: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +366,14 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         config.label = label;
     }
     config.metrics = args.metrics;
+    if let Some(path) = &args.filter {
+        cordon_node::filter::FilterRules::load(path)?;
+    }
+    config.filter_file = args.filter;
+    if let Some(path) = &args.limits {
+        config.rate_limits =
+            cordon_node::ratelimit::LimitsConfig::load(path).map_err(anyhow::Error::msg)?;
+    }
     tracing::info!(
         peer = %identity.peer_id(),
         networks = ?config.networks.iter().map(NetworkName::as_str).collect::<Vec<_>>(),
