@@ -251,12 +251,12 @@ impl FromStr for IpNet {
 #[non_exhaustive]
 pub enum FilterRulesError {
     /// The file could not be read.
-    #[error("cannot read filter rules {}: {source}", path.display())]
+    #[error("cannot read filter rules {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file is larger than [`MAX_RULES_FILE_BYTES`].
     #[error("filter rules {} is {size} bytes, at most {MAX_RULES_FILE_BYTES} allowed", path.display())]
@@ -270,14 +270,14 @@ pub enum FilterRulesError {
     #[error("invalid filter rules: {0}")]
     Syntax(#[from] toml::de::Error),
     /// An IP entry is neither an address nor a CIDR network.
-    #[error("{list}: {entry:?} is not a valid IP address or CIDR network: {source}")]
+    #[error("{list}: {entry:?} is not a valid IP address or CIDR network: {cause}")]
     BadIp {
         /// The list (`deny_ips`, `allow_ips`, `unlimited_ips`).
         list: &'static str,
         /// The entry as written.
         entry: String,
         /// What is wrong with it.
-        source: CidrError,
+        cause: CidrError,
     },
     /// A peer entry is not a peer id.
     #[error("{list}: {entry:?} is not a valid peer id ({reason})")]
@@ -298,12 +298,12 @@ pub enum FilterRulesError {
         count: usize,
     },
     /// A rule in a file is invalid.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     InFile {
         /// The file.
         path: PathBuf,
         /// What is wrong in it.
-        source: Box<FilterRulesError>,
+        cause: Box<FilterRulesError>,
     },
 }
 
@@ -388,7 +388,7 @@ impl TryFrom<RawRules> for FilterRules {
                         return Err(FilterRulesError::BadIp {
                             list,
                             entry,
-                            source,
+                            cause: source,
                         });
                     }
                 }
@@ -435,7 +435,7 @@ impl FilterRules {
         let path = path.as_ref();
         let read_err = |source| FilterRulesError::Read {
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         let size = fs::metadata(path).map_err(read_err)?.len();
         if size > MAX_RULES_FILE_BYTES {
@@ -447,7 +447,7 @@ impl FilterRules {
         let text = fs::read_to_string(path).map_err(read_err)?;
         Self::from_toml_str(&text).map_err(|source| FilterRulesError::InFile {
             path: path.to_owned(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })
     }
 
