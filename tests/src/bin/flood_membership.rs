@@ -1,0 +1,273 @@
+//! Load generator for `scripts/flood` (a benchmark, not a test): non-member libp2p clients that
+//! send oversized or garbage messages on `/cordon/membership/1` to one loopback target.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+/// Load generator for `scripts/flood`, not a check: `FLOOD_TARGET` (a multiaddr ending in
+/// `/p2p/<peer>`, loopback only), `FLOOD_COUNT` clients (default 200, at most 10 000),
+/// `FLOOD_CONCURRENCY` at a time (default 16), client `i` starting no earlier than
+/// `i / FLOOD_COUNT * FLOOD_SPREAD_SECS` (default 0: all at once), for at most `FLOOD_SECS`
+/// (default 60). Each client has a fresh identity, dials the target and sends on `/cordon/membership/1` either an
+/// oversized message (256 KiB) or 512 bytes of garbage (alternately), waits at most 5 s for the
+/// outcome, and disconnects. Prints one JSON summary line.
+fn main() {
+    let Ok(target) = std::env::var("FLOOD_TARGET") else {
+        eprintln!("usage: FLOOD_TARGET=/ip4/127.0.0.1/tcp/PORT/p2p/PEER flood_membership");
+        std::process::exit(2);
+    };
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let target: Multiaddr = target.parse().expect("FLOOD_TARGET is a multiaddr");
+    assert!(
+        target
+            .iter()
+            .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback())),
+        "the flood only targets 127.0.0.1"
+    );
+    let count = env("FLOOD_COUNT", 200).min(10_000);
+    let concurrency = env("FLOOD_CONCURRENCY", 16).clamp(1, 256);
+    let secs = env("FLOOD_SECS", 60).min(3600);
+    let spread = Duration::from_secs(env("FLOOD_SPREAD_SECS", 0).min(secs));
+    let summary = flood::run(
+        target,
+        count,
+        concurrency,
+        spread,
+        Duration::from_secs(secs),
+    );
+    println!("{summary}");
+}
+
+/// Clients that send raw bytes on the membership protocol (see `main`).
+mod flood {
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use cordon_protocol::MEMBERSHIP_PROTOCOL;
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+    use libp2p::multiaddr::Protocol;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{Multiaddr, StreamProtocol, noise, tcp, yamux};
+
+    /// Sends whatever bytes it is given; reads at most 64 KiB back.
+    #[derive(Debug, Clone, Default)]
+    struct RawBytes;
+
+    async fn read_capped<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.take(64 * 1024).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    impl request_response::Codec for RawBytes {
+        type Protocol = StreamProtocol;
+        type Request = Vec<u8>;
+        type Response = Vec<u8>;
+
+        async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            read_capped(io).await
+        }
+
+        async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+        where
+            T: AsyncRead + Unpin + Send,
+        {
+            read_capped(io).await
+        }
+
+        async fn write_request<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            req: Vec<u8>,
+        ) -> io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&req).await?;
+            io.close().await
+        }
+
+        async fn write_response<T>(
+            &mut self,
+            _: &StreamProtocol,
+            io: &mut T,
+            resp: Vec<u8>,
+        ) -> io::Result<()>
+        where
+            T: AsyncWrite + Unpin + Send,
+        {
+            io.write_all(&resp).await?;
+            io.close().await
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Counters {
+        attempted: AtomicU64,
+        established: AtomicU64,
+        dial_failed: AtomicU64,
+        answered: AtomicU64,
+        request_failed: AtomicU64,
+        closed_by_node: AtomicU64,
+        timed_out: AtomicU64,
+    }
+
+    fn garbage(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    async fn one(target: Multiaddr, i: u64, c: Arc<Counters>) {
+        c.attempted.fetch_add(1, Ordering::Relaxed);
+        let Ok(builder) = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+        else {
+            return;
+        };
+        let Ok(builder) = builder.with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawBytes,
+                [(MEMBERSHIP_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            )
+        });
+        let mut swarm = builder
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
+            .build();
+        let Some(Protocol::P2p(peer)) = target.iter().last() else {
+            return;
+        };
+        if swarm.dial(target).is_err() {
+            c.dial_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let payload = if i.is_multiple_of(2) {
+            garbage(256 * 1024, i)
+        } else {
+            garbage(512, i)
+        };
+        let mut payload = Some(payload);
+        let outcome = tokio::time::timeout(Duration::from_secs(8), async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        c.established.fetch_add(1, Ordering::Relaxed);
+                        if let Some(p) = payload.take() {
+                            swarm.behaviour_mut().send_request(&peer, p);
+                        }
+                    }
+                    SwarmEvent::OutgoingConnectionError { .. } => {
+                        c.dial_failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        c.closed_by_node.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Response { .. },
+                        ..
+                    }) => {
+                        c.answered.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                        c.request_failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if outcome.is_err() {
+            c.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the flood; returns a JSON summary.
+    pub(crate) fn run(
+        target: Multiaddr,
+        count: u64,
+        concurrency: u64,
+        spread: Duration,
+        max: Duration,
+    ) -> serde_json::Value {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let counters = Arc::new(Counters::default());
+        let started = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        runtime.block_on(async {
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    let (target, counters, next) = (target.clone(), counters.clone(), next.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= count || started.elapsed() >= max {
+                                return;
+                            }
+                            let at = started + spread.mul_f64(i as f64 / count as f64);
+                            tokio::time::sleep_until(at.into()).await;
+                            one(target.clone(), i, counters.clone()).await;
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                let _ = w.await;
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let c = &counters;
+        serde_json::json!({
+            "kind": "libp2p_membership_garbage",
+            "attempted": get(&c.attempted),
+            "established": get(&c.established),
+            "dial_failed": get(&c.dial_failed),
+            "answered": get(&c.answered),
+            "request_failed": get(&c.request_failed),
+            "closed_by_node": get(&c.closed_by_node),
+            "timed_out": get(&c.timed_out),
+            "secs": started.elapsed().as_secs_f64(),
+        })
+    }
+}
