@@ -648,8 +648,25 @@ impl EventLoop {
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 tracing::debug!(peer = %peer, %error, "membership presentation failed");
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                connection_id,
+                error,
+                ..
+            } => {
                 tracing::debug!(peer = %peer, %error, "membership request failed");
+                // An oversized or undecodable presentation is a failed presentation too.
+                if let request_response::InboundFailure::Io(e) = &error {
+                    self.stats.refused += 1;
+                    self.metrics.check(Some(ReasonCode::Malformed.as_str()));
+                    self.audit(
+                        AuditEvent::new(AuditKind::MembershipRefused)
+                            .peer(peer)
+                            .reason(ReasonCode::Malformed)
+                            .detail(e.kind().to_string()),
+                    );
+                    self.record_auth_failure(peer, connection_id);
+                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -805,10 +822,12 @@ impl EventLoop {
             let secs = ban.until.saturating_duration_since(now).as_secs();
             let target = ban_target_text(&ban.key);
             tracing::warn!(target = %target, secs, reason = "failed_presentations", "repeated failed membership presentations: ban applied");
+            let event = match ban.key {
+                BanTarget::Peer(p) => AuditEvent::new(AuditKind::BanApplied).peer(p),
+                BanTarget::Ip(ip) => AuditEvent::new(AuditKind::BanApplied).peer(peer).addr(ip),
+            };
             self.audit(
-                AuditEvent::new(AuditKind::BanApplied)
-                    .peer(peer)
-                    .addr(target)
+                event
                     .reason("failed_presentations")
                     .detail(format!("{secs}s")),
             );
@@ -1485,9 +1504,13 @@ impl EventLoop {
             .filter
             .lift_expired(Instant::now());
         for target in lifted {
-            let target = ban_target_text(&target);
-            tracing::info!(target = %target, "ban lifted");
-            self.audit(AuditEvent::new(AuditKind::BanLifted).addr(target));
+            let text = ban_target_text(&target);
+            tracing::info!(target = %text, "ban lifted");
+            let event = match target {
+                BanTarget::Peer(p) => AuditEvent::new(AuditKind::BanLifted).peer(p),
+                BanTarget::Ip(ip) => AuditEvent::new(AuditKind::BanLifted).addr(ip),
+            };
+            self.audit(event);
         }
         let now = SystemTime::now();
         let timeout = self.config.limits.auth_timeout;
