@@ -838,6 +838,19 @@ impl Net {
     /// appended), listening on 127.0.0.1 port 0; waits until `node status` answers.
     pub fn start_node(&self, label: &str, networks: &[&str], extra: &[&str]) -> Node {
         let (data, peer_id) = self.init_node(label);
+        self.run_node(label, data, peer_id, networks, extra)
+    }
+
+    /// `node run` on a data directory already initialised (see [`Net::init_node`]), so a
+    /// test can know a node's peer id before it starts; waits until `node status` answers.
+    pub fn run_node(
+        &self,
+        label: &str,
+        data: PathBuf,
+        peer_id: String,
+        networks: &[&str],
+        extra: &[&str],
+    ) -> Node {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--data".into(),

@@ -15,11 +15,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cordon_protocol::{MembershipRequest, Outcome, PresentedToken, TokenKind};
-use cordon_tests::{Daemon, Net, Node, cli, hold_for, node_status, wait_pending, wait_until};
+use cordon_tests::{Net, Node, cli, hold_for, node_status, wait_pending, wait_until};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use serde_json::Value;
@@ -34,40 +34,6 @@ const UNLIMITED: &str = "unlimited_ips = [\"127.0.0.1/32\", \"::1/128\"]\n";
 
 fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
-}
-
-/// `node run` for an already initialised data directory (like [`Net::start_node`], which
-/// initialises it itself), so a peer id can be known before any node starts.
-fn run_node(
-    net: &Net,
-    label: &str,
-    data: PathBuf,
-    peer_id: String,
-    networks: &[&str],
-    extra: &[&str],
-) -> Node {
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        "--data".into(),
-        path_str(&data).into(),
-        "--networks".into(),
-        path_str(&net.descriptor).into(),
-    ];
-    for n in networks {
-        args.push("--network".into());
-        args.push((*n).into());
-    }
-    args.extend(["--listen", "/ip4/127.0.0.1/tcp/0", "--label", label].map(String::from));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let daemon = Daemon::spawn(label, "node", &args, &net.logs);
-    let mut node = Node {
-        label: label.to_owned(),
-        data,
-        peer_id,
-        daemon,
-    };
-    node.wait_ready();
-    node
 }
 
 /// Approves `node`'s pending mainnet request and waits until it is a member.
@@ -202,7 +168,7 @@ fn denied_peer_is_refused_and_admitted_after_removal() {
     std::fs::write(&filter, format!("deny_peers = [\"{b_id}\"]\n{UNLIMITED}")).unwrap();
     let a = net.start_node("a", &["mainnet"], &["--filter", path_str(&filter)]);
     admit(&net, &a);
-    let b = run_node(&net, "b", b_data, b_id, &["mainnet"], &[]);
+    let b = net.run_node("b", b_data, b_id, &["mainnet"], &[]);
     admit(&net, &b);
 
     // B is a member in good standing: it routes the seednode, and the seednode tells both
