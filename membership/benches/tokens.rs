@@ -48,6 +48,7 @@ fn main() {
             seednode: seednode.public(),
             expires_at: now + 30 * day,
             allowed_roles: vec!["member".into(), "operator".into()],
+            allowed_rights: Vec::new(),
             max_lifetime: 7 * day,
         },
         now,

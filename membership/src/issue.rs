@@ -39,6 +39,16 @@ pub enum IssueError {
         /// The roles the delegation allows.
         allowed: Vec<String>,
     },
+    /// The requested right is not in the delegation.
+    #[error(
+        "right {right:?} is not delegated to this seednode (allowed: {allowed:?}); ask the anchor for a delegation with --rights {right}"
+    )]
+    RightNotDelegated {
+        /// The right asked for.
+        right: String,
+        /// The rights the delegation allows.
+        allowed: Vec<String>,
+    },
     /// The requested lifetime is longer than the delegation allows.
     #[error(
         "lifetime {requested_secs}s exceeds the delegated maximum of {max_secs}s; use a shorter --ttl"
@@ -79,6 +89,8 @@ pub struct DelegationRequest {
     pub expires_at: SystemTime,
     /// Roles the seednode may grant.
     pub allowed_roles: Vec<String>,
+    /// Explicit rights (e.g. `dht_put`) the seednode may grant; usually empty.
+    pub allowed_rights: Vec<String>,
     /// The longest membership the seednode may issue.
     pub max_lifetime: Duration,
 }
@@ -91,6 +103,7 @@ pub fn issue_delegation(
 ) -> Result<Vec<u8>, IssueError> {
     check_network(&request.network)?;
     check_roles(&request.allowed_roles)?;
+    check_rights(&request.allowed_rights)?;
     if request.expires_at <= now {
         return Err(IssueError::ExpiryInPast);
     }
@@ -100,6 +113,7 @@ pub fn issue_delegation(
         expires_at: request.expires_at,
         max_lifetime: request.max_lifetime,
         allowed_roles: request.allowed_roles.clone(),
+        allowed_rights: request.allowed_rights.clone(),
     };
     let token =
         delegation_builder(anchor.public().key_id(), &facts)?.build(&anchor.biscuit_keypair())?;
@@ -119,6 +133,8 @@ pub struct IssuedToken {
     pub subject: PeerId,
     /// Granted roles.
     pub roles: Vec<String>,
+    /// Granted explicit rights.
+    pub rights: Vec<String>,
     /// Issue time (whole seconds).
     pub issued_at: SystemTime,
     /// Expiry (whole seconds).
@@ -187,7 +203,29 @@ impl Issuer {
         lifetime: Duration,
         now: SystemTime,
     ) -> Result<IssuedToken, IssueError> {
+        self.issue_with_rights(subject, roles, &[], lifetime, now)
+    }
+
+    /// Issues a membership with explicit rights on top of its roles; each right must be one
+    /// the delegation allows.
+    pub fn issue_with_rights(
+        &self,
+        subject: &PeerId,
+        roles: &[String],
+        rights: &[String],
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedToken, IssueError> {
         check_roles(roles)?;
+        check_rights(rights)?;
+        for right in rights {
+            if !self.facts.allowed_rights.contains(right) {
+                return Err(IssueError::RightNotDelegated {
+                    right: right.clone(),
+                    allowed: self.facts.allowed_rights.clone(),
+                });
+            }
+        }
         for role in roles {
             if !self.facts.allowed_roles.contains(role) {
                 return Err(IssueError::RoleNotDelegated {
@@ -215,7 +253,10 @@ impl Issuer {
         let mut roles = roles.to_vec();
         roles.sort();
         roles.dedup();
-        let block = membership_block(subject, &roles, issued_at, expires_at)?;
+        let mut rights = rights.to_vec();
+        rights.sort();
+        rights.dedup();
+        let block = membership_block(subject, &roles, &rights, issued_at, expires_at)?;
         let request = self.delegation.third_party_request()?;
         let signed = request.create_block(&self.key.biscuit_private(), block)?;
         let token = self
@@ -233,6 +274,7 @@ impl Issuer {
             revocation_id,
             subject: *subject,
             roles,
+            rights,
             issued_at,
             expires_at,
         })
@@ -250,6 +292,16 @@ fn check_roles(roles: &[String]) -> Result<(), IssueError> {
         return Err(IssueError::RoleCount(roles.len()));
     }
     if let Some(bad) = roles.iter().find(|r| !valid_role(r)) {
+        return Err(IssueError::InvalidRole(bad.clone()));
+    }
+    Ok(())
+}
+
+fn check_rights(rights: &[String]) -> Result<(), IssueError> {
+    if rights.len() > MAX_ROLES {
+        return Err(IssueError::RoleCount(rights.len()));
+    }
+    if let Some(bad) = rights.iter().find(|r| !valid_role(r)) {
         return Err(IssueError::InvalidRole(bad.clone()));
     }
     Ok(())

@@ -85,6 +85,8 @@ pub struct DelegationFacts {
     pub max_lifetime: Duration,
     /// Roles the seednode may grant.
     pub allowed_roles: Vec<String>,
+    /// Explicit rights (e.g. `dht_put`) the seednode may grant, on top of roles.
+    pub allowed_rights: Vec<String>,
 }
 
 /// What a seednode granted a node, read from a membership block.
@@ -92,6 +94,7 @@ pub struct DelegationFacts {
 pub(crate) struct MembershipFacts {
     pub(crate) subject: PeerId,
     pub(crate) roles: Vec<String>,
+    pub(crate) rights: Vec<String>,
     pub(crate) issued_at: SystemTime,
     pub(crate) expires_at: SystemTime,
 }
@@ -139,6 +142,9 @@ pub(crate) fn delegation_builder(
     for role in &facts.allowed_roles {
         builder = builder.fact(fact!("allowed_role({role})", role = role.clone()))?;
     }
+    for right in &facts.allowed_rights {
+        builder = builder.fact(fact!("allowed_right({right})", right = right.clone()))?;
+    }
     Ok(builder)
 }
 
@@ -146,6 +152,7 @@ pub(crate) fn delegation_builder(
 pub(crate) fn membership_block(
     subject: &PeerId,
     roles: &[String],
+    rights: &[String],
     issued_at: SystemTime,
     expires_at: SystemTime,
 ) -> Result<BlockBuilder, biscuit_auth::error::Token> {
@@ -156,6 +163,9 @@ pub(crate) fn membership_block(
         .fact(fact!("expires({at})", at = to_seconds(expires_at)))?;
     for role in roles {
         block = block.fact(fact!("role({role})", role = role.clone()))?;
+    }
+    for right in rights {
+        block = block.fact(fact!("right({right})", right = right.clone()))?;
     }
     Ok(block)
 }
@@ -190,12 +200,15 @@ pub(crate) fn extract(
     let max_lifetime = u64::try_from(max_lifetime)
         .map(Duration::from_secs)
         .map_err(|_| ExtractError::Shape("max_lifetime"))?;
+    let allowed_rights: Vec<(String,)> =
+        authorizer.query_with_limits(rule!("data($r) <- allowed_right($r)"), limits.clone())?;
     let delegation = DelegationFacts {
         network,
         delegate,
         expires_at,
         max_lifetime,
         allowed_roles,
+        allowed_rights: sorted(allowed_rights),
     };
 
     let Some(issuer) = issuer else {
@@ -207,6 +220,10 @@ pub(crate) fn extract(
             "data($p, $i, $e, $r) <- node($p), issued($i), expires($e), role($r) trusting {key}",
             key = key
         ),
+        limits.clone(),
+    )?;
+    let rights: Vec<(String,)> = authorizer.query_with_limits(
+        rule!("data($r) <- right($r) trusting {key}", key = key),
         limits,
     )?;
     let ((subject, issued_at, expires_at), roles) =
@@ -218,6 +235,7 @@ pub(crate) fn extract(
         Some(MembershipFacts {
             subject,
             roles,
+            rights: sorted(rights),
             issued_at,
             expires_at,
         }),
@@ -245,4 +263,11 @@ fn single_with_roles<R, S: PartialEq>(
     roles.sort();
     roles.dedup();
     first.map(|f| (f, roles))
+}
+
+fn sorted(rows: Vec<(String,)>) -> Vec<String> {
+    let mut out: Vec<String> = rows.into_iter().map(|(r,)| r).collect();
+    out.sort();
+    out.dedup();
+    out
 }

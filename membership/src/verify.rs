@@ -228,6 +228,8 @@ pub struct Verdict {
     pub issuer: PublicKey,
     /// Granted roles, sorted.
     pub roles: Vec<String>,
+    /// Explicit rights granted on top of the roles (e.g. `dht_put`), sorted.
+    pub rights: Vec<String>,
     /// When it was issued.
     pub issued_at: SystemTime,
     /// When it stops being valid: the earlier of the membership and delegation expiries.
@@ -474,6 +476,7 @@ impl Verifier {
         }
         self.check_anchor_for_network(&biscuit, &delegation.network)?;
         check_roles(&membership.roles, &delegation.allowed_roles)?;
+        check_rights(&membership.rights, &delegation.allowed_rights)?;
         let lifetime = membership
             .expires_at
             .duration_since(membership.issued_at)
@@ -499,6 +502,7 @@ impl Verifier {
             subject: membership.subject,
             issuer: signer,
             roles: membership.roles,
+            rights: membership.rights,
             issued_at: membership.issued_at,
             expires_at: membership.expires_at.min(delegation.expires_at),
             token_id: id,
@@ -673,6 +677,22 @@ fn check_roles(roles: &[String], allowed: &[String]) -> Result<(), Refusal> {
         if !valid_role(role) || !allowed.contains(role) {
             return Err(Refusal::Policy {
                 detail: format!("role {role:?} is not delegated"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_rights(rights: &[String], allowed: &[String]) -> Result<(), Refusal> {
+    if rights.len() > MAX_ROLES {
+        return Err(Refusal::Policy {
+            detail: format!("a membership carries at most {MAX_ROLES} rights"),
+        });
+    }
+    for right in rights {
+        if !valid_role(right) || !allowed.contains(right) {
+            return Err(Refusal::Policy {
+                detail: format!("right {right:?} is not delegated"),
             });
         }
     }

@@ -78,6 +78,7 @@ fn expired_delegation_is_refused() {
             seednode: key(2).public(),
             expires_at: t0() + 2 * HOUR,
             allowed_roles: roles(&["member"]),
+            allowed_rights: Vec::new(),
             max_lifetime: DAY,
         },
     );
@@ -365,6 +366,7 @@ fn token_for_network_not_in_access_list_is_unknown_network() {
             seednode: key(2).public(),
             expires_at: t0() + 30 * DAY,
             allowed_roles: roles(&["member"]),
+            allowed_rights: Vec::new(),
             max_lifetime: DAY,
         },
     );
@@ -506,4 +508,59 @@ fn tokens_are_standard_biscuits_with_the_anchor_key_id() {
     let b64 = parsed.to_base64().unwrap();
     Biscuit::from_base64(&b64, net.anchor.public().to_biscuit()).unwrap();
     let _ = RevocationId(vec![]);
+}
+
+#[test]
+fn explicit_rights_are_carried_and_bounded_by_the_delegation() {
+    let net = Net::with_delegation(
+        "mainnet",
+        1,
+        2,
+        &DelegationRequest {
+            network: "mainnet".into(),
+            seednode: key(2).public(),
+            expires_at: t0() + 30 * DAY,
+            allowed_roles: roles(&["member"]),
+            allowed_rights: roles(&["dht_put"]),
+            max_lifetime: DAY,
+        },
+    );
+    let node = key(10).peer_id();
+    let issuer = net.issuer();
+    let token = issuer
+        .issue_with_rights(&node, &roles(&["member"]), &roles(&["dht_put"]), DAY, t0())
+        .unwrap();
+    assert_eq!(token.rights, roles(&["dht_put"]));
+    let verdict = net
+        .verifier()
+        .verify_membership(&token.bytes, &node, t0())
+        .unwrap();
+    assert_eq!(verdict.rights, roles(&["dht_put"]));
+    // A plain token carries no rights.
+    let plain = net
+        .verifier()
+        .verify_membership(&net.member(&node), &node, t0())
+        .unwrap();
+    assert!(plain.rights.is_empty());
+    // The issuer refuses a right the delegation does not allow...
+    let err = issuer
+        .issue_with_rights(&node, &roles(&["member"]), &roles(&["admin"]), DAY, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, IssueError::RightNotDelegated { ref right, .. } if right == "admin"),
+        "{err}"
+    );
+    // ... and so does the verifier when the seednode key signs one anyway.
+    let block = membership_block(&node, "member", DAY)
+        .fact(fact!("right({r})", r = "admin".to_string()))
+        .unwrap();
+    let forged = append_third_party(&net, &net.seednode, block);
+    let err = net
+        .verifier()
+        .verify_membership(&forged, &node, t0())
+        .unwrap_err();
+    assert!(
+        matches!(err, Refusal::Policy { ref detail } if detail.contains("right")),
+        "{err}"
+    );
 }

@@ -79,8 +79,15 @@ struct Proven {
     seednode: bool,
 }
 
-/// Roles a peer proved per network on one connection (kept beside [`Proven`], which is Copy).
-type ProvenRoles = BTreeMap<NetworkName, Vec<String>>;
+/// Roles and explicit rights a peer proved on one connection for one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Grants {
+    roles: Vec<String>,
+    rights: Vec<String>,
+}
+
+/// Grants per network on one connection (kept beside [`Proven`], which is Copy).
+type ProvenRoles = BTreeMap<NetworkName, Grants>;
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -101,7 +108,7 @@ struct Verified {
     connection: ConnectionId,
     channel: ResponseChannel<MembershipResponse>,
     results: Vec<NetworkResult>,
-    proven: Vec<(NetworkName, Proven, Vec<String>)>,
+    proven: Vec<(NetworkName, Proven, Grants)>,
     refusals: Vec<(NetworkName, ReasonCode, String)>,
     elapsed: Duration,
 }
@@ -882,7 +889,7 @@ impl EventLoop {
             self.metrics.rate_limited.inc();
             RpcResponse::error(RpcErrorCode::RateLimited)
         } else {
-            let (verified, roles) = match self.conns.get(&connection) {
+            let (verified, grants) = match self.conns.get(&connection) {
                 Some(c) => (
                     c.proven
                         .iter()
@@ -891,7 +898,7 @@ impl EventLoop {
                         .collect::<BTreeSet<_>>(),
                     c.roles.get(&network).cloned().unwrap_or_default(),
                 ),
-                None => (BTreeSet::new(), Vec::new()),
+                None => (BTreeSet::new(), Grants::default()),
             };
             let mut members: BTreeSet<PeerId> = self
                 .conns
@@ -916,8 +923,8 @@ impl EventLoop {
             let call = Call {
                 caller: peer,
                 verified: &verified,
-                roles: &roles,
-                rights: &[],
+                roles: &grants.roles,
+                rights: &grants.rights,
             };
             self.rpc.handle(request, &call, &local, SystemTime::now())
         };
@@ -1883,7 +1890,7 @@ fn evaluate_presentation(
     now: SystemTime,
 ) -> (
     Vec<NetworkResult>,
-    Vec<(NetworkName, Proven, Vec<String>)>,
+    Vec<(NetworkName, Proven, Grants)>,
     Vec<(NetworkName, ReasonCode, String)>,
 ) {
     let presented: BTreeSet<&NetworkName> = request.tokens.iter().map(|t| &t.network).collect();
@@ -1911,7 +1918,10 @@ fn evaluate_presentation(
                                     expires_at: v.expires_at,
                                     seednode: false,
                                 },
-                                v.roles,
+                                Grants {
+                                    roles: v.roles,
+                                    rights: v.rights,
+                                },
                             ))
                         } else {
                             Err(cordon_membership::Refusal::UnknownNetwork { network: v.network })
@@ -1927,7 +1937,7 @@ fn evaluate_presentation(
                                     expires_at: v.facts.expires_at,
                                     seednode: true,
                                 },
-                                Vec::new(),
+                                Grants::default(),
                             ))
                         } else {
                             Err(cordon_membership::Refusal::UnknownNetwork {
@@ -2020,6 +2030,7 @@ mod tests {
                     seednode: seednode.public(),
                     expires_at: now + 30 * day,
                     allowed_roles: vec!["member".into()],
+                    allowed_rights: Vec::new(),
                     max_lifetime: 7 * day,
                 },
                 now,

@@ -82,8 +82,11 @@ pub struct PolicyConfig {
     pub max_facts: u64,
     /// Datalog: most rule-application iterations during one evaluation. Default 32.
     pub max_iterations: u64,
-    /// Datalog: longest evaluation of one command for one role set. Default 5 ms. A decision that
-    /// hits a limit is a denial and is not memoized.
+    /// Datalog: longest evaluation of one command for one role set. Default 100 ms: the policy is
+    /// the operator's own file (callers supply only bounded role and right names), and facts and
+    /// iterations bound it tightly already; the time limit is a backstop that must not turn a
+    /// busy machine's slow first evaluation into a spurious denial. A decision that hits a limit
+    /// is a denial and is not memoized.
     pub max_time: Duration,
     /// Distinct (roles, rights) sets whose decisions are memoized; the oldest is forgotten first.
     /// Default 1024.
@@ -96,7 +99,7 @@ impl Default for PolicyConfig {
             max_source_bytes: 64 * 1024,
             max_facts: 1000,
             max_iterations: 32,
-            max_time: Duration::from_millis(5),
+            max_time: Duration::from_millis(100),
             cache_capacity: 1024,
         }
     }

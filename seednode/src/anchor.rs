@@ -66,6 +66,8 @@ pub struct Delegate<'a> {
     pub ttl: Duration,
     /// Roles the seednode may grant.
     pub roles: Vec<String>,
+    /// Explicit rights the seednode may grant on top of roles (e.g. `dht_put`).
+    pub rights: Vec<String>,
     /// Longest membership the seednode may issue.
     pub max_lifetime: Duration,
     /// Where to write the token (and `<out>.b64`).
@@ -105,6 +107,7 @@ pub fn delegate(args: &Delegate<'_>, now: SystemTime) -> anyhow::Result<Delegate
             seednode: args.seednode,
             expires_at,
             allowed_roles: args.roles.clone(),
+            allowed_rights: args.rights.clone(),
             max_lifetime: args.max_lifetime,
         },
         now,

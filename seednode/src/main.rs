@@ -62,6 +62,10 @@ enum Command {
         /// A role to grant (repeat for several). Default: the seednode's default roles (member).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
+        /// An explicit right to grant on top of the roles (e.g. dht_put; repeat for several).
+        /// The delegation must allow it (`seednode anchor delegate --rights`).
+        #[arg(long = "right", value_name = "RIGHT")]
+        rights: Vec<String>,
         /// Token lifetime (e.g. 30d, 12h). Default: the network's token_lifetime, capped by the
         /// delegation.
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
@@ -211,6 +215,10 @@ enum AnchorCommand {
         /// Roles the seednode may grant, comma separated.
         #[arg(long, value_delimiter = ',', default_value = "member")]
         roles: Vec<String>,
+        /// Explicit rights the seednode may grant on top of roles, comma separated
+        /// (e.g. dht_put); none by default.
+        #[arg(long, value_delimiter = ',')]
+        rights: Vec<String>,
         /// Longest membership the seednode may issue (e.g. 30d).
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         max_lifetime: Duration,
@@ -254,9 +262,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve {
             id,
             roles,
+            rights,
             ttl,
             client,
-        } => (OperatorCommand::Approve { id, roles, ttl }, client),
+        } => (
+            OperatorCommand::Approve {
+                id,
+                roles,
+                rights,
+                ttl,
+            },
+            client,
+        ),
         Command::Deny { id, reason, client } => (OperatorCommand::Deny { id, reason }, client),
         Command::Members { network, client } => (OperatorCommand::Members { network }, client),
         Command::Invite {
@@ -481,6 +498,7 @@ fn run_local(command: Command) -> anyhow::Result<()> {
             network,
             ttl,
             roles,
+            rights,
             max_lifetime,
             out,
             json,
@@ -492,6 +510,7 @@ fn run_local(command: Command) -> anyhow::Result<()> {
                     network: &network,
                     ttl,
                     roles,
+                    rights,
                     max_lifetime,
                     out: &out,
                 },

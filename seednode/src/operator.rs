@@ -45,6 +45,8 @@ pub enum OperatorCommand {
         id: i64,
         /// Roles to grant; empty means the daemon's default roles.
         roles: Vec<String>,
+        /// Explicit rights to grant on top of the roles (e.g. `dht_put`).
+        rights: Vec<String>,
         /// Token lifetime; `None` means the network's default.
         ttl: Option<Duration>,
     },
@@ -103,11 +105,19 @@ impl OperatorCommand {
                 put("cmd", json!("pending"));
                 put("network", json!(network));
             }
-            Self::Approve { id, roles, ttl } => {
+            Self::Approve {
+                id,
+                roles,
+                rights,
+                ttl,
+            } => {
                 put("cmd", json!("approve"));
                 put("id", json!(id));
                 if !roles.is_empty() {
                     put("roles", json!(roles));
+                }
+                if !rights.is_empty() {
+                    put("rights", json!(rights));
                 }
                 put("ttl_secs", json!(secs(ttl, "--ttl")?));
             }
@@ -571,6 +581,7 @@ mod tests {
         let cmd = OperatorCommand::Approve {
             id: 3,
             roles: vec![],
+            rights: vec![],
             ttl: None,
         };
         let out = cmd.render(&approved, NOW);
@@ -659,12 +670,14 @@ mod tests {
         let cmd = OperatorCommand::Approve {
             id: 5,
             roles: vec![],
+            rights: vec![],
             ttl: None,
         };
         assert_eq!(cmd.request().unwrap(), json!({"cmd": "approve", "id": 5}));
         let cmd = OperatorCommand::Approve {
             id: 5,
             roles: vec!["ops".into()],
+            rights: vec![],
             ttl: Some(Duration::from_secs(3600)),
         };
         assert_eq!(

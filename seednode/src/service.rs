@@ -399,7 +399,7 @@ impl SeedService {
             return pending(row.id);
         };
         let lifetime = served.clamp_lifetime(served.token_lifetime, now);
-        let issued = match issue(served, &peer, &roles, lifetime, now) {
+        let issued = match issue(served, &peer, &roles, &[], lifetime, now) {
             Ok(issued) => issued,
             Err(e) => {
                 // The request is committed; it waits for an operator instead.
@@ -645,7 +645,8 @@ impl SeedService {
             Some(secs) => Duration::from_secs(secs),
             None => served.clamp_lifetime(served.token_lifetime, now),
         };
-        let issued = issue(served, &peer, &roles, lifetime, now)
+        let rights = args.rights.unwrap_or_default();
+        let issued = issue(served, &peer, &roles, &rights, lifetime, now)
             .map_err(|e| format!("cannot issue a token for join request {}: {e}", args.id))?;
         let row = self
             .store
@@ -935,6 +936,7 @@ struct PendingArgs {
 struct ApproveArgs {
     id: i64,
     roles: Option<Vec<String>>,
+    rights: Option<Vec<String>>,
     ttl_secs: Option<u64>,
 }
 
@@ -972,7 +974,9 @@ struct RevokeArgs {
 fn usage(cmd: &str) -> &'static str {
     match cmd {
         "pending" => r#"{"cmd":"pending","network":"NAME"?}"#,
-        "approve" => r#"{"cmd":"approve","id":N,"roles":["ROLE",...]?,"ttl_secs":N?}"#,
+        "approve" => {
+            r#"{"cmd":"approve","id":N,"roles":["ROLE",...]?,"rights":["RIGHT",...]?,"ttl_secs":N?}"#
+        }
         "deny" => r#"{"cmd":"deny","id":N,"reason":"TEXT"?}"#,
         "members" => r#"{"cmd":"members","network":"NAME"?}"#,
         "invite" => r#"{"cmd":"invite","network":"NAME","uses":N?,"ttl_secs":N?}"#,
@@ -998,10 +1002,13 @@ fn issue(
     served: &Served,
     peer: &PeerId,
     roles: &[String],
+    rights: &[String],
     lifetime: Duration,
     now: SystemTime,
 ) -> Result<NewToken, IssueError> {
-    let issued = served.issuer.issue(peer, roles, lifetime, now)?;
+    let issued = served
+        .issuer
+        .issue_with_rights(peer, roles, rights, lifetime, now)?;
     Ok(NewToken {
         network: served.issuer.network().to_owned(),
         peer: peer.to_base58(),
@@ -1156,6 +1163,7 @@ mod tests {
                 seednode: seednode.public(),
                 expires_at: at(options.delegation_ttl),
                 allowed_roles: vec!["member".to_owned(), "ops".to_owned()],
+                allowed_rights: Vec::new(),
                 max_lifetime: Duration::from_secs(30 * DAY),
             },
             t0(),
@@ -1747,6 +1755,7 @@ mod tests {
                     seednode: seednode.public(),
                     expires_at: at(DAY),
                     allowed_roles: vec!["ops".to_owned()],
+                    allowed_rights: Vec::new(),
                     max_lifetime: Duration::from_secs(DAY),
                 },
                 t0(),

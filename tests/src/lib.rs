@@ -698,6 +698,8 @@ impl NetBuilder {
                     &name,
                     "--roles",
                     "member,operator",
+                    "--rights",
+                    "dht_put",
                     "--out",
                     path_str(&delegation),
                 ],

@@ -27,7 +27,7 @@ fn path_str(p: &Path) -> &str {
 
 /// Starts node `label` in `networks`, approves each of its join requests at the network's
 /// seednode (with `--role role` if given), and waits until it is a member everywhere.
-fn join(net: &Net, label: &str, networks: &[&str], role: Option<&str>, extra: &[&str]) -> Node {
+fn join(net: &Net, label: &str, networks: &[&str], grant: &[&str], extra: &[&str]) -> Node {
     let node = net.start_node(label, networks, extra);
     for network in networks {
         let seed = net.network(network);
@@ -40,9 +40,7 @@ fn join(net: &Net, label: &str, networks: &[&str], role: Option<&str>, extra: &[
             path_str(&seed.seed_data),
             "--json",
         ];
-        if let Some(role) = role {
-            args.extend(["--role", role]);
-        }
+        args.extend(grant);
         cli("seednode", &args).success();
     }
     for network in networks {
@@ -194,9 +192,9 @@ fn member_lacking_a_right_is_denied_while_operator_succeeds() {
         .network("mainnet", "approval")
         .build();
     let _seed = net.start_seednode("mainnet");
-    let a = join(&net, "a", &["mainnet"], None, &[]);
-    let o = join(&net, "o", &["mainnet"], Some("operator"), &[]);
-    let b = join(&net, "b", &["mainnet"], None, &[]);
+    let a = join(&net, "a", &["mainnet"], &[], &[]);
+    let o = join(&net, "o", &["mainnet"], &["--role", "operator"], &[]);
+    let b = join(&net, "b", &["mainnet"], &[], &[]);
     wait_routes(&a, &[&b, &o], "mainnet");
     wait_routes(&b, &[&a], "mainnet");
     wait_routes(&o, &[&a], "mainnet");
@@ -285,10 +283,10 @@ fn peers_lists_only_members_of_the_shared_network() {
     let main_seed = net.network("mainnet").seed_peer_id.clone();
     let test_seed = net.network("testnet").seed_peer_id.clone();
 
-    let both = join(&net, "both", &["mainnet", "testnet"], None, &[]);
-    let x = join(&net, "x", &["mainnet"], None, &[]);
-    let y = join(&net, "y", &["mainnet"], None, &[]);
-    let t = join(&net, "t", &["testnet"], None, &[]);
+    let both = join(&net, "both", &["mainnet", "testnet"], &[], &[]);
+    let x = join(&net, "x", &["mainnet"], &[], &[]);
+    let y = join(&net, "y", &["mainnet"], &[], &[]);
+    let t = join(&net, "t", &["testnet"], &[], &[]);
     // `both` knows members of each network, so a leak would show.
     wait_routes(&both, &[&x, &y], "mainnet");
     wait_routes(&both, &[&t], "testnet");
@@ -345,10 +343,10 @@ fn rate_limit_triggers_at_the_configured_rate_and_recovers() {
         &net,
         "a",
         &["mainnet"],
-        None,
+        &[],
         &["--limits", path_str(&limits)],
     );
-    let b = join(&net, "b", &["mainnet"], None, &[]);
+    let b = join(&net, "b", &["mainnet"], &[], &[]);
     // Both sides verified each other on a live connection before the burst, so every call
     // reaches A's limiter (no call is spent on connection setup).
     wait_routes(&a, &[&b], "mainnet");
@@ -402,4 +400,25 @@ fn rate_limit_triggers_at_the_configured_rate_and_recovers() {
             if r.ok { Ok(()) } else { Err(r.stderr) }
         },
     );
+}
+
+#[test]
+fn explicit_right_in_the_token_lets_a_member_store_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let a = join(&net, "a", &["mainnet"], &[], &[]);
+    // A plain member whose token carries the explicit right `dht_put` (the delegation allows it).
+    let w = join(&net, "w", &["mainnet"], &["--right", "dht_put"], &[]);
+    let b = join(&net, "b", &["mainnet"], &[], &[]);
+    wait_routes(&a, &[&w, &b], "mainnet");
+    wait_routes(&w, &[&a], "mainnet");
+    wait_routes(&b, &[&a], "mainnet");
+
+    call_refused(&b, &a, &["dht_put", "k", "from-b"], "denied");
+    call_ok(&w, &a, &["dht_put", "k", "from-w"]);
+    let got = call_ok(&b, &a, &["dht_get", "k"]);
+    assert!(shows_value(&got.stdout, "from-w"), "{}", got.stdout);
 }
