@@ -17,10 +17,11 @@ use cordon_membership::{RefusalCode, SecretKey, Verifier, VerifierConfig};
 use cordon_protocol::{
     Command, DenyReason, JoinMessage, JoinReply, JoinRequest, MembershipRequest,
     MembershipResponse, NetworkName, NetworkResult, Outcome, PresentedToken, ReasonCode,
-    RpcErrorCode, RpcRequest, RpcResponse, SignedRecord, TokenKind,
+    RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord, TokenKind,
 };
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::kad::store::RecordStore as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts};
@@ -252,6 +253,7 @@ pub async fn run(
         rpc_per_peer,
         rpc_per_command,
         calls_in_flight: HashMap::new(),
+        pending_gets: HashMap::new(),
         keypair: identity.libp2p_keypair(),
         record_seq: 0,
     };
@@ -305,6 +307,8 @@ struct EventLoop {
     rpc_per_peer: KeyedLimiter<PeerId>,
     rpc_per_command: KeyedLimiter<(PeerId, &'static str)>,
     calls_in_flight: HashMap<OutboundRequestId, tokio::sync::oneshot::Sender<Value>>,
+    /// `dht_get`s waiting for a Kademlia lookup, at most [`MAX_CALLS_IN_FLIGHT`].
+    pending_gets: HashMap<kad::QueryId, (ResponseChannel<RpcResponse>, NetworkName)>,
     keypair: libp2p::identity::Keypair,
     record_seq: u64,
 }
@@ -882,6 +886,14 @@ impl EventLoop {
     ) {
         let command = request.command.name();
         let network = request.network.clone();
+        let replicate = match &request.command {
+            Command::DhtPut { record } => Some(record.clone()),
+            _ => None,
+        };
+        let lookup = match &request.command {
+            Command::DhtGet { key } => Some(key.clone()),
+            _ => None,
+        };
         let now = Instant::now();
         let limited = self.rpc_per_peer.check(&peer, now).is_err()
             || self.rpc_per_command.check(&(peer, command), now).is_err();
@@ -952,6 +964,34 @@ impl EventLoop {
             event = event.reason(&outcome);
         }
         self.audit(event);
+        let slot = self.net_index(&network).map(|i| self.nets[i].slot);
+        match (&response, replicate, lookup, slot) {
+            // Stored here: replicate to the members closest to the key.
+            (RpcResponse::Ok(RpcResult::Stored), Some(record), _, Some(slot)) => {
+                let limits = cordon_protocol::Limits::default();
+                let max = limits.max_record_value_bytes * 2 + 1024;
+                if let Ok(value) = cordon_protocol::encode(&record, max)
+                    && let Some(kad) = self.swarm.behaviour_mut().kad(slot)
+                {
+                    let kad_record = kad::Record::new(record.key.clone(), value);
+                    let _ = kad.inner_mut().store_mut().put(kad_record.clone());
+                    if let Err(e) = kad.inner_mut().put_record(kad_record, kad::Quorum::One) {
+                        tracing::debug!(network = %network, error = ?e, "record not replicated");
+                    }
+                }
+            }
+            // Not here: ask the network, answer when the lookup ends.
+            (RpcResponse::Ok(RpcResult::Record { record: None }), _, Some(key), Some(slot))
+                if self.pending_gets.len() < MAX_CALLS_IN_FLIGHT =>
+            {
+                if let Some(kad) = self.swarm.behaviour_mut().kad(slot) {
+                    let id = kad.inner_mut().get_record(kad::RecordKey::new(&key));
+                    self.pending_gets.insert(id, (channel, network));
+                    return;
+                }
+            }
+            _ => {}
+        }
         let _ = self
             .swarm
             .behaviour_mut()
@@ -1141,6 +1181,28 @@ impl EventLoop {
     }
 
     fn on_kad_event(&mut self, slot: usize, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => {
+                self.on_replicated_record(slot, source, record);
+                return;
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                ..
+            } => {
+                self.on_record_lookup(slot, id, result);
+                return;
+            }
+            _ => {}
+        }
         if let kad::Event::OutboundQueryProgressed {
             result: kad::QueryResult::GetClosestPeers(Ok(ok)),
             ..
@@ -1169,6 +1231,88 @@ impl EventLoop {
                 self.dial(info.peer_id, addrs, &network);
             }
         }
+    }
+
+    /// A member replicated a signed record to us through Kademlia: keep it only if it verifies
+    /// (signature, size, ownership, no replay); only members can reach this (the gate).
+    fn on_replicated_record(&mut self, slot: usize, source: PeerId, record: kad::Record) {
+        let Some(network) = self
+            .nets
+            .iter()
+            .find(|n| n.slot == slot)
+            .map(|n| n.name.clone())
+        else {
+            return;
+        };
+        let limits = cordon_protocol::Limits::default();
+        let signed = match cordon_protocol::decode::<SignedRecord>(
+            &record.value,
+            limits.max_record_value_bytes * 2 + 1024,
+            &limits,
+        ) {
+            Ok(signed) if signed.key == record.key.to_vec() => signed,
+            _ => {
+                tracing::warn!(peer = %source, network = %network, reason = "malformed", "replicated record refused");
+                return;
+            }
+        };
+        // The source proved this network's membership to open the gate; it vouches for the
+        // publisher's membership, which we may not be able to check ourselves.
+        match self
+            .rpc
+            .store_mut()
+            .put(signed, &network, |_| true, SystemTime::now())
+        {
+            Ok(()) => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad(slot) {
+                    let _ = kad.inner_mut().store_mut().put(record);
+                }
+            }
+            Err(code) => {
+                tracing::warn!(peer = %source, network = %network, reason = %code, "replicated record refused");
+                self.audit(
+                    AuditEvent::new(AuditKind::CommandDenied)
+                        .peer(source)
+                        .network(&network)
+                        .command("dht_replicate")
+                        .reason(code),
+                );
+            }
+        }
+    }
+
+    /// A `dht_get` that missed locally, answered from the network's Kademlia.
+    fn on_record_lookup(
+        &mut self,
+        slot: usize,
+        id: kad::QueryId,
+        result: Result<kad::GetRecordOk, kad::GetRecordError>,
+    ) {
+        let Some((channel, network)) = self.pending_gets.remove(&id) else {
+            return;
+        };
+        let limits = cordon_protocol::Limits::default();
+        let found = match result {
+            Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
+                if let Some(kad) = self.swarm.behaviour_mut().kad(slot)
+                    && let Some(mut query) = kad.inner_mut().query_mut(&id)
+                {
+                    query.finish();
+                }
+                cordon_protocol::decode::<SignedRecord>(
+                    &peer_record.record.value,
+                    limits.max_record_value_bytes * 2 + 1024,
+                    &limits,
+                )
+                .ok()
+                .filter(|r| r.verify(&network).is_ok())
+            }
+            _ => None,
+        };
+        let _ = self.swarm.behaviour_mut().rpc.inner_mut().send_response(
+            channel,
+            RpcResponse::Ok(RpcResult::Record { record: found }),
+        );
     }
 
     fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, network: &NetworkName) {

@@ -78,6 +78,9 @@ fn network_kad(local: libp2p::PeerId, network: &NetworkName, limits: &NodeLimits
     cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
     cfg.set_max_packet_size(limits.max_kad_packet_bytes);
     cfg.set_periodic_bootstrap_interval(None);
+    // Records arriving by PUT_VALUE are handed to the event loop, which keeps only those that
+    // verify (signature, ownership, no replay); kad stores nothing by itself.
+    cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
     cfg.set_query_timeout(limits.request_timeout);
     if let Some(k) = NonZeroUsize::new(20) {
         cfg.set_replication_factor(k);

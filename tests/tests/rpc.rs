@@ -422,3 +422,34 @@ fn explicit_right_in_the_token_lets_a_member_store_a_record() {
     let got = call_ok(&b, &a, &["dht_get", "k"]);
     assert!(shows_value(&got.stdout, "from-w"), "{}", got.stdout);
 }
+
+#[test]
+fn a_record_stored_on_one_member_is_read_through_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let a = join(&net, "a", &["mainnet"], &[], &[]);
+    let c = join(&net, "c", &["mainnet"], &[], &[]);
+    let w = join(&net, "w", &["mainnet"], &["--right", "dht_put"], &[]);
+    wait_routes(&a, &[&c, &w], "mainnet");
+    wait_routes(&c, &[&a, &w], "mainnet");
+    wait_routes(&w, &[&a, &c], "mainnet");
+
+    // C has never been called with this key: the miss is answered as such.
+    let miss = call_ok(&w, &c, &["dht_get", "shared-key"]);
+    let miss: Value = serde_json::from_str(&miss.stdout).unwrap();
+    assert!(miss["record"]["record"].is_null(), "{miss}");
+
+    // W stores the record on A; A replicates it through mainnet's Kademlia, so C answers it.
+    call_ok(&w, &a, &["dht_put", "shared-key", "replicated-value"]);
+    wait_until(JOIN, "C to answer the record stored on A", || {
+        let got = call_ok(&w, &c, &["dht_get", "shared-key"]);
+        if shows_value(&got.stdout, "replicated-value") {
+            Ok(())
+        } else {
+            Err(got.stdout)
+        }
+    });
+}
