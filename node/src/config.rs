@@ -18,7 +18,10 @@ pub struct NodeLimits {
     pub auth_timeout: Duration,
     /// Established connections in total. Default 512.
     pub max_connections: u32,
-    /// Established connections per peer. Default 4.
+    /// Established connections per peer. Default 1: memberships are verified per connection
+    /// and request-response spreads requests over a peer's connections, so a second connection
+    /// (from a simultaneous dial) could carry a presentation meant for the first; the limit
+    /// refuses the duplicate at establishment instead.
     pub max_connections_per_peer: u32,
     /// Incoming connections still in the handshake. Default 64.
     pub max_pending_incoming: u32,
@@ -51,7 +54,7 @@ impl Default for NodeLimits {
         Self {
             auth_timeout: Duration::from_secs(10),
             max_connections: 512,
-            max_connections_per_peer: 4,
+            max_connections_per_peer: 1,
             max_pending_incoming: 64,
             max_streams_per_protocol: 16,
             max_pending_verifications: 64,

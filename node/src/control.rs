@@ -71,7 +71,7 @@ pub struct ControlLimits {
     /// Default: 16.
     pub max_clients: usize,
     /// Time a client has to send its request plus the time the event loop has to answer it.
-    /// Default: 10 s.
+    /// Default: 30 s (a `node call` may wait for a remote answer and a Kademlia lookup).
     pub request_timeout: Duration,
     /// Capacity of the channel to the event loop; see [`ControlLimits::channel`]. Default: 32.
     pub queue: usize,
@@ -82,7 +82,7 @@ impl Default for ControlLimits {
         Self {
             max_request_bytes: 65_536,
             max_clients: 16,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             queue: 32,
         }
     }

@@ -44,6 +44,19 @@ use crate::swarm::{Behaviour, BehaviourEvent};
 /// `node call`s waiting for their answer at once.
 const MAX_CALLS_IN_FLIGHT: usize = 64;
 
+/// Times a `node call` is sent again when the peer does not accept rpc on the connection yet
+/// (its gate opens a moment after it verified us), one housekeeping tick apart.
+const CALL_ATTEMPTS: u8 = 5;
+
+/// A `node call` waiting for its answer.
+#[derive(Debug)]
+struct PendingCall {
+    reply: tokio::sync::oneshot::Sender<Value>,
+    peer: PeerId,
+    request: RpcRequest,
+    attempts: u8,
+}
+
 /// Peers whose dial intent is remembered before stale entries are dropped.
 const MAX_DIAL_INTENTS: usize = 4096;
 
@@ -253,6 +266,7 @@ pub async fn run(
         rpc_per_peer,
         rpc_per_command,
         calls_in_flight: HashMap::new(),
+        calls_to_retry: Vec::new(),
         pending_gets: HashMap::new(),
         keypair: identity.libp2p_keypair(),
         record_seq: 0,
@@ -306,7 +320,9 @@ struct EventLoop {
     rpc: Handler,
     rpc_per_peer: KeyedLimiter<PeerId>,
     rpc_per_command: KeyedLimiter<(PeerId, &'static str)>,
-    calls_in_flight: HashMap<OutboundRequestId, tokio::sync::oneshot::Sender<Value>>,
+    calls_in_flight: HashMap<OutboundRequestId, PendingCall>,
+    /// Calls refused because the peer's gate had not opened yet, re-sent on the next tick.
+    calls_to_retry: Vec<PendingCall>,
     /// `dht_get`s waiting for a Kademlia lookup, at most [`MAX_CALLS_IN_FLIGHT`].
     pending_gets: HashMap<kad::QueryId, (ResponseChannel<RpcResponse>, NetworkName)>,
     keypair: libp2p::identity::Keypair,
@@ -1004,23 +1020,33 @@ impl EventLoop {
     fn start_call(&mut self, request: &Value, reply: tokio::sync::oneshot::Sender<Value>) {
         match self.build_call(request) {
             Ok((peer, rpc)) => {
-                if self.calls_in_flight.len() >= MAX_CALLS_IN_FLIGHT {
+                if self.calls_in_flight.len() + self.calls_to_retry.len() >= MAX_CALLS_IN_FLIGHT {
                     let _ = reply
                         .send(json!({"ok": false, "error": "too many calls in flight; try again"}));
                     return;
                 }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .rpc
-                    .inner_mut()
-                    .send_request(&peer, rpc);
-                self.calls_in_flight.insert(id, reply);
+                self.send_call(PendingCall {
+                    reply,
+                    peer,
+                    request: rpc,
+                    attempts: 0,
+                });
             }
             Err(error) => {
                 let _ = reply.send(json!({ "ok": false, "error": error }));
             }
         }
+    }
+
+    fn send_call(&mut self, mut call: PendingCall) {
+        call.attempts += 1;
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .inner_mut()
+            .send_request(&call.peer, call.request.clone());
+        self.calls_in_flight.insert(id, call);
     }
 
     fn build_call(&mut self, request: &Value) -> Result<(PeerId, RpcRequest), String> {
@@ -1105,7 +1131,7 @@ impl EventLoop {
                     },
                 ..
             } => {
-                if let Some(reply) = self.calls_in_flight.remove(&request_id) {
+                if let Some(PendingCall { reply, .. }) = self.calls_in_flight.remove(&request_id) {
                     let answer = match response {
                         RpcResponse::Ok(result) => json!({
                             "ok": true,
@@ -1125,11 +1151,22 @@ impl EventLoop {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                if let Some(reply) = self.calls_in_flight.remove(&request_id) {
-                    let _ = reply.send(json!({
-                        "ok": false,
-                        "error": format!("the call failed: {error} (the peer refuses rpc until it has verified our membership)"),
-                    }));
+                if let Some(call) = self.calls_in_flight.remove(&request_id) {
+                    // The peer's gate was not open yet, or the connection went away: both pass.
+                    let not_yet = matches!(
+                        error,
+                        request_response::OutboundFailure::UnsupportedProtocols
+                            | request_response::OutboundFailure::ConnectionClosed
+                            | request_response::OutboundFailure::DialFailure
+                    );
+                    if not_yet && call.attempts < CALL_ATTEMPTS {
+                        self.calls_to_retry.push(call);
+                    } else {
+                        let _ = call.reply.send(json!({
+                            "ok": false,
+                            "error": format!("the call failed: {error} (a peer refuses rpc until it has verified our membership)"),
+                        }));
+                    }
                 }
             }
             _ => {}
@@ -1649,6 +1686,9 @@ impl EventLoop {
 
     /// Closes connections that did not authenticate in time and drops expired memberships.
     fn housekeeping(&mut self) {
+        for call in std::mem::take(&mut self.calls_to_retry) {
+            self.send_call(call);
+        }
         let lifted = self
             .swarm
             .behaviour_mut()
