@@ -1,8 +1,9 @@
 //! Cordon membership: trust anchors, delegation, membership tokens and their offline
 //! verification.
 //!
-//! This crate owns the cryptographic heart of Cordon and nothing else: no sockets, no async
-//! runtime, no clock (every time-dependent call takes `now`). The swarm drives it.
+//! This crate owns the cryptographic heart of Cordon and the membership session machine built on
+//! it ([`session`]): no sockets, no async runtime, no clock (every time-dependent call takes
+//! `now`). The node's libp2p adapter drives it.
 //!
 //! Invariants:
 //! - Keys are Ed25519 only (biscuit's P-256 path accepts malleated signatures, which would give a
@@ -20,6 +21,7 @@
 pub mod issue;
 pub mod keys;
 pub mod revocation;
+pub mod session;
 pub mod token;
 pub mod trust;
 pub mod verify;
@@ -28,6 +30,7 @@ pub use issue::{DelegationRequest, IssueError, IssuedToken, Issuer, issue_delega
 pub use keys::{KeyError, PublicKey, SecretKey};
 pub use libp2p_identity::PeerId;
 pub use revocation::{RevocationId, RevocationSet};
+pub use session::{Action, Proof, ProofKind, SessionConfig, Sessions};
 pub use token::{DelegationFacts, TokenId};
 pub use trust::{AccessList, AccessListError, NetworkTrust};
 pub use verify::{DelegationVerdict, Refusal, RefusalCode, Verdict, Verifier, VerifierConfig};

@@ -10,7 +10,7 @@
 //! block makes the block count wrong.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::{AuthorizerLimits, Biscuit};
@@ -299,13 +299,14 @@ impl VerifyCache {
 
 /// The offline verifier: an access list, a revocation set and a verdict cache.
 ///
-/// Sans-IO: callers pass `now`. Verification takes `&self` (the cache is behind a mutex) so one
-/// verifier can serve a pool of workers.
+/// Sans-IO: callers pass `now`. Verification takes `&self` (the cache is behind a mutex, the
+/// revocation set behind a read-write lock) so one verifier can serve a pool of workers while
+/// its owner revokes through a shared reference.
 #[derive(Debug)]
 pub struct Verifier {
     config: VerifierConfig,
     access: AccessList,
-    revocations: RevocationSet,
+    revocations: RwLock<RevocationSet>,
     cache: Mutex<VerifyCache>,
 }
 
@@ -315,7 +316,7 @@ impl Verifier {
         Self {
             config,
             access,
-            revocations: RevocationSet::new(),
+            revocations: RwLock::new(RevocationSet::new()),
             cache: Mutex::new(VerifyCache::default()),
         }
     }
@@ -336,14 +337,42 @@ impl Verifier {
         self.cache_mut().clear();
     }
 
-    /// The revocation set.
-    pub fn revocations(&self) -> &RevocationSet {
-        &self.revocations
+    /// A copy of the revocation set.
+    pub fn revocations(&self) -> RevocationSet {
+        self.read_revocations(Clone::clone)
     }
 
-    /// Mutable access to the revocation set; cached verdicts are invalidated by its version.
-    pub fn revocations_mut(&mut self) -> &mut RevocationSet {
-        &mut self.revocations
+    /// The revocation set's version (cached verdicts are valid for one version).
+    pub fn revocation_version(&self) -> u64 {
+        self.read_revocations(RevocationSet::version)
+    }
+
+    /// Revokes `ids`; returns how many were new. Cached verdicts are invalidated by the new
+    /// version, and every later verification refuses tokens carrying one of them.
+    pub fn revoke(&self, ids: impl IntoIterator<Item = RevocationId>) -> usize {
+        let mut set = match self.revocations.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        ids.into_iter().filter(|id| set.insert(id.clone())).count()
+    }
+
+    /// Replaces the revocation set with a newer version; an older or equal one is ignored.
+    /// Returns whether it changed.
+    pub fn update_revocations(&self, newer: RevocationSet) -> bool {
+        let mut set = match self.revocations.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        set.update(newer)
+    }
+
+    fn read_revocations<T>(&self, f: impl FnOnce(&RevocationSet) -> T) -> T {
+        let set = match self.revocations.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&set)
     }
 
     fn cache_mut(&mut self) -> &mut VerifyCache {
@@ -371,7 +400,7 @@ impl Verifier {
     ) -> Result<Verdict, Refusal> {
         self.check_size(token)?;
         let id = TokenId::of(token);
-        let version = self.revocations.version();
+        let version = self.revocation_version();
         let cached = self.with_cache(|c| {
             c.get(&id, version)
                 .map(|e| (e.verdict.clone(), e.delegation_expires_at))
@@ -622,12 +651,12 @@ impl Verifier {
 
     fn check_revocation(&self, biscuit: &Biscuit) -> Result<Vec<RevocationId>, Refusal> {
         let ids = biscuit.revocation_identifiers();
-        for id in &ids {
-            if self.revocations.contains(id) {
-                return Err(Refusal::Revoked {
-                    id: RevocationId(id.clone()),
-                });
-            }
+        if let Some(id) =
+            self.read_revocations(|set| ids.iter().find(|id| set.contains(id)).cloned())
+        {
+            return Err(Refusal::Revoked {
+                id: RevocationId(id),
+            });
         }
         Ok(ids.into_iter().map(RevocationId).collect())
     }

@@ -282,13 +282,11 @@ fn revoked_membership_id_is_refused_even_when_cached() {
         .issuer()
         .issue(&node, &roles(&["member"]), DAY, t0())
         .unwrap();
-    let mut verifier = net.verifier();
+    let verifier = net.verifier();
     verifier
         .verify_membership(&issued.bytes, &node, t0())
         .unwrap();
-    verifier
-        .revocations_mut()
-        .insert(issued.revocation_id.clone());
+    verifier.revoke([issued.revocation_id.clone()]);
     let err = verifier
         .verify_membership(&issued.bytes, &node, t0())
         .unwrap_err();
@@ -310,12 +308,12 @@ fn revoked_delegation_id_refuses_every_token_of_that_seednode() {
     let a = key(10).peer_id();
     let b = key(11).peer_id();
     let (ta, tb) = (net.member(&a), net.member(&b));
-    let mut verifier = net.verifier();
+    let verifier = net.verifier();
     let delegation_id = verifier
         .verify_delegation(&net.delegation, &net.seednode.peer_id(), t0())
         .unwrap()
         .revocation_id;
-    verifier.revocations_mut().insert(delegation_id);
+    verifier.revoke([delegation_id]);
     for (token, peer) in [(&ta, &a), (&tb, &b)] {
         let err = verifier.verify_membership(token, peer, t0()).unwrap_err();
         assert_eq!(err.code(), RefusalCode::Revoked, "{err}");

@@ -1,0 +1,1365 @@
+//! The membership session machine: which peer proved which network on which connection, with
+//! which token, until when; what this process presents to whom; when a connection has had long
+//! enough to prove itself.
+//!
+//! Sans-IO in the manner of quinn-proto: [`Sessions`] owns no socket, no task and no clock. The
+//! driver hands it inputs (`handle_*`, [`Sessions::revoke`], [`Sessions::set_membership`]) with
+//! the current time, takes the resulting [`Action`]s from [`Sessions::poll_action`], and calls
+//! [`Sessions::handle_timeout`] once the instant named by [`Sessions::poll_timeout`] has passed.
+//! Token verification itself is CPU work the driver runs elsewhere (a bounded worker pool): the
+//! machine asks for it with [`Action::Verify`] and takes the verdicts back with
+//! [`Sessions::handle_verdicts`]; [`verify_token`] is what a worker runs.
+//!
+//! # Invariants
+//! - A network's gate on a connection is open exactly while that connection holds an unexpired,
+//!   unrevoked proof of the network; the rpc gate is open exactly while it holds any proof.
+//! - `strict` holds across everything a peer presented on a connection, not per message: once a
+//!   peer has named two networks on a connection, every strict network it proved there is
+//!   withdrawn and later presentations of one are refused with `strict_network`.
+//! - A peer's routing entry in a network lives from its first proof until the latest expiry it
+//!   proved, whether or not it stays connected, and ends early on revocation or a strict
+//!   violation. Entries per network are capped ([`SessionConfig::max_routes_per_network`]).
+//! - A connection without any proof is closed when its auth deadline passes; a connection whose
+//!   last proof ends gets a fresh deadline to present a renewed token.
+//! - This process presents a network's membership only on connections it dialed for that network
+//!   or on which the peer proved that network first, so memberships do not leak across networks.
+//!   A seednode also presents its delegations, once, on every connection.
+//! - A verdict computed before a [`Sessions::revoke`] is checked against the revoked ids again
+//!   when it arrives, so a verification in flight cannot admit a revoked token.
+//!
+//! # Design choices
+//! - One clock, wall time (`SystemTime`): token expiries are wall-clock by nature, and one time
+//!   base keeps tests deterministic. A backwards clock jump only lengthens an auth deadline;
+//!   connection limits bound what that can cost.
+//! - Deadlines live in one ordered timer set, so [`Sessions::poll_timeout`] and
+//!   [`Sessions::handle_timeout`] cost O(log n) per timer, not a scan of every connection.
+//! - Generic over the connection id so tests use plain integers; the node uses libp2p's
+//!   `ConnectionId`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::hash::Hash;
+use std::time::{Duration, SystemTime};
+
+use cordon_protocol::{
+    MembershipRequest, MembershipResponse, NetworkName, NetworkResult, Outcome, PresentedToken,
+    ReasonCode, TokenKind,
+};
+use libp2p_identity::PeerId;
+
+use crate::revocation::RevocationId;
+use crate::token::TokenId;
+use crate::verify::{RefusalCode, Verifier};
+
+/// Default for [`SessionConfig::auth_timeout`].
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`SessionConfig::max_routes_per_network`]: Kademlia's own table capacity
+/// (256 buckets of 20).
+pub const DEFAULT_MAX_ROUTES_PER_NETWORK: usize = 5120;
+/// Default for [`SessionConfig::max_dial_intents`].
+pub const DEFAULT_MAX_DIAL_INTENTS: usize = 4096;
+
+/// Bounds and timeouts of the session machine.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How long a connection may stay without any verified proof before it is closed, and how
+    /// long a connection whose last proof ended has to present a new one. Default 10 s.
+    pub auth_timeout: Duration,
+    /// Most peers routed per network; a proven peer beyond it is served but not routed.
+    /// Default 5,120.
+    pub max_routes_per_network: usize,
+    /// Most peers whose dial intent (the networks we dialed them for) is remembered. Intents of
+    /// peers without a live connection are dropped first. Default 4,096.
+    pub max_dial_intents: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            max_routes_per_network: DEFAULT_MAX_ROUTES_PER_NETWORK,
+            max_dial_intents: DEFAULT_MAX_DIAL_INTENTS,
+        }
+    }
+}
+
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// We dialed the peer.
+    Dialer,
+    /// The peer dialed us.
+    Listener,
+}
+
+/// Names one inbound presentation while its tokens are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PresentationId(u64);
+
+impl fmt::Display for PresentationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "presentation {}", self.0)
+    }
+}
+
+/// What a verified token made of its presenter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofKind {
+    /// A member of the network (membership token).
+    Member,
+    /// A seednode of the network (delegation from the network's anchor).
+    Seednode,
+}
+
+/// A verified membership (or seednode delegation) of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// The network proven.
+    pub network: NetworkName,
+    /// Member or seednode.
+    pub kind: ProofKind,
+    /// The seednode that issued a membership; `None` for a delegation (the anchor signed it).
+    pub issuer: Option<PeerId>,
+    /// Digest of the presented token.
+    pub token: TokenId,
+    /// The token's revocation ids (delegation first).
+    pub revocation_ids: Vec<RevocationId>,
+    /// Granted roles (empty for a seednode).
+    pub roles: Vec<String>,
+    /// Explicit rights on top of the roles.
+    pub rights: Vec<String>,
+    /// When the proof ends.
+    pub expires_at: SystemTime,
+}
+
+impl Proof {
+    fn revoked_by(&self, ids: &BTreeSet<RevocationId>) -> bool {
+        self.revocation_ids.iter().any(|id| ids.contains(id))
+    }
+}
+
+/// Why a token did not prove its network: the stable code for the wire and the local detail for
+/// logs and the audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable reason code.
+    pub reason: ReasonCode,
+    /// Local detail; never sent.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection with its detail.
+    pub fn new(reason: ReasonCode, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A verifier refusal code as a wire reason code.
+pub fn reason_code(code: RefusalCode) -> ReasonCode {
+    match code {
+        RefusalCode::Expired => ReasonCode::Expired,
+        RefusalCode::Revoked => ReasonCode::Revoked,
+        RefusalCode::WrongSubject => ReasonCode::WrongSubject,
+        RefusalCode::UnknownNetwork => ReasonCode::UnknownNetwork,
+        RefusalCode::BadSignature => ReasonCode::BadSignature,
+        RefusalCode::Malformed => ReasonCode::Malformed,
+        RefusalCode::Policy => ReasonCode::Policy,
+    }
+}
+
+/// Verifies one presented token for `presenter`, the Noise-authenticated peer: what a
+/// verification worker runs for each token of an [`Action::Verify`]. A token that verifies for
+/// another network than the one it is labelled with is refused as `unknown_network`.
+pub fn verify_token(
+    verifier: &Verifier,
+    presenter: &PeerId,
+    presented: &PresentedToken,
+    now: SystemTime,
+) -> Result<Proof, Rejection> {
+    let refused = |e: crate::verify::Refusal| Rejection::new(reason_code(e.code()), e.to_string());
+    let mislabelled = |actual: &str| {
+        Rejection::new(
+            ReasonCode::UnknownNetwork,
+            format!(
+                "token of network {actual:?} presented as {}",
+                presented.network
+            ),
+        )
+    };
+    match presented.kind {
+        TokenKind::Membership => {
+            let v = verifier
+                .verify_membership(&presented.token, presenter, now)
+                .map_err(refused)?;
+            if v.network != presented.network.as_str() {
+                return Err(mislabelled(&v.network));
+            }
+            Ok(Proof {
+                network: presented.network.clone(),
+                kind: ProofKind::Member,
+                issuer: Some(v.issuer.peer_id()),
+                token: v.token_id,
+                revocation_ids: v.revocation_ids,
+                roles: v.roles,
+                rights: v.rights,
+                expires_at: v.expires_at,
+            })
+        }
+        TokenKind::Delegation => {
+            let v = verifier
+                .verify_delegation(&presented.token, presenter, now)
+                .map_err(refused)?;
+            if v.facts.network != presented.network.as_str() {
+                return Err(mislabelled(&v.facts.network));
+            }
+            Ok(Proof {
+                network: presented.network.clone(),
+                kind: ProofKind::Seednode,
+                issuer: None,
+                token: v.token_id,
+                revocation_ids: vec![v.revocation_id],
+                roles: Vec::new(),
+                rights: Vec::new(),
+                expires_at: v.facts.expires_at,
+            })
+        }
+    }
+}
+
+/// A gate the driver opens or closes on one connection.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gate {
+    /// The network's Kademlia.
+    Network(NetworkName),
+    /// Remote commands: open while the connection proved any network.
+    Rpc,
+}
+
+/// Why a proof ended before its connection did, or a routing entry left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The membership's validity ended.
+    Expired,
+    /// One of its revocation ids was revoked.
+    Revoked,
+    /// The peer presented another network on a connection where it proved a strict network.
+    StrictNetwork,
+}
+
+impl EndReason {
+    /// The stable reason string (logs, audit).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::StrictNetwork => "strict_network",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the machine asks to close a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Nothing verified before the auth deadline.
+    AuthTimeout,
+    /// The peer proved something with a token that is now revoked.
+    Revoked,
+}
+
+impl CloseReason {
+    /// The stable reason string (logs, audit).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthTimeout => "auth_timeout",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One network refused in a presentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The network the token was labelled with; `None` when the presentation was undecodable.
+    pub network: Option<NetworkName>,
+    /// Why.
+    pub rejection: Rejection,
+}
+
+/// What the driver must do, in order.
+// Actions are short-lived queue entries; boxing the proof would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action<C> {
+    /// Send our tokens to the peer on `/cordon/membership/1`.
+    Present {
+        /// The peer.
+        peer: PeerId,
+        /// The connection they are for.
+        connection: C,
+        /// The tokens.
+        request: MembershipRequest,
+    },
+    /// Verify these tokens (in order) for `peer`, then call [`Sessions::handle_verdicts`].
+    Verify {
+        /// The presentation they came in.
+        id: PresentationId,
+        /// The presenter (Noise-authenticated).
+        peer: PeerId,
+        /// Its connection.
+        connection: C,
+        /// The tokens to verify.
+        tokens: Vec<PresentedToken>,
+    },
+    /// Answer the presentation.
+    Respond {
+        /// The presentation.
+        id: PresentationId,
+        /// Its connection.
+        connection: C,
+        /// The answer.
+        response: MembershipResponse,
+    },
+    /// Open a gate on a connection.
+    OpenGate {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// Which gate.
+        gate: Gate,
+    },
+    /// Close a gate on a connection.
+    CloseGate {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// Which gate.
+        gate: Gate,
+    },
+    /// Put a proven peer into the network's routing table.
+    AddRoute {
+        /// The peer.
+        peer: PeerId,
+        /// The network.
+        network: NetworkName,
+    },
+    /// Take a peer out of the network's routing table.
+    RemoveRoute {
+        /// The peer.
+        peer: PeerId,
+        /// The network.
+        network: NetworkName,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Close the connection.
+    CloseConnection {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A network was proven on a connection (audit, metrics; a seednode proof lets a node ask
+    /// to join).
+    Verified {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// What it proved.
+        proof: Proof,
+    },
+    /// A presentation refused one or more networks; one action per presentation, so a failed
+    /// presentation counts once towards bans.
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// The refused networks.
+        refused: Vec<Refused>,
+    },
+    /// A proof ended on a live connection.
+    Ended {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: C,
+        /// The network.
+        network: NetworkName,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// The networks a peer named on one connection, as far as `strict` needs to know.
+#[derive(Debug, Clone, Default)]
+struct Named {
+    first: Option<NetworkName>,
+    several: bool,
+}
+
+impl Named {
+    fn note(&mut self, network: &NetworkName) {
+        match &self.first {
+            None => self.first = Some(network.clone()),
+            Some(first) if first != network => self.several = true,
+            Some(_) => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Connection {
+    peer: PeerId,
+    endpoint: Endpoint,
+    /// Set while the connection holds no proof.
+    auth_deadline: Option<SystemTime>,
+    /// Asked to close; no further actions for it.
+    closing: bool,
+    named: Named,
+    /// Networks whose token we presented here.
+    presented: BTreeSet<NetworkName>,
+    delegations_presented: bool,
+    proofs: BTreeMap<NetworkName, Proof>,
+}
+
+#[derive(Debug)]
+struct Route {
+    expires_at: SystemTime,
+    /// The ids of the proof that set `expires_at`.
+    revocation_ids: Vec<RevocationId>,
+}
+
+#[derive(Debug, Default)]
+struct Local {
+    strict: bool,
+    membership: Option<Vec<u8>>,
+    delegation: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Pending<C> {
+    connection: C,
+    peer: PeerId,
+    /// Labels of every presented token, in order.
+    networks: Vec<NetworkName>,
+    /// Results so far; `None` while verifying.
+    results: Vec<Option<Outcome>>,
+    refused: Vec<Refused>,
+    /// Index (into `networks`) of each token sent for verification.
+    verifying: Vec<usize>,
+    /// The revocation epoch when verification was asked for.
+    epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer<C> {
+    Auth(C),
+    Proof(C, NetworkName),
+    Route(NetworkName, PeerId),
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Networks proven.
+    pub verified: u64,
+    /// Networks refused.
+    pub refused: u64,
+    /// Connections closed for not proving anything in time.
+    pub auth_timeouts: u64,
+    /// Proven peers not routed because the network's table was full.
+    pub routes_refused: u64,
+}
+
+/// The session machine for every connection of one process. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sessions<C> {
+    config: SessionConfig,
+    local: BTreeMap<NetworkName, Local>,
+    connections: HashMap<C, Connection>,
+    routes: BTreeMap<NetworkName, HashMap<PeerId, Route>>,
+    /// Networks we dialed each peer for.
+    intents: HashMap<PeerId, BTreeSet<NetworkName>>,
+    pending: HashMap<PresentationId, Pending<C>>,
+    next_presentation: u64,
+    /// Bumped by every [`Sessions::revoke`].
+    epoch: u64,
+    /// Ids revoked at each epoch, kept while a verification started before it is in flight.
+    revoked_since: Vec<(u64, BTreeSet<RevocationId>)>,
+    timers: BTreeSet<(SystemTime, Timer<C>)>,
+    actions: VecDeque<Action<C>>,
+    stats: SessionStats,
+}
+
+impl<C> Sessions<C>
+where
+    C: Copy + Eq + Hash + Ord + fmt::Debug,
+{
+    /// A machine for the given local networks (name, strict).
+    pub fn new(
+        config: SessionConfig,
+        networks: impl IntoIterator<Item = (NetworkName, bool)>,
+    ) -> Self {
+        Self {
+            config,
+            local: networks
+                .into_iter()
+                .map(|(name, strict)| {
+                    (
+                        name,
+                        Local {
+                            strict,
+                            ..Local::default()
+                        },
+                    )
+                })
+                .collect(),
+            connections: HashMap::new(),
+            routes: BTreeMap::new(),
+            intents: HashMap::new(),
+            pending: HashMap::new(),
+            next_presentation: 0,
+            epoch: 0,
+            revoked_since: Vec::new(),
+            timers: BTreeSet::new(),
+            actions: VecDeque::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// The next action, if any.
+    pub fn poll_action(&mut self) -> Option<Action<C>> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Sessions::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    // ------------------------------------------------------------------------ local state
+
+    /// Sets (or clears) our membership token of `network` and presents a new one where the
+    /// network is shared: on connections we dialed for it and on connections where the peer
+    /// proved it. Unknown networks are ignored.
+    pub fn set_membership(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
+        let Some(local) = self.local.get_mut(network) else {
+            return;
+        };
+        let present = token.is_some();
+        local.membership = token;
+        if !present {
+            return;
+        }
+        let targets: Vec<C> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter(|(_, c)| {
+                c.proofs.contains_key(network)
+                    || (c.endpoint == Endpoint::Dialer
+                        && self
+                            .intents
+                            .get(&c.peer)
+                            .is_some_and(|i| i.contains(network)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let wanted = BTreeSet::from([network.clone()]);
+        for id in targets {
+            if let Some(c) = self.connections.get_mut(&id) {
+                c.presented.remove(network);
+            }
+            self.present(id, &wanted);
+        }
+    }
+
+    /// Sets the delegation this process (a seednode) presents for `network`. Presented once on
+    /// every connection established afterwards.
+    pub fn set_delegation(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
+        if let Some(local) = self.local.get_mut(network) {
+            local.delegation = token;
+        }
+    }
+
+    /// Whether we hold a membership token of `network`.
+    pub fn has_membership(&self, network: &NetworkName) -> bool {
+        self.local
+            .get(network)
+            .is_some_and(|l| l.membership.is_some())
+    }
+
+    /// Whether we present a delegation of `network` (this process is one of its seednodes).
+    pub fn has_delegation(&self, network: &NetworkName) -> bool {
+        self.local
+            .get(network)
+            .is_some_and(|l| l.delegation.is_some())
+    }
+
+    /// Records that we want `peer` for `network` (we are about to dial it, or a lookup found
+    /// it) and presents the network's membership on outbound connections to it that lack it.
+    /// Returns `false` when the intent table is full of live peers and nothing was recorded.
+    pub fn dial_intent(&mut self, peer: PeerId, network: &NetworkName) -> bool {
+        if !self.local.contains_key(network) {
+            return false;
+        }
+        if !self.intents.contains_key(&peer) && self.intents.len() >= self.config.max_dial_intents {
+            // Failed dials leave intents behind; keep only those of live connections.
+            let live: BTreeSet<PeerId> = self.connections.values().map(|c| c.peer).collect();
+            self.intents.retain(|p, _| live.contains(p));
+            if self.intents.len() >= self.config.max_dial_intents {
+                return false;
+            }
+        }
+        self.intents
+            .entry(peer)
+            .or_default()
+            .insert(network.clone());
+        let outbound: Vec<C> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.peer == peer && c.endpoint == Endpoint::Dialer && !c.closing)
+            .map(|(id, _)| *id)
+            .collect();
+        let wanted = BTreeSet::from([network.clone()]);
+        for id in outbound {
+            self.present(id, &wanted);
+        }
+        true
+    }
+
+    // ------------------------------------------------------------------------ connections
+
+    /// A connection was established. `dialed_for` names networks the connection was dialed for
+    /// besides the recorded intents (e.g. a network's Kademlia dialed it during a query).
+    pub fn handle_established(
+        &mut self,
+        connection: C,
+        peer: PeerId,
+        endpoint: Endpoint,
+        dialed_for: impl IntoIterator<Item = NetworkName>,
+        now: SystemTime,
+    ) {
+        let deadline = now + self.config.auth_timeout;
+        if let Some(old) = self.connections.insert(
+            connection,
+            Connection {
+                peer,
+                endpoint,
+                auth_deadline: Some(deadline),
+                closing: false,
+                named: Named::default(),
+                presented: BTreeSet::new(),
+                delegations_presented: false,
+                proofs: BTreeMap::new(),
+            },
+        ) {
+            // A reused id: forget the old connection's timers.
+            self.forget_timers(connection, &old);
+        }
+        self.timers.insert((deadline, Timer::Auth(connection)));
+        let wanted = match endpoint {
+            // The dialer presents first, only the networks it dialed this peer for.
+            Endpoint::Dialer => {
+                let extra: Vec<NetworkName> = dialed_for
+                    .into_iter()
+                    .filter(|n| self.local.contains_key(n))
+                    .collect();
+                for network in &extra {
+                    self.dial_intent(peer, network);
+                }
+                self.intents.get(&peer).cloned().unwrap_or_default()
+            }
+            // A listener presents memberships only once the dialer proved the same network.
+            Endpoint::Listener => BTreeSet::new(),
+        };
+        self.present(connection, &wanted);
+    }
+
+    /// A connection closed. Its routing entries stay until they expire.
+    pub fn handle_closed(&mut self, connection: C) {
+        let Some(conn) = self.connections.remove(&connection) else {
+            return;
+        };
+        self.forget_timers(connection, &conn);
+        self.pending.retain(|_, p| p.connection != connection);
+        self.prune_revoked_since();
+        if !self.connections.values().any(|c| c.peer == conn.peer) {
+            // Bounded by live connections: the next dial records its intent again.
+            self.intents.remove(&conn.peer);
+        }
+    }
+
+    fn forget_timers(&mut self, connection: C, conn: &Connection) {
+        if let Some(at) = conn.auth_deadline {
+            self.timers.remove(&(at, Timer::Auth(connection)));
+        }
+        for (network, proof) in &conn.proofs {
+            self.timers
+                .remove(&(proof.expires_at, Timer::Proof(connection, network.clone())));
+        }
+    }
+
+    // ------------------------------------------------------------------------ presentations
+
+    /// The peer presented tokens on `connection`. Returns the presentation's id, under which the
+    /// answer comes as [`Action::Respond`]; `None` for an unknown or closing connection (drop
+    /// the request unanswered).
+    pub fn handle_presentation(
+        &mut self,
+        connection: C,
+        request: MembershipRequest,
+        now: SystemTime,
+    ) -> Option<PresentationId> {
+        let conn = self.connections.get_mut(&connection)?;
+        if conn.closing {
+            return None;
+        }
+        let peer = conn.peer;
+        for t in &request.tokens {
+            conn.named.note(&t.network);
+        }
+        let several = conn.named.several;
+        if several {
+            let strict: Vec<NetworkName> = conn
+                .proofs
+                .keys()
+                .filter(|n| self.local.get(*n).is_some_and(|l| l.strict))
+                .cloned()
+                .collect();
+            for network in strict {
+                self.withdraw(connection, &network, EndReason::StrictNetwork, now);
+            }
+        }
+        let id = PresentationId(self.next_presentation);
+        self.next_presentation += 1;
+        let mut pending = Pending {
+            connection,
+            peer,
+            networks: request.tokens.iter().map(|t| t.network.clone()).collect(),
+            results: vec![None; request.tokens.len()],
+            refused: Vec::new(),
+            verifying: Vec::new(),
+            epoch: self.epoch,
+        };
+        let mut tokens = Vec::new();
+        for (i, t) in request.tokens.into_iter().enumerate() {
+            let rejection = match self.local.get(&t.network) {
+                None => Some(Rejection::new(
+                    ReasonCode::UnknownNetwork,
+                    "network not joined here",
+                )),
+                Some(local) if local.strict && several => Some(Rejection::new(
+                    ReasonCode::StrictNetwork,
+                    "strict network: the peer presented other networks on this connection",
+                )),
+                Some(_) => None,
+            };
+            match rejection {
+                Some(r) => pending.reject(i, r),
+                None => {
+                    pending.verifying.push(i);
+                    tokens.push(t);
+                }
+            }
+        }
+        if tokens.is_empty() {
+            self.finish(id, pending);
+        } else {
+            self.actions.push_back(Action::Verify {
+                id,
+                peer,
+                connection,
+                tokens,
+            });
+            self.pending.insert(id, pending);
+        }
+        Some(id)
+    }
+
+    /// A presentation could not even be decoded (oversized, garbage): a failed presentation.
+    pub fn handle_undecodable(&mut self, connection: C, detail: impl Into<String>) {
+        let Some(conn) = self.connections.get(&connection) else {
+            return;
+        };
+        self.stats.refused += 1;
+        self.actions.push_back(Action::Refused {
+            peer: conn.peer,
+            connection,
+            refused: vec![Refused {
+                network: None,
+                rejection: Rejection::new(ReasonCode::Malformed, detail),
+            }],
+        });
+    }
+
+    /// The verdicts of an [`Action::Verify`], one per token in order. Verdicts of an unknown
+    /// presentation are ignored.
+    pub fn handle_verdicts(
+        &mut self,
+        id: PresentationId,
+        verdicts: Vec<Result<Proof, Rejection>>,
+        now: SystemTime,
+    ) {
+        let Some(mut pending) = self.pending.remove(&id) else {
+            return;
+        };
+        if self
+            .connections
+            .get(&pending.connection)
+            .is_none_or(|c| c.closing)
+        {
+            // Nobody to answer, and not the peer's failure.
+            self.prune_revoked_since();
+            return;
+        }
+        let verifying = std::mem::take(&mut pending.verifying);
+        let mut verdicts = verdicts.into_iter();
+        for i in verifying {
+            let verdict = verdicts.next().unwrap_or_else(|| {
+                Err(Rejection::new(ReasonCode::Internal, "no verdict for token"))
+            });
+            match self.admit(&pending, i, verdict, now) {
+                Ok(()) => pending.results[i] = Some(Outcome::Accepted),
+                Err(r) => pending.reject(i, r),
+            }
+        }
+        self.prune_revoked_since();
+        self.finish(id, pending);
+    }
+
+    /// Decides one verified token; on success the proof is in place.
+    fn admit(
+        &mut self,
+        pending: &Pending<C>,
+        index: usize,
+        verdict: Result<Proof, Rejection>,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        let proof = verdict?;
+        let network = &pending.networks[index];
+        if &proof.network != network {
+            return Err(Rejection::new(
+                ReasonCode::Internal,
+                "verdict for another network than presented",
+            ));
+        }
+        if self
+            .revoked_since
+            .iter()
+            .filter(|(epoch, _)| *epoch > pending.epoch)
+            .any(|(_, ids)| proof.revoked_by(ids))
+        {
+            return Err(Rejection::new(
+                ReasonCode::Revoked,
+                "revoked while its verification was in flight",
+            ));
+        }
+        if proof.expires_at <= now {
+            return Err(Rejection::new(ReasonCode::Expired, "expired on arrival"));
+        }
+        let Some(conn) = self.connections.get(&pending.connection) else {
+            return Err(Rejection::new(ReasonCode::Internal, "connection closed"));
+        };
+        // Re-checked: the peer may have named another network since it presented this one.
+        if conn.named.several && self.local.get(network).is_some_and(|l| l.strict) {
+            return Err(Rejection::new(
+                ReasonCode::StrictNetwork,
+                "strict network: the peer presented other networks on this connection",
+            ));
+        }
+        self.accept(pending.connection, proof);
+        Ok(())
+    }
+
+    fn finish(&mut self, id: PresentationId, pending: Pending<C>) {
+        let results = pending
+            .networks
+            .into_iter()
+            .zip(pending.results)
+            .map(|(network, outcome)| NetworkResult {
+                network,
+                outcome: outcome.unwrap_or(Outcome::Rejected {
+                    reason: ReasonCode::Internal,
+                }),
+            })
+            .collect();
+        if !pending.refused.is_empty() {
+            self.stats.refused += pending.refused.len() as u64;
+            self.actions.push_back(Action::Refused {
+                peer: pending.peer,
+                connection: pending.connection,
+                refused: pending.refused,
+            });
+        }
+        self.actions.push_back(Action::Respond {
+            id,
+            connection: pending.connection,
+            response: MembershipResponse { results },
+        });
+    }
+
+    fn accept(&mut self, connection: C, proof: Proof) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let peer = conn.peer;
+        let network = proof.network.clone();
+        let first = conn.proofs.is_empty();
+        let expires_at = proof.expires_at;
+        let ids = proof.revocation_ids.clone();
+        let previous = conn.proofs.insert(network.clone(), proof.clone());
+        if first && let Some(at) = conn.auth_deadline.take() {
+            self.timers.remove(&(at, Timer::Auth(connection)));
+        }
+        match &previous {
+            Some(old) => {
+                self.timers
+                    .remove(&(old.expires_at, Timer::Proof(connection, network.clone())));
+            }
+            None => self.actions.push_back(Action::OpenGate {
+                peer,
+                connection,
+                gate: Gate::Network(network.clone()),
+            }),
+        }
+        if first {
+            self.actions.push_back(Action::OpenGate {
+                peer,
+                connection,
+                gate: Gate::Rpc,
+            });
+        }
+        self.timers
+            .insert((expires_at, Timer::Proof(connection, network.clone())));
+        self.stats.verified += 1;
+        self.actions.push_back(Action::Verified {
+            peer,
+            connection,
+            proof,
+        });
+        self.route(peer, &network, expires_at, ids);
+        // Answer a proven dialer with our own token for the network it proved.
+        if self.intents.contains_key(&peer) || self.intents.len() < self.config.max_dial_intents {
+            self.intents
+                .entry(peer)
+                .or_default()
+                .insert(network.clone());
+        }
+        self.present(connection, &BTreeSet::from([network]));
+    }
+
+    fn route(
+        &mut self,
+        peer: PeerId,
+        network: &NetworkName,
+        expires_at: SystemTime,
+        revocation_ids: Vec<RevocationId>,
+    ) {
+        let table = self.routes.entry(network.clone()).or_default();
+        let full = table.len() >= self.config.max_routes_per_network;
+        match table.get_mut(&peer) {
+            Some(route) => {
+                if expires_at > route.expires_at {
+                    self.timers
+                        .remove(&(route.expires_at, Timer::Route(network.clone(), peer)));
+                    route.expires_at = expires_at;
+                    route.revocation_ids = revocation_ids;
+                    self.timers
+                        .insert((expires_at, Timer::Route(network.clone(), peer)));
+                }
+            }
+            None if full => {
+                self.stats.routes_refused += 1;
+            }
+            None => {
+                table.insert(
+                    peer,
+                    Route {
+                        expires_at,
+                        revocation_ids,
+                    },
+                );
+                self.timers
+                    .insert((expires_at, Timer::Route(network.clone(), peer)));
+                self.actions.push_back(Action::AddRoute {
+                    peer,
+                    network: network.clone(),
+                });
+            }
+        }
+    }
+
+    fn unroute(&mut self, peer: PeerId, network: &NetworkName, reason: EndReason) {
+        let Some(table) = self.routes.get_mut(network) else {
+            return;
+        };
+        if let Some(route) = table.remove(&peer) {
+            self.timers
+                .remove(&(route.expires_at, Timer::Route(network.clone(), peer)));
+            self.actions.push_back(Action::RemoveRoute {
+                peer,
+                network: network.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Ends a proof on a live connection: its gate closes, and for anything but expiry the
+    /// peer leaves the network's routing table.
+    fn withdraw(
+        &mut self,
+        connection: C,
+        network: &NetworkName,
+        reason: EndReason,
+        now: SystemTime,
+    ) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        let Some(proof) = conn.proofs.remove(network) else {
+            return;
+        };
+        let peer = conn.peer;
+        let emptied = conn.proofs.is_empty();
+        self.timers
+            .remove(&(proof.expires_at, Timer::Proof(connection, network.clone())));
+        self.actions.push_back(Action::CloseGate {
+            peer,
+            connection,
+            gate: Gate::Network(network.clone()),
+        });
+        if emptied {
+            self.actions.push_back(Action::CloseGate {
+                peer,
+                connection,
+                gate: Gate::Rpc,
+            });
+            if !conn.closing {
+                // Time to present a renewed token, then the connection goes.
+                let deadline = now + self.config.auth_timeout;
+                conn.auth_deadline = Some(deadline);
+                self.timers.insert((deadline, Timer::Auth(connection)));
+            }
+        }
+        self.actions.push_back(Action::Ended {
+            peer,
+            connection,
+            network: network.clone(),
+            reason,
+        });
+        if reason != EndReason::Expired {
+            self.unroute(peer, network, reason);
+        }
+    }
+
+    /// Sends our tokens for `wanted` (not yet presented here), and on a seednode its
+    /// delegations once per connection.
+    fn present(&mut self, connection: C, wanted: &BTreeSet<NetworkName>) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let mut tokens = Vec::new();
+        for network in wanted {
+            if conn.presented.contains(network) {
+                continue;
+            }
+            if let Some(token) = self.local.get(network).and_then(|l| l.membership.as_ref()) {
+                tokens.push(PresentedToken {
+                    network: network.clone(),
+                    kind: TokenKind::Membership,
+                    token: token.clone(),
+                });
+                conn.presented.insert(network.clone());
+            }
+        }
+        if !conn.delegations_presented {
+            conn.delegations_presented = true;
+            for (network, local) in &self.local {
+                if let Some(token) = &local.delegation
+                    && tokens.iter().all(|t| &t.network != network)
+                {
+                    tokens.push(PresentedToken {
+                        network: network.clone(),
+                        kind: TokenKind::Delegation,
+                        token: token.clone(),
+                    });
+                    conn.presented.insert(network.clone());
+                }
+            }
+        }
+        if !tokens.is_empty() {
+            self.actions.push_back(Action::Present {
+                peer: conn.peer,
+                connection,
+                request: MembershipRequest { tokens },
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------------ time
+
+    /// Handles every deadline at or before `now`: auth timeouts close connections, expired
+    /// proofs close their gates, expired routing entries leave the table.
+    pub fn handle_timeout(&mut self, now: SystemTime) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            match timer {
+                Timer::Auth(connection) => {
+                    let Some(conn) = self.connections.get_mut(&connection) else {
+                        continue;
+                    };
+                    conn.auth_deadline = None;
+                    if conn.proofs.is_empty() && !conn.closing {
+                        conn.closing = true;
+                        self.stats.auth_timeouts += 1;
+                        self.actions.push_back(Action::CloseConnection {
+                            peer: conn.peer,
+                            connection,
+                            reason: CloseReason::AuthTimeout,
+                        });
+                    }
+                }
+                Timer::Proof(connection, network) => {
+                    self.withdraw(connection, &network, EndReason::Expired, now);
+                }
+                Timer::Route(network, peer) => {
+                    if let Some(table) = self.routes.get_mut(&network)
+                        && table.remove(&peer).is_some()
+                    {
+                        self.actions.push_back(Action::RemoveRoute {
+                            peer,
+                            network,
+                            reason: EndReason::Expired,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------ revocation
+
+    /// Revokes every proof and routing entry carrying one of `ids`: their gates close, they
+    /// leave the routing tables, and each connection that proved anything with a revoked token
+    /// is closed. Verifications in flight are checked against `ids` when they finish. Returns
+    /// the number of connections asked to close.
+    pub fn revoke(&mut self, ids: &BTreeSet<RevocationId>, now: SystemTime) -> usize {
+        if ids.is_empty() {
+            return 0;
+        }
+        self.epoch += 1;
+        if !self.pending.is_empty() {
+            self.revoked_since.push((self.epoch, ids.clone()));
+        }
+        let mut hit: Vec<(C, Vec<NetworkName>)> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .map(|(id, c)| {
+                let networks = c
+                    .proofs
+                    .iter()
+                    .filter(|(_, p)| p.revoked_by(ids))
+                    .map(|(n, _)| n.clone())
+                    .collect::<Vec<_>>();
+                (*id, networks)
+            })
+            .filter(|(_, networks)| !networks.is_empty())
+            .collect();
+        hit.sort_by_key(|(id, _)| *id);
+        for (connection, networks) in &hit {
+            for network in networks {
+                self.withdraw(*connection, network, EndReason::Revoked, now);
+            }
+            if let Some(conn) = self.connections.get_mut(connection) {
+                conn.closing = true;
+                if let Some(at) = conn.auth_deadline.take() {
+                    self.timers.remove(&(at, Timer::Auth(*connection)));
+                }
+                self.actions.push_back(Action::CloseConnection {
+                    peer: conn.peer,
+                    connection: *connection,
+                    reason: CloseReason::Revoked,
+                });
+            }
+        }
+        // Routing entries of peers proven earlier, connected or not.
+        let stale: Vec<(NetworkName, PeerId)> = self
+            .routes
+            .iter()
+            .flat_map(|(network, table)| {
+                table
+                    .iter()
+                    .filter(|(_, r)| r.revocation_ids.iter().any(|id| ids.contains(id)))
+                    .map(|(peer, _)| (network.clone(), *peer))
+            })
+            .collect();
+        for (network, peer) in stale {
+            self.unroute(peer, &network, EndReason::Revoked);
+        }
+        hit.len()
+    }
+
+    fn prune_revoked_since(&mut self) {
+        match self.pending.values().map(|p| p.epoch).min() {
+            None => self.revoked_since.clear(),
+            Some(oldest) => self.revoked_since.retain(|(epoch, _)| *epoch > oldest),
+        }
+    }
+
+    // ------------------------------------------------------------------------ queries
+
+    /// The peer of a live connection.
+    pub fn peer_of(&self, connection: C) -> Option<PeerId> {
+        self.connections.get(&connection).map(|c| c.peer)
+    }
+
+    /// The proof of `network` on `connection`, if it holds one.
+    pub fn proof(&self, connection: C, network: &NetworkName) -> Option<&Proof> {
+        self.connections.get(&connection)?.proofs.get(network)
+    }
+
+    /// Every proof held on `connection`.
+    pub fn proofs(&self, connection: C) -> impl Iterator<Item = &Proof> {
+        self.connections
+            .get(&connection)
+            .into_iter()
+            .flat_map(|c| c.proofs.values())
+    }
+
+    /// Networks `peer` proved on any live connection, with the proof kind (a member proof wins
+    /// over a seednode proof).
+    pub fn peer_networks(&self, peer: &PeerId) -> BTreeMap<NetworkName, &Proof> {
+        let mut out: BTreeMap<NetworkName, &Proof> = BTreeMap::new();
+        for c in self.connections.values().filter(|c| &c.peer == peer) {
+            for (network, proof) in &c.proofs {
+                let entry = out.entry(network.clone()).or_insert(proof);
+                if proof.kind == ProofKind::Member {
+                    *entry = proof;
+                }
+            }
+        }
+        out
+    }
+
+    /// Connections to `peer` on which it proved `network`.
+    pub fn connections_proving(&self, peer: &PeerId, network: &NetworkName) -> Vec<C> {
+        let mut out: Vec<C> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| &c.peer == peer && c.proofs.contains_key(network))
+            .map(|(id, _)| *id)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Peers proven as `kind` of `network` on a live connection.
+    pub fn proven_peers(&self, network: &NetworkName, kind: ProofKind) -> BTreeSet<PeerId> {
+        self.connections
+            .values()
+            .filter(|c| c.proofs.get(network).is_some_and(|p| p.kind == kind))
+            .map(|c| c.peer)
+            .collect()
+    }
+
+    /// Peers proven (either kind) of `network` on a live connection.
+    pub fn verified_peers(&self, network: &NetworkName) -> BTreeSet<PeerId> {
+        self.connections
+            .values()
+            .filter(|c| c.proofs.contains_key(network))
+            .map(|c| c.peer)
+            .collect()
+    }
+
+    /// Whether `peer` holds a routing entry in `network`.
+    pub fn is_routed(&self, network: &NetworkName, peer: &PeerId) -> bool {
+        self.routes
+            .get(network)
+            .is_some_and(|t| t.contains_key(peer))
+    }
+
+    /// Networks where `peer` holds a routing entry.
+    pub fn routed_networks(&self, peer: &PeerId) -> Vec<NetworkName> {
+        self.routes
+            .iter()
+            .filter(|(_, t)| t.contains_key(peer))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Number of routing entries in `network`.
+    pub fn routes(&self, network: &NetworkName) -> usize {
+        self.routes.get(network).map_or(0, HashMap::len)
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Presentations whose verification is in flight.
+    pub fn verifying(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether we recorded an intent to reach `peer` for `network`.
+    pub fn has_intent(&self, peer: &PeerId, network: &NetworkName) -> bool {
+        self.intents.get(peer).is_some_and(|i| i.contains(network))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+}
+
+impl<C> Pending<C> {
+    fn reject(&mut self, index: usize, rejection: Rejection) {
+        self.results[index] = Some(Outcome::Rejected {
+            reason: rejection.reason,
+        });
+        self.refused.push(Refused {
+            network: Some(self.networks[index].clone()),
+            rejection,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
