@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cordon_membership::SessionConfig;
 use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;
 
+use crate::clock::Clock;
 use crate::descriptor::Descriptor;
+use crate::swarm::Transport;
 
-/// Most networks one process joins or serves at once (one Kademlia slot each).
+/// Default of [`NodeLimits::max_networks`]: networks one process joins or serves at once (one
+/// Kademlia each).
 pub const MAX_NETWORKS: usize = 4;
 
 /// Bounds on everything the node holds for others. Each has a safe default.
@@ -39,14 +43,29 @@ pub struct NodeLimits {
     /// How often a node without a token polls its join request, and how often every node
     /// redials bootstrap peers of networks where it has no verified connection. Default 3 s.
     pub poll_interval: Duration,
-    /// How often each network's Kademlia looks for more members. Default 5 s.
+    /// How often each network's Kademlia looks for more members while lookups keep finding
+    /// new ones. Default 5 s.
     pub discovery_interval: Duration,
+    /// The interval doubles after each lookup that finds nobody new, up to this. Default 60 s.
+    pub max_discovery_interval: Duration,
     /// Addresses kept per peer. Default 8.
     pub max_addrs_per_peer: usize,
     /// Entries kept in the persisted address book. Default 1024.
     pub max_address_book: usize,
     /// Largest Kademlia message. Default 16 KiB.
     pub max_kad_packet_bytes: usize,
+    /// Networks one process joins or serves at once. Default 4.
+    pub max_networks: usize,
+    /// Peers routed per network. Default 5,120 (Kademlia's own table capacity).
+    pub max_routes_per_network: usize,
+    /// Peers whose dial intent is remembered. Default 4,096.
+    pub max_dial_intents: usize,
+    /// `node call`s waiting, in flight or retried at once. Default 64.
+    pub max_calls_in_flight: usize,
+    /// How long a `node call` may take to reach its peer. Default 20 s.
+    pub call_timeout: Duration,
+    /// Longest wait between join attempts after repeated failures. Default 60 s.
+    pub max_join_backoff: Duration,
 }
 
 impl Default for NodeLimits {
@@ -63,9 +82,27 @@ impl Default for NodeLimits {
             idle_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_secs(3),
             discovery_interval: Duration::from_secs(5),
+            max_discovery_interval: Duration::from_secs(60),
             max_addrs_per_peer: 8,
             max_address_book: 1024,
             max_kad_packet_bytes: 16 * 1024,
+            max_networks: MAX_NETWORKS,
+            max_routes_per_network: cordon_membership::session::DEFAULT_MAX_ROUTES_PER_NETWORK,
+            max_dial_intents: cordon_membership::session::DEFAULT_MAX_DIAL_INTENTS,
+            max_calls_in_flight: 64,
+            call_timeout: Duration::from_secs(20),
+            max_join_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl NodeLimits {
+    /// The session machine's share of the limits.
+    pub fn session(&self) -> SessionConfig {
+        SessionConfig {
+            auth_timeout: self.auth_timeout,
+            max_routes_per_network: self.max_routes_per_network,
+            max_dial_intents: self.max_dial_intents,
         }
     }
 }
@@ -96,6 +133,13 @@ pub struct NodeConfig {
     pub rate_limits: crate::ratelimit::LimitsConfig,
     /// Datalog policy mapping roles to remote commands; `None`: the default policy.
     pub policy_file: Option<PathBuf>,
+    /// The transport. Default TCP; in-process tests use the memory transport.
+    pub transport: Transport,
+    /// The time source. Default the system clocks.
+    pub clock: Clock,
+    /// Serve the owner-only control socket in the data directory. Default true; in-process
+    /// tests talk to the node through its handle instead.
+    pub control_socket: bool,
 }
 
 impl NodeConfig {
@@ -113,6 +157,9 @@ impl NodeConfig {
             filter_file: None,
             rate_limits: crate::ratelimit::LimitsConfig::default(),
             policy_file: None,
+            transport: Transport::Tcp,
+            clock: Clock::system(),
+            control_socket: true,
         }
     }
 }

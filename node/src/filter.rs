@@ -841,6 +841,13 @@ impl ConnectionFilter {
         applied
     }
 
+    /// The remote IP of an established connection, if it has one.
+    pub fn remote_ip(&self, connection: ConnectionId) -> Option<IpAddr> {
+        self.connections
+            .get(&connection)
+            .and_then(|t| ip_of(&t.remote))
+    }
+
     /// Whether `target` is banned at `now`, and until when.
     pub fn is_banned(&self, target: BanTarget, now: Instant) -> Option<Instant> {
         match target {

@@ -1,30 +1,36 @@
-//! Swarm assembly: TCP + Noise + Yamux, the composed behaviour, one gated Kademlia per network.
+//! Swarm assembly: the transport (TCP, or the in-memory transport for in-process tests, both
+//! with Noise and Yamux) and the composed behaviour.
 //!
-//! Composition order matters: connection limits come first so a refused connection never
-//! reaches the protocols; every Kademlia instance sits behind a [`Gated`] wrapper so that no
-//! kad stream is negotiated on a connection whose membership of that network is unverified.
+//! Composition order matters: the connection filter and connection limits come first so a
+//! refused connection never reaches the protocols; [`session::Behaviour`] owns every protocol
+//! that needs proven membership (Kademlia per network, rpc) behind its gates; join, identify and
+//! ping are open to every connection.
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
+use cordon_membership::Verifier;
 use cordon_protocol::{
     JOIN_PROTOCOL, JoinCodec, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, NetworkName,
     RPC_PROTOCOL, RpcCodec, kad_protocol,
 };
+use libp2p::core::{Transport as _, transport::MemoryTransport, upgrade::Version};
 use libp2p::kad::store::MemoryStore;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{Swarm, connection_limits, identify, kad, noise, ping, request_response, tcp, yamux};
+use libp2p::{
+    PeerId, Swarm, connection_limits, identify, kad, noise, ping, request_response, tcp, yamux,
+};
 
-use crate::config::{MAX_NETWORKS, NodeLimits};
+use crate::clock::Clock;
+use crate::config::NodeLimits;
 use crate::filter::{ConnectionFilter, FilterRules};
 use crate::gate::Gated;
+use crate::keyed::Keyed;
 use crate::ratelimit::LimitsConfig;
+use crate::session::{self, NetworkKad, Protocols};
 
 /// Identify protocol version string: peers on other overlays are told apart by it.
 pub const IDENTIFY_PROTOCOL: &str = "/cordon/id/1";
-
-/// A gated Kademlia instance for one network.
-pub type NetworkKad = Gated<kad::Behaviour<MemoryStore>>;
 
 /// The node's composed behaviour.
 #[derive(NetworkBehaviour)]
@@ -34,46 +40,58 @@ pub struct Behaviour {
     pub filter: ConnectionFilter,
     /// Connection caps.
     pub limits: connection_limits::Behaviour,
-    /// `/cordon/membership/1`: token presentation on every connection.
-    pub membership: request_response::Behaviour<MembershipCodec>,
+    /// Membership sessions and everything they gate: the membership exchange, rpc, one
+    /// Kademlia per network.
+    pub session: session::Behaviour,
     /// `/cordon/join/1`: join requests, status polls, token delivery.
     pub join: request_response::Behaviour<JoinCodec>,
-    /// `/cordon/rpc/1`: remote commands, closed until the peer proved a network.
-    pub rpc: Gated<request_response::Behaviour<RpcCodec>>,
     /// Identify (listen addresses of verified peers feed Kademlia).
     pub identify: identify::Behaviour,
     /// Liveness.
     pub ping: ping::Behaviour,
-    /// Kademlia slot 0 (the first network).
-    pub kad0: Toggle<NetworkKad>,
-    /// Kademlia slot 1.
-    pub kad1: Toggle<NetworkKad>,
-    /// Kademlia slot 2.
-    pub kad2: Toggle<NetworkKad>,
-    /// Kademlia slot 3.
-    pub kad3: Toggle<NetworkKad>,
 }
 
 impl std::fmt::Debug for Behaviour {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Behaviour").finish_non_exhaustive()
+        f.debug_struct("Behaviour")
+            .field("session", &self.session)
+            .finish_non_exhaustive()
     }
 }
 
-impl Behaviour {
-    /// The Kademlia instance of slot `i`, if that slot is in use.
-    pub fn kad(&mut self, slot: usize) -> Option<&mut NetworkKad> {
-        match slot {
-            0 => self.kad0.as_mut(),
-            1 => self.kad1.as_mut(),
-            2 => self.kad2.as_mut(),
-            3 => self.kad3.as_mut(),
-            _ => None,
-        }
-    }
+/// Which transport the swarm runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP with nodelay (the daemons).
+    #[default]
+    Tcp,
+    /// libp2p's in-memory transport (`/memory/<port>` addresses), for in-process tests: the
+    /// same Noise and Yamux upgrades, no sockets.
+    Memory,
 }
 
-fn network_kad(local: libp2p::PeerId, network: &NetworkName, limits: &NodeLimits) -> NetworkKad {
+/// Everything [`build`] needs.
+#[derive(Debug)]
+pub struct SwarmConfig {
+    /// The node's identity.
+    pub keypair: libp2p::identity::Keypair,
+    /// Local networks and whether each is strict, at most `limits.max_networks`.
+    pub networks: Vec<(NetworkName, bool)>,
+    /// Limits.
+    pub limits: NodeLimits,
+    /// Connection-filter rules.
+    pub rules: FilterRules,
+    /// Rate limits, per-IP caps and ban policy.
+    pub rate_limits: LimitsConfig,
+    /// The token verifier (its revocation set is shared with the session behaviour).
+    pub verifier: Arc<Verifier>,
+    /// The time source of the session machine and verification.
+    pub clock: Clock,
+    /// The transport.
+    pub transport: Transport,
+}
+
+fn network_kad(local: PeerId, network: &NetworkName, limits: &NodeLimits) -> NetworkKad {
     let mut cfg = kad::Config::new(kad_protocol(network));
     cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
     cfg.set_max_packet_size(limits.max_kad_packet_bytes);
@@ -92,93 +110,111 @@ fn network_kad(local: libp2p::PeerId, network: &NetworkName, limits: &NodeLimits
     Gated::new(kad)
 }
 
-/// Builds the swarm for `networks` (at most [`MAX_NETWORKS`]).
-pub fn build(
-    keypair: libp2p::identity::Keypair,
-    networks: &[NetworkName],
-    limits: &NodeLimits,
-) -> anyhow::Result<Swarm<Behaviour>> {
-    build_with(
-        keypair,
+fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour {
+    let SwarmConfig {
         networks,
         limits,
-        FilterRules::default(),
-        &LimitsConfig::default(),
-    )
+        rules,
+        rate_limits,
+        verifier,
+        clock,
+        ..
+    } = config;
+    let local = key.public().to_peer_id();
+    let protocol_limits = Limits::default();
+    let rr = || {
+        request_response::Config::default()
+            .with_request_timeout(limits.request_timeout)
+            .with_max_concurrent_streams(limits.max_streams_per_protocol)
+    };
+    let max_streams_per_peer = usize::try_from(rate_limits.max_streams_per_peer).unwrap_or(16);
+    let protocols = Protocols {
+        exchange: request_response::Behaviour::with_codec(
+            MembershipCodec::membership(protocol_limits.clone()),
+            [(MEMBERSHIP_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr(),
+        ),
+        rpc: Gated::new(request_response::Behaviour::with_codec(
+            RpcCodec::rpc(protocol_limits.clone()),
+            [(RPC_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(limits.request_timeout)
+                .with_max_concurrent_streams(max_streams_per_peer),
+        )),
+        kad: Keyed::new(
+            networks
+                .iter()
+                .map(|(n, _)| (n.clone(), network_kad(local, n, &limits))),
+        ),
+    };
+    let session = session::Behaviour::new(
+        protocols,
+        networks,
+        verifier,
+        clock,
+        session::Config {
+            session: limits.session(),
+            max_pending_verifications: limits.max_pending_verifications,
+            verify_workers: limits.verify_workers,
+            max_addrs_per_peer: limits.max_addrs_per_peer,
+        },
+    );
+    Behaviour {
+        filter: ConnectionFilter::new(rules, &rate_limits),
+        limits: connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(limits.max_connections))
+                .with_max_established_per_peer(Some(limits.max_connections_per_peer))
+                .with_max_pending_incoming(Some(limits.max_pending_incoming)),
+        ),
+        session,
+        join: request_response::Behaviour::with_codec(
+            JoinCodec::join(protocol_limits),
+            [(JOIN_PROTOCOL, request_response::ProtocolSupport::Full)],
+            rr(),
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(format!("cordon/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new()),
+    }
 }
 
-/// Builds the swarm with connection-filter rules and rate limits.
-pub fn build_with(
-    keypair: libp2p::identity::Keypair,
-    networks: &[NetworkName],
-    limits: &NodeLimits,
-    rules: FilterRules,
-    rate_limits: &LimitsConfig,
-) -> anyhow::Result<Swarm<Behaviour>> {
+/// Builds the swarm. Must run inside a tokio runtime.
+pub fn build(config: SwarmConfig) -> anyhow::Result<Swarm<Behaviour>> {
     anyhow::ensure!(
-        networks.len() <= MAX_NETWORKS,
-        "a process joins at most {MAX_NETWORKS} networks, {} given",
-        networks.len()
+        config.networks.len() <= config.limits.max_networks,
+        "a process joins at most {} networks (max_networks), {} given",
+        config.limits.max_networks,
+        config.networks.len()
     );
-    let protocol_limits = Limits::default();
-    let limits = limits.clone();
-    let networks = networks.to_vec();
-    let filter = ConnectionFilter::new(rules, rate_limits);
-    let max_streams_per_peer = usize::try_from(rate_limits.max_streams_per_peer).unwrap_or(16);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|key| {
-            let local = key.public().to_peer_id();
-            let rr = |_: ()| {
-                request_response::Config::default()
-                    .with_request_timeout(limits.request_timeout)
-                    .with_max_concurrent_streams(limits.max_streams_per_protocol)
-            };
-            let slot = |i: usize| -> Toggle<NetworkKad> {
-                Toggle::from(networks.get(i).map(|n| network_kad(local, n, &limits)))
-            };
-            Behaviour {
-                filter,
-                limits: connection_limits::Behaviour::new(
-                    connection_limits::ConnectionLimits::default()
-                        .with_max_established(Some(limits.max_connections))
-                        .with_max_established_per_peer(Some(limits.max_connections_per_peer))
-                        .with_max_pending_incoming(Some(limits.max_pending_incoming)),
-                ),
-                membership: request_response::Behaviour::with_codec(
-                    MembershipCodec::membership(protocol_limits.clone()),
-                    [(MEMBERSHIP_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    rr(()),
-                ),
-                join: request_response::Behaviour::with_codec(
-                    JoinCodec::join(protocol_limits.clone()),
-                    [(JOIN_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    rr(()),
-                ),
-                rpc: Gated::new(request_response::Behaviour::with_codec(
-                    RpcCodec::rpc(protocol_limits.clone()),
-                    [(RPC_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(limits.request_timeout)
-                        .with_max_concurrent_streams(max_streams_per_peer),
-                )),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                        .with_agent_version(format!("cordon/{}", env!("CARGO_PKG_VERSION"))),
-                ),
-                ping: ping::Behaviour::new(ping::Config::new()),
-                kad0: slot(0),
-                kad1: slot(1),
-                kad2: slot(2),
-                kad3: slot(3),
-            }
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(limits.idle_timeout))
-        .build();
+    let idle = config.limits.idle_timeout;
+    let keypair = config.keypair.clone();
+    let swarm = match config.transport {
+        Transport::Tcp => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_behaviour(|key| behaviour(key, config))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+        Transport::Memory => libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_other_transport(|key| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    MemoryTransport::default()
+                        .upgrade(Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
+            })?
+            .with_behaviour(|key| behaviour(key, config))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build(),
+    };
     Ok(swarm)
 }

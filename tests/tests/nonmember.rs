@@ -7,6 +7,10 @@
 //! `/cordon/mainnet/kad/1.0.0`. A refused client must learn no peer id through Kademlia and must
 //! never appear in any mainnet routing table (`node peers --network mainnet --json`).
 //!
+//! `strict_network_holds_across_presentations_on_one_connection` runs against a strict mainnet
+//! and a member of both networks: a client holding genuine mainnet and testnet tokens must not
+//! keep mainnet by presenting the two networks in separate requests on one connection.
+//!
 //! `valid_token_is_accepted_and_kad_answers` is the control: with a genuine token the same
 //! client is accepted, FIND_NODE returns members, and the member routes the client. Without it
 //! the refusal tests could pass vacuously.
@@ -26,7 +30,8 @@ use cordon_membership::{PeerId, SecretKey};
 use cordon_protocol::{
     MembershipRequest, NetworkName, NetworkResult, Outcome, PresentedToken, ReasonCode, TokenKind,
 };
-use fixture::{Network, Proc};
+use fixture::{Network, Options, Proc};
+use libp2p::swarm::ConnectionId;
 use raw::{FindNode, ProbeFailure, RawClient, State};
 
 /// The members' `auth_timeout` (the `node run` default).
@@ -70,7 +75,7 @@ fn checked<T>(net: &Network, client: &Arc<Mutex<State>>, f: impl FnOnce() -> T) 
 /// Mainnet processes whose routing tables must never hold a refused peer.
 fn mainnet_procs(net: &Network) -> Vec<&Proc> {
     let mut all = vec![&net.main_seed];
-    all.extend(net.members.iter());
+    all.extend(net.members.iter().chain(net.dual.as_ref()));
     all
 }
 
@@ -458,6 +463,181 @@ fn valid_token_is_accepted_and_kad_answers() {
             client.state().connected(&member.peer),
             "member 1 closed a verified connection"
         );
+    });
+    eprintln!("[{name}] passed in {:.1?}", started.elapsed());
+}
+
+/// The single open connection the raw client has to `peer`; panics if there is none, or if there
+/// ever was another one (a reconnect or a second connection would make later checks test a
+/// different connection).
+fn only_connection(client: &RawClient, peer: &PeerId, when: &str) -> ConnectionId {
+    let state = client.state();
+    let records = state.conns.get(peer).map(Vec::as_slice).unwrap_or_default();
+    match records {
+        [one] if one.closed.is_none() => one.id,
+        _ => panic!(
+            "{when}: expected exactly one open connection to {peer} (no reconnect), found \
+             {records:?}"
+        ),
+    }
+}
+
+/// Whether `member` logged and audited a `strict_network` refusal or withdrawal for `peer`.
+fn strict_network_recorded(member: &Proc, peer: &PeerId) -> (bool, bool) {
+    let peer = peer.to_string();
+    let reason = ReasonCode::StrictNetwork.to_string();
+    let logged = member
+        .daemon
+        .log()
+        .lines()
+        .any(|l| l.contains(&peer) && l.contains(&reason));
+    let audited = std::fs::read_to_string(member.data.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|r| r["peer"] == peer.as_str() && r["reason"] == reason.as_str());
+    (logged, audited)
+}
+
+/// Genuine mainnet and testnet memberships for `peer`, issued by the real seednodes.
+fn mainnet_and_testnet(net: &Network, peer: &PeerId) -> (PresentedToken, PresentedToken) {
+    let mint = |network| {
+        let token = net.mint(network, peer, SystemTime::now(), Duration::from_secs(3600));
+        membership(network, token)
+    };
+    (mint("mainnet"), mint("testnet"))
+}
+
+#[test]
+fn strict_network_holds_across_presentations_on_one_connection() {
+    let name = "strict_across";
+    let started = Instant::now();
+    let net = Network::start_with(Options {
+        strict_mainnet: true,
+        dual_member: true,
+    });
+    let target = net
+        .dual
+        .as_ref()
+        .expect("the fixture started the dual member");
+
+    // 1. Control: both networks in ONE presentation -> mainnet refuses with strict_network.
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let (main, test) = mainnet_and_testnet(&net, &client.peer);
+        client.connect(&target.addr, &target.peer);
+        let response = client
+            .present(
+                &target.peer,
+                MembershipRequest {
+                    tokens: vec![main, test],
+                },
+            )
+            .expect("the target answers the presentation");
+        eprintln!("[{name}] one presentation of mainnet+testnet: {response:?}");
+        let verdict = response
+            .results
+            .iter()
+            .find(|r| r.network == net_name("mainnet"));
+        assert_eq!(
+            verdict.map(|r| &r.outcome),
+            Some(&Outcome::Rejected {
+                reason: ReasonCode::StrictNetwork
+            }),
+            "[{name}] strict mainnet did not refuse a peer presenting mainnet and testnet in one \
+             request: {response:?}"
+        );
+        assert_refusal_logged(target, &client.peer, ReasonCode::StrictNetwork);
+        assert_kad_refused(&mut client, &target.peer, &format!("{name}/one request"));
+        assert_never_routed(&net, &client.peer, Duration::from_secs(2));
+    });
+    drop(client);
+
+    // 2. The attack: a second identity presents mainnet, then testnet, on one connection.
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let id = client.peer.to_string();
+        let (main, test) = mainnet_and_testnet(&net, &client.peer);
+        client.connect(&target.addr, &target.peer);
+        let conn = only_connection(&client, &target.peer, "after connecting");
+        eprintln!(
+            "[{name}] attacker {} on connection {conn} to {} ({})",
+            client.peer, target.daemon.label, target.peer
+        );
+
+        // 2a. Mainnet alone is accepted and opens the mainnet gate: the setup works.
+        let response = client
+            .present(&target.peer, MembershipRequest { tokens: vec![main] })
+            .expect("the target answers the mainnet presentation");
+        assert_eq!(
+            response.results,
+            vec![NetworkResult {
+                network: net_name("mainnet"),
+                outcome: Outcome::Accepted,
+            }],
+            "[{name}] a lone genuine mainnet token was not accepted"
+        );
+        let probe = client.probe_kad(&target.peer);
+        assert!(
+            probe != Err(ProbeFailure::Unsupported),
+            "[{name}] the target refused mainnet Kademlia after accepting mainnet: {probe:?}"
+        );
+        eprintln!("[{name}] kad probe after the mainnet presentation: {probe:?}");
+        fixture::wait_for(
+            "the target to route the attacker on mainnet",
+            Duration::from_secs(15),
+            || target.mainnet_peers().contains(&id).then_some(()),
+        );
+        assert_eq!(
+            only_connection(&client, &target.peer, "after the mainnet presentation"),
+            conn
+        );
+
+        // 2b. Testnet alone, on the same connection. Whatever the testnet verdict, strict
+        // mainnet must now be withdrawn on this connection.
+        let response = client
+            .present(&target.peer, MembershipRequest { tokens: vec![test] })
+            .expect("the target answers the testnet presentation");
+        eprintln!("[{name}] testnet presentation on the same connection: {response:?}");
+        let window = Duration::from_secs(15);
+        let deadline = Instant::now() + window;
+        loop {
+            let probe = client.probe_kad(&target.peer);
+            assert_eq!(
+                only_connection(&client, &target.peer, "after the testnet presentation"),
+                conn,
+                "[{name}] the probe ran on another connection"
+            );
+            let routed = target.mainnet_peers().contains(&id);
+            let (logged, audited) = strict_network_recorded(target, &client.peer);
+            let closed = probe == Err(ProbeFailure::Unsupported);
+            if closed && !routed && logged && audited {
+                eprintln!(
+                    "[{name}] mainnet withdrawn on connection {conn} after the testnet \
+                     presentation"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{name}] STRICT BYPASS: after presenting mainnet and then testnet in separate \
+                 requests on one connection ({conn}), strict mainnet stayed open for {window:?}: \
+                 mainnet kad gate {} (probe: {probe:?}, expected Unsupported); the target {} the \
+                 attacker in its mainnet routing table; strict_network logged: {logged}, \
+                 audited: {audited}",
+                if closed { "closed" } else { "STILL OPEN" },
+                if routed {
+                    "STILL ROUTES"
+                } else {
+                    "no longer routes"
+                },
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     });
     eprintln!("[{name}] passed in {:.1?}", started.elapsed());
 }

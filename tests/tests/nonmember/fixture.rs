@@ -1,4 +1,5 @@
-//! A real local mainnet + testnet: anchors, one seednode each, two approved mainnet members.
+//! A real local mainnet + testnet: anchors, one seednode each, two approved mainnet members,
+//! and (with [`Options::dual_member`]) a member approved in both networks.
 //!
 //! Everything runs as real `seednode`/`node` processes on loopback, driven through their CLIs.
 //! Daemons are killed when the fixture is dropped; their logs stay in the fixture's temp dir and
@@ -149,12 +150,24 @@ impl Proc {
     }
 }
 
+/// How to stand the network up; the default is what most tests use.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    /// Mark mainnet `strict = true` in every descriptor (testnet stays non-strict).
+    pub(crate) strict_mainnet: bool,
+    /// Also start [`Network::dual`]: a member approved in both mainnet and testnet.
+    pub(crate) dual_member: bool,
+}
+
 /// Mainnet (anchor, seednode, two members) and testnet (anchor, seednode).
 pub(crate) struct Network {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) main_seed: Proc,
     pub(crate) test_seed: Proc,
+    /// The mainnet-only members.
     pub(crate) members: Vec<Proc>,
+    /// A member of mainnet and testnet (only with [`Options::dual_member`]).
+    pub(crate) dual: Option<Proc>,
     main_anchor: PublicKey,
     test_anchor: PublicKey,
     started: Instant,
@@ -191,6 +204,7 @@ fn descriptor(
     main_anchor: &PublicKey,
     test_anchor: &PublicKey,
     boot: Option<(&str, &str)>,
+    strict_mainnet: bool,
 ) -> String {
     let (main_boot, test_boot) = boot.unwrap_or(("", ""));
     let list = |a: &str| {
@@ -201,7 +215,8 @@ fn descriptor(
         }
     };
     format!(
-        "[[network]]\nname = \"mainnet\"\nanchors = [\"{main_anchor}\"]\n{}join = \"approval\"\n\n\
+        "[[network]]\nname = \"mainnet\"\nanchors = [\"{main_anchor}\"]\n{}join = \"approval\"\n\
+         strict = {strict_mainnet}\n\n\
          [[network]]\nname = \"testnet\"\nanchors = [\"{test_anchor}\"]\n{}join = \"approval\"\n",
         list(main_boot),
         list(test_boot)
@@ -209,8 +224,13 @@ fn descriptor(
 }
 
 impl Network {
-    /// Stands the network up; every step waits under [`WAIT`].
+    /// Stands the default network up (mainnet non-strict, no dual member).
     pub(crate) fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// Stands the network up; every step waits under [`WAIT`].
+    pub(crate) fn start_with(opts: Options) -> Self {
         let started = Instant::now();
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
@@ -220,7 +240,11 @@ impl Network {
         // Seednodes get a descriptor without bootstrap entries (their own ports are not known
         // yet); nodes get one that points at them.
         let seed_desc = root.join("seeds.toml");
-        std::fs::write(&seed_desc, descriptor(&main_anchor, &test_anchor, None)).expect("write");
+        std::fs::write(
+            &seed_desc,
+            descriptor(&main_anchor, &test_anchor, None, opts.strict_mainnet),
+        )
+        .expect("write");
         let main_seed = Self::seednode(&root, "mainnet", &seed_desc);
         let test_seed = Self::seednode(&root, "testnet", &seed_desc);
         let networks = root.join("networks.toml");
@@ -230,6 +254,7 @@ impl Network {
                 &main_anchor,
                 &test_anchor,
                 Some((&main_seed.addr, &test_seed.addr)),
+                opts.strict_mainnet,
             ),
         )
         .expect("write");
@@ -239,101 +264,48 @@ impl Network {
             main_seed,
             test_seed,
             members: Vec::new(),
+            dual: None,
             main_anchor,
             test_anchor,
             started,
         };
         for i in 1..=2 {
-            let label = format!("member{i}");
-            let data = root.join(&label);
-            let init = run_with_timeout(
-                "node",
-                &["init", "--data", p(&data), "--json"],
-                Duration::from_secs(20),
-            )
-            .success()
-            .json();
-            let peer: PeerId = init["peer_id"]
-                .as_str()
-                .expect("peer_id")
-                .parse()
-                .expect("peer id");
-            let daemon = Daemon::spawn(
-                &label,
-                "node",
-                &[
-                    "run",
-                    "--data",
-                    p(&data),
-                    "--networks",
-                    p(&networks),
-                    "--network",
-                    "mainnet",
-                    "--listen",
-                    "/ip4/127.0.0.1/tcp/0",
-                    "--label",
-                    &label,
-                ],
-                &root,
-            );
-            let mut proc = Proc {
-                daemon,
-                data,
-                peer,
-                addr: String::new(),
-            };
-            proc.addr =
-                net.guard(|| wait_for(&format!("{label} to listen"), WAIT, || listen_addr(&proc)));
+            let proc = net.spawn_member(&format!("member{i}"), &networks, &["mainnet"]);
             net.members.push(proc);
         }
-        // Approve both join requests through the operator CLI.
-        let seed_data = net.main_seed.data.clone();
-        for i in 0..net.members.len() {
-            let peer = net.members[i].peer.to_string();
-            let id = net.guard(|| {
-                wait_for(&format!("the join request of {peer}"), WAIT, || {
-                    let pending =
-                        cli_json("seednode", &["pending", "--data", p(&seed_data), "--json"])?;
-                    pending
-                        .as_array()?
-                        .iter()
-                        .find(|r| r["peer"] == peer.as_str() && r["network"] == "mainnet")
-                        .and_then(|r| r["id"].as_i64())
-                })
-            });
-            let approved = run_with_timeout(
-                "seednode",
-                &[
-                    "approve",
-                    &id.to_string(),
-                    "--data",
-                    p(&seed_data),
-                    "--json",
-                ],
-                Duration::from_secs(20),
-            );
-            if !approved.ok {
-                net.fail(&format!(
-                    "approve {id} failed:\n{}\n{}",
-                    approved.stdout, approved.stderr
-                ));
-            }
+        if opts.dual_member {
+            let proc = net.spawn_member("dual", &networks, &["mainnet", "testnet"]);
+            net.dual = Some(proc);
         }
+        // Approve every join request through the operator CLI.
         for i in 0..net.members.len() {
-            let m = &net.members[i];
+            net.approve("mainnet", &net.members[i].peer);
+        }
+        if let Some(dual) = &net.dual {
+            net.approve("mainnet", &dual.peer);
+            net.approve("testnet", &dual.peer);
+        }
+        for m in net.members.iter().chain(net.dual.as_ref()) {
+            let want = if net.dual.as_ref().is_some_and(|d| d.peer == m.peer) {
+                2
+            } else {
+                1
+            };
             net.guard(|| {
                 wait_for(
-                    &format!("{} to be a mainnet member", m.daemon.label),
+                    &format!("{} to be a member of its {want} network(s)", m.daemon.label),
                     WAIT,
                     || {
                         let s = m.status()?;
-                        (s["networks"][0]["state"] == "member").then_some(())
+                        let nets = s["networks"].as_array()?;
+                        (nets.len() == want && nets.iter().all(|n| n["state"] == "member"))
+                            .then_some(())
                     },
                 )
             });
         }
         // Each member's routing table holds the seednode, and (discovery every 5 s) the other
-        // member.
+        // member; the dual member's holds the mainnet seednode.
         let ids: Vec<String> = net.members.iter().map(|m| m.peer.to_string()).collect();
         let seed_id = net.main_seed.peer.to_string();
         for i in 0..net.members.len() {
@@ -353,15 +325,95 @@ impl Network {
                 )
             });
         }
+        if let Some(dual) = &net.dual {
+            net.guard(|| {
+                wait_for("dual to route the mainnet seednode", WAIT, || {
+                    dual.mainnet_peers().contains(&seed_id).then_some(())
+                })
+            });
+        }
         eprintln!(
-            "[fixture] network up in {:.1?}: seed(mainnet)={} seed(testnet)={} member1={} member2={}",
+            "[fixture] network up in {:.1?}: seed(mainnet)={} seed(testnet)={} member1={} \
+             member2={} dual={:?} strict_mainnet={}",
             net.started.elapsed(),
             net.main_seed.peer,
             net.test_seed.peer,
             net.members[0].peer,
-            net.members[1].peer
+            net.members[1].peer,
+            net.dual.as_ref().map(|d| d.peer),
+            opts.strict_mainnet
         );
         net
+    }
+
+    /// Initialises and runs a node `label` that joins `joins`, and waits for it to listen.
+    fn spawn_member(&self, label: &str, networks: &Path, joins: &[&str]) -> Proc {
+        let root = self.dir.path();
+        let data = root.join(label);
+        let init = run_with_timeout(
+            "node",
+            &["init", "--data", p(&data), "--json"],
+            Duration::from_secs(20),
+        )
+        .success()
+        .json();
+        let peer: PeerId = init["peer_id"]
+            .as_str()
+            .expect("peer_id")
+            .parse()
+            .expect("peer id");
+        let mut args = vec!["run", "--data", p(&data), "--networks", p(networks)];
+        for n in joins {
+            args.extend(["--network", n]);
+        }
+        args.extend(["--listen", "/ip4/127.0.0.1/tcp/0", "--label", label]);
+        let daemon = Daemon::spawn(label, "node", &args, root);
+        let mut proc = Proc {
+            daemon,
+            data,
+            peer,
+            addr: String::new(),
+        };
+        proc.addr =
+            self.guard(|| wait_for(&format!("{label} to listen"), WAIT, || listen_addr(&proc)));
+        proc
+    }
+
+    /// Waits for `peer`'s join request for `network` and approves it through the operator CLI.
+    fn approve(&self, network: &str, peer: &PeerId) {
+        let seed = if network == "mainnet" {
+            &self.main_seed
+        } else {
+            &self.test_seed
+        };
+        let seed_data = seed.data_str();
+        let peer = peer.to_string();
+        let id = self.guard(|| {
+            wait_for(
+                &format!("the {network} join request of {peer}"),
+                WAIT,
+                || {
+                    let pending =
+                        cli_json("seednode", &["pending", "--data", seed_data, "--json"])?;
+                    pending
+                        .as_array()?
+                        .iter()
+                        .find(|r| r["peer"] == peer.as_str() && r["network"] == network)
+                        .and_then(|r| r["id"].as_i64())
+                },
+            )
+        });
+        let approved = run_with_timeout(
+            "seednode",
+            &["approve", &id.to_string(), "--data", seed_data, "--json"],
+            Duration::from_secs(20),
+        );
+        if !approved.ok {
+            self.fail(&format!(
+                "approve {id} ({network}) failed:\n{}\n{}",
+                approved.stdout, approved.stderr
+            ));
+        }
     }
 
     fn seednode(root: &Path, network: &str, desc: &Path) -> Proc {
@@ -432,6 +484,7 @@ impl Network {
     pub(crate) fn procs(&self) -> Vec<&Proc> {
         let mut all = vec![&self.main_seed, &self.test_seed];
         all.extend(self.members.iter());
+        all.extend(self.dual.as_ref());
         all
     }
 
@@ -457,7 +510,7 @@ impl Network {
         for proc in [&self.main_seed, &self.test_seed] {
             out.push_str(&tail_of(proc));
         }
-        for m in &self.members {
+        for m in self.members.iter().chain(self.dual.as_ref()) {
             out.push_str(&tail_of(m));
         }
         eprintln!("{out}");

@@ -1,0 +1,388 @@
+//! `node call`: remote commands this node sends for its operator.
+//!
+//! A call goes to a peer proven on a live connection at once. A peer that is not yet reachable
+//! that way is reached first: dialed for the call's network when it is in that network's routing
+//! table (Kademlia knows its addresses), or looked up by PeerId through the network's Kademlia
+//! and then dialed. The call is sent once the peer proved the network, and fails with a clear
+//! error when that does not happen within the call timeout.
+//!
+//! Bounds: at most `max_calls` calls waiting, in flight or queued for a retry at once; a call is
+//! retried at most [`CALL_ATTEMPTS`] times when the peer's rpc gate was not open yet (it opens a
+//! moment after the peer verified us).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, SignedRecord};
+use libp2p::kad;
+use libp2p::request_response::{OutboundFailure, OutboundRequestId};
+use libp2p::{PeerId, Swarm};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::clock::unix_secs;
+use crate::routing::Routing;
+use crate::swarm::Behaviour;
+
+/// Times a call is sent when the peer does not accept rpc on the connection yet.
+pub const CALL_ATTEMPTS: u8 = 5;
+
+#[derive(Debug)]
+struct PendingCall {
+    reply: oneshot::Sender<Value>,
+    peer: PeerId,
+    request: RpcRequest,
+    attempts: u8,
+}
+
+/// A call waiting until its peer proved the network on a connection.
+#[derive(Debug)]
+struct Waiting {
+    call: PendingCall,
+    deadline: Instant,
+    /// The Kademlia lookup looking for the peer, if one runs.
+    lookup: Option<kad::QueryId>,
+    /// Whether we know where to dial it (routed, or found by the lookup).
+    dialable: bool,
+}
+
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct Calls {
+    keypair: libp2p::identity::Keypair,
+    max_calls: usize,
+    timeout: Duration,
+    in_flight: HashMap<OutboundRequestId, PendingCall>,
+    retry: Vec<PendingCall>,
+    waiting: Vec<Waiting>,
+    /// `find` requests: Kademlia lookups answered with the peers they found.
+    finds: HashMap<kad::QueryId, oneshot::Sender<Value>>,
+    record_seq: u64,
+}
+
+fn failure(error: impl std::fmt::Display) -> Value {
+    json!({ "ok": false, "error": error.to_string() })
+}
+
+impl Calls {
+    /// A call client signing `dht_put` records with `keypair`; at most `max_calls` at once,
+    /// each reaching its peer within `timeout`.
+    pub fn new(keypair: libp2p::identity::Keypair, max_calls: usize, timeout: Duration) -> Self {
+        Self {
+            keypair,
+            max_calls,
+            timeout,
+            in_flight: HashMap::new(),
+            retry: Vec::new(),
+            waiting: Vec::new(),
+            finds: HashMap::new(),
+            record_seq: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.in_flight.len() + self.retry.len() + self.waiting.len() + self.finds.len()
+    }
+
+    /// Starts a `find` (`{"network", "peer"}`): a lookup of the peers of `network` closest to
+    /// `peer` through that network's Kademlia, answered with the peer ids it found.
+    pub fn find(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        request: &Value,
+        reply: oneshot::Sender<Value>,
+    ) {
+        if self.len() >= self.max_calls {
+            let _ = reply.send(failure("too many calls in flight; try again"));
+            return;
+        }
+        let parsed = (|| -> Result<(NetworkName, PeerId), String> {
+            let network = request["network"]
+                .as_str()
+                .ok_or("\"network\" is required")?
+                .parse::<NetworkName>()
+                .map_err(|e| format!("invalid network: {e}"))?;
+            let peer = request["peer"]
+                .as_str()
+                .ok_or("\"peer\" is required")?
+                .parse::<PeerId>()
+                .map_err(|_| "\"peer\" is not a peer id".to_string())?;
+            Ok((network, peer))
+        })();
+        let (network, peer) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(failure(e));
+                return;
+            }
+        };
+        match swarm.behaviour_mut().session.kad(&network) {
+            Some(kad) => {
+                let id = kad.get_closest_peers(peer);
+                self.finds.insert(id, reply);
+            }
+            None => {
+                let _ = reply.send(failure(format!("this node is not in network {network}")));
+            }
+        }
+    }
+
+    /// Starts a call from the control socket (`{"peer", "command", "args", "network"?}`).
+    pub fn start(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        routing: &Routing,
+        request: &Value,
+        reply: oneshot::Sender<Value>,
+        now: SystemTime,
+        instant: Instant,
+    ) {
+        if self.len() >= self.max_calls {
+            let _ = reply.send(failure("too many calls in flight; try again"));
+            return;
+        }
+        let (peer, rpc) = match self.build(swarm, request, now) {
+            Ok(call) => call,
+            Err(e) => {
+                let _ = reply.send(failure(e));
+                return;
+            }
+        };
+        let call = PendingCall {
+            reply,
+            peer,
+            request: rpc,
+            attempts: 0,
+        };
+        let network = call.request.network.clone();
+        let sessions = swarm.behaviour().session.sessions();
+        if !sessions.connections_proving(&peer, &network).is_empty() {
+            self.send(swarm, call);
+            return;
+        }
+        // Not proven on a live connection yet: reach it first.
+        let mut lookup = None;
+        let dialable = sessions.is_routed(&network, &peer) || swarm.is_connected(&peer);
+        if dialable {
+            routing.dial(swarm, peer, Vec::new(), &network);
+        } else if let Some(kad) = swarm.behaviour_mut().session.kad(&network) {
+            tracing::debug!(%peer, network = %network, "looking the peer up");
+            lookup = Some(kad.get_closest_peers(peer));
+        }
+        self.waiting.push(Waiting {
+            call,
+            deadline: instant + self.timeout,
+            lookup,
+            dialable,
+        });
+    }
+
+    fn build(
+        &mut self,
+        swarm: &Swarm<Behaviour>,
+        request: &Value,
+        now: SystemTime,
+    ) -> Result<(PeerId, RpcRequest), String> {
+        let peer: PeerId = request["peer"]
+            .as_str()
+            .ok_or("\"peer\" is required")?
+            .parse()
+            .map_err(|_| "\"peer\" is not a peer id".to_string())?;
+        let sessions = swarm.behaviour().session.sessions();
+        let network = match request.get("network").and_then(Value::as_str) {
+            Some(n) => n
+                .parse::<NetworkName>()
+                .map_err(|e| format!("invalid network: {e}"))?,
+            None => {
+                let shared: Vec<NetworkName> = sessions.peer_networks(&peer).into_keys().collect();
+                let candidates = if shared.is_empty() {
+                    sessions.routed_networks(&peer)
+                } else {
+                    shared
+                };
+                let mine: Vec<NetworkName> = swarm
+                    .behaviour()
+                    .session
+                    .networks()
+                    .filter(|n| sessions.has_membership(n) || sessions.has_delegation(n))
+                    .cloned()
+                    .collect();
+                match (candidates.as_slice(), mine.as_slice()) {
+                    ([one], _) => one.clone(),
+                    ([], [only]) => only.clone(),
+                    ([], _) => {
+                        return Err(format!(
+                            "{peer} is not a verified member we know of in any network; pass --network to look it up"
+                        ));
+                    }
+                    _ => {
+                        return Err(
+                            "the peer shares several networks with us; pass --network".into()
+                        );
+                    }
+                }
+            }
+        };
+        if !sessions.has_membership(&network) && !sessions.has_delegation(&network) {
+            return Err(format!("this node is not a member of network {network}"));
+        }
+        let args: Vec<&str> = request["args"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let bytes = |s: &str| s.as_bytes().to_vec();
+        let command = match (request["command"].as_str().unwrap_or(""), args.as_slice()) {
+            ("ping", []) => Command::Ping,
+            ("info", []) => Command::Info,
+            ("peers", []) => Command::Peers,
+            ("echo", [text]) => Command::Echo { data: bytes(text) },
+            ("dht_get", [key]) => Command::DhtGet { key: bytes(key) },
+            ("dht_put", [key, value]) => {
+                let secs = unix_secs(now);
+                self.record_seq = self.record_seq.max(secs.saturating_mul(1000)) + 1;
+                let record = SignedRecord::sign(
+                    &self.keypair,
+                    &network,
+                    bytes(key),
+                    bytes(value),
+                    self.record_seq,
+                    secs,
+                )
+                .map_err(|e| format!("cannot sign the record: {e}"))?;
+                Command::DhtPut { record }
+            }
+            (cmd, args) => {
+                return Err(format!(
+                    "unknown command or wrong arguments: {cmd} {args:?}; use ping | info | peers | echo TEXT | dht_get KEY | dht_put KEY VALUE"
+                ));
+            }
+        };
+        Ok((peer, RpcRequest { network, command }))
+    }
+
+    fn send(&mut self, swarm: &mut Swarm<Behaviour>, mut call: PendingCall) {
+        call.attempts += 1;
+        let id = swarm
+            .behaviour_mut()
+            .session
+            .rpc()
+            .send_request(&call.peer, call.request.clone());
+        self.in_flight.insert(id, call);
+    }
+
+    /// `peer` proved `network` on a connection: send the calls waiting for it.
+    pub fn on_verified(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        network: &NetworkName,
+    ) {
+        let (ready, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.call.peer == peer && &w.call.request.network == network);
+        self.waiting = rest;
+        for w in ready {
+            self.send(swarm, w.call);
+        }
+    }
+
+    /// A lookup of `network`'s Kademlia finished: dial the peers it looked for.
+    pub fn on_lookup(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        routing: &Routing,
+        network: &NetworkName,
+        id: kad::QueryId,
+        peers: &[kad::PeerInfo],
+        instant: Instant,
+    ) {
+        if let Some(reply) = self.finds.remove(&id) {
+            let found: Vec<String> = peers.iter().map(|p| p.peer_id.to_string()).collect();
+            let _ = reply.send(json!({ "ok": true, "result": found }));
+        }
+        for w in self.waiting.iter_mut().filter(|w| w.lookup == Some(id)) {
+            w.lookup = None;
+            match peers.iter().find(|p| p.peer_id == w.call.peer) {
+                Some(info) => {
+                    w.dialable = true;
+                    routing.dial(swarm, info.peer_id, info.addrs.clone(), network);
+                }
+                None if swarm.is_connected(&w.call.peer) => {}
+                None => {
+                    // Fail now rather than at the deadline.
+                    w.deadline = instant.min(w.deadline);
+                }
+            }
+        }
+    }
+
+    /// Whether `id` is one of our lookups.
+    pub fn is_lookup(&self, id: kad::QueryId) -> bool {
+        self.finds.contains_key(&id) || self.waiting.iter().any(|w| w.lookup == Some(id))
+    }
+
+    /// The peer answered a call.
+    pub fn on_response(&mut self, id: OutboundRequestId, response: RpcResponse) {
+        let Some(call) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let answer = match response {
+            RpcResponse::Ok(result) => json!({
+                "ok": true,
+                "result": serde_json::to_value(&result).unwrap_or(Value::Null),
+            }),
+            RpcResponse::Err { code, message } => failure(match message {
+                Some(m) => format!("{code}: {m}"),
+                None => code.to_string(),
+            }),
+        };
+        let _ = call.reply.send(answer);
+    }
+
+    /// A call failed on the wire.
+    pub fn on_failure(&mut self, id: OutboundRequestId, error: &OutboundFailure) {
+        let Some(call) = self.in_flight.remove(&id) else {
+            return;
+        };
+        // The peer's gate was not open yet, or the connection went away: both pass.
+        let not_yet = matches!(
+            error,
+            OutboundFailure::UnsupportedProtocols
+                | OutboundFailure::ConnectionClosed
+                | OutboundFailure::DialFailure
+        );
+        if not_yet && call.attempts < CALL_ATTEMPTS {
+            self.retry.push(call);
+        } else {
+            let _ = call.reply.send(failure(format!(
+                "the call failed: {error} (a peer refuses rpc until it has verified our membership)"
+            )));
+        }
+    }
+
+    /// Once a second: resends calls refused for a gate not yet open, dials again the peers of
+    /// waiting calls that are not connected (a dial can fail, e.g. when both sides dial each
+    /// other at once), and fails calls whose peer did not become reachable in time.
+    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, routing: &Routing, instant: Instant) {
+        for call in std::mem::take(&mut self.retry) {
+            self.send(swarm, call);
+        }
+        for w in &self.waiting {
+            if w.dialable && !swarm.is_connected(&w.call.peer) {
+                routing.dial(swarm, w.call.peer, Vec::new(), &w.call.request.network);
+            }
+        }
+        let (late, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.deadline <= instant);
+        self.waiting = rest;
+        for w in late {
+            let _ = w.call.reply.send(failure(format!(
+                "{} could not be reached as a verified member of {} within {}s; check `node peers` and that it is online",
+                w.call.peer,
+                w.call.request.network,
+                self.timeout.as_secs()
+            )));
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The join client: how a node obtains and keeps its membership of each network.
+//!
+//! Per network it asks a verified seednode to join (or polls the request it already has),
+//! accepts the token the seednode approves or delivers, renews it inside the descriptor's
+//! `renewal_margin`, stops asking after an operator's denial, and backs off after failures.
+//!
+//! [`JoinClient`] is pure: it is handed `now` and the seednodes currently proven for each
+//! network, and answers with [`JoinAction`]s; the event loop sends the messages, persists the
+//! pending requests and, through [`accept_token`], verifies and stores a token before handing it
+//! back with [`JoinClient::adopt`]. Generic over the driver's request id so tests use integers.
+//!
+//! Invariants:
+//! - At most one join message per network is in flight.
+//! - A request id is only ever polled at the seednode that issued it.
+//! - A network this process serves as a seednode is never joined.
+//! - After `n` consecutive failures the next attempt waits `poll_interval * 2^n`, at most
+//!   `max_backoff`; renewals of a still-valid token are asked at most once per `renewal_retry`.
+
+use std::time::{Duration, SystemTime};
+
+use cordon_membership::{PeerId, Verifier};
+use cordon_protocol::{DenyReason, JoinMessage, JoinReply, JoinRequest, NetworkName, ReasonCode};
+
+use crate::clock::unix_secs;
+use crate::datadir::{DataDir, PendingJoin};
+
+/// Timing of the join client.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    /// Base interval between attempts. Default 3 s.
+    pub poll_interval: Duration,
+    /// Longest wait after repeated failures. Default 60 s.
+    pub max_backoff: Duration,
+    /// Least time between two renewal requests for a still-valid token. Default 60 s.
+    pub renewal_retry: Duration,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(3),
+            max_backoff: Duration::from_secs(60),
+            renewal_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Our own membership of one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnToken {
+    /// Standard biscuit bytes.
+    pub bytes: Vec<u8>,
+    /// When it ends.
+    pub expires_at: SystemTime,
+    /// Roles it grants.
+    pub roles: Vec<String>,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinAction {
+    /// Send `message` to the seednode `peer` on `/cordon/join/1`, then call
+    /// [`JoinClient::sent`] with the request id.
+    Send {
+        /// The network.
+        network: NetworkName,
+        /// The seednode.
+        peer: PeerId,
+        /// The message.
+        message: JoinMessage,
+    },
+    /// Verify and store this token (see [`accept_token`]), then call [`JoinClient::adopt`].
+    Accept {
+        /// The network.
+        network: NetworkName,
+        /// The token bytes.
+        token: Vec<u8>,
+    },
+    /// Persist the pending join requests (the full list).
+    SavePending(Vec<PendingJoin>),
+    /// Our token of this network expired: stop presenting it.
+    Expired(NetworkName),
+}
+
+/// Where a network's join stands, for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinState {
+    /// This process is a seednode of the network.
+    Seednode,
+    /// We hold a valid token.
+    Member,
+    /// An operator denied our request.
+    Denied,
+    /// A request waits for approval.
+    Pending,
+    /// Looking for a seednode or about to ask.
+    Joining,
+}
+
+impl JoinState {
+    /// The status string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seednode => "seednode",
+            Self::Member => "member",
+            Self::Denied => "denied",
+            Self::Pending => "pending",
+            Self::Joining => "joining",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Net<R> {
+    name: NetworkName,
+    renewal_margin: Duration,
+    serving: bool,
+    token: Option<OwnToken>,
+    pending: Option<PendingJoin>,
+    in_flight: Option<R>,
+    denied: bool,
+    last_renewal: Option<SystemTime>,
+    failures: u32,
+    retry_at: Option<SystemTime>,
+}
+
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct JoinClient<R> {
+    config: JoinConfig,
+    label: String,
+    invite: Option<String>,
+    nets: Vec<Net<R>>,
+}
+
+/// One network the client manages.
+#[derive(Debug, Clone)]
+pub struct JoinNetwork {
+    /// Its name.
+    pub name: NetworkName,
+    /// Renew this long before expiry.
+    pub renewal_margin: Duration,
+    /// This process is a seednode of it (never joins it).
+    pub serving: bool,
+}
+
+impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
+    /// A client for `networks`, sending `label` (and `invite`, if any) with its requests.
+    pub fn new(
+        config: JoinConfig,
+        networks: impl IntoIterator<Item = JoinNetwork>,
+        label: String,
+        invite: Option<String>,
+    ) -> Self {
+        Self {
+            config,
+            label,
+            invite,
+            nets: networks
+                .into_iter()
+                .map(|n| Net {
+                    name: n.name,
+                    renewal_margin: n.renewal_margin,
+                    serving: n.serving,
+                    token: None,
+                    pending: None,
+                    in_flight: None,
+                    denied: false,
+                    last_renewal: None,
+                    failures: 0,
+                    retry_at: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn net_mut(&mut self, network: &NetworkName) -> Option<&mut Net<R>> {
+        self.nets.iter_mut().find(|n| &n.name == network)
+    }
+
+    fn net(&self, network: &NetworkName) -> Option<&Net<R>> {
+        self.nets.iter().find(|n| &n.name == network)
+    }
+
+    /// A token loaded from disk at start (already verified by the caller).
+    pub fn load_token(&mut self, network: &NetworkName, token: OwnToken) {
+        if let Some(net) = self.net_mut(network) {
+            net.token = Some(token);
+        }
+    }
+
+    /// A pending request loaded from disk at start; ignored where we hold a token.
+    pub fn load_pending(&mut self, join: PendingJoin) {
+        if let Some(net) = self.net_mut(&join.network)
+            && net.token.is_none()
+        {
+            net.pending = Some(join);
+        }
+    }
+
+    /// Our token of `network`, if we hold one.
+    pub fn token(&self, network: &NetworkName) -> Option<&OwnToken> {
+        self.net(network)?.token.as_ref()
+    }
+
+    /// The pending request of `network`, if any.
+    pub fn pending(&self, network: &NetworkName) -> Option<&PendingJoin> {
+        self.net(network)?.pending.as_ref()
+    }
+
+    /// Where the join of `network` stands at `now`.
+    pub fn state(&self, network: &NetworkName, now: SystemTime) -> Option<JoinState> {
+        let net = self.net(network)?;
+        Some(if net.serving {
+            JoinState::Seednode
+        } else if net.token.as_ref().is_some_and(|t| t.expires_at > now) {
+            JoinState::Member
+        } else if net.denied {
+            JoinState::Denied
+        } else if net.pending.is_some() {
+            JoinState::Pending
+        } else {
+            JoinState::Joining
+        })
+    }
+
+    /// Whether we need a seednode of `network` (no token and not serving it).
+    pub fn needs_seednode(&self, network: &NetworkName) -> bool {
+        self.net(network)
+            .is_some_and(|n| !n.serving && n.token.is_none())
+    }
+
+    /// Whether `peer` may deliver a token for `network` now: we asked it (a request or poll is
+    /// in flight, or it holds our pending request) or we are renewing.
+    pub fn expects_delivery(&self, network: &NetworkName, peer: &PeerId) -> bool {
+        self.net(network).is_some_and(|n| {
+            !n.serving
+                && (n.in_flight.is_some()
+                    || n.pending
+                        .as_ref()
+                        .is_some_and(|p| p.seednode == peer.to_string())
+                    || n.token.is_none()
+                    || n.last_renewal.is_some())
+        })
+    }
+
+    /// The next messages to send: a join request, a status poll or a renewal for every network
+    /// that is due, each to a seednode proven for it (`seednodes`).
+    pub fn poll(
+        &mut self,
+        now: SystemTime,
+        seednodes: impl Fn(&NetworkName) -> Vec<PeerId>,
+    ) -> Vec<JoinAction> {
+        let mut actions = Vec::new();
+        for net in &mut self.nets {
+            if net.serving || net.denied || net.in_flight.is_some() {
+                continue;
+            }
+            if net.retry_at.is_some_and(|at| now < at) {
+                continue;
+            }
+            if let Some(t) = &net.token {
+                let valid = t.expires_at > now;
+                let due = t.expires_at <= now + net.renewal_margin;
+                let recently = net.last_renewal.is_some_and(|at| {
+                    now.duration_since(at)
+                        .is_ok_and(|d| d < self.config.renewal_retry)
+                });
+                if valid && (!due || recently) {
+                    continue;
+                }
+            }
+            let seeds = seednodes(&net.name);
+            let (peer, message) = match &net.pending {
+                // Request ids belong to the seednode that issued them.
+                Some(p) => {
+                    let Some(seed) = seeds.iter().find(|s| s.to_string() == p.seednode) else {
+                        continue;
+                    };
+                    (
+                        *seed,
+                        JoinMessage::Status {
+                            request_id: p.request_id,
+                        },
+                    )
+                }
+                None => {
+                    let Some(seed) = seeds.first() else {
+                        continue;
+                    };
+                    (
+                        *seed,
+                        JoinMessage::Request(JoinRequest {
+                            network: net.name.clone(),
+                            label: self.label.clone(),
+                            invite: self.invite.clone(),
+                        }),
+                    )
+                }
+            };
+            if net.token.as_ref().is_some_and(|t| t.expires_at > now) {
+                net.last_renewal = Some(now);
+            }
+            actions.push(JoinAction::Send {
+                network: net.name.clone(),
+                peer,
+                message,
+            });
+        }
+        actions
+    }
+
+    /// The driver sent the message of a [`JoinAction::Send`] for `network` as request `id`.
+    pub fn sent(&mut self, network: &NetworkName, id: R) {
+        if let Some(net) = self.net_mut(network) {
+            net.in_flight = Some(id);
+        }
+    }
+
+    /// A seednode answered request `id`.
+    pub fn handle_reply(
+        &mut self,
+        id: R,
+        peer: PeerId,
+        reply: JoinReply,
+        now: SystemTime,
+    ) -> Vec<JoinAction> {
+        let Some(i) = self.nets.iter().position(|n| n.in_flight == Some(id)) else {
+            return Vec::new();
+        };
+        let max_backoff = self.config.max_backoff;
+        let poll_interval = self.config.poll_interval;
+        let net = &mut self.nets[i];
+        net.in_flight = None;
+        let network = net.name.clone();
+        match reply {
+            JoinReply::Pending { request_id } => {
+                tracing::info!(network = %network, request_id, seednode = %peer, "join request pending operator approval");
+                net.failures = 0;
+                net.retry_at = None;
+                net.pending = Some(PendingJoin {
+                    network,
+                    request_id,
+                    seednode: peer.to_string(),
+                    requested_at: unix_secs(now),
+                });
+                vec![JoinAction::SavePending(self.pending_list())]
+            }
+            JoinReply::Approved { token, .. } => vec![JoinAction::Accept { network, token }],
+            JoinReply::Denied {
+                reason, message, ..
+            } => {
+                tracing::warn!(network = %network, reason = %reason, message = message.as_deref().unwrap_or(""), "join request denied");
+                if reason == DenyReason::DeniedByOperator || reason == DenyReason::InvalidInvite {
+                    net.denied = true;
+                } else {
+                    back_off(net, now, poll_interval, max_backoff);
+                }
+                net.pending = None;
+                vec![JoinAction::SavePending(self.pending_list())]
+            }
+            JoinReply::Error { code } => {
+                tracing::warn!(network = %network, reason = %code, "join request failed");
+                back_off(net, now, poll_interval, max_backoff);
+                Vec::new()
+            }
+            JoinReply::Ack => Vec::new(),
+        }
+    }
+
+    /// Request `id` failed on the wire (timeout, connection closed, protocol refused).
+    pub fn handle_failure(&mut self, id: R, now: SystemTime) {
+        let (poll_interval, max_backoff) = (self.config.poll_interval, self.config.max_backoff);
+        if let Some(net) = self.nets.iter_mut().find(|n| n.in_flight == Some(id)) {
+            net.in_flight = None;
+            back_off(net, now, poll_interval, max_backoff);
+        }
+    }
+
+    /// A token for `network` was verified and stored: it is ours now.
+    pub fn adopt(&mut self, network: &NetworkName, token: OwnToken) -> Vec<JoinAction> {
+        let Some(net) = self.net_mut(network) else {
+            return Vec::new();
+        };
+        net.token = Some(token);
+        net.pending = None;
+        net.denied = false;
+        net.failures = 0;
+        net.retry_at = None;
+        vec![JoinAction::SavePending(self.pending_list())]
+    }
+
+    /// Drops tokens that expired by `now`; the networks then ask again.
+    pub fn expire(&mut self, now: SystemTime) -> Vec<JoinAction> {
+        let mut out = Vec::new();
+        for net in &mut self.nets {
+            if net.token.as_ref().is_some_and(|t| t.expires_at <= now) {
+                tracing::warn!(network = %net.name, reason = "expired", "our membership expired; requesting a new one");
+                net.token = None;
+                net.last_renewal = None;
+                out.push(JoinAction::Expired(net.name.clone()));
+            }
+        }
+        out
+    }
+
+    fn pending_list(&self) -> Vec<PendingJoin> {
+        self.nets.iter().filter_map(|n| n.pending.clone()).collect()
+    }
+}
+
+fn back_off<R>(net: &mut Net<R>, now: SystemTime, base: Duration, max: Duration) {
+    net.failures = net.failures.saturating_add(1);
+    let factor = 1u32 << net.failures.min(16);
+    net.retry_at = Some(now + base.saturating_mul(factor).min(max));
+}
+
+/// Verifies a token for ourselves (`local`) and stores it in the data directory: what the driver
+/// does with a [`JoinAction::Accept`] or a delivered token before [`JoinClient::adopt`].
+pub fn accept_token(
+    verifier: &Verifier,
+    data: &DataDir,
+    local: &PeerId,
+    network: &NetworkName,
+    token: Vec<u8>,
+    now: SystemTime,
+) -> Result<OwnToken, ReasonCode> {
+    let verdict = verifier
+        .verify_membership(&token, local, now)
+        .map_err(|e| cordon_membership::session::reason_code(e.code()))?;
+    if verdict.network != network.as_str() {
+        return Err(ReasonCode::UnknownNetwork);
+    }
+    if let Err(e) = data.save_token(network, &token) {
+        tracing::error!(network = %network, error = %e, "cannot store the membership token");
+        return Err(ReasonCode::Internal);
+    }
+    Ok(OwnToken {
+        bytes: token,
+        expires_at: verdict.expires_at,
+        roles: verdict.roles,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cordon_membership::SecretKey;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn mainnet() -> NetworkName {
+        "mainnet".parse().unwrap()
+    }
+
+    fn seed() -> PeerId {
+        SecretKey::from_seed([1; 32]).peer_id()
+    }
+
+    fn client(serving: bool) -> JoinClient<u32> {
+        JoinClient::new(
+            JoinConfig::default(),
+            [JoinNetwork {
+                name: mainnet(),
+                renewal_margin: Duration::from_secs(600),
+                serving,
+            }],
+            "lab".into(),
+            None,
+        )
+    }
+
+    fn sends(actions: &[JoinAction]) -> Vec<JoinMessage> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                JoinAction::Send { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn own(expires_at: SystemTime) -> OwnToken {
+        OwnToken {
+            bytes: b"t".to_vec(),
+            expires_at,
+            roles: vec!["member".into()],
+        }
+    }
+
+    #[test]
+    fn asks_a_proven_seednode_once_then_polls_the_same_seednode() {
+        let mut c = client(false);
+        assert!(
+            sends(&c.poll(t0(), |_| Vec::new())).is_empty(),
+            "no seednode yet"
+        );
+        let actions = c.poll(t0(), |_| vec![seed()]);
+        assert!(matches!(sends(&actions)[..], [JoinMessage::Request(_)]));
+        c.sent(&mainnet(), 7);
+        assert!(
+            sends(&c.poll(t0(), |_| vec![seed()])).is_empty(),
+            "two in flight"
+        );
+        let actions = c.handle_reply(7, seed(), JoinReply::Pending { request_id: 42 }, t0());
+        assert!(matches!(&actions[..], [JoinAction::SavePending(p)] if p[0].request_id == 42));
+        assert_eq!(c.state(&mainnet(), t0()), Some(JoinState::Pending));
+        // Another seednode does not know request 42.
+        let other = SecretKey::from_seed([2; 32]).peer_id();
+        assert!(sends(&c.poll(t0() + SECOND, |_| vec![other])).is_empty());
+        let actions = c.poll(t0() + SECOND, |_| vec![other, seed()]);
+        assert_eq!(
+            sends(&actions),
+            vec![JoinMessage::Status { request_id: 42 }]
+        );
+    }
+
+    #[test]
+    fn an_approved_token_is_accepted_then_renewed_inside_the_margin_at_most_once_a_minute() {
+        let mut c = client(false);
+        c.poll(t0(), |_| vec![seed()]);
+        c.sent(&mainnet(), 1);
+        let actions = c.handle_reply(
+            1,
+            seed(),
+            JoinReply::Approved {
+                request_id: 1,
+                token: b"t".to_vec(),
+            },
+            t0(),
+        );
+        assert!(matches!(&actions[..], [JoinAction::Accept { .. }]));
+        let expires = t0() + Duration::from_secs(3600);
+        c.adopt(&mainnet(), own(expires));
+        assert_eq!(c.state(&mainnet(), t0()), Some(JoinState::Member));
+        // Outside the 10-minute margin: nothing.
+        assert!(sends(&c.poll(t0() + Duration::from_secs(2000), |_| vec![seed()])).is_empty());
+        // Inside: one renewal request, then quiet for a minute even if it fails.
+        let inside = expires - Duration::from_secs(300);
+        assert_eq!(sends(&c.poll(inside, |_| vec![seed()])).len(), 1);
+        c.sent(&mainnet(), 2);
+        c.handle_failure(2, inside);
+        assert!(sends(&c.poll(inside + 30 * SECOND, |_| vec![seed()])).is_empty());
+        assert_eq!(
+            sends(&c.poll(inside + 61 * SECOND, |_| vec![seed()])).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_maximum() {
+        let mut c = client(false);
+        let mut now = t0();
+        let mut waits = Vec::new();
+        for id in 0..8 {
+            // Find the first second at which the client asks again.
+            let mut waited = 0;
+            while sends(&c.poll(now, |_| vec![seed()])).is_empty() {
+                now += SECOND;
+                waited += 1;
+                assert!(waited < 1000, "never retried");
+            }
+            waits.push(waited);
+            c.sent(&mainnet(), id);
+            c.handle_failure(id, now);
+        }
+        assert_eq!(waits, vec![0, 6, 12, 24, 48, 60, 60, 60]);
+    }
+
+    #[test]
+    fn an_operator_denial_stops_the_asking() {
+        let mut c = client(false);
+        c.poll(t0(), |_| vec![seed()]);
+        c.sent(&mainnet(), 1);
+        c.handle_reply(
+            1,
+            seed(),
+            JoinReply::Denied {
+                request_id: Some(1),
+                reason: DenyReason::DeniedByOperator,
+                message: None,
+            },
+            t0(),
+        );
+        assert_eq!(c.state(&mainnet(), t0()), Some(JoinState::Denied));
+        assert!(sends(&c.poll(t0() + Duration::from_secs(3600), |_| vec![seed()])).is_empty());
+    }
+
+    #[test]
+    fn a_served_network_is_never_joined_and_expiry_asks_again() {
+        let mut s = client(true);
+        assert!(sends(&s.poll(t0(), |_| vec![seed()])).is_empty());
+        assert_eq!(s.state(&mainnet(), t0()), Some(JoinState::Seednode));
+        let mut c = client(false);
+        c.load_token(&mainnet(), own(t0() + SECOND));
+        assert_eq!(
+            c.expire(t0() + SECOND),
+            vec![JoinAction::Expired(mainnet())]
+        );
+        assert!(c.needs_seednode(&mainnet()));
+        assert!(matches!(
+            sends(&c.poll(t0() + SECOND, |_| vec![seed()]))[..],
+            [JoinMessage::Request(_)]
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! Where security events go: the tracing log, the audit log and the metrics, in one place.
+//!
+//! Every module that observes something worth recording calls one method here, so each event is
+//! worded once: the same reason code reaches the log line (`reason` field), the audit record and
+//! the metric label. A failing audit log is reported and never stops the node.
+
+use cordon_membership::session::{CloseReason, EndReason, Proof, ProofKind, Refused};
+use cordon_protocol::{NetworkName, ReasonCode};
+use libp2p::PeerId;
+use libp2p::swarm::ConnectionId;
+
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+/// Counters shown by `status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Presentations refused because the verification queue was full.
+    pub rate_limited: u64,
+}
+
+/// The log, audit and metrics sink. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Report {
+    audit: AuditLog,
+    metrics: Metrics,
+    clock: Clock,
+    counters: Counters,
+}
+
+impl Report {
+    /// Reports into `audit` and `metrics`, timestamping with `clock`.
+    pub fn new(audit: AuditLog, metrics: Metrics, clock: Clock) -> Self {
+        Self {
+            audit,
+            metrics,
+            clock,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Appends an audit record.
+    pub fn audit(&mut self, event: AuditEvent) {
+        if let Err(e) = self.audit.append(event, self.clock.now()) {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    /// Flushes the audit log to disk.
+    pub fn sync(&mut self) {
+        if let Err(e) = self.audit.sync() {
+            tracing::error!(error = %e, "cannot sync the audit log");
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// A peer proved a network.
+    pub fn verified(&mut self, peer: PeerId, proof: &Proof) {
+        let seednode = proof.kind == ProofKind::Seednode;
+        self.metrics.check(None);
+        tracing::info!(%peer, network = %proof.network, seednode, token_id = %proof.token, "membership verified");
+        self.audit(
+            AuditEvent::new(AuditKind::MembershipVerified)
+                .peer(peer)
+                .network(&proof.network)
+                .token_id(proof.token)
+                .detail(if seednode {
+                    "seednode delegation"
+                } else {
+                    "membership"
+                }),
+        );
+    }
+
+    /// A presentation refused these networks.
+    pub fn refused(&mut self, peer: PeerId, refused: &[Refused]) {
+        for r in refused {
+            let reason = r.rejection.reason;
+            if reason == ReasonCode::RateLimited {
+                self.counters.rate_limited += 1;
+                self.metrics.rate_limited.inc();
+            }
+            self.metrics.check(Some(reason.as_str()));
+            let network = r
+                .network
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            tracing::warn!(%peer, network = %network, reason = %reason, detail = %r.rejection.detail, "membership refused");
+            let mut event = AuditEvent::new(AuditKind::MembershipRefused)
+                .peer(peer)
+                .reason(reason);
+            if let Some(n) = &r.network {
+                event = event.network(n);
+            } else {
+                event = event.detail(&r.rejection.detail);
+            }
+            self.audit(event);
+        }
+    }
+
+    /// A proof ended on a live connection.
+    pub fn ended(&mut self, peer: PeerId, network: &NetworkName, reason: EndReason) {
+        tracing::info!(%peer, network = %network, reason = %reason, "membership ended on a connection");
+        // A strict violation or revocation is a refusal of what the peer proved before.
+        let kind = match reason {
+            EndReason::Expired => AuditKind::Other,
+            EndReason::Revoked | EndReason::StrictNetwork => AuditKind::MembershipRefused,
+        };
+        self.audit(
+            AuditEvent::new(kind)
+                .peer(peer)
+                .network(network)
+                .reason(reason)
+                .detail("membership ended on a live connection"),
+        );
+    }
+
+    /// The session closed a connection.
+    pub fn closed(&mut self, peer: PeerId, connection: ConnectionId, reason: CloseReason) {
+        self.metrics.connection(reason.as_str());
+        tracing::info!(%peer, %connection, reason = %reason, "closing connection");
+        self.audit(
+            AuditEvent::new(AuditKind::ConnectionRefused)
+                .peer(peer)
+                .reason(reason),
+        );
+    }
+}

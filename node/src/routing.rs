@@ -1,0 +1,359 @@
+//! Finding and keeping peers: our listen addresses, the persisted address book, dialing (with
+//! the network it is for, so the right token is presented), bootstrap redials, periodic
+//! discovery through each network's Kademlia, and the addresses identify reports.
+//!
+//! Who may be *in* a routing table is decided by the session machine (see [`crate::session`]);
+//! this module only learns of those decisions (`Routed`, `Unrouted`) to keep the address book,
+//! and supplies the addresses the session behaviour routes with.
+//!
+//! Invariants:
+//! - Every dial records the network it is for before it starts.
+//! - Discovery backs off: a network's lookup runs every `discovery_interval` while lookups keep
+//!   finding peers we are not connected to, and the interval doubles (up to
+//!   `max_discovery_interval`) after each that finds none, so a settled network costs little.
+//! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
+//!   addresses each; a peer leaves a network's entry when it leaves that network's table for
+//!   any reason but expiry, so revoked peers are not redialled at the next start.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+
+use cordon_membership::session::{EndReason, ProofKind};
+use cordon_protocol::NetworkName;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, kad};
+
+use crate::clock::unix_secs;
+use crate::datadir::{AddressEntry, DataDir};
+use crate::descriptor::bootstrap_peer;
+use crate::join_client::JoinClient;
+use crate::metrics::NetworkLabel;
+use crate::report::Report;
+use crate::swarm::Behaviour;
+
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct Routing {
+    local: PeerId,
+    /// Each local network and its bootstrap addresses.
+    networks: Vec<(NetworkName, Vec<Multiaddr>)>,
+    listen_addrs: Vec<Multiaddr>,
+    book: BTreeMap<PeerId, AddressEntry>,
+    dirty: bool,
+    max_address_book: usize,
+    max_addrs_per_peer: usize,
+    discovery: Discovery,
+}
+
+/// When each network's next discovery lookup is due.
+#[derive(Debug)]
+struct Discovery {
+    base: Duration,
+    max: Duration,
+    /// Per network: the current interval and when the next lookup is due.
+    due: BTreeMap<NetworkName, (Duration, Instant)>,
+    /// Discovery lookups in flight and their network (at most one per network).
+    queries: HashMap<kad::QueryId, NetworkName>,
+}
+
+/// How often discovery looks for members: `base` while it finds new ones, doubling to `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryIntervals {
+    /// The shortest interval.
+    pub base: Duration,
+    /// The longest interval.
+    pub max: Duration,
+}
+
+/// Whether an address is worth giving to others (not unspecified).
+pub fn routable(addr: &Multiaddr) -> bool {
+    !addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+impl Routing {
+    /// Routing for `networks` (name, bootstrap addresses).
+    pub fn new(
+        local: PeerId,
+        networks: Vec<(NetworkName, Vec<Multiaddr>)>,
+        max_address_book: usize,
+        max_addrs_per_peer: usize,
+        discovery: DiscoveryIntervals,
+    ) -> Self {
+        Self {
+            local,
+            networks,
+            listen_addrs: Vec::new(),
+            book: BTreeMap::new(),
+            dirty: false,
+            max_address_book,
+            max_addrs_per_peer,
+            discovery: Discovery {
+                base: discovery.base,
+                max: discovery.max.max(discovery.base),
+                due: BTreeMap::new(),
+                queries: HashMap::new(),
+            },
+        }
+    }
+
+    /// Loads the persisted address book.
+    pub fn load(&mut self, data: &DataDir) {
+        match data.load_address_book() {
+            Ok(entries) => {
+                for e in entries {
+                    if let Ok(peer) = e.peer.parse::<PeerId>() {
+                        self.book.insert(peer, e);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the address book"),
+        }
+    }
+
+    /// Persists the address book if it changed, then trims it to its bound.
+    pub fn save(&mut self, data: &DataDir) {
+        if !self.dirty {
+            return;
+        }
+        let entries: Vec<AddressEntry> = self.book.values().cloned().collect();
+        match data.save_address_book(&entries, self.max_address_book) {
+            Ok(()) => self.dirty = false,
+            Err(e) => tracing::warn!(error = %e, "cannot persist the address book"),
+        }
+        if self.book.len() > self.max_address_book {
+            let mut by_age: Vec<(u64, PeerId)> =
+                self.book.iter().map(|(p, e)| (e.last_seen, *p)).collect();
+            by_age.sort();
+            let excess = self.book.len() - self.max_address_book;
+            for (_, p) in by_age.into_iter().take(excess) {
+                self.book.remove(&p);
+            }
+        }
+    }
+
+    /// The address book (status, tests).
+    pub fn address_book(&self) -> &BTreeMap<PeerId, AddressEntry> {
+        &self.book
+    }
+
+    /// Our listen addresses.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// A new listen address; printed on stdout so scripts can pick it up.
+    pub fn on_new_listen_addr(&mut self, address: Multiaddr) {
+        tracing::info!(%address, "listening");
+        println!(
+            "listening on {}",
+            address.clone().with(Protocol::P2p(self.local))
+        );
+        self.listen_addrs.push(address);
+    }
+
+    /// A listen address went away.
+    pub fn on_expired_listen_addr(&mut self, address: &Multiaddr) {
+        self.listen_addrs.retain(|a| a != address);
+    }
+
+    /// Identify told us `peer`'s listen addresses.
+    pub fn on_identify(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        listen_addrs: Vec<Multiaddr>,
+    ) {
+        let addrs: Vec<Multiaddr> = listen_addrs
+            .into_iter()
+            .filter(routable)
+            .take(self.max_addrs_per_peer)
+            .collect();
+        swarm.behaviour_mut().session.set_listen_addrs(peer, addrs);
+    }
+
+    /// The session put `peer` into `network`'s table with `addrs`.
+    pub fn on_routed(
+        &mut self,
+        peer: PeerId,
+        network: &NetworkName,
+        addrs: &[Multiaddr],
+        now: SystemTime,
+    ) {
+        let entry = self.book.entry(peer).or_insert_with(|| AddressEntry {
+            peer: peer.to_string(),
+            addrs: Vec::new(),
+            networks: Vec::new(),
+            last_seen: 0,
+        });
+        entry.addrs = addrs
+            .iter()
+            .take(self.max_addrs_per_peer)
+            .map(ToString::to_string)
+            .collect();
+        if !entry.networks.contains(network) {
+            entry.networks.push(network.clone());
+        }
+        entry.last_seen = unix_secs(now);
+        self.dirty = true;
+    }
+
+    /// The session took `peer` out of `network`'s table.
+    pub fn on_unrouted(&mut self, peer: PeerId, network: &NetworkName, reason: EndReason) {
+        if reason == EndReason::Expired {
+            // It may renew; a later dial finds out.
+            return;
+        }
+        if let Some(entry) = self.book.get_mut(&peer) {
+            entry.networks.retain(|n| n != network);
+            if entry.networks.is_empty() {
+                self.book.remove(&peer);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Dials `peer` for `network` (or presents on an existing outbound connection).
+    pub fn dial(
+        &self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        network: &NetworkName,
+    ) {
+        if peer == self.local {
+            return;
+        }
+        if !swarm.behaviour_mut().session.dial_intent(peer, network) {
+            tracing::debug!(%peer, "dial intent table full; not dialing");
+            return;
+        }
+        if swarm.is_connected(&peer) {
+            return;
+        }
+        // Kademlia adds what it knows of the peer to the addresses given (none for a peer found
+        // only in a routing table).
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    /// Dials every address-book peer for the networks it was a member of.
+    pub fn dial_known_peers(&self, swarm: &mut Swarm<Behaviour>) {
+        let mine: BTreeSet<&NetworkName> = self.networks.iter().map(|(n, _)| n).collect();
+        for (peer, entry) in &self.book {
+            let addrs: Vec<Multiaddr> = entry.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+            for n in entry.networks.iter().filter(|n| mine.contains(n)) {
+                self.dial(swarm, *peer, addrs.clone(), n);
+            }
+        }
+    }
+
+    /// Redials the bootstrap peers of networks without a verified connection, or without a
+    /// verified seednode while we still need to join.
+    pub fn redial_bootstrap<R: Copy + Eq + std::fmt::Debug>(
+        &self,
+        swarm: &mut Swarm<Behaviour>,
+        join: &JoinClient<R>,
+    ) {
+        for (network, bootstrap) in &self.networks {
+            let sessions = swarm.behaviour().session.sessions();
+            let connected = !sessions.verified_peers(network).is_empty();
+            let has_seed = !sessions
+                .proven_peers(network, ProofKind::Seednode)
+                .is_empty();
+            if connected && (has_seed || !join.needs_seednode(network)) {
+                continue;
+            }
+            for addr in bootstrap {
+                if let Some(peer) = bootstrap_peer(addr)
+                    && peer != self.local
+                    && !swarm.is_connected(&peer)
+                {
+                    self.dial(swarm, peer, vec![addr.clone()], network);
+                }
+            }
+        }
+    }
+
+    /// Asks each network's Kademlia whose lookup is due for peers close to us (those found are
+    /// dialed when the lookup answers) and updates the routing-table gauges.
+    pub fn discover(&mut self, swarm: &mut Swarm<Behaviour>, report: &Report, now: Instant) {
+        for (network, _) in &self.networks {
+            let session = &mut swarm.behaviour_mut().session;
+            let active = session.sessions().has_membership(network)
+                || session.sessions().has_delegation(network);
+            let Some(kad) = session.kad(network) else {
+                continue;
+            };
+            let known = kad.kbuckets().map(|b| b.num_entries()).sum::<usize>();
+            report
+                .metrics()
+                .routing_table
+                .get_or_create(&NetworkLabel {
+                    network: network.to_string(),
+                })
+                .set(i64::try_from(known).unwrap_or(i64::MAX));
+            let (_, due) = *self
+                .discovery
+                .due
+                .entry(network.clone())
+                .or_insert((self.discovery.base, now));
+            let running = self.discovery.queries.values().any(|n| n == network);
+            if active && known > 0 && now >= due && !running {
+                let id = kad.get_closest_peers(self.local);
+                self.discovery.queries.insert(id, network.clone());
+            }
+        }
+    }
+
+    /// A Kademlia query `id` of `network` found these peers: dial those we are not connected
+    /// to. A discovery lookup that found none of those backs discovery off.
+    pub fn on_closest_peers(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        network: &NetworkName,
+        id: kad::QueryId,
+        peers: Vec<kad::PeerInfo>,
+        now: Instant,
+    ) {
+        let mut new = 0;
+        for info in peers {
+            if info.peer_id == self.local || swarm.is_connected(&info.peer_id) {
+                continue;
+            }
+            new += 1;
+            let addrs: Vec<Multiaddr> = info
+                .addrs
+                .into_iter()
+                .take(self.max_addrs_per_peer)
+                .collect();
+            if addrs.is_empty() {
+                continue;
+            }
+            self.dial(swarm, info.peer_id, addrs, network);
+        }
+        if self.discovery.queries.remove(&id).is_some() {
+            let (base, max) = (self.discovery.base, self.discovery.max);
+            let entry = self
+                .discovery
+                .due
+                .entry(network.clone())
+                .or_insert((base, now));
+            entry.0 = if new > 0 {
+                base
+            } else {
+                (entry.0 * 2).min(max)
+            };
+            entry.1 = now + entry.0;
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! The libp2p side of the membership session machine ([`cordon_membership::session`]).
+//!
+//! [`Behaviour`] owns everything whose access depends on proven membership: the
+//! `/cordon/membership/1` exchange, the bounded verification pool, the gated remote-command
+//! protocol and one gated Kademlia per network ([`Keyed`]). It feeds connection events,
+//! presentations and verdicts to the pure machine and carries out what the machine decides:
+//! presenting our tokens, answering presentations, opening and closing gates, putting proven
+//! peers into (and taking them out of) their network's routing table, and closing connections.
+//! What the rest of the node needs to know (verdicts for the audit, routing changes for the
+//! address book, Kademlia and rpc traffic) comes out as [`Event`]s.
+//!
+//! Invariants (on top of the machine's):
+//! - A network's Kademlia and the rpc protocol are reachable on a connection only through the
+//!   gates this behaviour opens, and it opens them only on the machine's word.
+//! - A peer is inserted into a network's routing table only on the machine's `AddRoute`, with
+//!   addresses learned from our own dial or the peer's identify, and is removed on `RemoveRoute`
+//!   whether or not it is still connected.
+//! - Verification never runs on the swarm's task and never queues without bound: a presentation
+//!   that finds the pool full is refused as `rate_limited`.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use cordon_membership::session::{
+    Action, CloseReason, EndReason, Endpoint, Gate, PresentationId, Proof, Refused, Rejection,
+    SessionConfig, Sessions,
+};
+use cordon_membership::{RevocationId, Verifier};
+use cordon_protocol::{
+    MembershipCodec, MembershipRequest, MembershipResponse, NetworkName, ReasonCode, RpcCodec,
+};
+use libp2p::core::{Endpoint as Role, Multiaddr, transport::PortUse};
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p::swarm::{
+    CloseConnection, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+    behaviour::{ConnectionClosed, ConnectionEstablished},
+};
+use libp2p::{PeerId, core::ConnectedPoint};
+
+use crate::clock::Clock;
+use crate::gate::Gated;
+use crate::keyed::Keyed;
+use crate::verify_pool::{Done, Job, VerifyPool};
+
+/// Longest the behaviour sleeps before looking at the session machine's deadlines again.
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
+
+/// A network's Kademlia behind its gate.
+pub type NetworkKad = Gated<kad::Behaviour<MemoryStore>>;
+
+/// The gated protocols and the exchange, composed; [`Behaviour`] wraps it.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+pub struct Protocols {
+    /// `/cordon/membership/1`: token presentation on every connection.
+    pub exchange: request_response::Behaviour<MembershipCodec>,
+    /// `/cordon/rpc/1`: remote commands, closed until the peer proved a network.
+    pub rpc: Gated<request_response::Behaviour<RpcCodec>>,
+    /// `/cordon/<network>/kad/1.0.0`: one per network, each closed until the peer proved it.
+    pub kad: Keyed<NetworkName, NetworkKad>,
+}
+
+impl std::fmt::Debug for Protocols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protocols")
+            .field("kad", &self.kad)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds of the behaviour besides the machine's own.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The session machine's bounds and timeouts.
+    pub session: SessionConfig,
+    /// Verifications queued or running at once; more are refused as `rate_limited`.
+    pub max_pending_verifications: usize,
+    /// Verification threads.
+    pub verify_workers: usize,
+    /// Addresses kept per peer for its routing entry.
+    pub max_addrs_per_peer: usize,
+}
+
+/// What the rest of the node learns from the behaviour.
+#[derive(Debug)]
+pub enum Event {
+    /// A peer proved a network on a connection.
+    Verified {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// What it proved.
+        proof: Proof,
+    },
+    /// A presentation refused one or more networks (one event per presentation).
+    Refused {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// What was refused and why.
+        refused: Vec<Refused>,
+    },
+    /// A proof ended on a live connection.
+    Ended {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// The network.
+        network: NetworkName,
+        /// Why.
+        reason: EndReason,
+    },
+    /// The behaviour closed a connection.
+    Closed {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A peer entered a network's routing table with these addresses.
+    Routed {
+        /// The peer.
+        peer: PeerId,
+        /// The network.
+        network: NetworkName,
+        /// Its addresses as inserted.
+        addrs: Vec<Multiaddr>,
+    },
+    /// A peer left a network's routing table.
+    Unrouted {
+        /// The peer.
+        peer: PeerId,
+        /// The network.
+        network: NetworkName,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A peer answered our presentation.
+    Answered {
+        /// The peer.
+        peer: PeerId,
+        /// Its verdicts on our tokens.
+        response: MembershipResponse,
+    },
+    /// A verification job finished, taking this long.
+    VerificationTime(Duration),
+    /// A network's Kademlia reported something.
+    Kad {
+        /// The network.
+        network: NetworkName,
+        /// The event.
+        event: kad::Event,
+    },
+    /// Remote-command traffic.
+    Rpc(request_response::Event<cordon_protocol::RpcRequest, cordon_protocol::RpcResponse>),
+}
+
+/// See the [module documentation](self).
+pub struct Behaviour {
+    protocols: Protocols,
+    sessions: Sessions<ConnectionId>,
+    pool: VerifyPool,
+    clock: Clock,
+    max_addrs_per_peer: usize,
+    /// Answer channels of presentations being verified.
+    channels: HashMap<PresentationId, (ConnectionId, ResponseChannel<MembershipResponse>)>,
+    /// Answers decided and not sent yet: they go out only once the gate commands decided with
+    /// them have reached their connections (see [`Behaviour::poll`]).
+    answers: Vec<(ResponseChannel<MembershipResponse>, MembershipResponse)>,
+    /// Addresses of connected peers: where we dialed them and what their identify listed.
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    events: VecDeque<Event>,
+    to_swarm: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
+    timer: Option<(SystemTime, Pin<Box<tokio::time::Sleep>>)>,
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Behaviour")
+            .field("connections", &self.sessions.connections())
+            .field("verifying", &self.sessions.verifying())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Behaviour {
+    /// Wraps the protocols. `networks` are the local networks with their `strict` flag.
+    pub fn new(
+        protocols: Protocols,
+        networks: impl IntoIterator<Item = (NetworkName, bool)>,
+        verifier: Arc<Verifier>,
+        clock: Clock,
+        config: Config,
+    ) -> Self {
+        Self {
+            protocols,
+            sessions: Sessions::new(config.session, networks),
+            pool: VerifyPool::new(
+                verifier,
+                clock.clone(),
+                config.max_pending_verifications,
+                config.verify_workers,
+            ),
+            clock,
+            max_addrs_per_peer: config.max_addrs_per_peer,
+            channels: HashMap::new(),
+            answers: Vec::new(),
+            addrs: HashMap::new(),
+            events: VecDeque::new(),
+            to_swarm: VecDeque::new(),
+            timer: None,
+            waker: None,
+        }
+    }
+
+    /// The session machine (read-only: every change goes through this behaviour).
+    pub fn sessions(&self) -> &Sessions<ConnectionId> {
+        &self.sessions
+    }
+
+    /// The verifier shared with the pool.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        self.pool.verifier()
+    }
+
+    /// The Kademlia of `network`.
+    pub fn kad(&mut self, network: &NetworkName) -> Option<&mut kad::Behaviour<MemoryStore>> {
+        self.protocols.kad.get_mut(network).map(Gated::inner_mut)
+    }
+
+    /// The networks with a Kademlia, in configuration order.
+    pub fn networks(&self) -> impl Iterator<Item = &NetworkName> {
+        self.protocols.kad.iter().map(|(n, _)| n)
+    }
+
+    /// The remote-command protocol (send requests and responses through it).
+    pub fn rpc(&mut self) -> &mut request_response::Behaviour<cordon_protocol::RpcCodec> {
+        self.protocols.rpc.inner_mut()
+    }
+
+    /// Sets (or clears) our membership of `network`; a new token is presented where the
+    /// network is shared.
+    pub fn set_membership(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
+        self.sessions.set_membership(network, token);
+        self.apply();
+    }
+
+    /// Sets the delegation this seednode presents for `network`.
+    pub fn set_delegation(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
+        self.sessions.set_delegation(network, token);
+    }
+
+    /// Records that `peer` is wanted for `network` (about to be dialed, or found by a lookup);
+    /// our token is presented to it on outbound connections.
+    pub fn dial_intent(&mut self, peer: PeerId, network: &NetworkName) -> bool {
+        let recorded = self.sessions.dial_intent(peer, network);
+        self.apply();
+        recorded
+    }
+
+    /// Revokes `ids`: the verifier refuses them from now on, and every connection and routing
+    /// entry that proved something with them ends. Returns the connections closed.
+    pub fn revoke(&mut self, ids: &std::collections::BTreeSet<RevocationId>) -> usize {
+        self.pool.verifier().revoke(ids.iter().cloned());
+        let closed = self.sessions.revoke(ids, self.clock.now());
+        self.apply();
+        closed
+    }
+
+    /// Listen addresses a peer announced (identify), already filtered by the caller. Routes
+    /// the peer where it is proven but could not be inserted for want of an address.
+    pub fn set_listen_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if !self.addrs.contains_key(&peer) {
+            // Not connected (any more): nothing to route with these.
+            return;
+        }
+        let known = self.addrs.entry(peer).or_default();
+        let before = known.len();
+        for a in addrs {
+            if known.len() >= self.max_addrs_per_peer {
+                break;
+            }
+            if !known.contains(&a) {
+                known.push(a);
+            }
+        }
+        if known.len() == before {
+            // Identify repeats itself (pushes); nothing new to route with.
+            return;
+        }
+        for network in self.sessions.routed_networks(&peer) {
+            self.insert_route(peer, &network);
+        }
+    }
+
+    /// Carries out the machine's actions.
+    fn apply(&mut self) {
+        let mut any = false;
+        while let Some(action) = self.sessions.poll_action() {
+            any = true;
+            match action {
+                Action::Present { peer, request, .. } => {
+                    self.protocols.exchange.send_request(&peer, request);
+                }
+                Action::Verify {
+                    id, peer, tokens, ..
+                } => {
+                    if let Err(job) = self.pool.submit(Job { id, peer, tokens }) {
+                        tracing::warn!(%peer, reason = "rate_limited", "verification queue full; refusing presentation");
+                        let verdicts = job
+                            .tokens
+                            .iter()
+                            .map(|_| {
+                                Err(Rejection::new(
+                                    ReasonCode::RateLimited,
+                                    "verification queue full",
+                                ))
+                            })
+                            .collect();
+                        self.sessions
+                            .handle_verdicts(job.id, verdicts, self.clock.now());
+                    }
+                }
+                Action::Respond { id, response, .. } => {
+                    if let Some((_, channel)) = self.channels.remove(&id) {
+                        self.answers.push((channel, response));
+                    }
+                }
+                Action::OpenGate {
+                    peer,
+                    connection,
+                    gate,
+                } => self.set_gate(peer, connection, &gate, true),
+                Action::CloseGate {
+                    peer,
+                    connection,
+                    gate,
+                } => self.set_gate(peer, connection, &gate, false),
+                Action::AddRoute { peer, network } => self.insert_route(peer, &network),
+                Action::RemoveRoute {
+                    peer,
+                    network,
+                    reason,
+                } => {
+                    if let Some(kad) = self.kad(&network) {
+                        kad.remove_peer(&peer);
+                    }
+                    self.events.push_back(Event::Unrouted {
+                        peer,
+                        network,
+                        reason,
+                    });
+                }
+                Action::CloseConnection {
+                    peer,
+                    connection,
+                    reason,
+                } => {
+                    self.to_swarm.push_back(ToSwarm::CloseConnection {
+                        peer_id: peer,
+                        connection: CloseConnection::One(connection),
+                    });
+                    self.events.push_back(Event::Closed {
+                        peer,
+                        connection,
+                        reason,
+                    });
+                }
+                Action::Verified {
+                    peer,
+                    connection,
+                    proof,
+                } => self.events.push_back(Event::Verified {
+                    peer,
+                    connection,
+                    proof,
+                }),
+                Action::Refused {
+                    peer,
+                    connection,
+                    refused,
+                } => self.events.push_back(Event::Refused {
+                    peer,
+                    connection,
+                    refused,
+                }),
+                Action::Ended {
+                    peer,
+                    connection,
+                    network,
+                    reason,
+                } => self.events.push_back(Event::Ended {
+                    peer,
+                    connection,
+                    network,
+                    reason,
+                }),
+            }
+        }
+        if any && let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn set_gate(&mut self, peer: PeerId, connection: ConnectionId, gate: &Gate, open: bool) {
+        let result = match gate {
+            Gate::Rpc => {
+                let rpc = &mut self.protocols.rpc;
+                if open {
+                    rpc.open(peer, connection)
+                } else {
+                    rpc.close(peer, connection)
+                }
+            }
+            Gate::Network(network) => match self.protocols.kad.get_mut(network) {
+                Some(kad) if open => kad.open(peer, connection),
+                Some(kad) => kad.close(peer, connection),
+                None => return,
+            },
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, open, "gate unchanged");
+        }
+    }
+
+    /// Inserts a routed peer with every address we know for it.
+    fn insert_route(&mut self, peer: PeerId, network: &NetworkName) {
+        let addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        if addrs.is_empty() {
+            // Listener side before identify: routed once its listen addresses arrive.
+            return;
+        }
+        if let Some(kad) = self.kad(network) {
+            for a in &addrs {
+                kad.add_address(&peer, a.clone());
+            }
+        }
+        self.events.push_back(Event::Routed {
+            peer,
+            network: network.clone(),
+            addrs,
+        });
+    }
+
+    fn on_protocols_event(&mut self, event: ProtocolsEvent) {
+        match event {
+            ProtocolsEvent::Exchange(request_response::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+            }) => self.on_presentation(peer, connection_id, request, channel),
+            ProtocolsEvent::Exchange(request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => self.events.push_back(Event::Answered { peer, response }),
+            ProtocolsEvent::Exchange(request_response::Event::InboundFailure {
+                peer,
+                connection_id,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%peer, %error, "membership request failed");
+                // An oversized or undecodable presentation is a failed presentation too.
+                if let request_response::InboundFailure::Io(e) = &error {
+                    self.sessions
+                        .handle_undecodable(connection_id, e.kind().to_string());
+                    self.apply();
+                }
+            }
+            ProtocolsEvent::Exchange(request_response::Event::OutboundFailure {
+                peer,
+                error,
+                ..
+            }) => {
+                tracing::debug!(%peer, %error, "membership presentation failed");
+            }
+            ProtocolsEvent::Exchange(request_response::Event::ResponseSent { .. }) => {}
+            ProtocolsEvent::Rpc(event) => self.events.push_back(Event::Rpc(event)),
+            ProtocolsEvent::Kad((network, event)) => {
+                self.events.push_back(Event::Kad { network, event });
+            }
+        }
+    }
+
+    fn on_presentation(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: MembershipRequest,
+        channel: ResponseChannel<MembershipResponse>,
+    ) {
+        let now = self.clock.now();
+        match self.sessions.handle_presentation(connection, request, now) {
+            Some(id) => {
+                self.channels.insert(id, (connection, channel));
+            }
+            None => tracing::debug!(%peer, "presentation on a closing connection dropped"),
+        }
+        self.apply();
+    }
+
+    fn on_done(&mut self, done: Done) {
+        self.events.push_back(Event::VerificationTime(done.elapsed));
+        self.sessions
+            .handle_verdicts(done.id, done.verdicts, self.clock.now());
+        self.apply();
+    }
+
+    /// Re-arms the timer for the machine's next deadline.
+    fn arm_timer(&mut self) {
+        let next = self.sessions.poll_timeout();
+        match (next, &self.timer) {
+            (None, _) => self.timer = None,
+            (Some(at), Some((armed, _))) if *armed == at => {}
+            (Some(at), _) => {
+                // Capped, so a wall-clock jump (or a test moving the clock) is noticed within
+                // a second rather than when a stale sleep ends.
+                let wait = at
+                    .duration_since(self.clock.now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_TIMER_SLEEP);
+                self.timer = Some((at, Box::pin(tokio::time::sleep(wait))));
+            }
+        }
+    }
+}
+
+/// Strips a trailing `/p2p/<peer>` so the address can go into a routing table.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = THandler<Protocols>;
+    type ToSwarm = Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.protocols
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.protocols.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Role,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.protocols.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Role,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.protocols.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.protocols.on_swarm_event(event);
+        match event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            }) => {
+                let (role, dialed) = match endpoint {
+                    ConnectedPoint::Dialer { address, .. } => {
+                        (Endpoint::Dialer, Some(without_peer_id(address)))
+                    }
+                    ConnectedPoint::Listener { .. } => (Endpoint::Listener, None),
+                };
+                let known = self.addrs.entry(peer_id).or_default();
+                if let Some(a) = dialed
+                    && !known.contains(&a)
+                    && known.len() < self.max_addrs_per_peer
+                {
+                    known.push(a);
+                }
+                // A network's Kademlia that dialed this connection wants that network's token.
+                let dialed_for: Vec<NetworkName> = self
+                    .protocols
+                    .kad
+                    .iter()
+                    .filter(|(_, kad)| kad.dialed_by_inner(connection_id))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                self.sessions.handle_established(
+                    connection_id,
+                    peer_id,
+                    role,
+                    dialed_for,
+                    self.clock.now(),
+                );
+                self.apply();
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                connection_id,
+                remaining_established,
+                ..
+            }) => {
+                self.sessions.handle_closed(connection_id);
+                self.channels.retain(|_, (c, _)| *c != connection_id);
+                self.answers.retain(|(channel, _)| channel.is_open());
+                if remaining_established == 0 {
+                    self.addrs.remove(&peer_id);
+                }
+                self.apply();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.protocols
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.waker = Some(cx.waker().clone());
+        loop {
+            if let Some(out) = self.to_swarm.pop_front() {
+                return Poll::Ready(out);
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(event));
+            }
+            if let Poll::Ready(Some(done)) = self.pool.poll_done(cx) {
+                self.on_done(done);
+                continue;
+            }
+            if let Some((_, sleep)) = &mut self.timer
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                self.timer = None;
+                self.sessions.handle_timeout(self.clock.now());
+                self.apply();
+                self.arm_timer();
+                continue;
+            }
+            match self.protocols.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_protocols_event(event);
+                    self.arm_timer();
+                    continue;
+                }
+                Poll::Ready(other) => {
+                    #[allow(clippy::unreachable)]
+                    return Poll::Ready(
+                        other.map_out(|_| unreachable!("GenerateEvent is matched above")),
+                    );
+                }
+                Poll::Pending => {}
+            }
+            // Every gate command is with the swarm now, which hands each to its connection
+            // before polling us again; a request-response answer, though, goes straight to the
+            // connection. Sending answers only now makes a connection apply "open" before it
+            // writes "accepted", so a peer may use a gated protocol as soon as it reads it.
+            for (channel, response) in self.answers.drain(..) {
+                let _ = self.protocols.exchange.send_response(channel, response);
+            }
+            self.arm_timer();
+            if let Some((_, sleep)) = &mut self.timer
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
