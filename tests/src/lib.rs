@@ -1,4 +1,5 @@
-//! Harness for black-box tests that drive the real `node` and `seednode` binaries.
+//! Harness for black-box tests that drive the real `node` and `seednode` binaries, and (in
+//! [`inprocess`]) for many real nodes in one process over the memory transport.
 //!
 //! Binaries are found by path: `$CORDON_BIN_DIR` (set by `scripts/test`) or the workspace's
 //! `target/debug`. Never through `PATH`, where `node` is Node.js.
@@ -14,6 +15,8 @@
 
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod inprocess;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
