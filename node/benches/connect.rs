@@ -47,11 +47,12 @@ use cordon_membership::{
 };
 use cordon_node::NodeLimits;
 use cordon_node::clock::Clock;
+use cordon_node::config::Transport;
 use cordon_node::filter::FilterRules;
 use cordon_node::ratelimit::LimitsConfig;
 use cordon_node::routing::routable;
 use cordon_node::session;
-use cordon_node::swarm::{Behaviour, BehaviourEvent, SwarmConfig, Transport};
+use cordon_node::swarm::{Behaviour, BehaviourEvent, SwarmConfig};
 use cordon_protocol::{NetworkName, Outcome};
 use futures::StreamExt;
 use libp2p::swarm::dial_opts::DialOpts;

@@ -9,7 +9,6 @@ use libp2p::Multiaddr;
 
 use crate::clock::Clock;
 use crate::descriptor::Descriptor;
-use crate::swarm::Transport;
 
 /// Default of [`NodeLimits::max_networks`]: networks one process joins or serves at once (one
 /// Kademlia each).
@@ -105,6 +104,17 @@ impl NodeLimits {
             max_dial_intents: self.max_dial_intents,
         }
     }
+}
+
+/// Which transport the swarm runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP with nodelay (the daemons).
+    #[default]
+    Tcp,
+    /// libp2p's in-memory transport (`/memory/<port>` addresses), for in-process tests: the
+    /// same Noise and Yamux upgrades, no sockets.
+    Memory,
 }
 
 /// Everything `run` needs besides the identity key.

@@ -22,7 +22,7 @@ use libp2p::{
 };
 
 use crate::clock::Clock;
-use crate::config::NodeLimits;
+use crate::config::{NodeLimits, Transport};
 use crate::filter::{ConnectionFilter, FilterRules};
 use crate::gate::Gated;
 use crate::keyed::Keyed;
@@ -57,17 +57,6 @@ impl std::fmt::Debug for Behaviour {
             .field("session", &self.session)
             .finish_non_exhaustive()
     }
-}
-
-/// Which transport the swarm runs on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// TCP with nodelay (the daemons).
-    #[default]
-    Tcp,
-    /// libp2p's in-memory transport (`/memory/<port>` addresses), for in-process tests: the
-    /// same Noise and Yamux upgrades, no sockets.
-    Memory,
 }
 
 /// Everything [`build`] needs.

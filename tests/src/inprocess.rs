@@ -23,9 +23,9 @@ use cordon_membership::{
     VerifierConfig, issue_delegation,
 };
 use cordon_node::clock::{Clock, ClockControl};
+use cordon_node::config::Transport;
 use cordon_node::datadir::{AddressEntry, DataDir};
 use cordon_node::descriptor::{Descriptor, NetworkEntry};
-use cordon_node::swarm::Transport;
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
 use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;
