@@ -41,12 +41,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use cordon_host::clock::Clock;
 use cordon_membership::{
     AccessList, DelegationRequest, Issuer, NetworkTrust, SecretKey, Verifier, VerifierConfig,
     issue_delegation,
 };
 use cordon_node::NodeLimits;
-use cordon_node::clock::Clock;
 use cordon_node::config::Transport;
 use cordon_node::filter::FilterRules;
 use cordon_node::ratelimit::LimitsConfig;

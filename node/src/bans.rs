@@ -10,10 +10,10 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
 use serde_json::{Value, json};
 
-use crate::audit::{AuditEvent, AuditKind};
 use crate::filter::{BanTarget, FilterRules};
 use crate::report::Report;
 use crate::swarm::Behaviour;
+use cordon_host::audit::{AuditEvent, AuditKind};
 
 fn target_text(target: &BanTarget) -> String {
     match target {

@@ -20,9 +20,9 @@ use libp2p::{PeerId, Swarm};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::clock::unix_secs;
 use crate::routing::Routing;
 use crate::swarm::Behaviour;
+use cordon_host::clock::unix_secs;
 
 /// Times a call is sent when the peer does not accept rpc on the connection yet.
 pub const CALL_ATTEMPTS: u8 = 5;

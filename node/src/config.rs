@@ -7,8 +7,8 @@ use cordon_membership::SessionConfig;
 use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;
 
-use crate::clock::Clock;
-use crate::descriptor::Descriptor;
+use cordon_host::clock::Clock;
+use cordon_host::descriptor::Descriptor;
 
 /// Default of [`NodeLimits::max_networks`]: networks one process joins or serves at once (one
 /// Kademlia each).

@@ -11,13 +11,13 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use serde_json::{Value, json};
 
 use crate::bans;
-use crate::clock::unix_secs;
 use crate::config::NodeConfig;
-use crate::descriptor::NetworkEntry;
 use crate::join::{JoinServer, Joiner};
 use crate::report::Report;
 use crate::routing::Routing;
 use crate::swarm::Behaviour;
+use cordon_host::clock::unix_secs;
+use cordon_host::descriptor::NetworkEntry;
 
 /// What a control request may read or change.
 pub struct Context<'a> {

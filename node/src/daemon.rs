@@ -16,11 +16,8 @@ use libp2p::PeerId;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::audit::{AuditConfig, AuditLog};
 use crate::calls::Calls;
 use crate::config::NodeConfig;
-use crate::control::{self, ControlLimits, ControlRequest};
-use crate::datadir::DataDir;
 use crate::event_loop::EventLoop;
 use crate::filter::FilterRules;
 use crate::join::{JoinServer, Joiner};
@@ -32,6 +29,9 @@ use crate::rpc::{Handler, Policy, PolicyConfig, RecordStore, RecordStoreConfig};
 use crate::rpc_server::RpcServer;
 use crate::service::JoinService;
 use crate::swarm::{self, SwarmConfig};
+use cordon_host::audit::{AuditConfig, AuditLog};
+use cordon_host::control::{self, ControlLimits, ControlRequest};
+use cordon_host::datadir::DataDir;
 
 /// A started node, not yet running its event loop.
 #[derive(Debug)]

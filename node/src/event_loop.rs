@@ -17,14 +17,10 @@ use libp2p::{Swarm, identify, kad, request_response};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{AuditEvent, AuditKind};
 use crate::bans;
 use crate::calls::Calls;
-use crate::clock::Clock;
 use crate::config::NodeConfig;
-use crate::control::ControlRequest;
 use crate::control_handler::{self, Context};
-use crate::datadir::DataDir;
 use crate::filter::FilterEvent;
 use crate::join::{self, JoinServer, Joiner};
 use crate::report::Report;
@@ -32,6 +28,10 @@ use crate::routing::Routing;
 use crate::rpc_server::RpcServer;
 use crate::session;
 use crate::swarm::{Behaviour, BehaviourEvent};
+use cordon_host::audit::{AuditEvent, AuditKind};
+use cordon_host::clock::Clock;
+use cordon_host::control::ControlRequest;
+use cordon_host::datadir::DataDir;
 
 /// How often housekeeping runs (call retries and timeouts, ban expiry, our own expiry).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);

@@ -17,12 +17,12 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
 use serde_json::Value;
 
-use crate::audit::{AuditEvent, AuditKind};
-use crate::datadir::DataDir;
 use crate::join_client::{JoinAction, JoinClient, OwnToken, accept_token};
 use crate::report::Report;
 use crate::service::{Delivery, JoinService};
 use crate::swarm::Behaviour;
+use cordon_host::audit::{AuditEvent, AuditKind};
+use cordon_host::datadir::DataDir;
 
 /// The node side: see the [module documentation](self).
 #[derive(Debug)]
@@ -62,7 +62,7 @@ impl Joiner {
                         .verify_membership(&bytes, &self.local, now)
                     {
                         Ok(v) => {
-                            tracing::info!(network = %network, expires_at = crate::clock::unix_secs(v.expires_at), "loaded membership token");
+                            tracing::info!(network = %network, expires_at = cordon_host::clock::unix_secs(v.expires_at), "loaded membership token");
                             session.set_membership(&network, Some(bytes.clone()));
                             self.client.load_token(
                                 &network,

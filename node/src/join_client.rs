@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime};
 use cordon_membership::{PeerId, Verifier};
 use cordon_protocol::{DenyReason, JoinMessage, JoinReply, JoinRequest, NetworkName, ReasonCode};
 
-use crate::clock::unix_secs;
-use crate::datadir::{DataDir, PendingJoin};
+use cordon_host::clock::unix_secs;
+use cordon_host::datadir::{DataDir, PendingJoin};
 
 /// Timing of the join client.
 #[derive(Debug, Clone)]

@@ -20,16 +20,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod audit;
 pub mod bans;
 pub mod calls;
-pub mod clock;
 pub mod config;
-pub mod control;
 pub mod control_handler;
 pub mod daemon;
-pub mod datadir;
-pub mod descriptor;
 mod event_loop;
 pub mod filter;
 pub mod gate;

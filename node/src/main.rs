@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cordon_node::control::{call_blocking, socket_path};
-use cordon_node::datadir::DataDir;
-use cordon_node::descriptor::Descriptor;
+use cordon_host::control::{call_blocking, socket_path};
+use cordon_host::datadir::DataDir;
+use cordon_host::descriptor::Descriptor;
 use cordon_node::{NodeConfig, NodeLimits};
 use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;
@@ -257,7 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { data }) => {
-            println!("{}", cordon_node::audit::verify_data_dir(&data)?);
+            println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             Ok(())
         }
         Command::Status { data, json } => {

@@ -9,9 +9,9 @@ use cordon_protocol::{NetworkName, ReasonCode};
 use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
 
-use crate::audit::{AuditEvent, AuditKind, AuditLog};
-use crate::clock::Clock;
 use crate::metrics::Metrics;
+use cordon_host::audit::{AuditEvent, AuditKind, AuditLog};
+use cordon_host::clock::Clock;
 
 /// Counters shown by `status`.
 #[derive(Debug, Clone, Copy, Default)]

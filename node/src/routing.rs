@@ -24,13 +24,13 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, kad};
 
-use crate::clock::unix_secs;
-use crate::datadir::{AddressEntry, DataDir};
-use crate::descriptor::bootstrap_peer;
 use crate::join_client::JoinClient;
 use crate::metrics::NetworkLabel;
 use crate::report::Report;
 use crate::swarm::Behaviour;
+use cordon_host::clock::unix_secs;
+use cordon_host::datadir::{AddressEntry, DataDir};
+use cordon_host::descriptor::bootstrap_peer;
 
 /// See the [module documentation](self).
 #[derive(Debug)]

@@ -18,12 +18,12 @@ use libp2p::request_response::ResponseChannel;
 use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
 
-use crate::audit::{AuditEvent, AuditKind};
 use crate::metrics::CommandLabels;
 use crate::ratelimit::{KeyedLimiter, LimitsConfig};
 use crate::report::Report;
 use crate::rpc::{Call, Handler, Local};
 use crate::swarm::Behaviour;
+use cordon_host::audit::{AuditEvent, AuditKind};
 
 /// The largest encoded record Kademlia carries (value cap, twice for encoding, plus framing).
 fn max_encoded_record(limits: &cordon_protocol::Limits) -> usize {

@@ -43,10 +43,10 @@ use libp2p::swarm::{
 };
 use libp2p::{PeerId, core::ConnectedPoint};
 
-use crate::clock::Clock;
 use crate::gate::Gated;
 use crate::keyed::Keyed;
 use crate::verify_pool::{Done, Job, VerifyPool};
+use cordon_host::clock::Clock;
 
 /// Longest the behaviour sleeps before looking at the session machine's deadlines again.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);

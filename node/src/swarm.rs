@@ -21,13 +21,13 @@ use libp2p::{
     PeerId, Swarm, connection_limits, identify, kad, noise, ping, request_response, tcp, yamux,
 };
 
-use crate::clock::Clock;
 use crate::config::{NodeLimits, Transport};
 use crate::filter::{ConnectionFilter, FilterRules};
 use crate::gate::Gated;
 use crate::keyed::Keyed;
 use crate::ratelimit::LimitsConfig;
 use crate::session::{self, NetworkKad, Protocols};
+use cordon_host::clock::Clock;
 
 /// Identify protocol version string: peers on other overlays are told apart by it.
 pub const IDENTIFY_PROTOCOL: &str = "/cordon/id/1";

@@ -15,7 +15,7 @@ use cordon_membership::{PeerId, Verifier};
 use cordon_protocol::{PresentedToken, ReasonCode};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::clock::Clock;
+use cordon_host::clock::Clock;
 
 /// The tokens of one presentation to verify.
 #[derive(Debug)]

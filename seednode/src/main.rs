@@ -5,12 +5,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use cordon_host::datadir::DataDir;
+use cordon_host::descriptor::Descriptor;
 use cordon_membership::{
     IssueError, Issuer, PublicKey, Refusal, SecretKey, Verifier, VerifierConfig,
 };
 use cordon_node::NodeConfig;
-use cordon_node::datadir::DataDir;
-use cordon_node::descriptor::Descriptor;
 use cordon_protocol::NetworkName;
 use cordon_seednode::anchor;
 use cordon_seednode::operator::{self, OperatorCommand, RevokeTarget};
@@ -316,7 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status { client } => (OperatorCommand::Status, client),
         Command::Audit(AuditCommand::Verify { data }) => {
-            println!("{}", cordon_node::audit::verify_data_dir(&data)?);
+            println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             return Ok(());
         }
         local @ (Command::Anchor(_) | Command::Init { .. }) => return run_local(local),

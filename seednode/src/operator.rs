@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use cordon_node::control::{ControlError, call_blocking, socket_path};
+use cordon_host::control::{ControlError, call_blocking, socket_path};
 use serde_json::{Map, Value, json};
 
 /// How long the CLI waits for the daemon's answer.

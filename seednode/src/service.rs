@@ -37,8 +37,8 @@ use std::fmt;
 use std::io::Read;
 use std::time::{Duration, SystemTime};
 
+use cordon_host::descriptor::{Descriptor, JoinPolicy};
 use cordon_membership::{IssueError, Issuer, PeerId};
-use cordon_node::descriptor::{Descriptor, JoinPolicy};
 use cordon_node::service::{ControlOutcome, Delivery, JoinService};
 use cordon_protocol::{
     DenyReason, JoinMessage, JoinReply, JoinRequest, Limits, NetworkName, PresentedToken,

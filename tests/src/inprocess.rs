@@ -18,14 +18,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
+use cordon_host::clock::{Clock, ClockControl};
+use cordon_host::datadir::{AddressEntry, DataDir};
+use cordon_host::descriptor::{Descriptor, NetworkEntry};
 use cordon_membership::{
     AccessList, DelegationRequest, Issuer, NetworkTrust, PeerId, SecretKey, Verifier,
     VerifierConfig, issue_delegation,
 };
-use cordon_node::clock::{Clock, ClockControl};
 use cordon_node::config::Transport;
-use cordon_node::datadir::{AddressEntry, DataDir};
-use cordon_node::descriptor::{Descriptor, NetworkEntry};
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
 use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;

@@ -153,7 +153,7 @@ impl fmt::Display for AuditKind {
 /// A security event, built with [`AuditEvent::new`] and the setters:
 ///
 /// ```
-/// use cordon_node::audit::{AuditEvent, AuditKind};
+/// use cordon_host::audit::{AuditEvent, AuditKind};
 /// let event = AuditEvent::new(AuditKind::MembershipRefused)
 ///     .peer("12D3KooWExample")
 ///     .network("mainnet")

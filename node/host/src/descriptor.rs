@@ -875,7 +875,7 @@ renewal_margin = "12h"
 
     #[test]
     fn example_file_parses() {
-        let text = include_str!("../networks.example.toml");
+        let text = include_str!("../../networks.example.toml");
         let d = Descriptor::parse(text).unwrap();
         let main = d.network(&"mainnet".parse().unwrap()).unwrap();
         assert_eq!(main.join, JoinPolicy::Approval);
@@ -883,7 +883,8 @@ renewal_margin = "12h"
         let test = d.network(&"testnet".parse().unwrap()).unwrap();
         assert_eq!(test.join, JoinPolicy::Open);
         d.access_list().unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("networks.example.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../networks.example.toml");
         assert_eq!(Descriptor::load(&path).unwrap(), d);
     }
 }
