@@ -803,6 +803,26 @@ where
         Some(id)
     }
 
+    /// The peer answered one of our presentations on `connection`. A network refused for a
+    /// transient reason (the peer's verification was saturated, or it failed internally) is
+    /// presented again at the next occasion ([`Sessions::dial_intent`], a new token); other
+    /// refusals stand.
+    pub fn handle_answer(&mut self, connection: C, response: &MembershipResponse) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        for result in &response.results {
+            if matches!(
+                result.outcome,
+                Outcome::Rejected {
+                    reason: ReasonCode::RateLimited | ReasonCode::Internal
+                }
+            ) {
+                conn.presented.remove(&result.network);
+            }
+        }
+    }
+
     /// A presentation could not even be decoded (oversized, garbage): a failed presentation.
     pub fn handle_undecodable(&mut self, connection: C, detail: impl Into<String>) {
         let Some(conn) = self.connections.get(&connection) else {

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
-use serde_json::{Value, json};
 
+use crate::api::Reloaded;
 use crate::filter::{BanTarget, FilterRules};
 use crate::report::Report;
 use crate::swarm::Behaviour;
@@ -79,7 +79,7 @@ pub fn reload(
     swarm: &mut Swarm<Behaviour>,
     report: &mut Report,
     path: Option<&Path>,
-) -> Result<Value, String> {
+) -> Result<Reloaded, String> {
     let Some(path) = path else {
         return Err("this node runs without --filter FILE; nothing to reload".into());
     };
@@ -92,5 +92,8 @@ pub fn reload(
     report.audit(AuditEvent::new(AuditKind::Other).detail(format!(
         "filter rules reloaded; {closed} connection(s) closed"
     )));
-    Ok(json!({ "reloaded": path, "closed_connections": closed }))
+    Ok(Reloaded {
+        reloaded: path.to_owned(),
+        closed_connections: closed,
+    })
 }

@@ -1,9 +1,9 @@
-//! `node call`: remote commands this node sends for its operator.
+//! `node call` and `find`: remote commands and lookups this node runs for its operator.
 //!
 //! A call goes to a peer proven on a live connection at once. A peer that is not yet reachable
-//! that way is reached first: dialed for the call's network when it is in that network's routing
-//! table (Kademlia knows its addresses), or looked up by PeerId through the network's Kademlia
-//! and then dialed. The call is sent once the peer proved the network, and fails with a clear
+//! that way is reached first: dialed for the call's network with what that network's Kademlia
+//! knows of it, and looked up by PeerId through the same Kademlia, then dialed where the lookup
+//! found it (and again every second until it proved the network). The call is sent once the peer proved the network, and fails with a clear
 //! error when that does not happen within the call timeout.
 //!
 //! Bounds: at most `max_calls` calls waiting, in flight or queued for a retry at once; a call is
@@ -17,8 +17,9 @@ use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, SignedRecor
 use libp2p::kad;
 use libp2p::request_response::{OutboundFailure, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use crate::api::{CallCommand, Response};
 
 use crate::routing::Routing;
 use crate::swarm::Behaviour;
@@ -27,9 +28,12 @@ use cordon_host::clock::unix_secs;
 /// Times a call is sent when the peer does not accept rpc on the connection yet.
 pub const CALL_ATTEMPTS: u8 = 5;
 
+/// Where a call's answer goes.
+type Reply = oneshot::Sender<Result<Response, String>>;
+
 #[derive(Debug)]
 struct PendingCall {
-    reply: oneshot::Sender<Value>,
+    reply: Reply,
     peer: PeerId,
     request: RpcRequest,
     attempts: u8,
@@ -42,8 +46,9 @@ struct Waiting {
     deadline: Instant,
     /// The Kademlia lookup looking for the peer, if one runs.
     lookup: Option<kad::QueryId>,
-    /// Whether we know where to dial it (routed, or found by the lookup).
-    dialable: bool,
+    /// Addresses a lookup found for it; redials use them (a routed peer's come from
+    /// Kademlia).
+    addrs: Vec<libp2p::Multiaddr>,
 }
 
 /// See the [module documentation](self).
@@ -56,12 +61,12 @@ pub struct Calls {
     retry: Vec<PendingCall>,
     waiting: Vec<Waiting>,
     /// `find` requests: Kademlia lookups answered with the peers they found.
-    finds: HashMap<kad::QueryId, oneshot::Sender<Value>>,
+    finds: HashMap<kad::QueryId, Reply>,
     record_seq: u64,
 }
 
-fn failure(error: impl std::fmt::Display) -> Value {
-    json!({ "ok": false, "error": error.to_string() })
+fn failure(error: impl std::fmt::Display) -> Result<Response, String> {
+    Err(error.to_string())
 }
 
 impl Calls {
@@ -84,39 +89,20 @@ impl Calls {
         self.in_flight.len() + self.retry.len() + self.waiting.len() + self.finds.len()
     }
 
-    /// Starts a `find` (`{"network", "peer"}`): a lookup of the peers of `network` closest to
-    /// `peer` through that network's Kademlia, answered with the peer ids it found.
+    /// Starts a `find`: a lookup of the peers of `network` closest to `peer` through that
+    /// network's Kademlia, answered with the peer ids it found.
     pub fn find(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
-        request: &Value,
-        reply: oneshot::Sender<Value>,
+        network: &NetworkName,
+        peer: PeerId,
+        reply: Reply,
     ) {
         if self.len() >= self.max_calls {
             let _ = reply.send(failure("too many calls in flight; try again"));
             return;
         }
-        let parsed = (|| -> Result<(NetworkName, PeerId), String> {
-            let network = request["network"]
-                .as_str()
-                .ok_or("\"network\" is required")?
-                .parse::<NetworkName>()
-                .map_err(|e| format!("invalid network: {e}"))?;
-            let peer = request["peer"]
-                .as_str()
-                .ok_or("\"peer\" is required")?
-                .parse::<PeerId>()
-                .map_err(|_| "\"peer\" is not a peer id".to_string())?;
-            Ok((network, peer))
-        })();
-        let (network, peer) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = reply.send(failure(e));
-                return;
-            }
-        };
-        match swarm.behaviour_mut().session.kad(&network) {
+        match swarm.behaviour_mut().session.kad(network) {
             Some(kad) => {
                 let id = kad.get_closest_peers(peer);
                 self.finds.insert(id, reply);
@@ -127,13 +113,17 @@ impl Calls {
         }
     }
 
-    /// Starts a call from the control socket (`{"peer", "command", "args", "network"?}`).
+    /// Starts `node call`: `command` to `peer`, in `network` or the one network it shares
+    /// with us.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         routing: &Routing,
-        request: &Value,
-        reply: oneshot::Sender<Value>,
+        peer: PeerId,
+        network: Option<NetworkName>,
+        command: CallCommand,
+        reply: Reply,
         now: SystemTime,
         instant: Instant,
     ) {
@@ -141,8 +131,8 @@ impl Calls {
             let _ = reply.send(failure("too many calls in flight; try again"));
             return;
         }
-        let (peer, rpc) = match self.build(swarm, request, now) {
-            Ok(call) => call,
+        let rpc = match self.build(swarm, peer, network, command, now) {
+            Ok(rpc) => rpc,
             Err(e) => {
                 let _ = reply.send(failure(e));
                 return;
@@ -160,39 +150,33 @@ impl Calls {
             self.send(swarm, call);
             return;
         }
-        // Not proven on a live connection yet: reach it first.
-        let mut lookup = None;
-        let dialable = sessions.is_routed(&network, &peer) || swarm.is_connected(&peer);
-        if dialable {
-            routing.dial(swarm, peer, Vec::new(), &network);
-        } else if let Some(kad) = swarm.behaviour_mut().session.kad(&network) {
+        // Not proven on a live connection yet: reach it first. Dial it now with what Kademlia
+        // knows (a routed peer), and look it up too: a routing entry can outlive the addresses
+        // it was inserted with, and the lookup finds where the peer is now.
+        routing.dial(swarm, peer, Vec::new(), &network);
+        let lookup = swarm.behaviour_mut().session.kad(&network).map(|kad| {
             tracing::debug!(%peer, network = %network, "looking the peer up");
-            lookup = Some(kad.get_closest_peers(peer));
-        }
+            kad.get_closest_peers(peer)
+        });
         self.waiting.push(Waiting {
             call,
             deadline: instant + self.timeout,
             lookup,
-            dialable,
+            addrs: Vec::new(),
         });
     }
 
     fn build(
         &mut self,
         swarm: &Swarm<Behaviour>,
-        request: &Value,
+        peer: PeerId,
+        network: Option<NetworkName>,
+        command: CallCommand,
         now: SystemTime,
-    ) -> Result<(PeerId, RpcRequest), String> {
-        let peer: PeerId = request["peer"]
-            .as_str()
-            .ok_or("\"peer\" is required")?
-            .parse()
-            .map_err(|_| "\"peer\" is not a peer id".to_string())?;
+    ) -> Result<RpcRequest, String> {
         let sessions = swarm.behaviour().session.sessions();
-        let network = match request.get("network").and_then(Value::as_str) {
-            Some(n) => n
-                .parse::<NetworkName>()
-                .map_err(|e| format!("invalid network: {e}"))?,
+        let network = match network {
+            Some(n) => n,
             None => {
                 let shared: Vec<NetworkName> = sessions.peer_networks(&peer).into_keys().collect();
                 let candidates = if shared.is_empty() {
@@ -226,38 +210,29 @@ impl Calls {
         if !sessions.has_membership(&network) && !sessions.has_delegation(&network) {
             return Err(format!("this node is not a member of network {network}"));
         }
-        let args: Vec<&str> = request["args"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
         let bytes = |s: &str| s.as_bytes().to_vec();
-        let command = match (request["command"].as_str().unwrap_or(""), args.as_slice()) {
-            ("ping", []) => Command::Ping,
-            ("info", []) => Command::Info,
-            ("peers", []) => Command::Peers,
-            ("echo", [text]) => Command::Echo { data: bytes(text) },
-            ("dht_get", [key]) => Command::DhtGet { key: bytes(key) },
-            ("dht_put", [key, value]) => {
+        let command = match command {
+            CallCommand::Ping => Command::Ping,
+            CallCommand::Info => Command::Info,
+            CallCommand::Peers => Command::Peers,
+            CallCommand::Echo { text } => Command::Echo { data: bytes(&text) },
+            CallCommand::DhtGet { key } => Command::DhtGet { key: bytes(&key) },
+            CallCommand::DhtPut { key, value } => {
                 let secs = unix_secs(now);
                 self.record_seq = self.record_seq.max(secs.saturating_mul(1000)) + 1;
                 let record = SignedRecord::sign(
                     &self.keypair,
                     &network,
-                    bytes(key),
-                    bytes(value),
+                    bytes(&key),
+                    bytes(&value),
                     self.record_seq,
                     secs,
                 )
                 .map_err(|e| format!("cannot sign the record: {e}"))?;
                 Command::DhtPut { record }
             }
-            (cmd, args) => {
-                return Err(format!(
-                    "unknown command or wrong arguments: {cmd} {args:?}; use ping | info | peers | echo TEXT | dht_get KEY | dht_put KEY VALUE"
-                ));
-            }
         };
-        Ok((peer, RpcRequest { network, command }))
+        Ok(RpcRequest { network, command })
     }
 
     fn send(&mut self, swarm: &mut Swarm<Behaviour>, mut call: PendingCall) {
@@ -298,18 +273,23 @@ impl Calls {
     ) {
         if let Some(reply) = self.finds.remove(&id) {
             let found: Vec<String> = peers.iter().map(|p| p.peer_id.to_string()).collect();
-            let _ = reply.send(json!({ "ok": true, "result": found }));
+            let _ = reply.send(Ok(Response::Found(found)));
         }
         for w in self.waiting.iter_mut().filter(|w| w.lookup == Some(id)) {
             w.lookup = None;
             match peers.iter().find(|p| p.peer_id == w.call.peer) {
                 Some(info) => {
-                    w.dialable = true;
+                    w.addrs = info.addrs.clone();
                     routing.dial(swarm, info.peer_id, info.addrs.clone(), network);
                 }
-                None if swarm.is_connected(&w.call.peer) => {}
+                None if swarm.is_connected(&w.call.peer)
+                    || swarm
+                        .behaviour()
+                        .session
+                        .sessions()
+                        .is_routed(network, &w.call.peer) => {}
                 None => {
-                    // Fail now rather than at the deadline.
+                    // Nobody knows it: fail now rather than at the deadline.
                     w.deadline = instant.min(w.deadline);
                 }
             }
@@ -327,10 +307,7 @@ impl Calls {
             return;
         };
         let answer = match response {
-            RpcResponse::Ok(result) => json!({
-                "ok": true,
-                "result": serde_json::to_value(&result).unwrap_or(Value::Null),
-            }),
+            RpcResponse::Ok(result) => Ok(Response::Called(result)),
             RpcResponse::Err { code, message } => failure(match message {
                 Some(m) => format!("{code}: {m}"),
                 None => code.to_string(),
@@ -368,9 +345,9 @@ impl Calls {
             self.send(swarm, call);
         }
         for w in &self.waiting {
-            if w.dialable && !swarm.is_connected(&w.call.peer) {
-                routing.dial(swarm, w.call.peer, Vec::new(), &w.call.request.network);
-            }
+            // Also on a live connection: presenting again is how a presentation the peer
+            // refused for overload is retried.
+            routing.dial(swarm, w.call.peer, w.addrs.clone(), &w.call.request.network);
         }
         let (late, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()

@@ -65,6 +65,9 @@ pub struct NodeLimits {
     pub call_timeout: Duration,
     /// Longest wait between join attempts after repeated failures. Default 60 s.
     pub max_join_backoff: Duration,
+    /// Seednode: join messages waiting for the join service's answer at once; more are
+    /// refused as `rate_limited`. Default 256.
+    pub max_pending_joins: usize,
 }
 
 impl Default for NodeLimits {
@@ -91,6 +94,7 @@ impl Default for NodeLimits {
             max_calls_in_flight: 64,
             call_timeout: Duration::from_secs(20),
             max_join_backoff: Duration::from_secs(60),
+            max_pending_joins: 256,
         }
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cordon_membership::{SecretKey, Verifier, VerifierConfig};
 use libp2p::PeerId;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::api::{Request, Response};
 use crate::calls::Calls;
 use crate::config::NodeConfig;
 use crate::event_loop::EventLoop;
@@ -27,7 +27,7 @@ use crate::report::Report;
 use crate::routing::{DiscoveryIntervals, Routing};
 use crate::rpc::{Handler, Policy, PolicyConfig, RecordStore, RecordStoreConfig};
 use crate::rpc_server::RpcServer;
-use crate::service::JoinService;
+use crate::service::ServiceHandle;
 use crate::swarm::{self, SwarmConfig};
 use cordon_host::audit::{AuditConfig, AuditLog};
 use cordon_host::control::{self, ControlLimits, ControlRequest};
@@ -37,7 +37,7 @@ use cordon_host::datadir::DataDir;
 #[derive(Debug)]
 pub struct Node {
     event_loop: EventLoop,
-    control_rx: mpsc::Receiver<ControlRequest>,
+    control_rx: mpsc::Receiver<ControlRequest<Request, Response>>,
     stop_tx: watch::Sender<bool>,
     control_task: Option<tokio::task::JoinHandle<Result<(), control::ControlError>>>,
 }
@@ -46,7 +46,7 @@ pub struct Node {
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
     peer: PeerId,
-    requests: mpsc::Sender<ControlRequest>,
+    requests: mpsc::Sender<ControlRequest<Request, Response>>,
 }
 
 impl NodeHandle {
@@ -55,16 +55,16 @@ impl NodeHandle {
         self.peer
     }
 
-    /// Sends `request` (`{"cmd": ...}`) and waits for the answer envelope
-    /// (`{"ok": true, "result": ...}` or `{"ok": false, "error": ...}`).
-    pub async fn request(&self, request: Value) -> anyhow::Result<Value> {
+    /// Sends `request` and waits for the answer; `Err` holds the message an operator would
+    /// see.
+    pub async fn request(&self, request: Request) -> Result<Response, String> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send((request, tx))
             .await
-            .map_err(|_| anyhow::anyhow!("the node has stopped"))?;
+            .map_err(|_| "the node has stopped".to_owned())?;
         rx.await
-            .map_err(|_| anyhow::anyhow!("the node stopped before answering"))
+            .map_err(|_| "the node stopped before answering".to_owned())?
     }
 }
 
@@ -74,7 +74,7 @@ impl Node {
     pub async fn start(
         config: NodeConfig,
         identity: SecretKey,
-        service: Option<Box<dyn JoinService>>,
+        service: Option<ServiceHandle>,
     ) -> anyhow::Result<(Self, NodeHandle)> {
         let (data, key) = DataDir::open(&config.data_dir)
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
@@ -90,7 +90,7 @@ impl Node {
         let mut bootstrap = Vec::new();
         let delegations = service
             .as_ref()
-            .map(|s| s.delegations())
+            .map(|s| s.delegations.clone())
             .unwrap_or_default();
         for name in &config.networks {
             let entry = config.descriptor.network(name).with_context(|| {
@@ -164,7 +164,7 @@ impl Node {
             let tx = control_tx.clone();
             let stop = stopped(stop_rx.clone());
             Some(tokio::spawn(async move {
-                control::serve(&socket, control_limits, tx, stop).await
+                control::serve::<Request, Response>(&socket, control_limits, tx, stop).await
             }))
         } else {
             None
@@ -223,7 +223,7 @@ impl Node {
                 config.limits.call_timeout,
             ),
             report: Report::new(audit, metrics, clock.clone()),
-            server: service.map(JoinServer::new),
+            server: service.map(|s| JoinServer::new(s, config.limits.max_pending_joins)),
             swarm,
             clock,
             data,
@@ -269,7 +269,7 @@ impl Node {
 pub async fn run(
     config: NodeConfig,
     identity: SecretKey,
-    service: Option<Box<dyn JoinService>>,
+    service: Option<ServiceHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (node, _handle) = Node::start(config, identity, service).await?;

@@ -10,22 +10,25 @@
 use std::time::{Duration, Instant};
 
 use cordon_membership::session::ProofKind;
-use cordon_protocol::{Outcome, ReasonCode};
+use cordon_protocol::{JoinReply, Outcome, ReasonCode};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, identify, kad, request_response};
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::api::{Request, Response};
 
 use crate::bans;
 use crate::calls::Calls;
 use crate::config::NodeConfig;
-use crate::control_handler::{self, Context};
+use crate::control_handler::{self, StatusContext};
 use crate::filter::FilterEvent;
+use crate::join::ServerInput;
 use crate::join::{self, JoinServer, Joiner};
 use crate::report::Report;
 use crate::routing::Routing;
 use crate::rpc_server::RpcServer;
+use crate::service::ServiceEvent;
 use crate::session;
 use crate::swarm::{Behaviour, BehaviourEvent};
 use cordon_host::audit::{AuditEvent, AuditKind};
@@ -74,7 +77,7 @@ impl EventLoop {
     /// Runs until `shutdown` resolves, then persists what must survive.
     pub(crate) async fn run(
         mut self,
-        mut control: mpsc::Receiver<ControlRequest>,
+        mut control: mpsc::Receiver<ControlRequest<Request, Response>>,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -86,6 +89,7 @@ impl EventLoop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some((request, reply)) = control.recv() => self.on_control(request, reply),
+                input = next_from_service(&mut self.server) => self.on_server_input(input),
                 _ = housekeeping.tick() => self.on_housekeeping(),
                 _ = poll.tick() => self.on_poll(),
                 _ = discovery.tick() => self.on_discovery(),
@@ -100,7 +104,6 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        let now = self.clock.now();
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.routing.on_new_listen_addr(address),
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -109,7 +112,7 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.report.metrics().connection("established");
                 if let Some(server) = &mut self.server {
-                    server.on_connected(&mut self.swarm, peer_id, now);
+                    server.on_connected(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } => {
@@ -329,42 +332,86 @@ impl EventLoop {
         }
     }
 
-    fn on_control(&mut self, request: Value, reply: oneshot::Sender<Value>) {
+    fn on_control(&mut self, request: Request, reply: oneshot::Sender<Result<Response, String>>) {
         let now = self.clock.now();
         let instant = self.clock.instant();
-        match request.get("cmd").and_then(Value::as_str) {
-            Some("call") => {
+        let answer = match request {
+            Request::Call {
+                peer,
+                network,
+                command,
+            } => {
                 self.calls.start(
                     &mut self.swarm,
                     &self.routing,
-                    &request,
+                    peer,
+                    network,
+                    command,
                     reply,
                     now,
                     instant,
                 );
                 return;
             }
-            Some("find") => {
-                self.calls.find(&mut self.swarm, &request, reply);
+            Request::Find { network, peer } => {
+                self.calls.find(&mut self.swarm, &network, peer, reply);
                 return;
             }
-            _ => {}
-        }
-        let answer = control_handler::answer(
-            Context {
-                swarm: &mut self.swarm,
-                config: &self.config,
-                joiner: &self.joiner,
-                server: self.server.as_mut(),
-                routing: &self.routing,
-                report: &mut self.report,
-                now,
-                instant,
-                started: self.started,
+            Request::Status {} => Ok(Response::Status(Box::new(control_handler::status(
+                StatusContext {
+                    swarm: &mut self.swarm,
+                    config: &self.config,
+                    joiner: &self.joiner,
+                    server: self.server.as_ref(),
+                    routing: &self.routing,
+                    report: &self.report,
+                    now,
+                    instant,
+                    started: self.started,
+                },
+            )))),
+            Request::Peers { network } => {
+                control_handler::peers(&mut self.swarm, network.as_ref()).map(Response::Peers)
+            }
+            Request::Reload {} => bans::reload(
+                &mut self.swarm,
+                &mut self.report,
+                self.config.filter_file.as_deref(),
+            )
+            .map(Response::Reloaded),
+            operator => match &mut self.server {
+                Some(server) => {
+                    server.operator(operator, reply);
+                    return;
+                }
+                None => Err(
+                    "this node is not a seednode; it answers status, peers, call, find and reload"
+                        .to_owned(),
+                ),
             },
-            request,
-        );
+        };
         let _ = reply.send(answer);
+    }
+
+    fn on_server_input(&mut self, input: ServerInput) {
+        match input {
+            ServerInput::Reply(channel, reply) => {
+                let reply = reply.unwrap_or(JoinReply::Error {
+                    code: ReasonCode::Internal,
+                });
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .join
+                    .send_response(channel, reply);
+            }
+            ServerInput::Event(ServiceEvent::Deliver(delivery)) => {
+                if let Some(server) = &mut self.server {
+                    server.deliver(&mut self.swarm, delivery);
+                }
+            }
+            ServerInput::Event(ServiceEvent::Audit(event)) => self.report.audit(event),
+        }
     }
 
     fn on_housekeeping(&mut self) {
@@ -386,18 +433,24 @@ impl EventLoop {
         let instant = self.clock.instant();
         self.routing
             .discover(&mut self.swarm, &self.report, instant);
-        if let Some(counts) = self.server.as_ref().map(|s| s.service().status()) {
-            let count = |k: &str| counts["counts"][k].as_i64().unwrap_or(0);
-            self.report.metrics().pending_requests.set(count("pending"));
-            self.report
-                .metrics()
-                .approved_requests
-                .set(count("approved"));
+        if let Some(status) = self.server.as_ref().map(JoinServer::status) {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            let metrics = self.report.metrics();
+            metrics.pending_requests.set(gauge(status.counts.pending));
+            metrics.approved_requests.set(gauge(status.counts.approved));
         }
     }
 
     fn on_persist(&mut self) {
         self.routing.save(&self.data);
         self.report.sync();
+    }
+}
+
+/// The next answer or push of the join service; never, on a node without one.
+async fn next_from_service(server: &mut Option<JoinServer>) -> ServerInput {
+    match server {
+        Some(server) => server.next().await,
+        None => std::future::pending().await,
     }
 }

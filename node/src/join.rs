@@ -3,23 +3,29 @@
 //! - [`Joiner`] drives the pure [`JoinClient`]: it sends what the client asks, persists pending
 //!   requests, and verifies and stores tokens (approved or delivered) before the client and the
 //!   session behaviour adopt them.
-//! - [`JoinServer`] plugs a [`JoinService`] (the seednode) into the protocol: it answers join
-//!   requests and status polls, pushes approved tokens to connected requesters and records
-//!   their acknowledgement.
+//! - [`JoinServer`] plugs a seednode's join service (a separate task, [`ServiceHandle`]) into
+//!   the protocol: it hands join requests and status polls to the service and sends its answers
+//!   back, pushes approved tokens to connected requesters and reports their acknowledgement.
+//!   It never waits for the service: a saturated service gets `rate_limited` answers.
 //!
 //! [`on_event`] routes the protocol's events between the two.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use cordon_protocol::{DenyReason, JoinMessage, JoinReply, NetworkName, ReasonCode};
-use libp2p::request_response::{self, OutboundRequestId};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::{PeerId, Swarm};
-use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::api::{Request, Response, ServiceStatus};
 use crate::join_client::{JoinAction, JoinClient, OwnToken, accept_token};
 use crate::report::Report;
-use crate::service::{Delivery, JoinService};
+use crate::service::{Delivery, ServiceEvent, ServiceHandle, ServiceRequest};
 use crate::swarm::Behaviour;
 use cordon_host::audit::{AuditEvent, AuditKind};
 use cordon_host::datadir::DataDir;
@@ -208,62 +214,116 @@ impl Joiner {
     }
 }
 
+/// A join reply on its way back from the service, with the channel it answers on.
+type PendingReply =
+    Pin<Box<dyn Future<Output = (ResponseChannel<JoinReply>, Option<JoinReply>)> + Send>>;
+
+/// What the join server hands the event loop.
+#[derive(Debug)]
+pub enum ServerInput {
+    /// The service answered a join message (`None`: it dropped the request).
+    Reply(ResponseChannel<JoinReply>, Option<JoinReply>),
+    /// The service pushed something.
+    Event(ServiceEvent),
+}
+
 /// The seednode side: see the [module documentation](self).
 pub struct JoinServer {
-    service: Box<dyn JoinService>,
+    requests: mpsc::Sender<ServiceRequest>,
+    events: mpsc::Receiver<ServiceEvent>,
+    status: watch::Receiver<ServiceStatus>,
+    /// Join messages the service is answering, at most `max_pending`.
+    replies: FuturesUnordered<PendingReply>,
+    max_pending: usize,
     /// Deliveries pushed and not yet acknowledged, by request.
-    in_flight: HashMap<OutboundRequestId, i64>,
+    in_flight: HashMap<OutboundRequestId, u64>,
 }
 
 impl std::fmt::Debug for JoinServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinServer")
+            .field("replies_pending", &self.replies.len())
             .field("deliveries_in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
 }
 
 impl JoinServer {
-    /// Serves `service`.
-    pub fn new(service: Box<dyn JoinService>) -> Self {
+    /// Serves the service behind `handle`, with at most `max_pending` join messages awaiting
+    /// its answer (more are refused as `rate_limited`).
+    pub fn new(handle: ServiceHandle, max_pending: usize) -> Self {
         Self {
-            service,
+            requests: handle.requests,
+            events: handle.events,
+            status: handle.status,
+            replies: FuturesUnordered::new(),
+            max_pending: max_pending.max(1),
             in_flight: HashMap::new(),
         }
     }
 
-    /// The service.
-    pub fn service(&self) -> &dyn JoinService {
-        self.service.as_ref()
+    /// The service's latest published status.
+    pub fn status(&self) -> ServiceStatus {
+        self.status.borrow().clone()
     }
 
-    /// A join request or status poll from `peer`.
+    /// A join request or status poll from `peer`: handed to the service, answered when it
+    /// answers, or refused at once when the service is saturated.
     pub fn on_request(
         &mut self,
-        report: &mut Report,
+        swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
         message: JoinMessage,
-        now: SystemTime,
-    ) -> JoinReply {
-        let requested = match &message {
-            JoinMessage::Request(r) => Some(r.network.clone()),
-            _ => None,
-        };
-        let reply = self.service.on_join(peer, message, now);
-        if let Some(network) = requested {
-            report.audit(audit_of(&reply).peer(peer).network(&network));
+        channel: ResponseChannel<JoinReply>,
+    ) {
+        if self.replies.len() >= self.max_pending {
+            tracing::warn!(%peer, reason = "rate_limited", "join service saturated; refusing a join message");
+            refuse(swarm, channel);
+            return;
         }
-        reply
+        let (reply, answer) = oneshot::channel();
+        match self.requests.try_send(ServiceRequest::Join {
+            peer,
+            message,
+            reply,
+        }) {
+            Ok(()) => self
+                .replies
+                .push(Box::pin(async move { (channel, answer.await.ok()) })),
+            Err(_) => {
+                tracing::warn!(%peer, reason = "rate_limited", "join service queue full; refusing a join message");
+                refuse(swarm, channel);
+            }
+        }
     }
 
-    /// `peer` connected: push the tokens approved for it and not delivered yet.
-    pub fn on_connected(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, now: SystemTime) {
-        for d in self.service.pending_deliveries(peer, now) {
-            self.deliver(swarm, d);
+    /// `peer` connected: the service pushes what it owes it.
+    pub fn on_connected(&mut self, peer: PeerId) {
+        if self
+            .requests
+            .try_send(ServiceRequest::Connected { peer })
+            .is_err()
+        {
+            // Not lost: undelivered tokens are pushed again at the next connection.
+            tracing::debug!(%peer, "join service busy; deliveries wait for the next connection");
         }
     }
 
-    fn deliver(&mut self, swarm: &mut Swarm<Behaviour>, d: Delivery) {
+    /// An operator request for the service; it answers the operator directly.
+    pub fn operator(&mut self, request: Request, reply: oneshot::Sender<Result<Response, String>>) {
+        if let Err(e) = self
+            .requests
+            .try_send(ServiceRequest::Operator { request, reply })
+        {
+            let busy = "the join service is busy; try again".to_owned();
+            if let ServiceRequest::Operator { reply, .. } = e.into_inner() {
+                let _ = reply.send(Err(busy));
+            }
+        }
+    }
+
+    /// Pushes a token to its requester, if connected.
+    pub fn deliver(&mut self, swarm: &mut Swarm<Behaviour>, d: Delivery) {
         if !swarm.is_connected(&d.peer) {
             return;
         }
@@ -284,14 +344,22 @@ impl JoinServer {
         id: OutboundRequestId,
         peer: PeerId,
         response: &JoinReply,
-        now: SystemTime,
     ) -> bool {
         let Some(token_id) = self.in_flight.remove(&id) else {
             return false;
         };
         if matches!(response, JoinReply::Ack) {
-            self.service.delivered(token_id, now);
             tracing::info!(%peer, token_id, "token delivered");
+            if self
+                .requests
+                .try_send(ServiceRequest::Delivered { token_id })
+                .is_err()
+            {
+                tracing::debug!(
+                    token_id,
+                    "join service busy; the receipt is recorded at the next delivery"
+                );
+            }
         } else {
             tracing::warn!(%peer, token_id, ?response, "delivery not acknowledged");
         }
@@ -303,61 +371,25 @@ impl JoinServer {
         self.in_flight.remove(&id);
     }
 
-    /// An operator command for the service; pushes what it approved to connected requesters
-    /// and audits operator decisions.
-    pub fn on_control(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        report: &mut Report,
-        request: Value,
-        now: SystemTime,
-    ) -> Result<Value, String> {
-        let cmd = request
-            .get("cmd")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let operator_action = match cmd.as_str() {
-            "approve" => Some(AuditKind::JoinApproved),
-            "deny" => Some(AuditKind::JoinDenied),
-            "revoke" => Some(AuditKind::TokenRevoked),
-            _ => None,
-        };
-        let id = request.get("id").and_then(Value::as_u64);
-        let peer = request
-            .get("peer")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let outcome = self.service.on_control(request, now);
-        if let (Some(kind), Ok(_)) = (operator_action, &outcome.result) {
-            let mut event = AuditEvent::new(kind).command(&cmd).detail("by operator");
-            if let Some(id) = id {
-                event = event.request_id(id);
+    /// The next answer or push from the service.
+    pub async fn next(&mut self) -> ServerInput {
+        tokio::select! {
+            Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                ServerInput::Reply(channel, reply)
             }
-            if let Some(peer) = peer {
-                event = event.peer(peer);
-            }
-            report.audit(event);
+            Some(event) = self.events.recv() => ServerInput::Event(event),
+            else => std::future::pending().await,
         }
-        for d in outcome.deliveries {
-            self.deliver(swarm, d);
-        }
-        outcome.result
     }
 }
 
-fn audit_of(reply: &JoinReply) -> AuditEvent {
-    match reply {
-        JoinReply::Pending { request_id } => {
-            AuditEvent::new(AuditKind::JoinRequested).request_id(*request_id)
-        }
-        JoinReply::Approved { request_id, .. } => AuditEvent::new(AuditKind::JoinApproved)
-            .request_id(*request_id)
-            .detail("by policy"),
-        JoinReply::Denied { reason, .. } => AuditEvent::new(AuditKind::JoinDenied).reason(reason),
-        JoinReply::Error { code } => AuditEvent::new(AuditKind::JoinDenied).reason(code),
-        JoinReply::Ack => AuditEvent::new(AuditKind::Other),
-    }
+fn refuse(swarm: &mut Swarm<Behaviour>, channel: ResponseChannel<JoinReply>) {
+    let _ = swarm.behaviour_mut().join.send_response(
+        channel,
+        JoinReply::Error {
+            code: ReasonCode::RateLimited,
+        },
+    );
 }
 
 /// Routes a `/cordon/join/1` event to the joiner or the join server.
@@ -377,31 +409,37 @@ pub fn on_event(
                     request, channel, ..
                 },
             ..
-        } => {
-            let reply = match (request, server) {
-                (
-                    JoinMessage::Deliver {
-                        network,
-                        request_id,
-                        token,
-                    },
-                    _,
-                ) => joiner.on_deliver(swarm, peer, &network, request_id, token, now),
-                (other, Some(server)) => server.on_request(report, peer, other, now),
-                (other, None) => {
-                    let reply = JoinReply::Denied {
-                        request_id: None,
-                        reason: DenyReason::NotServing,
-                        message: None,
-                    };
-                    if let JoinMessage::Request(r) = &other {
-                        report.audit(audit_of(&reply).peer(peer).network(&r.network));
-                    }
-                    reply
+        } => match (request, server) {
+            (
+                JoinMessage::Deliver {
+                    network,
+                    request_id,
+                    token,
+                },
+                _,
+            ) => {
+                let reply = joiner.on_deliver(swarm, peer, &network, request_id, token, now);
+                let _ = swarm.behaviour_mut().join.send_response(channel, reply);
+            }
+            (other, Some(server)) => server.on_request(swarm, peer, other, channel),
+            (other, None) => {
+                let reason = DenyReason::NotServing;
+                if let JoinMessage::Request(r) = &other {
+                    report.audit(
+                        AuditEvent::new(AuditKind::JoinDenied)
+                            .reason(reason)
+                            .peer(peer)
+                            .network(&r.network),
+                    );
                 }
-            };
-            let _ = swarm.behaviour_mut().join.send_response(channel, reply);
-        }
+                let reply = JoinReply::Denied {
+                    request_id: None,
+                    reason,
+                    message: None,
+                };
+                let _ = swarm.behaviour_mut().join.send_response(channel, reply);
+            }
+        },
         request_response::Event::Message {
             peer,
             message:
@@ -411,7 +449,7 @@ pub fn on_event(
                 },
             ..
         } => {
-            let delivery = server.is_some_and(|s| s.on_response(request_id, peer, &response, now));
+            let delivery = server.is_some_and(|s| s.on_response(request_id, peer, &response));
             if !delivery {
                 joiner.on_reply(swarm, request_id, peer, response, now);
             }

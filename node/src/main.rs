@@ -11,10 +11,13 @@ use clap::{Parser, Subcommand};
 use cordon_host::control::{call_blocking, socket_path};
 use cordon_host::datadir::DataDir;
 use cordon_host::descriptor::Descriptor;
+use cordon_node::api::{CallCommand, PeerEntry, Reloaded, Request, Status};
 use cordon_node::{NodeConfig, NodeLimits};
 use cordon_protocol::NetworkName;
+use cordon_protocol::RpcResult;
 use libp2p::Multiaddr;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -228,10 +231,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(cordon_node::run(config, identity, None, shutdown_signal()))
         }
         Command::Reload { data } => {
-            let result = call(&data, json!({"cmd": "reload"}))?;
+            let reloaded: Reloaded = call(&data, &Request::Reload {})?;
             println!(
-                "filter rules reloaded; {} connection(s) closed",
-                result["closed_connections"]
+                "filter rules reloaded from {}; {} connection(s) closed",
+                reloaded.reloaded.display(),
+                reloaded.closed_connections
             );
             Ok(())
         }
@@ -243,12 +247,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command,
             args,
         } => {
-            let mut req =
-                json!({"cmd": "call", "peer": peer.to_string(), "command": command, "args": args});
-            if let Some(n) = network {
-                req["network"] = json!(n.to_string());
-            }
-            let result = call_with_timeout(&data, req, Duration::from_secs(30))?;
+            let command = CallCommand::from_words(&command, &args).map_err(anyhow::Error::msg)?;
+            let request = Request::Call {
+                peer,
+                network,
+                command,
+            };
+            let result: RpcResult = call_with_timeout(&data, &request, CALL_TIMEOUT)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
@@ -261,7 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { data, json } => {
-            let status = call(&data, json!({"cmd": "status"}))?;
+            let status: Status = call(&data, &Request::Status {})?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -274,11 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             network,
             json,
         } => {
-            let mut req = json!({"cmd": "peers"});
-            if let Some(n) = network {
-                req["network"] = json!(n.to_string());
-            }
-            let peers = call(&data, req)?;
+            let peers: Vec<PeerEntry> = call(&data, &Request::Peers { network })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
@@ -289,47 +290,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn call(data: &std::path::Path, request: Value) -> anyhow::Result<Value> {
+/// How long `node call` waits: a call may first have to reach its peer (up to 20 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn call<T: DeserializeOwned>(data: &std::path::Path, request: &Request) -> anyhow::Result<T> {
     call_with_timeout(data, request, Duration::from_secs(10))
 }
 
-fn call_with_timeout(
+fn call_with_timeout<T: DeserializeOwned>(
     data: &std::path::Path,
-    request: Value,
+    request: &Request,
     timeout: Duration,
-) -> anyhow::Result<Value> {
-    Ok(call_blocking(&socket_path(data), &request, timeout)?)
+) -> anyhow::Result<T> {
+    Ok(call_blocking(&socket_path(data), request, timeout)?)
 }
 
 /// One readable line per answer of `node call`.
-fn render_call(result: &Value) -> String {
-    let text = |v: &Value| -> String {
-        v.as_array()
-            .map(|bytes| {
-                bytes
-                    .iter()
-                    .filter_map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-                    .collect::<Vec<u8>>()
-            })
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_else(|| v.to_string())
-    };
+fn render_call(result: &RpcResult) -> String {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     match result {
-        Value::String(s) if s == "pong" => "pong".into(),
-        Value::Object(map) => {
-            if let Some(echo) = map.get("echo") {
-                return text(&echo["data"]);
-            }
-            if let Some(record) = map.get("record") {
-                let r = &record["record"];
-                if r.is_null() {
-                    return "no record".into();
-                }
-                return text(&r["value"]);
-            }
-            serde_json::to_string_pretty(result).unwrap_or_default()
-        }
-        other => other.to_string(),
+        RpcResult::Pong => "pong".into(),
+        RpcResult::Echo { data } => text(data),
+        RpcResult::Record { record: None } => "no record".into(),
+        RpcResult::Record {
+            record: Some(record),
+        } => text(&record.value),
+        other => serde_json::to_string_pretty(other).unwrap_or_default(),
     }
 }
 
@@ -358,50 +344,43 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_status(s: &Value) {
-    println!("peer id:     {}", s["peer_id"].as_str().unwrap_or("?"));
-    if let Some(listen) = s["listen"].as_array() {
-        for a in listen {
-            println!("listening:   {}", a.as_str().unwrap_or("?"));
-        }
+fn print_status(s: &Status) {
+    println!("peer id:     {}", s.peer_id);
+    for a in &s.listen {
+        println!("listening:   {a}");
     }
-    println!("connections: {}", s["connections"]);
+    println!("connections: {}", s.connections);
     println!();
     println!(
         "{:<16} {:<9} {:>8} {:>9} {:>8}",
         "NETWORK", "STATE", "ROUTING", "VERIFIED", "REQUEST"
     );
-    for n in s["networks"].as_array().into_iter().flatten() {
+    for n in &s.networks {
         println!(
             "{:<16} {:<9} {:>8} {:>9} {:>8}",
-            n["name"].as_str().unwrap_or("?"),
-            n["state"].as_str().unwrap_or("?"),
-            n["routing_table"].to_string(),
-            n["verified_peers"].to_string(),
-            n["pending_request"]
-                .as_u64()
+            n.name.as_str(),
+            n.state,
+            n.routing_table,
+            n.verified_peers,
+            n.pending_request
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into())
         );
     }
 }
 
-fn print_peers(peers: &Value) {
+fn print_peers(peers: &[PeerEntry]) {
     println!(
         "{:<10} {:<54} {:<9} ADDRESS",
         "NETWORK", "PEER", "CONNECTED"
     );
-    for p in peers.as_array().into_iter().flatten() {
+    for p in peers {
         println!(
             "{:<10} {:<54} {:<9} {}",
-            p["network"].as_str().unwrap_or("?"),
-            p["peer"].as_str().unwrap_or("?"),
-            if p["connected"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "no"
-            },
-            p["addrs"].get(0).and_then(Value::as_str).unwrap_or("-")
+            p.network.as_str(),
+            p.peer,
+            if p.connected { "yes" } else { "no" },
+            p.addrs.first().map_or("-", String::as_str)
         );
     }
 }

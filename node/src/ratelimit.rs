@@ -555,10 +555,10 @@ pub struct LimitsConfig {
     /// IP. Default 5; at most [`MAX_BAN_THRESHOLD`].
     pub ban_threshold: u32,
     /// Sliding window for `ban_threshold`. Default 60 s.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "cordon_host::config::duration")]
     pub ban_window: Duration,
     /// How long an automatic ban lasts. Default 10 min.
-    #[serde(with = "humantime_duration")]
+    #[serde(with = "cordon_host::config::duration")]
     pub ban_duration: Duration,
     /// Cap on keys tracked by each limiter and ban list (peers, IPs, `(peer, command)` pairs),
     /// and on connections tracked by the filter. Default 10 000.
@@ -695,23 +695,6 @@ impl LimitsConfig {
             duration: self.ban_duration,
             max_keys: self.max_tracked_keys,
         }
-    }
-}
-
-/// Serde for `Duration` as a humantime string (`"60s"`, `"10m"`).
-mod humantime_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
     }
 }
 

@@ -1,13 +1,20 @@
-//! The seam between the node's event loop and a join service (the seednode).
+//! The seam between a node and a join service (the seednode), as messages.
 //!
-//! A plain node runs without a service: it answers every inbound join request with
-//! `not_serving`. The seednode plugs its queue, store and issuers in here. Calls are synchronous
-//! and made from the event loop, so implementations keep them short (a SQLite transaction).
+//! A plain node runs without a service and answers every inbound join request with
+//! `not_serving`. A seednode runs its service as its own task and hands the node a
+//! [`ServiceHandle`]: the node forwards join messages, connections, delivery receipts and
+//! operator requests over a bounded channel, and receives answers on oneshot channels and
+//! pushes (tokens to deliver, audit records) on another bounded channel. Nothing the service
+//! does (database writes, fsyncs) runs on the node's event loop, and the node never waits for
+//! the service: a full channel is refused at once (`rate_limited` to the peer, "busy" to the
+//! operator), and the service's status is read from the latest value it published.
 
-use std::time::SystemTime;
-
+use cordon_host::audit::AuditEvent;
 use cordon_protocol::{JoinMessage, JoinReply, NetworkName, PresentedToken};
 use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::{Request, Response, ServiceStatus};
 
 /// A token to push to a connected requester with `JoinMessage::Deliver`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,41 +25,63 @@ pub struct Delivery {
     pub network: NetworkName,
     /// The join request the token answers.
     pub request_id: u64,
-    /// The service's id for this delivery, handed back in [`JoinService::delivered`].
-    pub token_id: i64,
+    /// The service's id for this token, handed back in [`ServiceRequest::Delivered`].
+    pub token_id: u64,
     /// Standard biscuit bytes.
     pub token: Vec<u8>,
 }
 
-/// What an operator command produced.
+/// What the node asks of the service.
 #[derive(Debug)]
-pub struct ControlOutcome {
-    /// The answer for the operator (`{"ok": true, "result": ...}` is built around it).
-    pub result: Result<serde_json::Value, String>,
-    /// Tokens to push now to requesters that are connected.
-    pub deliveries: Vec<Delivery>,
+pub enum ServiceRequest {
+    /// A `Request` or `Status` join message from `peer` (Noise-authenticated). `Deliver` never
+    /// reaches a service.
+    Join {
+        /// The peer.
+        peer: PeerId,
+        /// The message.
+        message: JoinMessage,
+        /// Where the answer goes.
+        reply: oneshot::Sender<JoinReply>,
+    },
+    /// `peer` connected: push it the tokens approved for it and not delivered yet.
+    Connected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The peer acknowledged the delivery of a token.
+    Delivered {
+        /// The token.
+        token_id: u64,
+    },
+    /// An operator request ([`Request::is_operator`]).
+    Operator {
+        /// The request.
+        request: Request,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Response, String>>,
+    },
 }
 
-/// A join service: queues join requests, decides them, issues and delivers tokens.
-pub trait JoinService: Send + 'static {
+/// What the service pushes to the node.
+#[derive(Debug)]
+pub enum ServiceEvent {
+    /// Push this token to its requester if connected.
+    Deliver(Delivery),
+    /// Append this record to the node's audit log.
+    Audit(AuditEvent),
+}
+
+/// A running join service, as the node sees it.
+#[derive(Debug)]
+pub struct ServiceHandle {
     /// Delegations to present on every connection (kind `Delegation`), so nodes can check this
     /// peer really is a seednode of those networks before asking to join.
-    fn delegations(&self) -> Vec<PresentedToken>;
-
-    /// Answers a `Request` or `Status` join message from `peer` (Noise-authenticated).
-    /// `Deliver` never reaches a service.
-    fn on_join(&mut self, peer: PeerId, message: JoinMessage, now: SystemTime) -> JoinReply;
-
-    /// Tokens approved for `peer` and not yet delivered; called when it connects.
-    fn pending_deliveries(&mut self, peer: PeerId, now: SystemTime) -> Vec<Delivery>;
-
-    /// The peer acknowledged a delivery.
-    fn delivered(&mut self, token_id: i64, now: SystemTime);
-
-    /// An operator command from the local control socket (`{"cmd": ...}`), one the node itself
-    /// does not handle.
-    fn on_control(&mut self, request: serde_json::Value, now: SystemTime) -> ControlOutcome;
-
-    /// Service status for `status` (queue sizes and such).
-    fn status(&self) -> serde_json::Value;
+    pub delegations: Vec<PresentedToken>,
+    /// Requests to the service (bounded).
+    pub requests: mpsc::Sender<ServiceRequest>,
+    /// Pushes from the service (bounded).
+    pub events: mpsc::Receiver<ServiceEvent>,
+    /// The service's latest published status.
+    pub status: watch::Receiver<ServiceStatus>,
 }

@@ -465,9 +465,12 @@ impl Behaviour {
             }) => self.on_presentation(peer, connection_id, request, channel),
             ProtocolsEvent::Exchange(request_response::Event::Message {
                 peer,
+                connection_id,
                 message: request_response::Message::Response { response, .. },
-                ..
-            }) => self.events.push_back(Event::Answered { peer, response }),
+            }) => {
+                self.sessions.handle_answer(connection_id, &response);
+                self.events.push_back(Event::Answered { peer, response });
+            }
             ProtocolsEvent::Exchange(request_response::Event::InboundFailure {
                 peer,
                 connection_id,

@@ -13,7 +13,7 @@ use cordon_membership::{
 use cordon_node::NodeConfig;
 use cordon_protocol::NetworkName;
 use cordon_seednode::anchor;
-use cordon_seednode::operator::{self, OperatorCommand, RevokeTarget};
+use cordon_seednode::operator::{OperatorCommand, RevokeTarget};
 use cordon_seednode::service::{SeedService, ServiceConfig};
 use cordon_seednode::store::{Store, StoreLimits};
 use libp2p::Multiaddr;
@@ -51,14 +51,14 @@ enum Command {
     Pending {
         /// Only requests for this network.
         #[arg(long)]
-        network: Option<String>,
+        network: Option<NetworkName>,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Approve a pending join request: issue its token and deliver it.
     Approve {
         /// The request id (from `seednode pending`).
-        id: i64,
+        id: u64,
         /// A role to grant (repeat for several). Default: the seednode's default roles (member).
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
@@ -76,7 +76,7 @@ enum Command {
     /// Deny a pending join request.
     Deny {
         /// The request id (from `seednode pending`).
-        id: i64,
+        id: u64,
         /// A note sent to the requesting node (printable text, at most 256 bytes).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -87,7 +87,7 @@ enum Command {
     Members {
         /// Only members of this network.
         #[arg(long)]
-        network: Option<String>,
+        network: Option<NetworkName>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -95,7 +95,7 @@ enum Command {
     Invite {
         /// The network the code admits to.
         #[arg(long)]
-        network: String,
+        network: NetworkName,
         /// How many joins the code admits.
         #[arg(long, default_value_t = 1)]
         uses: u32,
@@ -119,13 +119,13 @@ enum Command {
         target: Option<String>,
         /// Revoke every unrevoked token of this peer.
         #[arg(long, value_name = "PEER")]
-        peer: Option<String>,
+        peer: Option<libp2p::PeerId>,
         /// With a peer: only its tokens for this network.
         #[arg(long, value_name = "NAME")]
-        network: Option<String>,
+        network: Option<NetworkName>,
         /// Revoke this one token (ids are listed by `seednode members`).
         #[arg(long, value_name = "N", conflicts_with = "network")]
-        token_id: Option<i64>,
+        token_id: Option<u64>,
         /// Why (kept in the revocation record).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -300,13 +300,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let target = match (target, peer, token_id) {
                 (_, _, Some(id)) => RevokeTarget::Token(id),
                 (_, Some(peer), None) => RevokeTarget::Peer { peer, network },
-                (Some(text), None, None) => match text.parse::<i64>() {
+                (Some(text), None, None) => match text.parse::<u64>() {
                     Ok(_) if network.is_some() => {
                         bail!("--network applies only when revoking a peer, not a token id")
                     }
                     Ok(id) => RevokeTarget::Token(id),
                     Err(_) => RevokeTarget::Peer {
-                        peer: text,
+                        peer: text.parse().map_err(|_| {
+                            anyhow!(
+                                "{text:?} is neither a token id nor a peer id; pass a number \
+                                 from `seednode members` or a peer id (12D3KooW...)"
+                            )
+                        })?,
                         network,
                     },
                 },
@@ -321,13 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         local @ (Command::Anchor(_) | Command::Init { .. }) => return run_local(local),
     };
-    let request = command.request()?;
-    let result = operator::call(&client.data, &request)?;
-    if client.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        println!("{}", command.render(&result, unix_now()));
-    }
+    println!("{}", command.run(&client.data, client.json, unix_now())?);
     Ok(())
 }
 
@@ -402,7 +401,10 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        cordon_node::run(config, identity, Some(Box::new(service)), shutdown).await
+        let service = service
+            .spawn()
+            .context("starting the join service's thread")?;
+        cordon_node::run(config, identity, Some(service), shutdown).await
     })
 }
 

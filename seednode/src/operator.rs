@@ -1,10 +1,11 @@
 //! The operator command line's client side: it turns `seednode pending`, `approve`, ... into
-//! control requests for the running daemon and renders the answers for people.
+//! typed control requests ([`cordon_node::api::Request`]) for the running daemon and renders
+//! the typed answers for people.
 //!
-//! The daemon's answers are the JSON values [`crate::service::SeedService`] builds; `--json`
-//! prints them unchanged, so scripts see exactly what the daemon said. Rendering is pure (it is
-//! handed `now`) so tables are tested without a daemon. Text from the network (labels, peer
-//! ids) is shown with control characters replaced, so a label cannot rewrite the terminal.
+//! `--json` prints the answer as the daemon sent it, so scripts see exactly what the daemon
+//! said. Rendering is pure (it is handed `now`) so tables are tested without a daemon. Text
+//! from the network (labels, peer ids) is shown with control characters replaced, so a label
+//! cannot rewrite the terminal.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,7 +13,12 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use cordon_host::control::{ControlError, call_blocking, socket_path};
-use serde_json::{Map, Value, json};
+use cordon_node::api::{InviteCreated, IssuedTokenView, JoinRequestView, Request, Revoked, Status};
+use cordon_protocol::NetworkName;
+use libp2p::PeerId;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// How long the CLI waits for the daemon's answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,13 +28,13 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum RevokeTarget {
     /// Every unrevoked token of a peer, on one network or all.
     Peer {
-        /// The peer id.
-        peer: String,
+        /// The peer.
+        peer: PeerId,
         /// Only this network.
-        network: Option<String>,
+        network: Option<NetworkName>,
     },
     /// One issued token, by its id (from `seednode members`).
-    Token(i64),
+    Token(u64),
 }
 
 /// One operator command, as parsed from the command line.
@@ -37,12 +43,12 @@ pub enum OperatorCommand {
     /// List pending join requests.
     Pending {
         /// Only this network.
-        network: Option<String>,
+        network: Option<NetworkName>,
     },
     /// Approve a pending request and issue its token.
     Approve {
         /// The request id.
-        id: i64,
+        id: u64,
         /// Roles to grant; empty means the daemon's default roles.
         roles: Vec<String>,
         /// Explicit rights to grant on top of the roles (e.g. `dht_put`).
@@ -53,19 +59,19 @@ pub enum OperatorCommand {
     /// Deny a pending request.
     Deny {
         /// The request id.
-        id: i64,
+        id: u64,
         /// A note sent to the requesting node.
         reason: Option<String>,
     },
     /// List current members.
     Members {
         /// Only this network.
-        network: Option<String>,
+        network: Option<NetworkName>,
     },
     /// Create an invite code.
     Invite {
         /// The network it admits to.
-        network: String,
+        network: NetworkName,
         /// How many joins it admits; `None` means 1.
         uses: Option<u32>,
         /// How long it is valid; `None` means a day.
@@ -82,94 +88,119 @@ pub enum OperatorCommand {
     Status,
 }
 
+fn secs(ttl: Option<&Duration>, flag: &str) -> anyhow::Result<Option<u64>> {
+    match ttl {
+        None => Ok(None),
+        Some(d) if d.as_secs() == 0 => {
+            Err(anyhow!("{flag} must be at least 1s (e.g. 30d, 12h, 90m)"))
+        }
+        Some(d) => Ok(Some(d.as_secs())),
+    }
+}
+
 impl OperatorCommand {
     /// The control request for the daemon. Fails on a lifetime under a second.
-    pub fn request(&self) -> anyhow::Result<Value> {
-        let secs = |ttl: &Option<Duration>, flag: &str| -> anyhow::Result<Option<u64>> {
-            match ttl {
-                None => Ok(None),
-                Some(d) if d.as_secs() == 0 => {
-                    Err(anyhow!("{flag} must be at least 1s (e.g. 30d, 12h, 90m)"))
-                }
-                Some(d) => Ok(Some(d.as_secs())),
-            }
-        };
-        let mut request = Map::new();
-        let mut put = |key: &str, value: Value| {
-            if !value.is_null() {
-                request.insert(key.to_owned(), value);
-            }
-        };
-        match self {
-            Self::Pending { network } => {
-                put("cmd", json!("pending"));
-                put("network", json!(network));
-            }
+    pub fn request(&self) -> anyhow::Result<Request> {
+        Ok(match self {
+            Self::Pending { network } => Request::Pending {
+                network: network.clone(),
+            },
             Self::Approve {
                 id,
                 roles,
                 rights,
                 ttl,
-            } => {
-                put("cmd", json!("approve"));
-                put("id", json!(id));
-                if !roles.is_empty() {
-                    put("roles", json!(roles));
-                }
-                if !rights.is_empty() {
-                    put("rights", json!(rights));
-                }
-                put("ttl_secs", json!(secs(ttl, "--ttl")?));
-            }
-            Self::Deny { id, reason } => {
-                put("cmd", json!("deny"));
-                put("id", json!(id));
-                put("reason", json!(reason));
-            }
-            Self::Members { network } => {
-                put("cmd", json!("members"));
-                put("network", json!(network));
-            }
-            Self::Invite { network, uses, ttl } => {
-                put("cmd", json!("invite"));
-                put("network", json!(network));
-                put("uses", json!(uses));
-                put("ttl_secs", json!(secs(ttl, "--ttl")?));
-            }
-            Self::Revoke { target, reason } => {
-                put("cmd", json!("revoke"));
-                match target {
-                    RevokeTarget::Peer { peer, network } => {
-                        put("peer", json!(peer));
-                        put("network", json!(network));
-                    }
-                    RevokeTarget::Token(id) => put("token_id", json!(id)),
-                }
-                put("reason", json!(reason));
-            }
-            Self::Status => put("cmd", json!("status")),
-        }
-        Ok(Value::Object(request))
+            } => Request::Approve {
+                id: *id,
+                roles: roles.clone(),
+                rights: rights.clone(),
+                ttl_secs: secs(ttl.as_ref(), "--ttl")?,
+            },
+            Self::Deny { id, reason } => Request::Deny {
+                id: *id,
+                reason: reason.clone(),
+            },
+            Self::Members { network } => Request::Members {
+                network: network.clone(),
+            },
+            Self::Invite { network, uses, ttl } => Request::Invite {
+                network: network.clone(),
+                uses: *uses,
+                ttl_secs: secs(ttl.as_ref(), "--ttl")?,
+            },
+            Self::Revoke { target, reason } => match target {
+                RevokeTarget::Peer { peer, network } => Request::Revoke {
+                    peer: Some(*peer),
+                    network: network.clone(),
+                    token_id: None,
+                    reason: reason.clone(),
+                },
+                RevokeTarget::Token(id) => Request::Revoke {
+                    peer: None,
+                    network: None,
+                    token_id: Some(*id),
+                    reason: reason.clone(),
+                },
+            },
+            Self::Status => Request::Status {},
+        })
     }
 
-    /// The daemon's `result` for this command, for people. `now` is unix seconds.
-    pub fn render(&self, result: &Value, now: u64) -> String {
+    /// Sends the command to the seednode running on `data_dir` and returns what to print:
+    /// the answer as JSON with `json`, else rendered for people (`now` in unix seconds).
+    pub fn run(&self, data_dir: &Path, json: bool, now: u64) -> anyhow::Result<String> {
+        let request = self.request()?;
         match self {
-            Self::Pending { network } => render_pending(result, network.as_deref(), now),
-            Self::Approve { .. } => render_approved(result, now),
-            Self::Deny { .. } => render_denied(result),
-            Self::Members { network } => render_members(result, network.as_deref(), now),
-            Self::Invite { .. } => render_invite(result, now),
-            Self::Revoke { target, .. } => render_revoked(result, target, now),
-            Self::Status => render_value(result),
+            Self::Pending { network } => {
+                let list: Vec<JoinRequestView> = call(data_dir, &request)?;
+                output(json, &list, |l| render_pending(l, network.as_ref(), now))
+            }
+            Self::Approve { .. } => {
+                let token: IssuedTokenView = call(data_dir, &request)?;
+                output(json, &token, |t| render_approved(t, now))
+            }
+            Self::Deny { .. } => {
+                let row: JoinRequestView = call(data_dir, &request)?;
+                output(json, &row, render_denied)
+            }
+            Self::Members { network } => {
+                let list: Vec<IssuedTokenView> = call(data_dir, &request)?;
+                output(json, &list, |l| render_members(l, network.as_ref(), now))
+            }
+            Self::Invite { .. } => {
+                let invite: InviteCreated = call(data_dir, &request)?;
+                output(json, &invite, |i| render_invite(i, now))
+            }
+            Self::Revoke { target, .. } => {
+                let revoked: Revoked = call(data_dir, &request)?;
+                output(json, &revoked, |r| render_revoked(r, target, now))
+            }
+            Self::Status => {
+                let status: Status = call(data_dir, &request)?;
+                output(json, &status, |s| {
+                    serde_json::to_value(s).map_or_else(|e| e.to_string(), |v| render_value(&v))
+                })
+            }
         }
     }
 }
 
-/// Sends `request` to the seednode running on `data_dir` and returns its result.
+fn output<T: Serialize>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<String> {
+    if json {
+        Ok(serde_json::to_string_pretty(value)?)
+    } else {
+        Ok(render(value))
+    }
+}
+
+/// Sends `request` to the seednode running on `data_dir` and returns its answer.
 ///
 /// Errors say how to fix the problem (start the daemon, check `--data`).
-pub fn call(data_dir: &Path, request: &Value) -> anyhow::Result<Value> {
+pub fn call<T: DeserializeOwned>(data_dir: &Path, request: &Request) -> anyhow::Result<T> {
     let socket = socket_path(data_dir);
     call_blocking(&socket, request, CALL_TIMEOUT).map_err(|e| match e {
         ControlError::NotRunning { .. } => anyhow!(
@@ -248,109 +279,89 @@ fn safe(text: &str) -> String {
         .collect()
 }
 
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => safe(s),
-        Some(Value::Null) | None => "-".to_owned(),
-        Some(other) => safe(&other.to_string()),
+fn or_dash(value: Option<&str>) -> String {
+    value.map_or_else(|| "-".to_owned(), safe)
+}
+
+fn roles(roles: &[String]) -> String {
+    if roles.is_empty() {
+        return "-".to_owned();
     }
+    roles.iter().map(|r| safe(r)).collect::<Vec<_>>().join(",")
 }
 
-fn number(value: &Value, key: &str) -> Option<u64> {
-    value.get(key).and_then(Value::as_u64)
-}
-
-fn roles(value: &Value) -> String {
-    match value.get("roles") {
-        Some(Value::Array(roles)) => roles
-            .iter()
-            .map(|r| r.as_str().map(safe).unwrap_or_else(|| safe(&r.to_string())))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => "-".to_owned(),
-    }
-}
-
-fn rows(result: &Value) -> &[Value] {
-    result.as_array().map(Vec::as_slice).unwrap_or_default()
-}
-
-fn on_network(network: Option<&str>) -> String {
+fn on_network(network: Option<&NetworkName>) -> String {
     network
-        .map(|n| format!(" on network {}", safe(n)))
+        .map(|n| format!(" on network {}", safe(n.as_str())))
         .unwrap_or_default()
 }
 
-fn render_pending(result: &Value, network: Option<&str>, now: u64) -> String {
-    let list = rows(result);
+fn render_pending(list: &[JoinRequestView], network: Option<&NetworkName>, now: u64) -> String {
     if list.is_empty() {
         return format!("no pending join requests{}", on_network(network));
     }
     let body: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
-            let mut label = text(r, "label");
-            if r.get("invite_used") == Some(&Value::Bool(true)) {
+            let mut label = or_dash(r.label.as_deref());
+            if r.invite_used {
                 label.push_str(" (invite)");
             }
             vec![
-                text(r, "id"),
-                text(r, "network"),
-                text(r, "peer"),
+                r.id.to_string(),
+                safe(r.network.as_str()),
+                safe(&r.peer),
                 label,
-                number(r, "created_at")
-                    .map(|t| compact_duration(now.saturating_sub(t)))
-                    .unwrap_or_else(|| "-".to_owned()),
+                compact_duration(now.saturating_sub(r.created_at)),
             ]
         })
         .collect();
     table(&["ID", "NETWORK", "PEER", "LABEL", "AGE"], &body)
 }
 
-fn render_approved(result: &Value, now: u64) -> String {
+fn render_approved(token: &IssuedTokenView, now: u64) -> String {
     format!(
         "approved join request {}: token {} for peer {} on network {} (roles {}, expires {}); \
          it is delivered now if the peer is connected, otherwise when it next connects",
-        text(result, "request_id"),
-        text(result, "token_id"),
-        text(result, "peer"),
-        text(result, "network"),
-        roles(result),
-        number(result, "expires_at")
-            .map(|t| expires_in(t, now))
-            .unwrap_or_else(|| "-".to_owned()),
+        token
+            .request_id
+            .map_or_else(|| "-".to_owned(), |id| id.to_string()),
+        token.token_id,
+        safe(&token.peer),
+        safe(token.network.as_str()),
+        roles(&token.roles),
+        expires_in(token.expires_at, now),
     )
 }
 
-fn render_denied(result: &Value) -> String {
+fn render_denied(row: &JoinRequestView) -> String {
     let mut line = format!(
         "denied join request {} from peer {} for network {}",
-        text(result, "id"),
-        text(result, "peer"),
-        text(result, "network"),
+        row.id,
+        safe(&row.peer),
+        safe(row.network.as_str()),
     );
-    if let Some(Value::String(reason)) = result.get("deny_reason") {
+    if let Some(reason) = &row.deny_reason {
         let _ = write!(line, " (reason: {})", safe(reason));
     }
     line
 }
 
-fn member_rows(list: &[Value], now: u64) -> Vec<Vec<String>> {
+fn member_rows(list: &[IssuedTokenView], now: u64) -> Vec<Vec<String>> {
     list.iter()
         .map(|t| {
             vec![
-                text(t, "token_id"),
-                text(t, "network"),
-                text(t, "peer"),
-                roles(t),
-                number(t, "expires_at")
-                    .map(|e| expires_in(e, now))
-                    .unwrap_or_else(|| "-".to_owned()),
-                if t.get("delivered_at").is_some_and(|d| !d.is_null()) {
-                    "yes".to_owned()
+                t.token_id.to_string(),
+                safe(t.network.as_str()),
+                safe(&t.peer),
+                roles(&t.roles),
+                expires_in(t.expires_at, now),
+                if t.delivered_at.is_some() {
+                    "yes"
                 } else {
-                    "no".to_owned()
-                },
+                    "no"
+                }
+                .to_owned(),
             ]
         })
         .collect()
@@ -358,43 +369,39 @@ fn member_rows(list: &[Value], now: u64) -> Vec<Vec<String>> {
 
 const MEMBER_HEADERS: &[&str] = &["TOKEN", "NETWORK", "PEER", "ROLES", "EXPIRES", "DELIVERED"];
 
-fn render_members(result: &Value, network: Option<&str>, now: u64) -> String {
-    let list = rows(result);
+fn render_members(list: &[IssuedTokenView], network: Option<&NetworkName>, now: u64) -> String {
     if list.is_empty() {
         return format!("no members{}", on_network(network));
     }
     table(MEMBER_HEADERS, &member_rows(list, now))
 }
 
-fn render_invite(result: &Value, now: u64) -> String {
+fn render_invite(invite: &InviteCreated, now: u64) -> String {
     format!(
         "invite code for network {}: {}\nuses: {}, expires {}\nthe code is shown only once; \
          give it to the joining node's operator",
-        text(result, "network"),
-        text(result, "code"),
-        text(result, "uses"),
-        number(result, "expires_at")
-            .map(|t| expires_in(t, now))
-            .unwrap_or_else(|| "-".to_owned()),
+        safe(invite.network.as_str()),
+        safe(&invite.code),
+        invite.uses,
+        expires_in(invite.expires_at, now),
     )
 }
 
-fn render_revoked(result: &Value, target: &RevokeTarget, now: u64) -> String {
-    let list = result.get("revoked").map(rows).unwrap_or_default();
-    let version = text(result, "revocation_version");
-    if list.is_empty() {
+fn render_revoked(revoked: &Revoked, target: &RevokeTarget, now: u64) -> String {
+    if revoked.revoked.is_empty() {
         let who = match target {
             RevokeTarget::Peer { peer, network } => {
-                format!("peer {}{}", safe(peer), on_network(network.as_deref()))
+                format!("peer {peer}{}", on_network(network.as_ref()))
             }
             RevokeTarget::Token(id) => format!("token {id}"),
         };
         return format!("nothing to revoke: {who} holds no unrevoked token");
     }
     format!(
-        "revoked {} token(s); revocation set is now version {version}\n{}",
-        list.len(),
-        table(MEMBER_HEADERS, &member_rows(list, now))
+        "revoked {} token(s); revocation set is now version {}\n{}",
+        revoked.revoked.len(),
+        revoked.revocation_version,
+        table(MEMBER_HEADERS, &member_rows(&revoked.revoked, now))
     )
 }
 
@@ -480,9 +487,57 @@ fn write_value(out: &mut String, value: &Value, indent: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const NOW: u64 = 1_700_000_000;
     const PEER: &str = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+
+    fn net(name: &str) -> NetworkName {
+        name.parse().unwrap()
+    }
+
+    fn request(
+        id: u64,
+        network: &str,
+        label: Option<&str>,
+        invite: bool,
+        age: u64,
+    ) -> JoinRequestView {
+        JoinRequestView {
+            id,
+            network: net(network),
+            peer: PEER.into(),
+            label: label.map(str::to_owned),
+            invite_used: invite,
+            created_at: NOW - age,
+            status: "pending".into(),
+            decided_at: None,
+            decided_by_policy: None,
+            deny_reason: None,
+        }
+    }
+
+    fn token(
+        id: u64,
+        network: &str,
+        peer: &str,
+        roles: &[&str],
+        expires_in: u64,
+        delivered: bool,
+    ) -> IssuedTokenView {
+        IssuedTokenView {
+            token_id: id,
+            request_id: Some(3),
+            network: net(network),
+            peer: peer.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            issued_at: NOW,
+            expires_at: NOW + expires_in,
+            revocation_id: "ab".into(),
+            delivered_at: delivered.then_some(NOW - 5),
+            revoked_at: None,
+        }
+    }
 
     #[test]
     fn table_aligns_columns_and_trims() {
@@ -516,13 +571,11 @@ mod tests {
 
     #[test]
     fn pending_table() {
-        let result = json!([
-            {"id": 3, "network": "mainnet", "peer": PEER, "label": "alice laptop",
-             "invite_used": false, "created_at": NOW - 90},
-            {"id": 12, "network": "lab.example.org", "peer": PEER, "label": null,
-             "invite_used": true, "created_at": NOW - 7200},
-        ]);
-        let out = OperatorCommand::Pending { network: None }.render(&result, NOW);
+        let result = [
+            request(3, "mainnet", Some("alice laptop"), false, 90),
+            request(12, "lab.example.org", None, true, 7200),
+        ];
+        let out = render_pending(&result, None, NOW);
         let expected = format!(
             "ID  NETWORK          PEER{pad}  LABEL         AGE\n\
              3   mainnet          {PEER}  alice laptop  1m\n\
@@ -534,37 +587,28 @@ mod tests {
 
     #[test]
     fn empty_lists_say_so() {
-        let cmd = OperatorCommand::Pending {
-            network: Some("mainnet".into()),
-        };
         assert_eq!(
-            cmd.render(&json!([]), NOW),
+            render_pending(&[], Some(&net("mainnet")), NOW),
             "no pending join requests on network mainnet"
         );
-        let cmd = OperatorCommand::Members { network: None };
-        assert_eq!(cmd.render(&json!([]), NOW), "no members");
+        assert_eq!(render_members(&[], None, NOW), "no members");
     }
 
     #[test]
     fn labels_cannot_drive_the_terminal() {
-        let result = json!([{"id": 1, "network": "m", "peer": "p",
-                             "label": "x\u{1b}[2Jy", "created_at": NOW}]);
-        let out = OperatorCommand::Pending { network: None }.render(&result, NOW);
+        let result = [request(1, "m", Some("x\u{1b}[2Jy"), false, 0)];
+        let out = render_pending(&result, None, NOW);
         assert!(!out.contains('\u{1b}'), "{out:?}");
         assert!(out.contains("x?[2Jy"), "{out}");
     }
 
     #[test]
     fn members_table() {
-        let result = json!([
-            {"token_id": 7, "request_id": 3, "network": "mainnet", "peer": "peerA",
-             "roles": ["member", "ops"], "issued_at": NOW - 10, "expires_at": NOW + 30 * 86_400,
-             "revocation_id": "ab", "delivered_at": NOW - 5, "revoked_at": null},
-            {"token_id": 8, "request_id": null, "network": "testnet", "peer": "peerB",
-             "roles": ["member"], "issued_at": NOW, "expires_at": NOW + 90,
-             "revocation_id": "cd", "delivered_at": null, "revoked_at": null},
-        ]);
-        let out = OperatorCommand::Members { network: None }.render(&result, NOW);
+        let result = [
+            token(7, "mainnet", "peerA", &["member", "ops"], 30 * 86_400, true),
+            token(8, "testnet", "peerB", &["member"], 90, false),
+        ];
+        let out = render_members(&result, None, NOW);
         assert_eq!(
             out,
             "TOKEN  NETWORK  PEER   ROLES       EXPIRES  DELIVERED\n\
@@ -575,16 +619,8 @@ mod tests {
 
     #[test]
     fn confirmations_are_one_line() {
-        let approved = json!({"token_id": 7, "request_id": 3, "network": "mainnet",
-            "peer": "peerA", "roles": ["member"], "issued_at": NOW,
-            "expires_at": NOW + 86_400, "delivered_at": null, "revoked_at": null});
-        let cmd = OperatorCommand::Approve {
-            id: 3,
-            roles: vec![],
-            rights: vec![],
-            ttl: None,
-        };
-        let out = cmd.render(&approved, NOW);
+        let approved = token(7, "mainnet", "peerA", &["member"], 86_400, false);
+        let out = render_approved(&approved, NOW);
         assert!(!out.contains('\n'));
         assert!(
             out.starts_with(
@@ -594,49 +630,51 @@ mod tests {
             "{out}"
         );
 
-        let denied = json!({"id": 4, "network": "mainnet", "peer": "peerB",
-            "status": "denied", "deny_reason": "unknown device"});
-        let cmd = OperatorCommand::Deny {
-            id: 4,
-            reason: None,
+        let denied = JoinRequestView {
+            peer: "peerB".into(),
+            status: "denied".into(),
+            deny_reason: Some("unknown device".into()),
+            ..request(4, "mainnet", None, false, 0)
         };
         assert_eq!(
-            cmd.render(&denied, NOW),
+            render_denied(&denied),
             "denied join request 4 from peer peerB for network mainnet (reason: unknown device)"
         );
     }
 
     #[test]
     fn invite_shows_the_code() {
-        let result = json!({"code": "00ff", "network": "lab", "uses": 2,
-                            "expires_at": NOW + 86_400, "code_prefix": "1234abcd"});
-        let cmd = OperatorCommand::Invite {
-            network: "lab".into(),
-            uses: Some(2),
-            ttl: None,
+        let result = InviteCreated {
+            code: "00ff".into(),
+            network: net("lab"),
+            uses: 2,
+            expires_at: NOW + 86_400,
+            code_prefix: "1234abcd".into(),
         };
-        let out = cmd.render(&result, NOW);
+        let out = render_invite(&result, NOW);
         assert!(out.starts_with("invite code for network lab: 00ff\nuses: 2, expires in 1d"));
     }
 
     #[test]
     fn revoke_renders_rows_or_nothing() {
+        let peer: PeerId = PEER.parse().unwrap();
         let target = RevokeTarget::Peer {
-            peer: "peerA".into(),
-            network: Some("mainnet".into()),
+            peer,
+            network: Some(net("mainnet")),
         };
-        let cmd = OperatorCommand::Revoke {
-            target: target.clone(),
-            reason: None,
+        let none = Revoked {
+            revoked: Vec::new(),
+            revocation_version: 3,
         };
         assert_eq!(
-            cmd.render(&json!({"revoked": [], "revocation_version": 3}), NOW),
-            "nothing to revoke: peer peerA on network mainnet holds no unrevoked token"
+            render_revoked(&none, &target, NOW),
+            format!("nothing to revoke: peer {PEER} on network mainnet holds no unrevoked token")
         );
-        let result = json!({"revoked": [{"token_id": 7, "network": "mainnet", "peer": "peerA",
-            "roles": ["member"], "expires_at": NOW + 60, "delivered_at": null}],
-            "revocation_version": 4});
-        let out = cmd.render(&result, NOW);
+        let result = Revoked {
+            revoked: vec![token(7, "mainnet", "peerA", &["member"], 60, false)],
+            revocation_version: 4,
+        };
+        let out = render_revoked(&result, &target, NOW);
         assert!(
             out.starts_with("revoked 1 token(s); revocation set is now version 4\nTOKEN"),
             "{out}"
@@ -673,7 +711,8 @@ mod tests {
             rights: vec![],
             ttl: None,
         };
-        assert_eq!(cmd.request().unwrap(), json!({"cmd": "approve", "id": 5}));
+        let wire = |c: &OperatorCommand| serde_json::to_value(c.request().unwrap()).unwrap();
+        assert_eq!(wire(&cmd), json!({"cmd": "approve", "id": 5}));
         let cmd = OperatorCommand::Approve {
             id: 5,
             roles: vec!["ops".into()],
@@ -681,7 +720,7 @@ mod tests {
             ttl: Some(Duration::from_secs(3600)),
         };
         assert_eq!(
-            cmd.request().unwrap(),
+            wire(&cmd),
             json!({"cmd": "approve", "id": 5, "roles": ["ops"], "ttl_secs": 3600})
         );
         let cmd = OperatorCommand::Revoke {
@@ -689,11 +728,11 @@ mod tests {
             reason: Some("lost".into()),
         };
         assert_eq!(
-            cmd.request().unwrap(),
+            wire(&cmd),
             json!({"cmd": "revoke", "token_id": 9, "reason": "lost"})
         );
         let cmd = OperatorCommand::Invite {
-            network: "lab".into(),
+            network: net("lab"),
             uses: None,
             ttl: Some(Duration::from_millis(10)),
         };

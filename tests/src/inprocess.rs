@@ -9,7 +9,8 @@
 //! node's bootstrap peers.
 //!
 //! Helpers: [`Cluster::start`] builds and starts a cluster from a [`ClusterSpec`];
-//! [`Cluster::request`], [`Cluster::call`], [`Cluster::peers`] and [`Cluster::find`] ask a node;
+//! [`Cluster::request`], [`Cluster::call`], [`Cluster::status`], [`Cluster::peers`] and
+//! [`Cluster::find`] ask a node (typed, like the control socket);
 //! [`wait_for`] polls an async predicate with a timeout.
 
 use std::collections::BTreeMap;
@@ -25,12 +26,12 @@ use cordon_membership::{
     AccessList, DelegationRequest, Issuer, NetworkTrust, PeerId, SecretKey, Verifier,
     VerifierConfig, issue_delegation,
 };
+use cordon_node::api::{CallCommand, Request, Response, Status};
 use cordon_node::config::Transport;
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
-use cordon_protocol::NetworkName;
+use cordon_protocol::{NetworkName, RpcResult};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -255,63 +256,79 @@ impl Cluster {
         })
     }
 
-    /// Sends a control request to node `i`; its `result` on success.
-    pub async fn request(&self, i: usize, request: Value) -> anyhow::Result<Value> {
-        let answer = self.nodes[i].handle.request(request).await?;
-        if answer["ok"] == json!(true) {
-            Ok(answer["result"].clone())
-        } else {
-            bail!("node {i}: {}", answer["error"])
+    /// Sends a control request to node `i`.
+    pub async fn request(&self, i: usize, request: Request) -> anyhow::Result<Response> {
+        self.nodes[i]
+            .handle
+            .request(request)
+            .await
+            .map_err(|e| anyhow!("node {i}: {e}"))
+    }
+
+    /// `node call` from node `i` to `peer` (in `network`, or the one it shares with `peer`).
+    pub async fn call(
+        &self,
+        i: usize,
+        peer: &PeerId,
+        network: Option<&str>,
+        command: CallCommand,
+    ) -> anyhow::Result<RpcResult> {
+        let network = network.map(net).transpose()?;
+        match self
+            .request(
+                i,
+                Request::Call {
+                    peer: *peer,
+                    network,
+                    command,
+                },
+            )
+            .await?
+        {
+            Response::Called(result) => Ok(result),
+            other => bail!("node {i}: unexpected answer to call: {other:?}"),
         }
     }
 
-    /// `node call` from node `i` to `peer`.
-    pub async fn call(&self, i: usize, peer: &PeerId, command: &str) -> anyhow::Result<Value> {
-        self.request(
-            i,
-            json!({"cmd": "call", "peer": peer.to_string(), "command": command, "args": []}),
-        )
-        .await
+    /// Node `i`'s status.
+    pub async fn status(&self, i: usize) -> anyhow::Result<Status> {
+        match self.request(i, Request::Status {}).await? {
+            Response::Status(status) => Ok(*status),
+            other => bail!("node {i}: unexpected answer to status: {other:?}"),
+        }
     }
 
     /// The peers in node `i`'s routing table of `network`.
     pub async fn peers(&self, i: usize, network: &str) -> anyhow::Result<Vec<PeerId>> {
-        let peers = self
-            .request(i, json!({"cmd": "peers", "network": network}))
-            .await?;
-        peers
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                p["peer"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("peer without id: {p}"))?
-                    .parse::<PeerId>()
-                    .map_err(|e| anyhow!("bad peer id: {e}"))
-            })
-            .collect()
+        let request = Request::Peers {
+            network: Some(net(network)?),
+        };
+        match self.request(i, request).await? {
+            Response::Peers(entries) => entries
+                .iter()
+                .map(|p| {
+                    p.peer
+                        .parse::<PeerId>()
+                        .map_err(|e| anyhow!("bad peer id: {e}"))
+                })
+                .collect(),
+            other => bail!("node {i}: unexpected answer to peers: {other:?}"),
+        }
     }
 
     /// The peer ids a Kademlia lookup of `network` from node `i` for `key` found.
     pub async fn find(&self, i: usize, network: &str, key: &PeerId) -> anyhow::Result<Vec<PeerId>> {
-        let found = self
-            .request(
-                i,
-                json!({"cmd": "find", "network": network, "peer": key.to_string()}),
-            )
-            .await?;
-        found
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                p.as_str()
-                    .ok_or_else(|| anyhow!("not a peer id: {p}"))?
-                    .parse::<PeerId>()
-                    .map_err(|e| anyhow!("bad peer id: {e}"))
-            })
-            .collect()
+        let request = Request::Find {
+            network: net(network)?,
+            peer: *key,
+        };
+        match self.request(i, request).await? {
+            Response::Found(ids) => ids
+                .iter()
+                .map(|p| p.parse::<PeerId>().map_err(|e| anyhow!("bad peer id: {e}")))
+                .collect(),
+            other => bail!("node {i}: unexpected answer to find: {other:?}"),
+        }
     }
 
     /// Stops every node (each persists its address book on the way out).

@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cordon_membership::PeerId;
+use cordon_node::api::CallCommand;
+use cordon_protocol::RpcResult;
 use cordon_tests::inprocess::{Cluster, ClusterSpec, wait_for};
 use futures::future::join_all;
-use serde_json::json;
 
 /// A deterministic sequence (xorshift64*) for sampling, so a failure can be replayed.
 struct Sample(u64);
@@ -110,20 +111,15 @@ async fn two_hundred_nodes_reach_sampled_pairs_and_never_leak_across_networks() 
             let c = &cluster;
             async move {
                 let peer = c.nodes[*b].peer;
-                let answer = c
-                    .request(
-                        *a,
-                        json!({"cmd": "call", "peer": peer.to_string(), "network": network, "command": "ping", "args": []}),
-                    )
-                    .await;
+                let answer = c.call(*a, &peer, Some(network), CallCommand::Ping).await;
                 (*network, *a, *b, answer)
             }
         }))
         .await;
         for (network, a, b, answer) in results {
             match answer {
-                Ok(v) if v == json!("pong") => {}
-                Ok(v) => failures.push(format!("{network}: {a} -> {b}: answered {v}")),
+                Ok(RpcResult::Pong) => {}
+                Ok(v) => failures.push(format!("{network}: {a} -> {b}: answered {v:?}")),
                 Err(e) => failures.push(format!("{network}: {a} -> {b}: {e:#}")),
             }
         }
@@ -191,8 +187,11 @@ async fn expired_memberships_close_the_gates_and_leave_every_routing_table() {
     .expect("routing tables");
     let last = cluster.nodes[5].peer;
     assert_eq!(
-        cluster.call(0, &last, "ping").await.expect("ping"),
-        json!("pong")
+        cluster
+            .call(0, &last, None, CallCommand::Ping)
+            .await
+            .expect("ping"),
+        RpcResult::Pong
     );
 
     // The harness issues 24-hour tokens: a day later every membership has ended.
@@ -205,10 +204,8 @@ async fn expired_memberships_close_the_gates_and_leave_every_routing_table() {
                 if !c.peers(i, "mainnet").await.ok()?.is_empty() {
                     return None;
                 }
-                let status = c.request(i, json!({"cmd": "status"})).await.ok()?;
-                if status["networks"][0]["state"] != json!("joining")
-                    || status["networks"][0]["verified_peers"] != json!(0)
-                {
+                let status = c.status(i).await.ok()?;
+                if status.networks[0].state != "joining" || status.networks[0].verified_peers != 0 {
                     return None;
                 }
             }
@@ -217,7 +214,7 @@ async fn expired_memberships_close_the_gates_and_leave_every_routing_table() {
     )
     .await
     .expect("expiry");
-    let refused = cluster.call(0, &last, "ping").await;
+    let refused = cluster.call(0, &last, None, CallCommand::Ping).await;
     assert!(
         refused.is_err(),
         "a call still went through after expiry: {refused:?}"

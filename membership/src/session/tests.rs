@@ -602,6 +602,32 @@ fn a_new_membership_is_presented_where_the_network_is_shared_only() {
 }
 
 #[test]
+fn a_presentation_refused_for_overload_is_sent_again_at_the_next_occasion() {
+    let mut s = sessions(false);
+    s.set_membership(&net("mainnet"), Some(b"m".to_vec()));
+    s.dial_intent(peer(1), &net("mainnet"));
+    s.handle_established(1, peer(1), Endpoint::Dialer, [], t0());
+    assert_eq!(presented(&drain(&mut s)).len(), 1);
+    // Without an answer, a second intent does not repeat the presentation.
+    s.dial_intent(peer(1), &net("mainnet"));
+    assert!(presented(&drain(&mut s)).is_empty());
+    let refused = |reason| MembershipResponse {
+        results: vec![cordon_protocol::NetworkResult {
+            network: net("mainnet"),
+            outcome: rejected(reason),
+        }],
+    };
+    // A real refusal stands.
+    s.handle_answer(1, &refused(ReasonCode::BadSignature));
+    s.dial_intent(peer(1), &net("mainnet"));
+    assert!(presented(&drain(&mut s)).is_empty());
+    // Overload does not: the next occasion presents again.
+    s.handle_answer(1, &refused(ReasonCode::RateLimited));
+    s.dial_intent(peer(1), &net("mainnet"));
+    assert_eq!(presented(&drain(&mut s)).len(), 1);
+}
+
+#[test]
 fn expired_on_arrival_is_refused() {
     let mut s = sessions(false);
     s.handle_established(1, peer(1), Endpoint::Listener, [], t0());

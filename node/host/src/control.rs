@@ -4,10 +4,12 @@
 //! `seednode approve 3`, ...) connect, send one request and read one answer.
 //!
 //! # Wire
-//! One JSON object per line, newline-terminated, each way. A request is any JSON object with a
-//! string `cmd` field; the answer is an envelope, `{"ok": true, "result": <value>}` or
-//! `{"ok": false, "error": "<message>"}`. The server forwards each parsed request to the event
-//! loop as a [`ControlRequest`] and writes back whatever envelope the event loop answers.
+//! One JSON object per line, newline-terminated, each way. The server is generic over the
+//! daemon's typed request and answer (`Req`, `Resp`): a request line must deserialize into
+//! `Req` (a JSON object with a `cmd` tag, in Cordon's control plane), and the answer is an
+//! envelope, `{"ok": true, "result": <Resp>}` or `{"ok": false, "error": "<message>"}`. The
+//! server forwards each parsed request to the daemon as a [`ControlRequest`] and writes back its
+//! `Result<Resp, String>`. JSON values exist only inside this codec.
 //!
 //! # Who can connect
 //! Only the owner of the data directory. [`bind`] refuses to create the socket in a directory
@@ -35,6 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -58,9 +62,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Read size of one socket read.
 const READ_CHUNK: usize = 4096;
 
-/// A request handed to the event loop: the parsed request object and where to send the
-/// answer, which is the full envelope (see [`ok_envelope`] and [`error_envelope`]).
-pub type ControlRequest = (Value, oneshot::Sender<Value>);
+/// A request handed to the daemon: the parsed request and where to send its answer; an `Err`
+/// message is shown to the operator as is.
+pub type ControlRequest<Req, Resp> = (Req, oneshot::Sender<Result<Resp, String>>);
 
 /// Bounds on what control-socket clients can make the server hold.
 #[derive(Debug, Clone)]
@@ -91,7 +95,13 @@ impl Default for ControlLimits {
 impl ControlLimits {
     /// Creates the bounded channel between the server and the event loop, with capacity
     /// `queue` (at least 1).
-    pub fn channel(&self) -> (mpsc::Sender<ControlRequest>, mpsc::Receiver<ControlRequest>) {
+    #[allow(clippy::type_complexity)]
+    pub fn channel<Req, Resp>(
+        &self,
+    ) -> (
+        mpsc::Sender<ControlRequest<Req, Resp>>,
+        mpsc::Receiver<ControlRequest<Req, Resp>>,
+    ) {
         mpsc::channel(self.queue.max(1))
     }
 }
@@ -210,13 +220,16 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 }
 
 /// A successful answer: `{"ok": true, "result": result}`.
-pub fn ok_envelope(result: Value) -> Value {
-    json!({ "ok": true, "result": result })
+fn ok_envelope<Resp: Serialize>(result: &Resp) -> Value {
+    match serde_json::to_value(result) {
+        Ok(result) => json!({ "ok": true, "result": result }),
+        Err(e) => error_envelope(format!("internal error: cannot encode the answer ({e})")),
+    }
 }
 
 /// A failed answer: `{"ok": false, "error": message}`. The message is shown to the operator,
 /// so it says what was wrong and how to fix it, and never carries secret material.
-pub fn error_envelope(message: impl std::fmt::Display) -> Value {
+fn error_envelope(message: impl std::fmt::Display) -> Value {
     json!({ "ok": false, "error": message.to_string() })
 }
 
@@ -347,12 +360,16 @@ async fn remove_if_stale(path: &Path) -> Result<(), ControlError> {
 
 /// Binds the control socket at `path` and serves it until `shutdown` completes; see
 /// [`bind`] and [`ControlListener::serve`]. The socket file is removed on return.
-pub async fn serve(
+pub async fn serve<Req, Resp>(
     path: &Path,
     limits: ControlLimits,
-    requests: mpsc::Sender<ControlRequest>,
+    requests: mpsc::Sender<ControlRequest<Req, Resp>>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ControlError> {
+) -> Result<(), ControlError>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
     bind(path).await?.serve(limits, requests, shutdown).await
 }
 
@@ -365,12 +382,16 @@ impl ControlListener {
     /// Serves clients until `shutdown` completes, forwarding each valid request to `requests`.
     ///
     /// Client connections still open at shutdown are dropped, and the socket file is removed.
-    pub async fn serve(
+    pub async fn serve<Req, Resp>(
         self,
         limits: ControlLimits,
-        requests: mpsc::Sender<ControlRequest>,
+        requests: mpsc::Sender<ControlRequest<Req, Resp>>,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), ControlError>
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + Send + 'static,
+    {
         let Self { listener, guard } = self;
         tracing::info!(path = %guard.path.display(), "control socket listening");
         let limits = Arc::new(limits);
@@ -426,12 +447,15 @@ fn envelope_line(answer: &Value) -> Vec<u8> {
     line
 }
 
-async fn serve_client(
+async fn serve_client<Req, Resp>(
     mut stream: UnixStream,
     limits: Arc<ControlLimits>,
-    requests: mpsc::Sender<ControlRequest>,
+    requests: mpsc::Sender<ControlRequest<Req, Resp>>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
     let answer = answer_client(&mut stream, &limits, &requests).await;
     let line = envelope_line(&answer);
     let written = tokio::time::timeout(limits.request_timeout, async {
@@ -446,11 +470,15 @@ async fn serve_client(
     }
 }
 
-async fn answer_client(
+async fn answer_client<Req, Resp>(
     stream: &mut UnixStream,
     limits: &ControlLimits,
-    requests: &mpsc::Sender<ControlRequest>,
-) -> Value {
+    requests: &mpsc::Sender<ControlRequest<Req, Resp>>,
+) -> Value
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
     let deadline = tokio::time::Instant::now() + limits.request_timeout;
     let waited = humantime::format_duration(limits.request_timeout);
     let line = match tokio::time::timeout_at(
@@ -489,11 +517,8 @@ async fn answer_client(
         Err(TrySendError::Closed(_)) => return error_envelope("node is shutting down"),
     }
     match tokio::time::timeout_at(deadline, answer).await {
-        Ok(Ok(answer)) if is_envelope(&answer) => answer,
-        Ok(Ok(_)) => {
-            tracing::warn!("the event loop answered a control request without an envelope");
-            error_envelope("internal error: malformed answer")
-        }
+        Ok(Ok(Ok(answer))) => ok_envelope(&answer),
+        Ok(Ok(Err(message))) => error_envelope(message),
         Ok(Err(_)) => error_envelope("node is shutting down"),
         Err(_) => error_envelope(format!(
             "the node did not answer within {waited}; it may be overloaded, try again"
@@ -501,24 +526,17 @@ async fn answer_client(
     }
 }
 
-/// Checks a request line: a JSON object with a string `cmd`.
-fn parse_request(line: &[u8]) -> Result<Value, String> {
+/// Parses a request line as the server does: JSON first (so garbage gets a JSON error), then
+/// the daemon's type. The error is what the client is told.
+pub fn parse_request<Req: DeserializeOwned>(line: &[u8]) -> Result<Req, String> {
     const SHAPE: &str =
         r#"a request is one JSON object with a "cmd" string field, e.g. {"cmd": "status"}"#;
     let request: Value =
         serde_json::from_slice(line).map_err(|e| format!("invalid JSON ({e}); {SHAPE}"))?;
-    match request.get("cmd") {
-        Some(Value::String(_)) if request.is_object() => Ok(request),
-        _ => Err(format!("missing \"cmd\"; {SHAPE}")),
+    if !matches!(request.get("cmd"), Some(Value::String(_))) {
+        return Err(format!("missing \"cmd\"; {SHAPE}"));
     }
-}
-
-fn is_envelope(answer: &Value) -> bool {
-    match answer.get("ok") {
-        Some(Value::Bool(true)) => true,
-        Some(Value::Bool(false)) => matches!(answer.get("error"), Some(Value::String(_))),
-        _ => false,
-    }
+    serde_json::from_value(request).map_err(|e| format!("invalid request: {e}"))
 }
 
 #[derive(Debug)]
@@ -616,7 +634,7 @@ fn is_timeout(error: &io::Error) -> bool {
     )
 }
 
-fn request_line(path: &Path, request: &Value) -> Result<Vec<u8>, ControlError> {
+fn request_line<Req: Serialize>(path: &Path, request: &Req) -> Result<Vec<u8>, ControlError> {
     let mut line = serde_json::to_vec(request).map_err(|e| ControlError::Io {
         path: path.to_owned(),
         source: e.into(),
@@ -647,7 +665,7 @@ fn response_error(path: &Path, error: LineError, timeout: Duration) -> ControlEr
 }
 
 /// Opens an answer envelope: the `result` on success, [`ControlError::Remote`] on failure.
-fn open_envelope(path: &Path, line: &[u8]) -> Result<Value, ControlError> {
+fn open_envelope<Resp: DeserializeOwned>(path: &Path, line: &[u8]) -> Result<Resp, ControlError> {
     let bad = |reason: String| ControlError::BadResponse {
         path: path.to_owned(),
         reason,
@@ -655,10 +673,13 @@ fn open_envelope(path: &Path, line: &[u8]) -> Result<Value, ControlError> {
     let mut answer: Value =
         serde_json::from_slice(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     match answer.get("ok") {
-        Some(Value::Bool(true)) => Ok(answer
-            .get_mut("result")
-            .map(Value::take)
-            .unwrap_or(Value::Null)),
+        Some(Value::Bool(true)) => {
+            let result = answer
+                .get_mut("result")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+            serde_json::from_value(result).map_err(|e| bad(format!("unexpected result: {e}")))
+        }
         Some(Value::Bool(false)) => match answer.get_mut("error").map(Value::take) {
             Some(Value::String(message)) => Err(ControlError::Remote(message)),
             _ => Err(bad("\"ok\": false without an \"error\" string".to_owned())),
@@ -672,7 +693,11 @@ fn open_envelope(path: &Path, line: &[u8]) -> Result<Value, ControlError> {
 /// A refusal by the daemon is [`ControlError::Remote`] with the daemon's message; no socket or
 /// nobody listening is [`ControlError::NotRunning`]. The whole exchange is bounded by `timeout`,
 /// and answers larger than [`MAX_RESPONSE_BYTES`] are refused.
-pub async fn call(path: &Path, request: &Value, timeout: Duration) -> Result<Value, ControlError> {
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    path: &Path,
+    request: &Req,
+    timeout: Duration,
+) -> Result<Resp, ControlError> {
     match tokio::time::timeout(timeout, call_async(path, request, timeout)).await {
         Ok(result) => result,
         Err(_) => Err(ControlError::Timeout {
@@ -682,11 +707,11 @@ pub async fn call(path: &Path, request: &Value, timeout: Duration) -> Result<Val
     }
 }
 
-async fn call_async(
+async fn call_async<Req: Serialize, Resp: DeserializeOwned>(
     path: &Path,
-    request: &Value,
+    request: &Req,
     timeout: Duration,
-) -> Result<Value, ControlError> {
+) -> Result<Resp, ControlError> {
     let line = request_line(path, request)?;
     let mut stream = UnixStream::connect(path)
         .await
@@ -710,11 +735,11 @@ async fn call_async(
 ///
 /// Connecting is not covered by the deadline (std has no connect timeout for Unix sockets); it
 /// only blocks if the daemon's accept backlog is full.
-pub fn call_blocking(
+pub fn call_blocking<Req: Serialize, Resp: DeserializeOwned>(
     path: &Path,
-    request: &Value,
+    request: &Req,
     timeout: Duration,
-) -> Result<Value, ControlError> {
+) -> Result<Resp, ControlError> {
     let deadline = Instant::now() + timeout;
     let timed_out = || ControlError::Timeout {
         path: path.to_owned(),
@@ -783,10 +808,10 @@ mod tests {
         }
     }
 
-    fn echo_loop(mut rx: mpsc::Receiver<ControlRequest>) {
+    fn echo_loop(mut rx: mpsc::Receiver<ControlRequest<Value, Value>>) {
         tokio::spawn(async move {
             while let Some((request, reply)) = rx.recv().await {
-                let _ = reply.send(ok_envelope(json!({ "echo": request })));
+                let _ = reply.send(Ok(json!({ "echo": request })));
             }
         });
     }
@@ -810,7 +835,7 @@ mod tests {
         dir: tempfile::TempDir,
         path: PathBuf,
         limits: ControlLimits,
-        tx: mpsc::Sender<ControlRequest>,
+        tx: mpsc::Sender<ControlRequest<Value, Value>>,
     ) -> Server {
         let listener = bind(&path).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -842,14 +867,18 @@ mod tests {
     async fn round_trip_async_and_blocking() {
         let server = start(ControlLimits::default()).await;
         let request = json!({ "cmd": "status", "verbose": true });
-        let result = call(&server.path, &request, WAIT).await.unwrap();
+        let result = call::<Value, Value>(&server.path, &request, WAIT)
+            .await
+            .unwrap();
         assert_eq!(result, json!({ "echo": request }));
 
         let path = server.path.clone();
         let blocking_request = request.clone();
         let result = tokio::time::timeout(
             WAIT,
-            tokio::task::spawn_blocking(move || call_blocking(&path, &blocking_request, WAIT)),
+            tokio::task::spawn_blocking(move || {
+                call_blocking::<Value, Value>(&path, &blocking_request, WAIT)
+            }),
         )
         .await
         .unwrap()
@@ -867,13 +896,11 @@ mod tests {
         let (tx, mut rx) = limits.channel();
         tokio::spawn(async move {
             while let Some((_, reply)) = rx.recv().await {
-                let _ = reply.send(error_envelope(
-                    "no such request 7; list them with `pending`",
-                ));
+                let _ = reply.send(Err("no such request 7; list them with `pending`".to_owned()));
             }
         });
         let server = start_with(dir, path, limits, tx).await;
-        let err = call(&server.path, &json!({ "cmd": "approve" }), WAIT)
+        let err = call::<Value, Value>(&server.path, &json!({ "cmd": "approve" }), WAIT)
             .await
             .unwrap_err();
         assert!(
@@ -917,7 +944,9 @@ mod tests {
         };
         let server = start(limits).await;
         let big = json!({ "cmd": "x", "pad": "a".repeat(300_000) });
-        let err = call(&server.path, &big, WAIT).await.unwrap_err();
+        let err = call::<Value, Value>(&server.path, &big, WAIT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, ControlError::Remote(m) if m == "request larger than 1024 bytes"),
             "{err}"
@@ -927,7 +956,7 @@ mod tests {
         line.push(b'\n');
         let answer = raw_exchange(&server.path, &line).await;
         assert_eq!(answer["ok"], json!(false));
-        let ok = call(&server.path, &json!({ "cmd": "status" }), WAIT)
+        let ok = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT)
             .await
             .unwrap();
         assert_eq!(ok["echo"]["cmd"], "status");
@@ -983,7 +1012,7 @@ mod tests {
             assert_eq!(answer["ok"], json!(true), "{answer}");
         }
         // Permits are released: a new client is served.
-        let ok = call(&server.path, &json!({ "cmd": "status" }), WAIT).await;
+        let ok = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT).await;
         assert!(ok.is_ok(), "{ok:?}");
         server.stop().await.unwrap();
     }
@@ -1001,8 +1030,9 @@ mod tests {
         let (tx, rx) = limits.channel();
         let server = start_with(dir, path, limits, tx).await;
         let first_path = server.path.clone();
-        let first =
-            tokio::spawn(async move { call(&first_path, &json!({ "cmd": "slow" }), WAIT).await });
+        let first = tokio::spawn(async move {
+            call::<Value, Value>(&first_path, &json!({ "cmd": "slow" }), WAIT).await
+        });
         // Wait until the first request sits in the queue.
         tokio::time::timeout(WAIT, async {
             while rx.is_empty() {
@@ -1011,7 +1041,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let err = call(&server.path, &json!({ "cmd": "status" }), WAIT)
+        let err = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT)
             .await
             .unwrap_err();
         assert!(
@@ -1029,7 +1059,7 @@ mod tests {
             matches!(&err, ControlError::Remote(m) if m == "node is shutting down"),
             "{err}"
         );
-        let err = call(&server.path, &json!({ "cmd": "status" }), WAIT)
+        let err = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT)
             .await
             .unwrap_err();
         assert!(
@@ -1043,7 +1073,7 @@ mod tests {
     async fn not_running_when_nothing_listens() {
         let dir = private_tempdir();
         let path = socket_path(dir.path());
-        let err = call(&path, &json!({ "cmd": "status" }), WAIT)
+        let err = call::<Value, Value>(&path, &json!({ "cmd": "status" }), WAIT)
             .await
             .unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
@@ -1055,7 +1085,8 @@ mod tests {
         );
         // A stale socket file: connection refused.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let err = call_blocking(&path, &json!({ "cmd": "status" }), WAIT).unwrap_err();
+        let err =
+            call_blocking::<Value, Value>(&path, &json!({ "cmd": "status" }), WAIT).unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
     }
 
@@ -1065,7 +1096,7 @@ mod tests {
         let (tx, _rx) = ControlLimits::default().channel();
         let second = tokio::time::timeout(
             WAIT,
-            serve(&server.path, ControlLimits::default(), tx, async {}),
+            serve::<Value, Value>(&server.path, ControlLimits::default(), tx, async {}),
         )
         .await
         .unwrap();
@@ -1076,7 +1107,7 @@ mod tests {
                 .contains("another process is running with this data directory"),
             "{err}"
         );
-        let ok = call(&server.path, &json!({ "cmd": "status" }), WAIT).await;
+        let ok = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT).await;
         assert!(ok.is_ok(), "{ok:?}");
         server.stop().await.unwrap();
     }
@@ -1091,7 +1122,7 @@ mod tests {
         let (tx, rx) = limits.channel();
         echo_loop(rx);
         let server = start_with(dir, path, limits, tx).await;
-        let ok = call(&server.path, &json!({ "cmd": "status" }), WAIT).await;
+        let ok = call::<Value, Value>(&server.path, &json!({ "cmd": "status" }), WAIT).await;
         assert!(ok.is_ok(), "{ok:?}");
         server.stop().await.unwrap();
     }
@@ -1109,11 +1140,11 @@ mod tests {
     #[test]
     fn serve_future_is_send() {
         fn assert_send<T: Send>(_: &T) {}
-        let (tx, _rx) = ControlLimits::default().channel();
+        let (tx, _rx) = ControlLimits::default().channel::<Value, Value>();
         let path = Path::new("/nonexistent/control.sock");
         let future = serve(path, ControlLimits::default(), tx, async {});
         assert_send(&future);
-        let call_future = call(path, &Value::Null, WAIT);
+        let call_future = call::<Value, Value>(path, &Value::Null, WAIT);
         assert_send(&call_future);
     }
 
@@ -1121,20 +1152,23 @@ mod tests {
     fn envelopes_open() {
         let path = Path::new("/x/control.sock");
         assert_eq!(
-            open_envelope(path, br#"{"ok":true,"result":[1]}"#).unwrap(),
+            open_envelope::<Value>(path, br#"{"ok":true,"result":[1]}"#).unwrap(),
             json!([1])
         );
-        assert_eq!(open_envelope(path, br#"{"ok":true}"#).unwrap(), Value::Null);
+        assert_eq!(
+            open_envelope::<Value>(path, br#"{"ok":true}"#).unwrap(),
+            Value::Null
+        );
         assert!(matches!(
-            open_envelope(path, br#"{"ok":false,"error":"no"}"#),
+            open_envelope::<Value>(path, br#"{"ok":false,"error":"no"}"#),
             Err(ControlError::Remote(m)) if m == "no"
         ));
         assert!(matches!(
-            open_envelope(path, br#"{"ok":false}"#),
+            open_envelope::<Value>(path, br#"{"ok":false}"#),
             Err(ControlError::BadResponse { .. })
         ));
         assert!(matches!(
-            open_envelope(path, b"nope"),
+            open_envelope::<Value>(path, b"nope"),
             Err(ControlError::BadResponse { .. })
         ));
     }

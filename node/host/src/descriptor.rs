@@ -74,11 +74,11 @@ pub struct NetworkEntry {
     #[serde(default)]
     pub strict: bool,
     /// Lifetime of issued membership tokens (humantime, e.g. `"30d"`). Default: 30 days.
-    #[serde(default = "default_token_lifetime", with = "duration_text")]
+    #[serde(default = "default_token_lifetime", with = "crate::config::duration")]
     pub token_lifetime: Duration,
     /// How long before expiry a node renews its token (humantime). Must be shorter than
     /// `token_lifetime`. Default: 1 day.
-    #[serde(default = "default_renewal_margin", with = "duration_text")]
+    #[serde(default = "default_renewal_margin", with = "crate::config::duration")]
     pub renewal_margin: Duration,
 }
 
@@ -529,28 +529,6 @@ mod multiaddr_list {
                 })
             })
             .collect()
-    }
-}
-
-/// A `Duration` as humantime text (`"30d"`, `"12h 30m"`).
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*duration))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            D::Error::custom(format!(
-                "invalid duration {:?} ({e}); write e.g. \"30d\", \"12h\" or \"90m\"",
-                text.chars().take(64).collect::<String>()
-            ))
-        })
     }
 }
 

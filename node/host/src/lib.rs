@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod descriptor;

@@ -1,0 +1,552 @@
+//! The control plane, typed: every request an operator's command-line tool (or a test) can send
+//! to a running `node` or `seednode`, and every answer.
+//!
+//! Command names are spelled once, here, as the serde tag of [`Request`]; the control socket
+//! (`cordon_host::control`) carries these types as JSON lines and nothing else crosses it. A
+//! plain node answers the node requests and refuses the operator requests; a seednode's join
+//! service answers those ([`crate::service`]).
+//!
+//! Answers keep the field names the `--json` output has always had, so scripts keep working.
+
+use std::path::PathBuf;
+
+use cordon_protocol::{NetworkName, RpcResult};
+use libp2p::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::filter::FilterStatus;
+use crate::ratelimit::LimitsConfig;
+
+/// A request to a running daemon. The serde tag `cmd` is the command's one name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The daemon's status ([`Status`]).
+    Status {},
+    /// The routing tables ([`PeerEntry`] list), of one network or all.
+    Peers {
+        /// Only this network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+    },
+    /// A remote command to a member ([`RpcResult`]).
+    Call {
+        /// The member.
+        #[serde(with = "peer_text")]
+        peer: PeerId,
+        /// The network to call in; needed when the peer shares several with us.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+        /// What to call.
+        command: CallCommand,
+    },
+    /// A Kademlia lookup of `network` for the peers closest to `peer` (their ids).
+    Find {
+        /// The network.
+        network: NetworkName,
+        /// The key looked up.
+        #[serde(with = "peer_text")]
+        peer: PeerId,
+    },
+    /// Re-read the connection-filter file ([`Reloaded`]).
+    Reload {},
+    /// Seednode: pending join requests ([`JoinRequestView`] list).
+    Pending {
+        /// Only this network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+    },
+    /// Seednode: approve a pending request and issue its token ([`IssuedTokenView`]).
+    Approve {
+        /// The request.
+        id: u64,
+        /// Roles to grant; empty: the service's default roles.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        roles: Vec<String>,
+        /// Explicit rights on top of the roles.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rights: Vec<String>,
+        /// Token lifetime in seconds; `None`: the network's default, capped by the delegation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+    },
+    /// Seednode: deny a pending request ([`JoinRequestView`]).
+    Deny {
+        /// The request.
+        id: u64,
+        /// A note sent to the requesting node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Seednode: current members ([`IssuedTokenView`] list).
+    Members {
+        /// Only this network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+    },
+    /// Seednode: create an invite code ([`InviteCreated`]).
+    Invite {
+        /// The network it admits to.
+        network: NetworkName,
+        /// How many joins it admits; `None`: 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uses: Option<u32>,
+        /// How long it is valid, in seconds; `None`: a day.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+    },
+    /// Seednode: revoke memberships ([`Revoked`]): every unrevoked token of `peer` (on
+    /// `network`, or all), or the one token `token_id`; exactly one of the two.
+    Revoke {
+        /// The member whose tokens to revoke.
+        #[serde(
+            default,
+            with = "opt_peer_text",
+            skip_serializing_if = "Option::is_none"
+        )]
+        peer: Option<PeerId>,
+        /// With `peer`: only this network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+        /// One issued token, by its id (from `members`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_id: Option<u64>,
+        /// Why (kept in the revocation record).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Request {
+    /// Whether a seednode's join service answers this request (not the node itself).
+    pub fn is_operator(&self) -> bool {
+        matches!(
+            self,
+            Self::Pending { .. }
+                | Self::Approve { .. }
+                | Self::Deny { .. }
+                | Self::Members { .. }
+                | Self::Invite { .. }
+                | Self::Revoke { .. }
+        )
+    }
+}
+
+/// A remote command, as an operator names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CallCommand {
+    /// Liveness.
+    Ping,
+    /// Version, networks, uptime.
+    Info,
+    /// Members of the shared network.
+    Peers,
+    /// Echo a text.
+    Echo {
+        /// The text.
+        text: String,
+    },
+    /// Read a record.
+    DhtGet {
+        /// Its key.
+        key: String,
+    },
+    /// Publish a record signed by this node.
+    DhtPut {
+        /// Its key.
+        key: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl CallCommand {
+    /// Parses the command-line words `COMMAND [ARGS]` (`ping`, `echo TEXT`, `dht_put KEY VALUE`).
+    pub fn from_words(command: &str, args: &[String]) -> Result<Self, String> {
+        match (command, args) {
+            ("ping", []) => Ok(Self::Ping),
+            ("info", []) => Ok(Self::Info),
+            ("peers", []) => Ok(Self::Peers),
+            ("echo", [text]) => Ok(Self::Echo { text: text.clone() }),
+            ("dht_get", [key]) => Ok(Self::DhtGet { key: key.clone() }),
+            ("dht_put", [key, value]) => Ok(Self::DhtPut {
+                key: key.clone(),
+                value: value.clone(),
+            }),
+            (cmd, args) => Err(format!(
+                "unknown command or wrong arguments: {cmd} {args:?}; use ping | info | peers | \
+                 echo TEXT | dht_get KEY | dht_put KEY VALUE"
+            )),
+        }
+    }
+}
+
+/// Every answer, as the daemon produces it. On the socket each travels as its payload alone
+/// (the request says which to expect).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// To `status`.
+    Status(Box<Status>),
+    /// To `peers`.
+    Peers(Vec<PeerEntry>),
+    /// To `call`.
+    Called(RpcResult),
+    /// To `find`: the peer ids found.
+    Found(Vec<String>),
+    /// To `reload`.
+    Reloaded(Reloaded),
+    /// To `pending`.
+    Pending(Vec<JoinRequestView>),
+    /// To `approve`.
+    Approved(IssuedTokenView),
+    /// To `deny`.
+    Denied(JoinRequestView),
+    /// To `members`.
+    Members(Vec<IssuedTokenView>),
+    /// To `invite`.
+    Invited(InviteCreated),
+    /// To `revoke`.
+    Revoked(Revoked),
+}
+
+/// A daemon's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Our PeerId.
+    pub peer_id: String,
+    /// Our listen addresses, with `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Live connections.
+    pub connections: usize,
+    /// One entry per network.
+    pub networks: Vec<NetworkStatus>,
+    /// Membership checks so far.
+    pub membership_checks: CheckCounts,
+    /// The main limits in force.
+    pub limits: StatusLimits,
+    /// The join service, on a seednode.
+    pub service: Option<ServiceStatus>,
+    /// The connection filter.
+    pub filter: FilterStatus,
+    /// Rate limits, per-IP caps and ban policy in force.
+    pub rate_limits: LimitsConfig,
+}
+
+/// One network in [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// The network.
+    pub name: NetworkName,
+    /// `seednode`, `member`, `denied`, `pending` or `joining`.
+    pub state: String,
+    /// Its join policy, from the descriptor.
+    pub join_policy: Option<String>,
+    /// Whether it is strict.
+    pub strict: bool,
+    /// Roles our token grants.
+    pub roles: Vec<String>,
+    /// When our token expires (unix seconds).
+    pub token_expires_at: Option<u64>,
+    /// Our pending join request's id.
+    pub pending_request: Option<u64>,
+    /// Peers in its routing table.
+    pub routing_table: usize,
+    /// Peers proven on a live connection.
+    pub verified_peers: usize,
+}
+
+/// Membership checks in [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckCounts {
+    /// Networks proven.
+    pub verified: u64,
+    /// Networks refused.
+    pub refused: u64,
+    /// Presentations refused because verification was saturated.
+    pub rate_limited: u64,
+    /// Connections closed for proving nothing in time.
+    pub auth_timeouts: u64,
+}
+
+/// The limits shown in [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusLimits {
+    /// Seconds a connection may stay unauthenticated.
+    pub auth_timeout_secs: u64,
+    /// Established connections.
+    pub max_connections: u32,
+    /// Established connections per peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections in the handshake.
+    pub max_pending_incoming: u32,
+    /// Streams per request-response protocol and connection.
+    pub max_streams_per_protocol: usize,
+    /// Verifications queued or running.
+    pub max_pending_verifications: usize,
+    /// Largest Kademlia message.
+    pub max_kad_packet_bytes: usize,
+    /// Networks per process.
+    pub max_networks: usize,
+    /// Routing entries per network.
+    pub max_routes_per_network: usize,
+}
+
+/// One routing-table entry (`peers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// The network.
+    pub network: NetworkName,
+    /// The peer.
+    pub peer: String,
+    /// Its addresses in the table.
+    pub addrs: Vec<String>,
+    /// Whether it proved the network on a live connection.
+    pub connected: bool,
+    /// Whether it proved a seednode delegation.
+    pub seednode: bool,
+    /// When its proof ends (unix seconds), if connected.
+    pub expires_at: Option<u64>,
+}
+
+/// Answer to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// The file re-read.
+    pub reloaded: PathBuf,
+    /// Connections the new rules closed.
+    pub closed_connections: usize,
+}
+
+/// A seednode join service's status.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The networks served.
+    pub networks: Vec<ServedNetwork>,
+    /// Row counts of the store.
+    pub counts: StoreCounts,
+    /// The revocation set's version.
+    pub revocation_version: Option<u64>,
+}
+
+/// One served network in [`ServiceStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedNetwork {
+    /// The network.
+    pub name: NetworkName,
+    /// Its join policy.
+    pub join: String,
+    /// Lifetime of the tokens issued (seconds).
+    pub token_lifetime_secs: u64,
+    /// Roles the delegation allows.
+    pub allowed_roles: Vec<String>,
+    /// Longest token the delegation allows (seconds).
+    pub max_lifetime_secs: u64,
+    /// When the delegation expires (unix seconds).
+    pub delegation_expires_at: u64,
+}
+
+/// Store row counts in [`ServiceStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StoreCounts {
+    /// Pending join requests.
+    pub pending: u64,
+    /// Approved join requests.
+    pub approved: u64,
+    /// Denied join requests.
+    pub denied: u64,
+    /// Issued tokens.
+    pub issued: u64,
+    /// Issued tokens the node acknowledged.
+    pub delivered: u64,
+    /// Issued tokens revoked.
+    pub revoked: u64,
+}
+
+/// A join request as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequestView {
+    /// Request id.
+    pub id: u64,
+    /// The network asked for.
+    pub network: NetworkName,
+    /// The requesting peer.
+    pub peer: String,
+    /// The node's label (control characters removed).
+    pub label: Option<String>,
+    /// Whether an invite was redeemed for it.
+    pub invite_used: bool,
+    /// When it arrived (unix seconds).
+    pub created_at: u64,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    /// When it was decided (unix seconds).
+    pub decided_at: Option<u64>,
+    /// The policy that decided it automatically, if any.
+    pub decided_by_policy: Option<String>,
+    /// The operator's reason for a denial.
+    pub deny_reason: Option<String>,
+}
+
+/// An issued token as shown to operators (never its bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedTokenView {
+    /// Token id.
+    pub token_id: u64,
+    /// The request it answers; `None` for tokens issued directly.
+    pub request_id: Option<u64>,
+    /// The network.
+    pub network: NetworkName,
+    /// The member.
+    pub peer: String,
+    /// Roles granted.
+    pub roles: Vec<String>,
+    /// Issue time (unix seconds).
+    pub issued_at: u64,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Revocation id, hex.
+    pub revocation_id: String,
+    /// When the node acknowledged it (unix seconds).
+    pub delivered_at: Option<u64>,
+    /// When it was revoked (unix seconds).
+    pub revoked_at: Option<u64>,
+}
+
+/// Answer to `invite`: the code is shown once, here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteCreated {
+    /// The code to give to the node's operator.
+    pub code: String,
+    /// The network it admits to.
+    pub network: NetworkName,
+    /// Joins it admits.
+    pub uses: u32,
+    /// When it expires (unix seconds).
+    pub expires_at: u64,
+    /// The short hash prefix listings show for it.
+    pub code_prefix: String,
+}
+
+/// Answer to `revoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    /// The tokens revoked now.
+    pub revoked: Vec<IssuedTokenView>,
+    /// The revocation set's version after.
+    pub revocation_version: u64,
+}
+
+/// PeerIds travel as base58 text.
+mod peer_text {
+    use libp2p::PeerId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(peer: &PeerId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&peer.to_base58())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PeerId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            let shown: String = text.chars().take(60).collect();
+            serde::de::Error::custom(format!(
+                "invalid \"peer\" {shown:?}: not a base58 peer id (12D3KooW...)"
+            ))
+        })
+    }
+}
+
+/// Optional PeerIds travel as base58 text.
+mod opt_peer_text {
+    use libp2p::PeerId;
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(peer: &Option<PeerId>, s: S) -> Result<S::Ok, S::Error> {
+        match peer {
+            Some(p) => super::peer_text::serialize(p, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PeerId>, D::Error> {
+        super::peer_text::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerId {
+        cordon_membership::SecretKey::from_seed([1; 32]).peer_id()
+    }
+
+    #[test]
+    fn requests_round_trip_with_one_name_each() {
+        let requests = vec![
+            Request::Status {},
+            Request::Peers {
+                network: Some("mainnet".parse().unwrap()),
+            },
+            Request::Call {
+                peer: peer(),
+                network: None,
+                command: CallCommand::Echo { text: "hi".into() },
+            },
+            Request::Approve {
+                id: 3,
+                roles: vec!["operator".into()],
+                rights: Vec::new(),
+                ttl_secs: Some(60),
+            },
+            Request::Revoke {
+                peer: Some(peer()),
+                network: None,
+                token_id: None,
+                reason: Some("lost laptop".into()),
+            },
+            Request::Revoke {
+                peer: None,
+                network: None,
+                token_id: Some(7),
+                reason: None,
+            },
+        ];
+        for r in requests {
+            let text = serde_json::to_string(&r).unwrap();
+            let back: Request = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, r, "{text}");
+        }
+        let text = serde_json::to_string(&Request::Status {}).unwrap();
+        assert_eq!(text, r#"{"cmd":"status"}"#);
+    }
+
+    #[test]
+    fn unknown_commands_and_fields_are_refused() {
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"shutdown"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"approve"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"cmd":"call","peer":"nope","command":"ping"}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn call_words_parse_into_commands() {
+        assert_eq!(CallCommand::from_words("ping", &[]), Ok(CallCommand::Ping));
+        assert_eq!(
+            CallCommand::from_words("dht_put", &["k".into(), "v".into()]),
+            Ok(CallCommand::DhtPut {
+                key: "k".into(),
+                value: "v".into()
+            })
+        );
+        assert!(CallCommand::from_words("ping", &["x".into()]).is_err());
+        assert!(CallCommand::from_words("rm", &[]).is_err());
+    }
+}
