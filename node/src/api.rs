@@ -192,7 +192,7 @@ pub enum Response {
     /// To `peers`.
     Peers(Vec<PeerEntry>),
     /// To `call`.
-    Called(RpcResult),
+    Called(CallResult),
     /// To `find`: the peer ids found.
     Found(Vec<String>),
     /// To `reload`.
@@ -209,6 +209,97 @@ pub enum Response {
     Invited(InviteCreated),
     /// To `revoke`.
     Revoked(Revoked),
+}
+
+/// What a remote command answered, for people and scripts: byte payloads as text (invalid
+/// UTF-8 replaced) with their exact bytes in hex alongside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CallResult {
+    /// Answer to `ping`.
+    Pong,
+    /// Answer to `info`.
+    Info {
+        /// The callee's software version.
+        version: String,
+        /// Networks the callee serves and the caller may learn of.
+        networks: Vec<NetworkName>,
+        /// Seconds since the callee started.
+        uptime_secs: u64,
+    },
+    /// Answer to `peers`.
+    Peers {
+        /// Members of the shared network.
+        peers: Vec<String>,
+    },
+    /// Answer to `echo`.
+    Echo {
+        /// The payload as text.
+        text: String,
+        /// The payload's bytes, hex.
+        hex: String,
+    },
+    /// Answer to `dht_put`: stored.
+    Stored,
+    /// Answer to `dht_get`.
+    Record {
+        /// The record, if the key is known.
+        record: Option<RecordView>,
+    },
+}
+
+/// A signed record, as a call shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordView {
+    /// The key as text.
+    pub key: String,
+    /// The value as text.
+    pub value: String,
+    /// The value's bytes, hex.
+    pub value_hex: String,
+    /// The publisher's PeerId (empty if its key does not decode).
+    pub publisher: String,
+    /// The publisher's sequence number.
+    pub seq: u64,
+    /// When the publisher signed (unix seconds).
+    pub timestamp: u64,
+}
+
+impl From<RpcResult> for CallResult {
+    fn from(result: RpcResult) -> Self {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        match result {
+            RpcResult::Pong => Self::Pong,
+            RpcResult::Info {
+                version,
+                networks,
+                uptime_secs,
+            } => Self::Info {
+                version,
+                networks,
+                uptime_secs,
+            },
+            RpcResult::Peers { peers } => Self::Peers { peers },
+            RpcResult::Echo { data } => Self::Echo {
+                text: text(&data),
+                hex: hex::encode(&data),
+            },
+            RpcResult::Stored => Self::Stored,
+            RpcResult::Record { record } => Self::Record {
+                record: record.map(|r| RecordView {
+                    key: text(&r.key),
+                    value: text(&r.value),
+                    value_hex: hex::encode(&r.value),
+                    publisher: libp2p::identity::PublicKey::try_decode_protobuf(&r.publisher)
+                        .map(|k| k.to_peer_id().to_string())
+                        .unwrap_or_default(),
+                    seq: r.seq,
+                    timestamp: r.timestamp,
+                }),
+            },
+        }
+    }
 }
 
 /// A daemon's status.

@@ -307,7 +307,7 @@ impl Calls {
             return;
         };
         let answer = match response {
-            RpcResponse::Ok(result) => Ok(Response::Called(result)),
+            RpcResponse::Ok(result) => Ok(Response::Called(result.into())),
             RpcResponse::Err { code, message } => failure(match message {
                 Some(m) => format!("{code}: {m}"),
                 None => code.to_string(),

@@ -11,10 +11,9 @@ use clap::{Parser, Subcommand};
 use cordon_host::control::{call_blocking, socket_path};
 use cordon_host::datadir::DataDir;
 use cordon_host::descriptor::Descriptor;
-use cordon_node::api::{CallCommand, PeerEntry, Reloaded, Request, Status};
+use cordon_node::api::{CallCommand, CallResult, PeerEntry, Reloaded, Request, Status};
 use cordon_node::{NodeConfig, NodeLimits};
 use cordon_protocol::NetworkName;
-use cordon_protocol::RpcResult;
 use libp2p::Multiaddr;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -253,7 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 network,
                 command,
             };
-            let result: RpcResult = call_with_timeout(&data, &request, CALL_TIMEOUT)?;
+            let result: CallResult = call_with_timeout(&data, &request, CALL_TIMEOUT)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
@@ -306,15 +305,14 @@ fn call_with_timeout<T: DeserializeOwned>(
 }
 
 /// One readable line per answer of `node call`.
-fn render_call(result: &RpcResult) -> String {
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+fn render_call(result: &CallResult) -> String {
     match result {
-        RpcResult::Pong => "pong".into(),
-        RpcResult::Echo { data } => text(data),
-        RpcResult::Record { record: None } => "no record".into(),
-        RpcResult::Record {
+        CallResult::Pong => "pong".into(),
+        CallResult::Echo { text, .. } => text.clone(),
+        CallResult::Record { record: None } => "no record".into(),
+        CallResult::Record {
             record: Some(record),
-        } => text(&record.value),
+        } => record.value.clone(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     }
 }

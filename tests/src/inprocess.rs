@@ -26,10 +26,10 @@ use cordon_membership::{
     AccessList, DelegationRequest, Issuer, NetworkTrust, PeerId, SecretKey, Verifier,
     VerifierConfig, issue_delegation,
 };
-use cordon_node::api::{CallCommand, Request, Response, Status};
+use cordon_node::api::{CallCommand, CallResult, Request, Response, Status};
 use cordon_node::config::Transport;
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
-use cordon_protocol::{NetworkName, RpcResult};
+use cordon_protocol::NetworkName;
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use tokio::sync::oneshot;
@@ -272,7 +272,7 @@ impl Cluster {
         peer: &PeerId,
         network: Option<&str>,
         command: CallCommand,
-    ) -> anyhow::Result<RpcResult> {
+    ) -> anyhow::Result<CallResult> {
         let network = network.map(net).transpose()?;
         match self
             .request(

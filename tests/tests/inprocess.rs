@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cordon_membership::PeerId;
 use cordon_node::api::CallCommand;
-use cordon_protocol::RpcResult;
+use cordon_node::api::CallResult;
 use cordon_tests::inprocess::{Cluster, ClusterSpec, wait_for};
 use futures::future::join_all;
 
@@ -118,7 +118,7 @@ async fn two_hundred_nodes_reach_sampled_pairs_and_never_leak_across_networks() 
         .await;
         for (network, a, b, answer) in results {
             match answer {
-                Ok(RpcResult::Pong) => {}
+                Ok(CallResult::Pong) => {}
                 Ok(v) => failures.push(format!("{network}: {a} -> {b}: answered {v:?}")),
                 Err(e) => failures.push(format!("{network}: {a} -> {b}: {e:#}")),
             }
@@ -191,7 +191,7 @@ async fn expired_memberships_close_the_gates_and_leave_every_routing_table() {
             .call(0, &last, None, CallCommand::Ping)
             .await
             .expect("ping"),
-        RpcResult::Pong
+        CallResult::Pong
     );
 
     // The harness issues 24-hour tokens: a day later every membership has ended.
