@@ -311,6 +311,7 @@ impl Fixture {
             verifier: Arc::new(verifier_for(&self.network, &self.anchor)),
             clock: Clock::system(),
             transport: Transport::Tcp,
+            protocol: cordon_protocol::Limits::default(),
         })
         .expect("swarm::build");
         swarm

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cordon_membership::{SecretKey, Verifier, VerifierConfig};
+use cordon_membership::{SecretKey, Verifier};
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,12 +25,12 @@ use crate::join_client::{JoinClient, JoinConfig, JoinNetwork};
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::routing::{DiscoveryIntervals, Routing};
-use crate::rpc::{Handler, Policy, PolicyConfig, RecordStore, RecordStoreConfig};
+use crate::rpc::{Handler, Policy, RecordStore};
 use crate::rpc_server::RpcServer;
 use crate::service::ServiceHandle;
 use crate::swarm::{self, SwarmConfig};
-use cordon_host::audit::{AuditConfig, AuditLog};
-use cordon_host::control::{self, ControlLimits, ControlRequest};
+use cordon_host::audit::AuditLog;
+use cordon_host::control::{self, ControlRequest};
 use cordon_host::datadir::DataDir;
 
 /// A started node, not yet running its event loop.
@@ -110,7 +110,7 @@ impl Node {
             .descriptor
             .access_list()
             .context("building the access list from the networks file")?;
-        let verifier = Arc::new(Verifier::new(VerifierConfig::default(), access));
+        let verifier = Arc::new(Verifier::new(config.verifier.clone(), access));
         let rules = match &config.filter_file {
             Some(path) => FilterRules::load(path)?,
             None => FilterRules::default()
@@ -122,14 +122,14 @@ impl Node {
             .validate()
             .context("invalid rate limits")?;
         let policy = match &config.policy_file {
-            Some(path) => Policy::from_file(path, &PolicyConfig::default())?,
-            None => Policy::default_policy(&PolicyConfig::default())?,
+            Some(path) => Policy::from_file(path, &config.authorization)?,
+            None => Policy::default_policy(&config.authorization)?,
         };
-        let protocol_limits = cordon_protocol::Limits::default();
+        let protocol_limits = config.protocol.clone();
         let handler = Handler::new(
             protocol_limits.clone(),
             policy,
-            RecordStore::new(RecordStoreConfig::default(), protocol_limits),
+            RecordStore::new(config.records.clone(), protocol_limits),
         );
         let mut swarm = swarm::build(SwarmConfig {
             keypair: identity.libp2p_keypair(),
@@ -140,6 +140,7 @@ impl Node {
             verifier,
             clock: clock.clone(),
             transport: config.transport,
+            protocol: config.protocol.clone(),
         })?;
         for d in &delegations {
             swarm
@@ -153,7 +154,7 @@ impl Node {
                 .with_context(|| format!("cannot listen on {addr}"))?;
         }
 
-        let control_limits = ControlLimits::default();
+        let control_limits = config.control.clone();
         let (control_tx, control_rx) = control_limits.channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -169,7 +170,7 @@ impl Node {
         } else {
             None
         };
-        let audit = AuditLog::open(&data.audit_log(), AuditConfig::default())
+        let audit = AuditLog::open(&data.audit_log(), config.audit.clone())
             .context("opening the audit log")?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
@@ -213,6 +214,7 @@ impl Node {
             ),
             rpc: RpcServer::new(
                 handler,
+                config.protocol.clone(),
                 &config.rate_limits,
                 config.limits.max_calls_in_flight,
                 started,
@@ -265,8 +267,18 @@ impl Node {
     }
 }
 
-/// Runs a node (or, with a service, a seednode) until `shutdown` resolves.
+/// Runs a node until `shutdown` resolves, with the identity in its data directory.
 pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (_, identity) = DataDir::open(&config.data_dir)
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    run_with(config, identity, None, shutdown).await
+}
+
+/// Runs a node with `identity` (and, with a service, a seednode) until `shutdown` resolves.
+pub async fn run_with(
     config: NodeConfig,
     identity: SecretKey,
     service: Option<ServiceHandle>,

@@ -47,4 +47,4 @@ pub mod swarm;
 pub mod verify_pool;
 
 pub use config::{NodeConfig, NodeLimits};
-pub use daemon::{Node, NodeHandle, run};
+pub use daemon::{Node, NodeHandle, run, run_with};

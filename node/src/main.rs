@@ -10,11 +10,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cordon_host::control::{call_blocking, socket_path};
 use cordon_host::datadir::DataDir;
-use cordon_host::descriptor::Descriptor;
 use cordon_node::api::{CallCommand, CallResult, PeerEntry, Reloaded, Request, Status};
-use cordon_node::{NodeConfig, NodeLimits};
+use cordon_node::config::{DaemonFlags, NoSeednode, NodeFile};
 use cordon_protocol::NetworkName;
-use libp2p::Multiaddr;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -42,45 +40,34 @@ enum Command {
         json: bool,
     },
     /// Join networks and serve until interrupted (SIGINT/SIGTERM).
+    ///
+    /// Settings come from --config FILE (see node/node.example.toml) and the flags below,
+    /// which override the file; without a file, --data, --networks and --network are needed.
     Run {
-        /// Data directory created by `node init`.
-        #[arg(long, env = "CORDON_DATA")]
-        data: PathBuf,
-        /// Network descriptor file (the access list).
-        #[arg(long)]
-        networks: PathBuf,
-        /// Network to join; repeat for several (at most 4).
-        #[arg(long = "network", required = true)]
+        #[command(flatten)]
+        daemon: DaemonFlags,
+        /// Network to join; repeat for several. Overrides `networks`.
+        #[arg(long = "network", value_name = "NAME")]
         network: Vec<NetworkName>,
-        /// Address to listen on; repeat for several.
-        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
-        listen: Vec<Multiaddr>,
-        /// Label shown to operators in the seednode's pending list.
-        #[arg(long, default_value = "")]
-        label: String,
-        /// Invite code for networks with the `invite` join policy.
+        /// Invite code for networks with the `invite` join policy. Overrides `invite`.
         #[arg(long)]
         invite: Option<String>,
-        /// Seconds a connection may stay unauthenticated.
-        #[arg(long, default_value_t = 10)]
-        auth_timeout_secs: u64,
-        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464); off by default.
+        /// Seconds a connection may stay unauthenticated. Overrides `limits.auth_timeout`.
         #[arg(long)]
-        metrics: Option<std::net::SocketAddr>,
-        /// Connection-filter rules (TOML: deny_peers, allow_peers, deny_ips, allow_ips,
-        /// unlimited_ips); reload with `node reload`. Without it loopback is exempt from the
-        /// per-IP limits and nothing is denied.
-        #[arg(long)]
-        filter: Option<PathBuf>,
-        /// Rate limits, per-IP caps and ban policy (TOML; see the README); defaults otherwise.
-        #[arg(long)]
-        limits: Option<PathBuf>,
-        /// Datalog policy mapping roles to remote commands; the built-in default otherwise.
+        auth_timeout_secs: Option<u64>,
+        /// Datalog policy mapping roles to remote commands. Overrides `policy`.
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// Validate the configuration and exit without starting.
+        /// Validate the configuration and exit without starting (same as `check-config`).
         #[arg(long)]
         check: bool,
+    },
+    /// Validate a config file (and the files it names) and exit: non-zero with the file, key
+    /// and fix when something is wrong.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Show the running node's status.
     Status {
@@ -174,52 +161,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run {
-            data,
-            networks,
+            daemon,
             network,
-            listen,
-            label,
             invite,
             auth_timeout_secs,
-            metrics,
-            filter,
-            limits,
             policy,
             check,
         } => {
-            let descriptor = Descriptor::load(&networks)?;
-            for n in &network {
-                anyhow::ensure!(
-                    descriptor.network(n).is_some(),
-                    "network {n} is not in {}; add a [[network]] entry for it",
-                    networks.display()
-                );
+            let (mut file, source) = daemon.load::<NoSeednode>()?;
+            if !network.is_empty() {
+                file.networks = network;
             }
-            let (_, identity) = DataDir::open(&data)?;
-            let mut config = NodeConfig::new(data, descriptor, network);
-            config.listen = listen;
-            config.label = label;
-            config.invite = invite;
-            config.metrics = metrics;
-            if let Some(path) = &filter {
-                // Parse now so a bad file fails `--check` and startup with a clear message.
-                cordon_node::filter::FilterRules::load(path)?;
+            if invite.is_some() {
+                file.invite = invite;
             }
-            config.filter_file = filter;
-            if let Some(path) = &limits {
-                config.rate_limits =
-                    cordon_node::ratelimit::LimitsConfig::load(path).map_err(anyhow::Error::msg)?;
+            if let Some(secs) = auth_timeout_secs {
+                file.limits.auth_timeout = Duration::from_secs(secs);
             }
-            if let Some(path) = &policy {
-                cordon_node::rpc::Policy::from_file(path, &Default::default())?;
+            if policy.is_some() {
+                file.policy = policy;
             }
-            config.policy_file = policy;
-            config.limits = NodeLimits {
-                auth_timeout: Duration::from_secs(auth_timeout_secs),
-                ..NodeLimits::default()
-            };
+            file.validate()?;
+            let config = file.node_config(&source, None)?;
             if check {
-                println!("configuration ok");
+                println!("{}", cordon_node::config::check(&config)?);
                 return Ok(());
             }
             init_tracing();
@@ -227,7 +192,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(cordon_node::run(config, identity, None, shutdown_signal()))
+            runtime.block_on(cordon_node::run(config, shutdown_signal()))
+        }
+        Command::CheckConfig { config } => {
+            let file = NodeFile::load(&config)?;
+            let node = file.node_config(&config.display().to_string(), None)?;
+            println!("{}", cordon_node::config::check(&node)?);
+            Ok(())
         }
         Command::Reload { data } => {
             let reloaded: Reloaded = call(&data, &Request::Reload {})?;

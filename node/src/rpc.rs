@@ -73,8 +73,10 @@ deny if true;
 /// is denied. Same bound as the roles of a membership token.
 pub const MAX_GRANTS: usize = MAX_ROLES;
 
-/// Limits of the authorization policy. Each has a safe default.
-#[derive(Debug, Clone)]
+/// Limits of the authorization policy (config section `[authorization]`). Each has a safe
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     /// Largest policy source accepted, in bytes. Default 64 KiB.
     pub max_source_bytes: usize,
@@ -87,10 +89,29 @@ pub struct PolicyConfig {
     /// iterations bound it tightly already; the time limit is a backstop that must not turn a
     /// busy machine's slow first evaluation into a spurious denial. A decision that hits a limit
     /// is a denial and is not memoized.
+    #[serde(with = "cordon_host::config::duration")]
     pub max_time: Duration,
     /// Distinct (roles, rights) sets whose decisions are memoized; the oldest is forgotten first.
     /// Default 1024.
     pub cache_capacity: usize,
+}
+
+impl PolicyConfig {
+    /// Checks the limits: a source of 1 KiB to 16 MiB, 10 to 1,000,000 facts, 1 to 1,000
+    /// iterations, 1 ms to 10 s, a cache of 1 to 1,000,000 decisions.
+    pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
+        use cordon_host::config::{duration_in_range, in_range};
+        in_range("max_source_bytes", self.max_source_bytes, 1024, 16 << 20)?;
+        in_range("max_facts", self.max_facts, 10, 1_000_000)?;
+        in_range("max_iterations", self.max_iterations, 1, 1000)?;
+        duration_in_range(
+            "max_time",
+            self.max_time,
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+        )?;
+        in_range("cache_capacity", self.cache_capacity, 1, 1_000_000)
+    }
 }
 
 impl Default for PolicyConfig {
@@ -366,15 +387,39 @@ fn canonical_key(roles: &[String], rights: &[String]) -> Result<String, Denied> 
     Ok(key)
 }
 
-/// Bounds and tolerances of the record store. Each has a safe default.
-#[derive(Debug, Clone)]
+/// Bounds and tolerances of the record store (config section `[records]`). Each has a safe
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RecordStoreConfig {
     /// Records held in total, over all networks. Default 10 000.
     pub max_records: usize,
     /// Records one publisher may hold in one network. Default 100.
     pub max_per_publisher: usize,
     /// How far in the future a record's timestamp may be. Default 5 minutes.
+    #[serde(with = "cordon_host::config::duration")]
     pub max_future_skew: Duration,
+}
+
+impl RecordStoreConfig {
+    /// Checks the bounds: 1 to 10,000,000 records, at most as many per publisher, a skew of
+    /// 1 s to 1 day.
+    pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
+        use cordon_host::config::{duration_in_range, in_range};
+        in_range("max_records", self.max_records, 1, 10_000_000)?;
+        in_range(
+            "max_per_publisher",
+            self.max_per_publisher,
+            1,
+            self.max_records,
+        )?;
+        duration_in_range(
+            "max_future_skew",
+            self.max_future_skew,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        )
+    }
 }
 
 impl Default for RecordStoreConfig {

@@ -34,6 +34,7 @@ fn max_encoded_record(limits: &cordon_protocol::Limits) -> usize {
 #[derive(Debug)]
 pub struct RpcServer {
     handler: Handler,
+    limits: cordon_protocol::Limits,
     per_peer: KeyedLimiter<PeerId>,
     per_command: KeyedLimiter<(PeerId, &'static str)>,
     /// `dht_get`s waiting for a Kademlia lookup.
@@ -47,6 +48,7 @@ impl RpcServer {
     /// lookups waiting at once.
     pub fn new(
         handler: Handler,
+        protocol: cordon_protocol::Limits,
         limits: &LimitsConfig,
         max_pending_gets: usize,
         started: Instant,
@@ -54,6 +56,7 @@ impl RpcServer {
         let max_keys = limits.max_tracked_keys;
         Self {
             handler,
+            limits: protocol,
             per_peer: KeyedLimiter::new(limits.rpc_per_peer, max_keys),
             per_command: KeyedLimiter::new(limits.rpc_per_command, max_keys),
             pending_gets: HashMap::new(),
@@ -157,8 +160,8 @@ impl RpcServer {
         match (&response, replicate, lookup) {
             // Stored here: replicate to the members closest to the key.
             (RpcResponse::Ok(RpcResult::Stored), Some(record), _) => {
-                let limits = cordon_protocol::Limits::default();
-                if let Ok(value) = cordon_protocol::encode(&record, max_encoded_record(&limits))
+                if let Ok(value) =
+                    cordon_protocol::encode(&record, max_encoded_record(&self.limits))
                     && let Some(kad) = session.kad(&network)
                 {
                     let kad_record = kad::Record::new(record.key.clone(), value);
@@ -194,11 +197,11 @@ impl RpcServer {
         record: kad::Record,
         now: SystemTime,
     ) {
-        let limits = cordon_protocol::Limits::default();
+        let limits = &self.limits;
         let signed = match cordon_protocol::decode::<SignedRecord>(
             &record.value,
-            max_encoded_record(&limits),
-            &limits,
+            max_encoded_record(limits),
+            limits,
         ) {
             Ok(signed) if signed.key == record.key.to_vec() => signed,
             _ => {
@@ -238,7 +241,7 @@ impl RpcServer {
         let Some((channel, asked)) = self.pending_gets.remove(&id) else {
             return;
         };
-        let limits = cordon_protocol::Limits::default();
+        let limits = &self.limits;
         let session = &mut swarm.behaviour_mut().session;
         let found = match result {
             Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
@@ -249,8 +252,8 @@ impl RpcServer {
                 }
                 cordon_protocol::decode::<SignedRecord>(
                     &peer_record.record.value,
-                    max_encoded_record(&limits),
-                    &limits,
+                    max_encoded_record(limits),
+                    limits,
                 )
                 .ok()
                 .filter(|r| r.verify(&asked).is_ok())

@@ -78,6 +78,8 @@ pub struct SwarmConfig {
     pub clock: Clock,
     /// The transport.
     pub transport: Transport,
+    /// Message size bounds of every protocol.
+    pub protocol: Limits,
 }
 
 fn network_kad(local: PeerId, network: &NetworkName, limits: &NodeLimits) -> NetworkKad {
@@ -107,10 +109,11 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
         rate_limits,
         verifier,
         clock,
+        protocol,
         ..
     } = config;
     let local = key.public().to_peer_id();
-    let protocol_limits = Limits::default();
+    let protocol_limits = protocol;
     let rr = || {
         request_response::Config::default()
             .with_request_timeout(limits.request_timeout)

@@ -23,7 +23,11 @@ const DEFAULT_RPC_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// peer's message over any bound is refused before the application sees it.
 /// Both sides of a connection should use the same limits: a message within
 /// our limits but over the peer's is refused by the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// As a config section every field is optional (the default stays) and an
+/// unknown one is refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest token (membership, delegation or delivered) in bytes.
     /// Default: 4096.
@@ -86,6 +90,136 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks each bound is usable: at least what one well-formed message of
+    /// its kind needs, at most 16 times the default (a bound far above every
+    /// peer's would only let this side send what all of them refuse).
+    /// Returns the field and what is accepted.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let d = Self::default();
+        let fields: [(&'static str, usize, usize, usize); 16] = [
+            (
+                "max_token_bytes",
+                self.max_token_bytes,
+                512,
+                d.max_token_bytes,
+            ),
+            (
+                "max_tokens_per_message",
+                self.max_tokens_per_message,
+                1,
+                d.max_tokens_per_message,
+            ),
+            (
+                "max_label_bytes",
+                self.max_label_bytes,
+                1,
+                d.max_label_bytes,
+            ),
+            (
+                "max_invite_bytes",
+                self.max_invite_bytes,
+                8,
+                d.max_invite_bytes,
+            ),
+            (
+                "max_message_text_bytes",
+                self.max_message_text_bytes,
+                16,
+                d.max_message_text_bytes,
+            ),
+            (
+                "membership_max_request_bytes",
+                self.membership_max_request_bytes,
+                1024,
+                d.membership_max_request_bytes,
+            ),
+            (
+                "membership_max_response_bytes",
+                self.membership_max_response_bytes,
+                1024,
+                d.membership_max_response_bytes,
+            ),
+            (
+                "join_max_request_bytes",
+                self.join_max_request_bytes,
+                1024,
+                d.join_max_request_bytes,
+            ),
+            (
+                "join_max_response_bytes",
+                self.join_max_response_bytes,
+                1024,
+                d.join_max_response_bytes,
+            ),
+            (
+                "rpc_max_request_bytes",
+                self.rpc_max_request_bytes,
+                1024,
+                d.rpc_max_request_bytes,
+            ),
+            (
+                "rpc_max_response_bytes",
+                self.rpc_max_response_bytes,
+                1024,
+                d.rpc_max_response_bytes,
+            ),
+            ("max_echo_bytes", self.max_echo_bytes, 1, d.max_echo_bytes),
+            (
+                "max_record_key_bytes",
+                self.max_record_key_bytes,
+                1,
+                d.max_record_key_bytes,
+            ),
+            (
+                "max_record_value_bytes",
+                self.max_record_value_bytes,
+                1,
+                d.max_record_value_bytes,
+            ),
+            ("rpc_max_peers", self.rpc_max_peers, 1, d.rpc_max_peers),
+            (
+                "rpc_max_networks",
+                self.rpc_max_networks,
+                1,
+                d.rpc_max_networks,
+            ),
+        ];
+        for (field, value, min, default) in fields {
+            let max = default.saturating_mul(16);
+            if value < min || value > max {
+                return Err((
+                    field,
+                    format!("must be between {min} and {max}, got {value}"),
+                ));
+            }
+        }
+        let presentation = self
+            .max_tokens_per_message
+            .saturating_mul(self.max_token_bytes);
+        if self.membership_max_request_bytes < presentation {
+            return Err((
+                "membership_max_request_bytes",
+                format!(
+                    "must hold max_tokens_per_message tokens of max_token_bytes ({presentation} \
+                     bytes), got {}",
+                    self.membership_max_request_bytes
+                ),
+            ));
+        }
+        if self.join_max_response_bytes < self.max_token_bytes {
+            return Err((
+                "join_max_response_bytes",
+                format!(
+                    "must hold one token of max_token_bytes ({}), got {}",
+                    self.max_token_bytes, self.join_max_response_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +243,23 @@ mod tests {
         assert_eq!(l.max_record_value_bytes, 4096);
         assert_eq!(l.rpc_max_peers, 256);
         assert_eq!(l.rpc_max_networks, 16);
+        assert_eq!(l.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unusable_bounds_are_refused() {
+        let zero = Limits {
+            max_tokens_per_message: 0,
+            ..Limits::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().0, "max_tokens_per_message");
+        let tight = Limits {
+            membership_max_request_bytes: 4096,
+            ..Limits::default()
+        };
+        assert_eq!(
+            tight.validate().unwrap_err().0,
+            "membership_max_request_bytes"
+        );
     }
 }

@@ -404,7 +404,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         let service = service
             .spawn()
             .context("starting the join service's thread")?;
-        cordon_node::run(config, identity, Some(service), shutdown).await
+        cordon_node::run_with(config, identity, Some(service), shutdown).await
     })
 }
 

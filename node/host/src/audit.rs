@@ -302,9 +302,9 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
-/// Rotation settings of an [`AuditLog`].
+/// Rotation settings of an [`AuditLog`] (config section `[audit]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Largest size of the current file before it is rotated, in bytes. Default 64 MiB
     /// ([`DEFAULT_MAX_BYTES`]). A record is never split: a file holding at least one record
@@ -314,6 +314,14 @@ pub struct AuditConfig {
     /// deleted on rotation. Default 8 ([`DEFAULT_KEEP`]). With 0, the chain still continues
     /// across files, but the link to a deleted file cannot be checked.
     pub keep: usize,
+}
+
+impl AuditConfig {
+    /// Checks the settings: files of 4 KiB to 4 GiB, at most 1,000 rotated files kept.
+    pub fn validate(&self) -> Result<(), crate::config::Invalid> {
+        crate::config::in_range("max_bytes", self.max_bytes, 4096, 4 << 30)?;
+        crate::config::in_range("keep", self.keep, 0, 1000)
+    }
 }
 
 impl Default for AuditConfig {

@@ -66,8 +66,10 @@ const READ_CHUNK: usize = 4096;
 /// message is shown to the operator as is.
 pub type ControlRequest<Req, Resp> = (Req, oneshot::Sender<Result<Resp, String>>);
 
-/// Bounds on what control-socket clients can make the server hold.
-#[derive(Debug, Clone)]
+/// Bounds on what control-socket clients can make the server hold (config section
+/// `[control]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlLimits {
     /// Largest request line, in bytes, without its newline. Default: 65,536.
     pub max_request_bytes: usize,
@@ -76,6 +78,7 @@ pub struct ControlLimits {
     pub max_clients: usize,
     /// Time a client has to send its request plus the time the event loop has to answer it.
     /// Default: 30 s (a `node call` may wait for a remote answer and a Kademlia lookup).
+    #[serde(with = "crate::config::duration")]
     pub request_timeout: Duration,
     /// Capacity of the channel to the event loop; see [`ControlLimits::channel`]. Default: 32.
     pub queue: usize,
@@ -93,6 +96,21 @@ impl Default for ControlLimits {
 }
 
 impl ControlLimits {
+    /// Checks the bounds: requests of 1 KiB to 16 MiB, 1 to 1,024 clients, 1 s to 10 min,
+    /// a queue of 1 to 65,536.
+    pub fn validate(&self) -> Result<(), crate::config::Invalid> {
+        use crate::config::{duration_in_range, in_range};
+        in_range("max_request_bytes", self.max_request_bytes, 1024, 16 << 20)?;
+        in_range("max_clients", self.max_clients, 1, 1024)?;
+        duration_in_range(
+            "request_timeout",
+            self.request_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(600),
+        )?;
+        in_range("queue", self.queue, 1, 65_536)
+    }
+
     /// Creates the bounded channel between the server and the event loop, with capacity
     /// `queue` (at least 1).
     #[allow(clippy::type_complexity)]
