@@ -21,9 +21,11 @@
 //!   violation. Entries per network are capped ([`SessionConfig::max_routes_per_network`]).
 //! - A connection without any proof is closed when its auth deadline passes; a connection whose
 //!   last proof ends gets a fresh deadline to present a renewed token.
-//! - This process presents a network's membership only on connections it dialed for that network
-//!   or on which the peer proved that network first, so memberships do not leak across networks.
-//!   A seednode also presents its delegations, once, on every connection.
+//! - This process presents a network's membership only to a peer it chose to reach in that
+//!   network ([`Sessions::dial_intent`]: dialled for it, or asked for by the operator or the
+//!   network's Kademlia) or that proved that network first on the connection, so memberships
+//!   do not leak across networks. A seednode also presents its delegations, once, on every
+//!   connection.
 //! - A verdict computed before a [`Sessions::revoke`] is checked against the revoked ids again
 //!   when it arrives, so a verification in flight cannot admit a revoked token.
 //!
@@ -622,8 +624,9 @@ where
             .is_some_and(|l| l.delegation.is_some())
     }
 
-    /// Records that we want `peer` for `network` (we are about to dial it, or a lookup found
-    /// it) and presents the network's membership on outbound connections to it that lack it.
+    /// Records that we want `peer` for `network` (we are about to dial it, a lookup found it,
+    /// or an operator calls it there) and presents the network's membership on live
+    /// connections to it that lack it.
     /// Returns `false` when the intent table is full of live peers and nothing was recorded.
     pub fn dial_intent(&mut self, peer: PeerId, network: &NetworkName) -> bool {
         if !self.local.contains_key(network) {
@@ -641,14 +644,16 @@ where
             .entry(peer)
             .or_default()
             .insert(network.clone());
-        let outbound: Vec<C> = self
+        // On every live connection, including one the peer dialled (for another network):
+        // reaching this peer in this network is our choice, as if we dialled it for it.
+        let live: Vec<C> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.peer == peer && c.endpoint == Endpoint::Dialer && !c.closing)
+            .filter(|(_, c)| c.peer == peer && !c.closing)
             .map(|(id, _)| *id)
             .collect();
         let wanted = BTreeSet::from([network.clone()]);
-        for id in outbound {
+        for id in live {
             self.present(id, &wanted);
         }
         true

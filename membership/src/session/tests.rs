@@ -602,6 +602,22 @@ fn a_new_membership_is_presented_where_the_network_is_shared_only() {
 }
 
 #[test]
+fn an_intent_presents_on_a_connection_the_peer_dialled_for_another_network() {
+    let mut s = sessions(false);
+    s.set_membership(&net("mainnet"), Some(b"m".to_vec()));
+    s.set_membership(&net("testnet"), Some(b"t".to_vec()));
+    s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
+    prove(&mut s, 1, &["mainnet"], t0(), valid(t0() + HOUR));
+    drain(&mut s);
+    // Only our choice to reach the peer in testnet presents testnet on its connection.
+    s.dial_intent(peer(1), &net("testnet"));
+    assert_eq!(
+        presented(&drain(&mut s)),
+        vec![(1, vec![("testnet".into(), TokenKind::Membership)])]
+    );
+}
+
+#[test]
 fn a_presentation_refused_for_overload_is_sent_again_at_the_next_occasion() {
     let mut s = sessions(false);
     s.set_membership(&net("mainnet"), Some(b"m".to_vec()));
