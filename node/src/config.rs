@@ -545,15 +545,32 @@ impl<S: Section> DaemonFile<S> {
         source: &str,
         networks: Option<Vec<NetworkName>>,
     ) -> anyhow::Result<NodeConfig> {
-        let data = self.data.clone().ok_or_else(|| {
-            anyhow::anyhow!("no data directory: set `data` in {source} or pass --data")
-        })?;
-        let descriptor_path = self.descriptor.clone().ok_or_else(|| {
+        let (path, descriptor) = self.descriptor(source)?;
+        self.node_config_with(&path, descriptor, networks, source)
+    }
+
+    /// The descriptor file this config names, loaded.
+    pub fn descriptor(&self, source: &str) -> anyhow::Result<(PathBuf, Descriptor)> {
+        let path = self.descriptor.clone().ok_or_else(|| {
             anyhow::anyhow!(
                 "no network descriptor: set `descriptor` in {source} or pass --networks"
             )
         })?;
-        let descriptor = Descriptor::load(&descriptor_path)?;
+        let descriptor = Descriptor::load(&path)?;
+        Ok((path, descriptor))
+    }
+
+    /// [`DaemonFile::node_config`] with the descriptor already loaded from `descriptor_path`.
+    pub fn node_config_with(
+        &self,
+        descriptor_path: &Path,
+        descriptor: Descriptor,
+        networks: Option<Vec<NetworkName>>,
+        source: &str,
+    ) -> anyhow::Result<NodeConfig> {
+        let data = self.data.clone().ok_or_else(|| {
+            anyhow::anyhow!("no data directory: set `data` in {source} or pass --data")
+        })?;
         let networks = networks.unwrap_or_else(|| self.networks.clone());
         anyhow::ensure!(
             !networks.is_empty(),

@@ -7,6 +7,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod anchor;
+pub mod daemon;
+pub mod decide;
 pub mod operator;
 pub mod service;
+pub mod sqlite;
 pub mod store;

@@ -1,22 +1,16 @@
 //! `seednode`: issues membership tokens and is the operators' command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use cordon_host::datadir::DataDir;
-use cordon_host::descriptor::Descriptor;
-use cordon_membership::{
-    IssueError, Issuer, PublicKey, Refusal, SecretKey, Verifier, VerifierConfig,
-};
-use cordon_node::NodeConfig;
+use cordon_membership::{PublicKey, SecretKey};
+use cordon_node::config::DaemonFlags;
 use cordon_protocol::NetworkName;
 use cordon_seednode::anchor;
+use cordon_seednode::daemon::{self, SeedFile, SeednodeSection};
 use cordon_seednode::operator::{OperatorCommand, RevokeTarget};
-use cordon_seednode::service::{SeedService, ServiceConfig};
-use cordon_seednode::store::{Store, StoreLimits};
-use libp2p::Multiaddr;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,8 +39,18 @@ enum Command {
     },
     /// Run the seednode daemon: serve join requests, issue tokens, answer the operator CLI.
     ///
-    /// Stops cleanly on Ctrl-C or SIGTERM. Logs go to stderr; set RUST_LOG (default: info).
+    /// Settings come from --config FILE (see seednode/seednode.example.toml) and the flags,
+    /// which override the file. Stops cleanly on Ctrl-C or SIGTERM. Logs go to stderr; set
+    /// RUST_LOG (default: info).
     Run(RunArgs),
+    /// Validate a config file (and the files it names: descriptor, delegations, data
+    /// directory, filter, policy) and exit: non-zero with the file, key and fix when something
+    /// is wrong.
+    CheckConfig {
+        /// The config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// List pending join requests.
     Pending {
         /// Only requests for this network.
@@ -156,32 +160,15 @@ struct ClientArgs {
 /// Options of `seednode run`.
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Data directory created by `seednode init` (identity key, database, control socket).
-    #[arg(long, env = "CORDON_DATA", value_name = "DIR")]
-    data: PathBuf,
-    /// The network descriptor file (TOML): anchors, bootstrap peers and join policy per network.
-    #[arg(long, value_name = "FILE")]
-    networks: PathBuf,
+    #[command(flatten)]
+    daemon: DaemonFlags,
     /// A delegation for this seednode (from `seednode anchor delegate`); repeat once per
-    /// network served.
-    #[arg(long = "delegation", value_name = "FILE", required = true)]
+    /// network served. Overrides `[seednode] delegations`.
+    #[arg(long = "delegation", value_name = "FILE")]
     delegations: Vec<PathBuf>,
-    /// Address to listen on (repeatable). Default: /ip4/0.0.0.0/tcp/0.
-    #[arg(long, value_name = "MULTIADDR")]
-    listen: Vec<Multiaddr>,
-    /// A human-readable name for this seednode.
-    #[arg(long, value_name = "TEXT")]
-    label: Option<String>,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465); off by default.
+    /// Validate the configuration and exit without starting (same as `check-config`).
     #[arg(long)]
-    metrics: Option<std::net::SocketAddr>,
-    /// Connection-filter rules (same format as `node run --filter`); reload with
-    /// `node reload --data DIR`.
-    #[arg(long)]
-    filter: Option<PathBuf>,
-    /// Rate limits, per-IP caps and ban policy (same format as `node run --limits`).
-    #[arg(long)]
-    limits: Option<PathBuf>,
+    check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +245,11 @@ fn print<T: serde::Serialize>(
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (command, client) = match cli.command {
         Command::Run(args) => return run_daemon(args),
+        Command::CheckConfig { config } => {
+            let file = SeedFile::load(&config)?;
+            println!("{}", daemon::check(&file, &config.display().to_string())?);
+            return Ok(());
+        }
         Command::Pending { network, client } => (OperatorCommand::Pending { network }, client),
         Command::Approve {
             id,
@@ -337,112 +329,25 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `seednode run`: everything is checked before the swarm starts, so a bad file fails fast.
+/// `seednode run`: the config file and flags, checked, then the daemon.
 fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let (mut file, source) = args.daemon.load::<SeednodeSection>()?;
+    if !args.delegations.is_empty() {
+        file.seednode.delegations = args.delegations;
+    }
+    if args.check {
+        println!("{}", daemon::check(&file, &source)?);
+        return Ok(());
+    }
     init_tracing();
-    let (_data_dir, identity) = DataDir::open(&args.data).with_context(|| {
-        format!(
-            "opening data directory {} (create it with `seednode init --data {}`)",
-            args.data.display(),
-            args.data.display()
-        )
-    })?;
-    let descriptor = Descriptor::load(&args.networks)
-        .with_context(|| format!("loading the network descriptor {}", args.networks.display()))?;
-    let access = descriptor
-        .access_list()
-        .with_context(|| format!("building the access list from {}", args.networks.display()))?;
-    let verifier = Verifier::new(VerifierConfig::default(), access);
-    let now = SystemTime::now();
-    let mut issuers = Vec::with_capacity(args.delegations.len());
-    let mut networks: Vec<NetworkName> = Vec::with_capacity(args.delegations.len());
-    for path in &args.delegations {
-        let bytes = anchor::read_token_file(path)?;
-        let issuer = Issuer::new(&bytes, &verifier, identity.clone(), now)
-            .map_err(|e| delegation_error(path, &args.networks, &identity, e))?;
-        let network = NetworkName::new(issuer.network())
-            .with_context(|| format!("delegation {} names an invalid network", path.display()))?;
-        if networks.contains(&network) {
-            bail!(
-                "two delegations for network {network} (the second is {}); pass one per network",
-                path.display()
-            );
-        }
-        networks.push(network);
-        issuers.push(issuer);
-    }
-    let db = args.data.join("seednode.db");
-    let store = Store::open(&db, StoreLimits::default())?;
-    let service = SeedService::new(store, issuers, &descriptor, ServiceConfig::default())?;
-    let mut config = NodeConfig::new(args.data.clone(), descriptor, networks);
-    if !args.listen.is_empty() {
-        config.listen = args.listen;
-    }
-    if let Some(label) = args.label {
-        config.label = label;
-    }
-    config.metrics = args.metrics;
-    if let Some(path) = &args.filter {
-        cordon_node::filter::FilterRules::load(path)?;
-    }
-    config.filter_file = args.filter;
-    if let Some(path) = &args.limits {
-        config.rate_limits =
-            cordon_node::ratelimit::LimitsConfig::load(path).map_err(anyhow::Error::msg)?;
-    }
-    tracing::info!(
-        peer = %identity.peer_id(),
-        networks = ?config.networks.iter().map(NetworkName::as_str).collect::<Vec<_>>(),
-        "seednode starting"
-    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
-        let service = service
-            .spawn()
-            .context("starting the join service's thread")?;
-        cordon_node::run_with(config, identity, Some(service), shutdown).await
+        daemon::run(&file, &source, shutdown).await
     })
-}
-
-/// Explains why a delegation cannot be used by this seednode, and how to fix it.
-fn delegation_error(
-    path: &Path,
-    descriptor: &Path,
-    identity: &SecretKey,
-    error: IssueError,
-) -> anyhow::Error {
-    let file = path.display();
-    match error {
-        IssueError::Delegation(Refusal::WrongSubject { token_subject }) => anyhow!(
-            "delegation {file} was issued to seednode {token_subject}, not to this seednode \
-             (peer id {}, public key {}); ask the anchor operator for \
-             `seednode anchor delegate --seednode {}`",
-            identity.peer_id(),
-            identity.public(),
-            identity.public()
-        ),
-        IssueError::Delegation(Refusal::UnknownNetwork { network }) => anyhow!(
-            "delegation {file} is for network {network:?}, which is not in the descriptor {}; \
-             add a [[network]] entry for it with its anchor key",
-            descriptor.display()
-        ),
-        IssueError::Delegation(
-            refusal @ (Refusal::UnknownAnchor { .. } | Refusal::AnchorNotForNetwork { .. }),
-        ) => anyhow!(
-            "delegation {file} is not signed by an anchor the descriptor {} trusts for its \
-             network ({refusal}); check that the network is listed there with this anchor's \
-             public key (anchor.pub)",
-            descriptor.display()
-        ),
-        IssueError::Delegation(refusal @ Refusal::DelegationExpired { .. }) => anyhow!(
-            "delegation {file} has expired ({refusal}); ask the anchor operator for a new one"
-        ),
-        other => anyhow!("delegation {file} cannot be used: {other}"),
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,10 +1,12 @@
 //! The seednode's join service: it answers join requests and status polls, decides them by
 //! policy or queues them for an operator, answers the operator's typed requests, and issues
-//! and delivers tokens. It runs as its own task off the node's event loop
+//! and delivers tokens. It runs as a tokio task of its own, off the node's event loop
 //! ([`SeedService::spawn`]).
 //!
-//! It ties the persistent [`Store`] (queue, issued tokens, revocations, invites) to one
-//! [`Issuer`] per served network and to each network's join policy from the descriptor.
+//! It ties a persistent [`Store`] (queue, issued tokens, revocations, invites; any back end) to
+//! one [`Issuer`] per served network and to each network's join policy from the descriptor.
+//! What to do with a join request is decided by the pure [`decide`](crate::decide) function;
+//! this module reads its inputs from the store and carries the decision out.
 //!
 //! # Policies
 //! - **`approval`**: every request is queued and waits for an operator (`seednode approve`).
@@ -34,6 +36,13 @@
 //! - **Token lifetimes are clamped** to the delegation's maximum lifetime and expiry when a
 //!   token is issued automatically or with the default lifetime, so issuing never fails on the
 //!   bounds; an operator's explicit `ttl_secs` is not clamped, and a bound it breaks is reported.
+//!
+//! # The task
+//! [`SeedService::spawn`] runs the service as a tokio task that takes the node's
+//! [`ServiceRequest`]s one at a time from a bounded channel ([`SERVICE_QUEUE`]), awaiting the
+//! store for each, and pushes [`ServiceEvent`]s (tokens to deliver, audit records) back. After
+//! each request it publishes its [`ServiceStatus`] (store counts included) on a watch channel:
+//! the node reads the latest value and never waits for the service, however slow the store.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -55,8 +64,12 @@ use cordon_protocol::{
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use crate::decide::{
+    Decision, JoinFacts, Lifetimes, PolicyApproval, Previous, PreviousToken, decide,
+};
 use crate::store::{
-    IssuedTokenRow, JoinRequestRow, NewToken, RequestStatus, Store, StoreError, Submitted,
+    IssuedTokenId, IssuedTokenRow, JoinRequestRow, NewToken, RequestId, RequestStatus, Store,
+    StoreError, Submitted,
 };
 
 /// Invite uses when the operator gives none.
@@ -68,15 +81,10 @@ pub const DEFAULT_INVITE_TTL_SECS: u64 = 86_400;
 /// Longest invite lifetime: one year.
 pub const MAX_INVITE_TTL_SECS: u64 = 366 * 86_400;
 
-/// `decided_by_policy` of a request approved by a valid invite.
-const POLICY_INVITE: &str = "invite";
-/// `decided_by_policy` of a request approved by the `open` policy.
-const POLICY_OPEN: &str = "open";
-/// `decided_by_policy` of a request approved as a renewal of a live membership.
-const POLICY_RENEWAL: &str = "renewal";
-
-/// Tunables of the join service. Every field says its default.
-#[derive(Debug, Clone)]
+/// Tunables of the join service (config section `[seednode.service]`). Every field says its
+/// default.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Roles granted by automatic approvals and by `approve` without `roles`.
     /// Default: `["member"]`.
@@ -87,6 +95,29 @@ pub struct ServiceConfig {
     /// Random bytes in a generated invite code, rendered as lowercase hex (twice as many
     /// characters). 8 to 32. Default: 16.
     pub invite_code_bytes: usize,
+}
+
+impl ServiceConfig {
+    /// Checks the values: at least one valid role, a label cap of 1 to 1,024 bytes, invite
+    /// codes of 8 to 32 random bytes.
+    pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
+        use cordon_host::config::{Invalid, in_range};
+        if self.default_roles.is_empty() {
+            return Err(Invalid::new("default_roles", "must name at least one role"));
+        }
+        if let Some(role) = self
+            .default_roles
+            .iter()
+            .find(|r| !cordon_membership::token::valid_role(r))
+        {
+            return Err(Invalid::new(
+                "default_roles",
+                format!("{role:?} is not a role name (1-32 of a-z, 0-9, _ and -)"),
+            ));
+        }
+        in_range("max_label_bytes", self.max_label_bytes, 1, 1024)?;
+        in_range("invite_code_bytes", self.invite_code_bytes, 8, 32)
+    }
 }
 
 impl Default for ServiceConfig {
@@ -167,28 +198,33 @@ struct Served {
 }
 
 impl Served {
-    /// `wanted`, shortened so a token issued at `now` fits the delegation's bounds.
-    fn clamp_lifetime(&self, wanted: Duration, now: SystemTime) -> Duration {
+    /// The network's lifetime settings and the delegation's bounds, for [`decide`].
+    fn lifetimes(&self) -> Lifetimes {
         let facts = self.issuer.facts();
-        let remaining = unix_secs(facts.expires_at).saturating_sub(unix_secs(now));
-        Duration::from_secs(
-            wanted
-                .as_secs()
-                .min(facts.max_lifetime.as_secs())
-                .min(remaining),
-        )
+        Lifetimes {
+            token_lifetime: self.token_lifetime,
+            renewal_margin: self.renewal_margin,
+            max_lifetime: facts.max_lifetime,
+            delegation_expires_at: unix_secs(facts.expires_at),
+        }
+    }
+
+    /// The network's token lifetime, shortened so a token issued at `now` fits the
+    /// delegation's bounds.
+    fn default_lifetime(&self, now: SystemTime) -> Duration {
+        self.lifetimes().clamp(self.token_lifetime, unix_secs(now))
     }
 }
 
-/// The seednode's join service. See the module docs for its rules.
-pub struct SeedService {
-    store: Store,
+/// The seednode's join service over the store `S`. See the module docs for its rules.
+pub struct SeedService<S> {
+    store: S,
     networks: BTreeMap<NetworkName, Served>,
     config: ServiceConfig,
     limits: Limits,
 }
 
-impl fmt::Debug for SeedService {
+impl<S: fmt::Debug> fmt::Debug for SeedService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SeedService")
             .field("store", &self.store)
@@ -215,11 +251,11 @@ pub struct OperatorOutcome {
 /// Capacity of the channels between the node and the service task.
 pub const SERVICE_QUEUE: usize = 256;
 
-impl SeedService {
+impl<S: Store> SeedService<S> {
     /// Builds the service from its store, one issuer per served network, and the descriptor
     /// holding each network's join policy and token lifetime.
     pub fn new(
-        store: Store,
+        store: S,
         issuers: Vec<Issuer>,
         descriptor: &Descriptor,
         config: ServiceConfig,
@@ -295,14 +331,19 @@ impl SeedService {
         self.networks.keys()
     }
 
-    /// The underlying store (read-only; for inspection and tests).
-    pub fn store(&self) -> &Store {
+    /// The underlying store (for inspection and tests).
+    pub fn store(&self) -> &S {
         &self.store
     }
 
     // ---- join protocol -------------------------------------------------------------------
 
-    fn handle_request(&mut self, peer: PeerId, request: JoinRequest, now: SystemTime) -> JoinReply {
+    async fn handle_request(
+        &self,
+        peer: PeerId,
+        request: JoinRequest,
+        now: SystemTime,
+    ) -> JoinReply {
         let JoinRequest {
             network,
             label,
@@ -323,61 +364,71 @@ impl SeedService {
                 )),
             );
         }
-        let peer_text = peer.to_base58();
         let now_secs = unix_secs(now);
 
         // What this peer got before decides what may happen automatically now.
-        let mut operator_decided = false;
-        let mut renewal_roles = None;
-        let latest = match self.store.latest_request(network.as_str(), &peer_text) {
+        let latest = match self.store.latest_request(&network, &peer).await {
             Ok(latest) => latest,
             Err(e) => return internal(&e, "reading the peer's latest join request"),
         };
-        if let Some(previous) = latest {
-            match previous.status {
-                RequestStatus::Pending => {}
-                RequestStatus::Denied => operator_decided = previous.decided_by_policy.is_none(),
-                RequestStatus::Approved => match self.store.token_for_request(previous.id) {
-                    Ok(Some(token)) if token.revoked_at.is_some() => operator_decided = true,
-                    Ok(Some(token)) if token.expires_at > now_secs => {
-                        let renew_from = token
-                            .expires_at
-                            .saturating_sub(served.renewal_margin.as_secs());
-                        let lifetime = served.clamp_lifetime(served.token_lifetime, now);
-                        let renewal_expires = now_secs.saturating_add(lifetime.as_secs());
-                        if now_secs < renew_from || renewal_expires <= token.expires_at {
-                            let request_id = previous.id;
-                            return self.approved_reply(request_id, &token, now);
-                        }
-                        renewal_roles = Some(token.roles.clone());
-                    }
-                    Ok(_) => {}
+        let token = match &latest {
+            Some(row) if row.status == RequestStatus::Approved => {
+                match self.store.token_for_request(row.id).await {
+                    Ok(token) => token,
                     Err(e) => return internal(&e, "reading the peer's token"),
-                },
+                }
             }
-        }
-
-        let label = Some(label.as_str()).filter(|l| !l.trim().is_empty());
-        let automatic = match (served.policy, &invite) {
-            _ if renewal_roles.is_some() => Some(POLICY_RENEWAL),
-            _ if operator_decided => None,
-            (JoinPolicy::Open, _) => Some(POLICY_OPEN),
-            (JoinPolicy::Invite, Some(_)) => Some(POLICY_INVITE),
             _ => None,
         };
-        let submitted = match (automatic, invite) {
-            (Some(POLICY_INVITE), Some(code)) => {
-                let hash = invite_hash(&code);
-                self.store
-                    .submit_with_invite(network.as_str(), &peer_text, label, hash, now_secs)
+        let previous = latest.as_ref().map(|row| match row.status {
+            RequestStatus::Pending => Previous::Pending,
+            RequestStatus::Denied => Previous::Denied {
+                by_operator: row.decided_by_policy.is_none(),
+            },
+            RequestStatus::Approved => Previous::Approved {
+                token: token.as_ref().map(|t| PreviousToken {
+                    expires_at: t.expires_at,
+                    revoked: t.revoked_at.is_some(),
+                    roles: &t.roles,
+                }),
+            },
+        });
+        let decision = decide(&JoinFacts {
+            previous,
+            policy: served.policy,
+            invite_offered: invite.is_some(),
+            lifetimes: served.lifetimes(),
+            now: now_secs,
+        });
+        let roles = match &decision {
+            Decision::ReturnExisting => {
+                return match (&latest, &token) {
+                    (Some(row), Some(token)) => self.approved_reply(row.id, token, now).await,
+                    // `decide` returns the existing token only when there is one.
+                    _ => internal_code(),
+                };
             }
-            _ => self
-                .store
-                .submit_request(network.as_str(), &peer_text, label, false, now_secs),
+            Decision::Renew { roles } => Some(roles.clone()),
+            Decision::ApproveByPolicy(_) => Some(self.config.default_roles.clone()),
+            Decision::Queue(_) => None,
+        };
+
+        let label = Some(label.as_str()).filter(|l| !l.trim().is_empty());
+        let submitted = match (&decision, invite) {
+            (Decision::ApproveByPolicy(PolicyApproval::Invite), Some(code)) => {
+                self.store
+                    .submit_with_invite(&network, &peer, label, invite_hash(&code), now_secs)
+                    .await
+            }
+            _ => {
+                self.store
+                    .submit_request(&network, &peer, label, false, now_secs)
+                    .await
+            }
         };
         let row = match submitted {
             Ok(Submitted::New(row)) => {
-                tracing::info!(%peer, %network, request_id = row.id, "join request queued");
+                tracing::info!(%peer, %network, request_id = row.id.0, "join request queued");
                 row
             }
             Ok(Submitted::Existing(row)) => row,
@@ -406,59 +457,59 @@ impl SeedService {
             }
             Err(e) => return internal(&e, "queueing a join request"),
         };
-        let Some(policy) = automatic else {
+        let (Some(policy), Some(roles)) = (decision.decided_by(), roles) else {
             return pending(row.id);
         };
-        let roles = renewal_roles.unwrap_or_else(|| self.config.default_roles.clone());
-        let Some(served) = self.networks.get(&network) else {
-            return pending(row.id);
-        };
-        let lifetime = served.clamp_lifetime(served.token_lifetime, now);
-        let issued = match issue(served, &peer, &roles, &[], lifetime, now) {
+        let lifetime = served.default_lifetime(now);
+        let issued = match issue(served, &network, &peer, &roles, &[], lifetime, now) {
             Ok(issued) => issued,
             Err(e) => {
                 // The request is committed; it waits for an operator instead.
                 tracing::warn!(
-                    %peer, %network, request_id = row.id,
+                    %peer, %network, request_id = row.id.0,
                     "automatic approval ({policy}) failed, request left pending: {e}"
                 );
                 return pending(row.id);
             }
         };
-        match self.store.approve(row.id, issued, Some(policy), now_secs) {
+        match self
+            .store
+            .approve(row.id, issued, Some(policy), now_secs)
+            .await
+        {
             Ok(token) => {
                 tracing::info!(
-                    %peer, %network, request_id = row.id, token_id = token.token_id,
+                    %peer, %network, request_id = row.id.0, token_id = token.token_id.0,
                     "join request approved by policy {policy}"
                 );
-                self.approved_reply(row.id, &token, now)
+                self.approved_reply(row.id, &token, now).await
             }
             Err(e) => {
                 tracing::warn!(
-                    %peer, %network, request_id = row.id,
+                    %peer, %network, request_id = row.id.0,
                     "automatic approval ({policy}) could not be recorded: {e}"
                 );
                 // Someone may have decided it meanwhile; answer with what is stored.
-                match self.store.request(row.id) {
-                    Ok(Some(current)) => self.reply_for(&current, now),
+                match self.store.request(row.id).await {
+                    Ok(Some(current)) => self.reply_for(&current, now).await,
                     _ => pending(row.id),
                 }
             }
         }
     }
 
-    fn handle_status(&mut self, peer: PeerId, request_id: u64, now: SystemTime) -> JoinReply {
+    async fn handle_status(&self, peer: PeerId, request_id: u64, now: SystemTime) -> JoinReply {
         // An unknown id and another peer's id get the same answer: no oracle, no leak.
         let not_found = denied(
             Some(request_id),
             DenyReason::Malformed,
             Some("this peer has no join request with that id".to_owned()),
         );
-        let Ok(id) = i64::try_from(request_id) else {
+        let Some(id) = RequestId::from_wire(request_id) else {
             return not_found;
         };
-        match self.store.request(id) {
-            Ok(Some(row)) if row.peer == peer.to_base58() => self.reply_for(&row, now),
+        match self.store.request(id).await {
+            Ok(Some(row)) if row.peer == peer.to_base58() => self.reply_for(&row, now).await,
             Ok(Some(_)) => {
                 tracing::info!(%peer, request_id, "status asked for another peer's request");
                 not_found
@@ -469,8 +520,8 @@ impl SeedService {
     }
 
     /// The answer for a stored request of the asking peer.
-    fn reply_for(&mut self, row: &JoinRequestRow, now: SystemTime) -> JoinReply {
-        let request_id = wire_id(row.id);
+    async fn reply_for(&self, row: &JoinRequestRow, now: SystemTime) -> JoinReply {
+        let request_id = row.id.wire();
         match row.status {
             RequestStatus::Pending => pending(row.id),
             RequestStatus::Denied => denied(
@@ -478,15 +529,15 @@ impl SeedService {
                 DenyReason::DeniedByOperator,
                 row.deny_reason.clone(),
             ),
-            RequestStatus::Approved => match self.store.token_for_request(row.id) {
+            RequestStatus::Approved => match self.store.token_for_request(row.id).await {
                 Ok(Some(token)) if token.revoked_at.is_some() => denied(
                     Some(request_id),
                     DenyReason::DeniedByOperator,
                     Some("the membership issued for this request was revoked".to_owned()),
                 ),
-                Ok(Some(token)) => self.approved_reply(row.id, &token, now),
+                Ok(Some(token)) => self.approved_reply(row.id, &token, now).await,
                 Ok(None) => {
-                    tracing::warn!(request_id = row.id, "approved request has no token");
+                    tracing::warn!(request_id = row.id.0, "approved request has no token");
                     internal_code()
                 }
                 Err(e) => internal(&e, "reading an issued token"),
@@ -496,19 +547,25 @@ impl SeedService {
 
     /// `Approved` with the token, recording it as delivered: the reply carries it, and if the
     /// reply is lost the peer asks again and gets the same token.
-    fn approved_reply(
-        &mut self,
-        request_id: i64,
+    async fn approved_reply(
+        &self,
+        request_id: RequestId,
         token: &IssuedTokenRow,
         now: SystemTime,
     ) -> JoinReply {
         if token.delivered_at.is_none()
-            && let Err(e) = self.store.mark_delivered(token.token_id, unix_secs(now))
+            && let Err(e) = self
+                .store
+                .mark_delivered(token.token_id, unix_secs(now))
+                .await
         {
-            tracing::warn!(token_id = token.token_id, "could not record delivery: {e}");
+            tracing::warn!(
+                token_id = token.token_id.0,
+                "could not record delivery: {e}"
+            );
         }
         JoinReply::Approved {
-            request_id: wire_id(request_id),
+            request_id: request_id.wire(),
             token: token.token.clone(),
         }
     }
@@ -539,67 +596,73 @@ impl SeedService {
     // ---- operator commands ---------------------------------------------------------------
 
     /// Answers an operator request; records what the operator decided in the audit.
-    pub fn operator(&mut self, request: Request, now: SystemTime) -> OperatorOutcome {
+    pub async fn operator(&self, request: Request, now: SystemTime) -> OperatorOutcome {
         let audit = operator_audit(&request);
-        let id = |id: u64| i64::try_from(id).map_err(|_| format!("no join request {id}"));
+        let id = |id: u64| RequestId::from_wire(id).ok_or_else(|| format!("no join request {id}"));
         let result = match request {
-            Request::Pending { network } => self.cmd_pending(PendingArgs {
-                network: network.map(String::from),
-            }),
+            Request::Pending { network } => self.cmd_pending(network).await,
             Request::Approve {
                 id: request_id,
                 roles,
                 rights,
                 ttl_secs,
-            } => id(request_id).and_then(|id| {
-                self.cmd_approve(
-                    ApproveArgs {
-                        id,
-                        roles: (!roles.is_empty()).then_some(roles),
-                        rights: (!rights.is_empty()).then_some(rights),
-                        ttl_secs,
-                    },
-                    now,
-                )
-            }),
+            } => match id(request_id) {
+                Ok(id) => {
+                    self.cmd_approve(
+                        ApproveArgs {
+                            id,
+                            roles: (!roles.is_empty()).then_some(roles),
+                            rights: (!rights.is_empty()).then_some(rights),
+                            ttl_secs,
+                        },
+                        now,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
             Request::Deny {
                 id: request_id,
                 reason,
-            } => id(request_id).and_then(|id| self.cmd_deny(DenyArgs { id, reason }, now)),
-            Request::Members { network } => self.cmd_members(
-                MembersArgs {
-                    network: network.map(String::from),
-                },
-                now,
-            ),
+            } => match id(request_id) {
+                Ok(id) => self.cmd_deny(id, reason, now).await,
+                Err(e) => Err(e),
+            },
+            Request::Members { network } => self.cmd_members(network, now).await,
             Request::Invite {
                 network,
                 uses,
                 ttl_secs,
-            } => self.cmd_invite(
-                InviteArgs {
-                    network: network.into(),
-                    uses,
-                    ttl_secs,
-                },
-                now,
-            ),
+            } => {
+                self.cmd_invite(
+                    InviteArgs {
+                        network,
+                        uses,
+                        ttl_secs,
+                    },
+                    now,
+                )
+                .await
+            }
             Request::Revoke {
                 peer,
                 network,
                 token_id,
                 reason,
-            } => match token_id.map(i64::try_from).transpose() {
-                Ok(token_id) => self.cmd_revoke(
-                    RevokeArgs {
-                        peer,
-                        network: network.map(String::from),
-                        token_id,
-                        reason,
-                    },
-                    now,
-                ),
-                Err(_) => Err("no such token id".to_owned()),
+            } => match token_id.map(IssuedTokenId::from_wire) {
+                Some(None) => Err("no such token id".to_owned()),
+                token_id => {
+                    self.cmd_revoke(
+                        RevokeArgs {
+                            peer,
+                            network,
+                            token_id: token_id.flatten(),
+                            reason,
+                        },
+                        now,
+                    )
+                    .await
+                }
             },
             other => Err(format!(
                 "{:?} is not an operator request; the seednode's service answers pending, \
@@ -621,12 +684,11 @@ impl SeedService {
         }
     }
 
-    /// Parses an optional network filter, which must be a network this seednode serves.
-    fn served_network(&self, network: Option<String>) -> Result<Option<NetworkName>, String> {
-        let Some(network) = network else {
+    /// Checks an optional network filter names a network this seednode serves.
+    fn served_network(&self, network: Option<NetworkName>) -> Result<Option<NetworkName>, String> {
+        let Some(name) = network else {
             return Ok(None);
         };
-        let name = NetworkName::new(network).map_err(|e| e.to_string())?;
         if !self.networks.contains_key(&name) {
             return Err(format!(
                 "this seednode does not serve network {name}; it serves: {}",
@@ -644,23 +706,24 @@ impl SeedService {
             .join(", ")
     }
 
-    fn cmd_pending(&mut self, args: PendingArgs) -> CommandResult {
-        let network = self.served_network(args.network)?;
+    async fn cmd_pending(&self, network: Option<NetworkName>) -> CommandResult {
+        let network = self.served_network(network)?;
         let rows = self
             .store
-            .pending(network.as_ref().map(NetworkName::as_str))
+            .pending(network.as_ref())
+            .await
             .map_err(store_err)?;
-        let list = rows
-            .iter()
-            .map(request_view)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((Response::Pending(list), Vec::new()))
+        Ok((
+            Response::Pending(rows.iter().map(request_view).collect()),
+            Vec::new(),
+        ))
     }
 
-    fn cmd_approve(&mut self, args: ApproveArgs, now: SystemTime) -> CommandResult {
+    async fn cmd_approve(&self, args: ApproveArgs, now: SystemTime) -> CommandResult {
         let request = self
             .store
             .request(args.id)
+            .await
             .map_err(store_err)?
             .ok_or_else(|| store_err(StoreError::NotFound { id: args.id }))?;
         if request.status != RequestStatus::Pending {
@@ -669,7 +732,7 @@ impl SeedService {
                 status: request.status,
             }));
         }
-        let network = NetworkName::new(request.network.clone()).map_err(|e| e.to_string())?;
+        let network = request.network.clone();
         let Some(served) = self.networks.get(&network) else {
             return Err(format!(
                 "join request {} is for network {network}, which this seednode no longer \
@@ -695,31 +758,37 @@ impl SeedService {
         let lifetime = match args.ttl_secs {
             Some(0) => return Err("\"ttl_secs\" must be at least 1".to_owned()),
             Some(secs) => Duration::from_secs(secs),
-            None => served.clamp_lifetime(served.token_lifetime, now),
+            None => served.default_lifetime(now),
         };
         let rights = args.rights.unwrap_or_default();
-        let issued = issue(served, &peer, &roles, &rights, lifetime, now)
+        let issued = issue(served, &network, &peer, &roles, &rights, lifetime, now)
             .map_err(|e| format!("cannot issue a token for join request {}: {e}", args.id))?;
         let row = self
             .store
             .approve(args.id, issued, None, unix_secs(now))
+            .await
             .map_err(store_err)?;
         tracing::info!(
-            %peer, %network, request_id = args.id, token_id = row.token_id,
+            %peer, %network, request_id = args.id.0, token_id = row.token_id.0,
             "join request approved by operator"
         );
         let delivery = Delivery {
             peer,
             network,
-            request_id: wire_id(args.id),
-            token_id: wire_id(row.token_id),
+            request_id: args.id.wire(),
+            token_id: row.token_id.wire(),
             token: row.token.clone(),
         };
-        Ok((Response::Approved(token_view(&row)?), vec![delivery]))
+        Ok((Response::Approved(token_view(&row)), vec![delivery]))
     }
 
-    fn cmd_deny(&mut self, args: DenyArgs, now: SystemTime) -> CommandResult {
-        if let Some(reason) = &args.reason {
+    async fn cmd_deny(
+        &self,
+        id: RequestId,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> CommandResult {
+        if let Some(reason) = &reason {
             // The reason travels to the node in the denial; it must fit the wire rules.
             let reply = JoinReply::Denied {
                 request_id: None,
@@ -732,25 +801,29 @@ impl SeedService {
         }
         let row = self
             .store
-            .deny(args.id, args.reason.as_deref(), unix_secs(now))
+            .deny(id, reason.as_deref(), unix_secs(now))
+            .await
             .map_err(store_err)?;
-        tracing::info!(peer = %row.peer, network = %row.network, request_id = row.id,
+        tracing::info!(peer = %row.peer, network = %row.network, request_id = row.id.0,
             "join request denied by operator");
-        Ok((Response::Denied(request_view(&row)?), Vec::new()))
+        Ok((Response::Denied(request_view(&row)), Vec::new()))
     }
 
-    fn cmd_members(&mut self, args: MembersArgs, now: SystemTime) -> CommandResult {
-        let network = self.served_network(args.network)?;
+    async fn cmd_members(&self, network: Option<NetworkName>, now: SystemTime) -> CommandResult {
+        let network = self.served_network(network)?;
         let rows = self
             .store
-            .members(network.as_ref().map(NetworkName::as_str), unix_secs(now))
+            .members(network.as_ref(), unix_secs(now))
+            .await
             .map_err(store_err)?;
-        let list = rows.iter().map(token_view).collect::<Result<Vec<_>, _>>()?;
-        Ok((Response::Members(list), Vec::new()))
+        Ok((
+            Response::Members(rows.iter().map(token_view).collect()),
+            Vec::new(),
+        ))
     }
 
-    fn cmd_invite(&mut self, args: InviteArgs, now: SystemTime) -> CommandResult {
-        let network = NetworkName::new(args.network).map_err(|e| e.to_string())?;
+    async fn cmd_invite(&self, args: InviteArgs, now: SystemTime) -> CommandResult {
+        let network = args.network;
         let Some(served) = self.networks.get(&network) else {
             return Err(format!(
                 "this seednode does not serve network {network}; it serves: {}",
@@ -783,11 +856,12 @@ impl SeedService {
             .store
             .create_invite(
                 invite_hash(&code),
-                network.as_str(),
+                &network,
                 uses,
                 now_secs.saturating_add(ttl),
                 now_secs,
             )
+            .await
             .map_err(store_err)?;
         tracing::info!(%network, code_prefix = %row.code_prefix, uses, "invite created");
         Ok((
@@ -802,7 +876,7 @@ impl SeedService {
         ))
     }
 
-    fn cmd_revoke(&mut self, args: RevokeArgs, now: SystemTime) -> CommandResult {
+    async fn cmd_revoke(&self, args: RevokeArgs, now: SystemTime) -> CommandResult {
         let now_secs = unix_secs(now);
         let reason = args.reason.as_deref();
         if let Some(reason) = reason
@@ -816,12 +890,8 @@ impl SeedService {
             (Some(peer), None) => {
                 let network = self.served_network(args.network)?;
                 self.store
-                    .revoke_peer(
-                        &peer.to_base58(),
-                        network.as_ref().map(NetworkName::as_str),
-                        reason,
-                        now_secs,
-                    )
+                    .revoke_peer(&peer, network.as_ref(), reason, now_secs)
+                    .await
                     .map_err(store_err)?
             }
             (None, Some(token_id)) => {
@@ -834,6 +904,7 @@ impl SeedService {
                 vec![
                     self.store
                         .revoke_token(token_id, reason, now_secs)
+                        .await
                         .map_err(store_err)?,
                 ]
             }
@@ -845,25 +916,20 @@ impl SeedService {
                 );
             }
         };
-        let version = self.store.revocation_version().map_err(store_err)?;
+        let version = self.store.revocation_version().await.map_err(store_err)?;
         for row in &revoked {
-            tracing::info!(peer = %row.peer, network = %row.network, token_id = row.token_id,
+            tracing::info!(peer = %row.peer, network = %row.network, token_id = row.token_id.0,
                 "membership revoked");
         }
         Ok((
             Response::Revoked(Revoked {
-                revoked: revoked
-                    .iter()
-                    .map(token_view)
-                    .collect::<Result<Vec<_>, _>>()?,
+                revoked: revoked.iter().map(token_view).collect(),
                 revocation_version: version,
             }),
             Vec::new(),
         ))
     }
-}
 
-impl SeedService {
     /// Delegations to present on every connection, one per served network.
     pub fn delegations(&self) -> Vec<PresentedToken> {
         self.networks
@@ -877,10 +943,10 @@ impl SeedService {
     }
 
     /// Answers a `Request` or `Status` join message from `peer` (Noise-authenticated).
-    pub fn on_join(&mut self, peer: PeerId, message: JoinMessage, now: SystemTime) -> JoinReply {
+    pub async fn on_join(&self, peer: PeerId, message: JoinMessage, now: SystemTime) -> JoinReply {
         let reply = match message {
-            JoinMessage::Request(request) => self.handle_request(peer, request, now),
-            JoinMessage::Status { request_id } => self.handle_status(peer, request_id, now),
+            JoinMessage::Request(request) => self.handle_request(peer, request, now).await,
+            JoinMessage::Status { request_id } => self.handle_status(peer, request_id, now).await,
             JoinMessage::Deliver { .. } => JoinReply::Error {
                 code: ReasonCode::Malformed,
             },
@@ -889,8 +955,8 @@ impl SeedService {
     }
 
     /// Tokens approved for `peer` and not yet delivered.
-    pub fn pending_deliveries(&mut self, peer: PeerId, now: SystemTime) -> Vec<Delivery> {
-        let rows = match self.store.undelivered_for(&peer.to_base58()) {
+    pub async fn pending_deliveries(&self, peer: PeerId, now: SystemTime) -> Vec<Delivery> {
+        let rows = match self.store.undelivered_for(&peer).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(%peer, "cannot read undelivered tokens: {e}");
@@ -900,35 +966,36 @@ impl SeedService {
         let now_secs = unix_secs(now);
         rows.into_iter()
             .filter(|row| row.expires_at > now_secs)
-            .filter_map(|row| {
-                let network = NetworkName::new(row.network.clone())
-                    .inspect_err(|e| {
-                        tracing::warn!(token_id = row.token_id, "stored token network: {e}");
-                    })
-                    .ok()?;
-                Some(Delivery {
-                    peer,
-                    network,
-                    request_id: row.request_id.map(wire_id).unwrap_or(0),
-                    token_id: wire_id(row.token_id),
-                    token: row.token,
-                })
+            .map(|row| Delivery {
+                peer,
+                network: row.network,
+                request_id: row.request_id.map(RequestId::wire).unwrap_or(0),
+                token_id: row.token_id.wire(),
+                token: row.token,
             })
             .collect()
     }
 
     /// The peer acknowledged a delivery.
-    pub fn delivered(&mut self, token_id: i64, now: SystemTime) {
-        match self.store.mark_delivered(token_id, unix_secs(now)) {
-            Ok(row) => tracing::debug!(peer = %row.peer, token_id, "token delivered"),
-            Err(e) => tracing::warn!(token_id, "cannot record delivery: {e}"),
+    pub async fn delivered(&self, token_id: IssuedTokenId, now: SystemTime) {
+        match self.store.mark_delivered(token_id, unix_secs(now)).await {
+            Ok(row) => tracing::debug!(peer = %row.peer, token_id = token_id.0, "token delivered"),
+            Err(e) => tracing::warn!(token_id = token_id.0, "cannot record delivery: {e}"),
         }
     }
 
-    /// The service's status: served networks, store counts, revocation version.
-    pub fn status(&self) -> ServiceStatus {
-        let networks = self
-            .networks
+    /// The service's status without the store's part (counts and revocation version unknown):
+    /// what the node shows until the first status is read from the store.
+    fn initial_status(&self) -> ServiceStatus {
+        ServiceStatus {
+            networks: self.served_networks(),
+            counts: StoreCounts::default(),
+            revocation_version: None,
+        }
+    }
+
+    fn served_networks(&self) -> Vec<ServedNetwork> {
+        self.networks
             .iter()
             .map(|(name, served)| {
                 let facts = served.issuer.facts();
@@ -941,8 +1008,12 @@ impl SeedService {
                     delegation_expires_at: unix_secs(facts.expires_at),
                 }
             })
-            .collect();
-        let counts = match self.store.counts() {
+            .collect()
+    }
+
+    /// The service's status: served networks, store counts, revocation version.
+    pub async fn status(&self) -> ServiceStatus {
+        let counts = match self.store.counts().await {
             Ok(c) => StoreCounts {
                 pending: c.pending,
                 approved: c.approved,
@@ -957,109 +1028,112 @@ impl SeedService {
             }
         };
         ServiceStatus {
-            networks,
+            networks: self.served_networks(),
             counts,
-            revocation_version: self.store.revocation_version().ok(),
+            revocation_version: self.store.revocation_version().await.ok(),
         }
     }
 
-    /// Runs the service on a thread of its own (its store work never runs on the node's event
-    /// loop) and returns the handle the node drives it through. Must be called inside a tokio
-    /// runtime is not required: the thread blocks on its own queue.
-    pub fn spawn(mut self) -> std::io::Result<ServiceHandle> {
-        let (requests, mut inbox) = mpsc::channel(SERVICE_QUEUE);
+    /// Runs the service as a tokio task and returns the handle the node drives it through.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// The task takes one request at a time, awaiting the store for it, so nothing the store
+    /// does runs on the node's event loop. It publishes the service's status (with store
+    /// counts) when it starts and after every request; until the first store read completes
+    /// the status has the served networks and zero counts. It ends when the node drops the
+    /// handle's request sender.
+    pub fn spawn(self) -> ServiceHandle {
+        let (requests, inbox) = mpsc::channel(SERVICE_QUEUE);
         let (events_tx, events) = mpsc::channel(SERVICE_QUEUE);
-        let (status_tx, status) = watch::channel(self.status());
+        let (status_tx, status) = watch::channel(self.initial_status());
         let delegations = self.delegations();
-        std::thread::Builder::new()
-            .name("seednode-service".into())
-            .spawn(move || {
-                let emit = |event: ServiceEvent| {
-                    // The node is gone when this fails; the loop ends with the inbox.
-                    let _ = events_tx.blocking_send(event);
-                };
-                while let Some(request) = inbox.blocking_recv() {
-                    let now = SystemTime::now();
-                    match request {
-                        ServiceRequest::Join {
-                            peer,
-                            message,
-                            reply,
-                        } => {
-                            let asked = match &message {
-                                JoinMessage::Request(r) => Some(r.network.clone()),
-                                _ => None,
-                            };
-                            let answer = self.on_join(peer, message, now);
-                            if let Some(network) = asked {
-                                emit(ServiceEvent::Audit(
-                                    join_audit(&answer).peer(peer).network(&network),
-                                ));
-                            }
-                            let _ = reply.send(answer);
-                        }
-                        ServiceRequest::Connected { peer } => {
-                            for d in self.pending_deliveries(peer, now) {
-                                emit(ServiceEvent::Deliver(d));
-                            }
-                        }
-                        ServiceRequest::Delivered { token_id } => {
-                            if let Ok(id) = i64::try_from(token_id) {
-                                self.delivered(id, now);
-                            }
-                        }
-                        ServiceRequest::Operator { request, reply } => {
-                            let outcome = self.operator(request, now);
-                            for event in outcome.audit {
-                                emit(ServiceEvent::Audit(event));
-                            }
-                            for d in outcome.deliveries {
-                                emit(ServiceEvent::Deliver(d));
-                            }
-                            let _ = reply.send(outcome.result);
-                        }
-                    }
-                    let _ = status_tx.send(self.status());
-                }
-            })?;
-        Ok(ServiceHandle {
+        tokio::spawn(self.run(inbox, events_tx, status_tx));
+        ServiceHandle {
             delegations,
             requests,
             events,
             status,
-        })
+        }
+    }
+
+    /// The service task: see [`SeedService::spawn`].
+    async fn run(
+        self,
+        mut inbox: mpsc::Receiver<ServiceRequest>,
+        events: mpsc::Sender<ServiceEvent>,
+        status: watch::Sender<ServiceStatus>,
+    ) {
+        status.send_replace(self.status().await);
+        while let Some(request) = inbox.recv().await {
+            self.serve(request, &events).await;
+            status.send_replace(self.status().await);
+        }
+        tracing::debug!("join service stopped: the node dropped its handle");
+    }
+
+    /// Answers one request from the node.
+    async fn serve(&self, request: ServiceRequest, events: &mpsc::Sender<ServiceEvent>) {
+        // The node is gone when a push fails; the task ends with the inbox.
+        let emit = |event: ServiceEvent| async move {
+            let _ = events.send(event).await;
+        };
+        let now = SystemTime::now();
+        match request {
+            ServiceRequest::Join {
+                peer,
+                message,
+                reply,
+            } => {
+                let asked = match &message {
+                    JoinMessage::Request(r) => Some(r.network.clone()),
+                    _ => None,
+                };
+                let answer = self.on_join(peer, message, now).await;
+                if let Some(network) = asked {
+                    emit(ServiceEvent::Audit(
+                        join_audit(&answer).peer(peer).network(&network),
+                    ))
+                    .await;
+                }
+                let _ = reply.send(answer);
+            }
+            ServiceRequest::Connected { peer } => {
+                for d in self.pending_deliveries(peer, now).await {
+                    emit(ServiceEvent::Deliver(d)).await;
+                }
+            }
+            ServiceRequest::Delivered { token_id } => {
+                if let Some(id) = IssuedTokenId::from_wire(token_id) {
+                    self.delivered(id, now).await;
+                }
+            }
+            ServiceRequest::Operator { request, reply } => {
+                let outcome = self.operator(request, now).await;
+                for event in outcome.audit {
+                    emit(ServiceEvent::Audit(event)).await;
+                }
+                for d in outcome.deliveries {
+                    emit(ServiceEvent::Deliver(d)).await;
+                }
+                let _ = reply.send(outcome.result);
+            }
+        }
     }
 }
 
 // ---- command arguments ------------------------------------------------------------------
 
 #[derive(Debug)]
-struct PendingArgs {
-    network: Option<String>,
-}
-
-#[derive(Debug)]
 struct ApproveArgs {
-    id: i64,
+    id: RequestId,
     roles: Option<Vec<String>>,
     rights: Option<Vec<String>>,
     ttl_secs: Option<u64>,
 }
 
 #[derive(Debug)]
-struct DenyArgs {
-    id: i64,
-    reason: Option<String>,
-}
-
-#[derive(Debug)]
-struct MembersArgs {
-    network: Option<String>,
-}
-
-#[derive(Debug)]
 struct InviteArgs {
-    network: String,
+    network: NetworkName,
     uses: Option<u32>,
     ttl_secs: Option<u64>,
 }
@@ -1067,8 +1141,8 @@ struct InviteArgs {
 #[derive(Debug)]
 struct RevokeArgs {
     peer: Option<PeerId>,
-    network: Option<String>,
-    token_id: Option<i64>,
+    network: Option<NetworkName>,
+    token_id: Option<IssuedTokenId>,
     reason: Option<String>,
 }
 
@@ -1080,6 +1154,7 @@ fn auto_approves(policy: JoinPolicy) -> bool {
 
 fn issue(
     served: &Served,
+    network: &NetworkName,
     peer: &PeerId,
     roles: &[String],
     rights: &[String],
@@ -1090,8 +1165,8 @@ fn issue(
         .issuer
         .issue_with_rights(peer, roles, rights, lifetime, now)?;
     Ok(NewToken {
-        network: served.issuer.network().to_owned(),
-        peer: peer.to_base58(),
+        network: network.clone(),
+        peer: *peer,
         roles: issued.roles,
         issued_at: unix_secs(issued.issued_at),
         expires_at: unix_secs(issued.expires_at),
@@ -1118,14 +1193,9 @@ fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Store ids are positive, so they always fit the wire's `u64`.
-fn wire_id(id: i64) -> u64 {
-    u64::try_from(id).unwrap_or(0)
-}
-
-fn pending(request_id: i64) -> JoinReply {
+fn pending(request_id: RequestId) -> JoinReply {
     JoinReply::Pending {
-        request_id: wire_id(request_id),
+        request_id: request_id.wire(),
     }
 }
 
@@ -1152,14 +1222,10 @@ fn store_err(error: StoreError) -> String {
     error.to_string()
 }
 
-fn view_network(network: &str) -> Result<NetworkName, String> {
-    NetworkName::new(network).map_err(|e| format!("the store holds an invalid network name: {e}"))
-}
-
-fn request_view(row: &JoinRequestRow) -> Result<JoinRequestView, String> {
-    Ok(JoinRequestView {
-        id: wire_id(row.id),
-        network: view_network(&row.network)?,
+fn request_view(row: &JoinRequestRow) -> JoinRequestView {
+    JoinRequestView {
+        id: row.id.wire(),
+        network: row.network.clone(),
         peer: row.peer.clone(),
         label: row.label.clone(),
         invite_used: row.invite_used,
@@ -1168,15 +1234,15 @@ fn request_view(row: &JoinRequestRow) -> Result<JoinRequestView, String> {
         decided_at: row.decided_at,
         decided_by_policy: row.decided_by_policy.clone(),
         deny_reason: row.deny_reason.clone(),
-    })
+    }
 }
 
 /// An issued token as shown to operators: every column, the token bytes left out.
-fn token_view(row: &IssuedTokenRow) -> Result<IssuedTokenView, String> {
-    Ok(IssuedTokenView {
-        token_id: wire_id(row.token_id),
-        request_id: row.request_id.map(wire_id),
-        network: view_network(&row.network)?,
+fn token_view(row: &IssuedTokenRow) -> IssuedTokenView {
+    IssuedTokenView {
+        token_id: row.token_id.wire(),
+        request_id: row.request_id.map(RequestId::wire),
+        network: row.network.clone(),
         peer: row.peer.clone(),
         roles: row.roles.clone(),
         issued_at: row.issued_at,
@@ -1184,7 +1250,7 @@ fn token_view(row: &IssuedTokenRow) -> Result<IssuedTokenView, String> {
         revocation_id: hex::encode(&row.revocation_id),
         delivered_at: row.delivered_at,
         revoked_at: row.revoked_at,
-    })
+    }
 }
 
 /// The audit record of an operator decision, if the request is one.
@@ -1229,7 +1295,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::store::StoreLimits;
+    use crate::store::{SqliteStore, StoreLimits};
     use serde_json::{Value, json};
 
     /// An operator request's outcome with its answer as the socket would send it.
@@ -1254,7 +1320,7 @@ mod tests {
     }
 
     struct Fixture {
-        service: SeedService,
+        service: SeedService<SqliteStore>,
         verifier: Verifier,
     }
 
@@ -1310,7 +1376,7 @@ mod tests {
         .unwrap();
         let verifier = Verifier::new(VerifierConfig::default(), descriptor.access_list().unwrap());
         let issuer = Issuer::new(&delegation, &verifier, seednode, t0()).unwrap();
-        let store = Store::open_in_memory(options.limits).unwrap();
+        let store = SqliteStore::open_in_memory(options.limits).unwrap();
         let service =
             SeedService::new(store, vec![issuer], &descriptor, ServiceConfig::default()).unwrap();
         Fixture { service, verifier }
@@ -1337,11 +1403,15 @@ mod tests {
 
     /// Sends `request` as the operator CLI would: parsed by the control socket's own parser
     /// into a typed request, answered by the service, encoded as the socket encodes it.
-    fn control(service: &mut SeedService, request: Value, now: SystemTime) -> ControlOutcome {
+    async fn control(
+        service: &SeedService<SqliteStore>,
+        request: Value,
+        now: SystemTime,
+    ) -> ControlOutcome {
         let line = serde_json::to_vec(&request).unwrap();
         match cordon_host::control::parse_request::<Request>(&line) {
             Ok(request) => {
-                let outcome = service.operator(request, now);
+                let outcome = service.operator(request, now).await;
                 ControlOutcome {
                     result: outcome.result.map(|r| serde_json::to_value(r).unwrap()),
                     deliveries: outcome.deliveries,
@@ -1381,12 +1451,13 @@ mod tests {
         }
     }
 
-    fn create_invite(service: &mut SeedService, uses: u32) -> String {
+    async fn create_invite(service: &SeedService<SqliteStore>, uses: u32) -> String {
         let outcome = control(
             service,
             json!({"cmd": "invite", "network": NET, "uses": uses}),
             t0(),
-        );
+        )
+        .await;
         ok(&outcome)["code"].as_str().unwrap().to_owned()
     }
 
@@ -1411,24 +1482,24 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn approval_policy_queues_and_never_auto_approves() {
-        let mut f = fixture("approval");
-        let s = &mut f.service;
-        let first = pending_id(&s.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn approval_policy_queues_and_never_auto_approves() {
+        let f = fixture("approval");
+        let s = &f.service;
+        let first = pending_id(&s.on_join(peer(10), request(None), t0()).await);
         // Asking again, even with an invite code, returns the same request.
-        let again = pending_id(&s.on_join(peer(10), request(Some("abc")), at(5)));
+        let again = pending_id(&s.on_join(peer(10), request(Some("abc")), at(5)).await);
         assert_eq!(first, again);
         assert_eq!(
-            pending_id(&s.on_join(peer(10), status(first), at(6))),
+            pending_id(&s.on_join(peer(10), status(first), at(6)).await),
             first
         );
-        let other = pending_id(&s.on_join(peer(11), request(None), at(7)));
+        let other = pending_id(&s.on_join(peer(11), request(None), at(7)).await);
         assert_ne!(other, first);
-        assert!(s.pending_deliveries(peer(10), at(8)).is_empty());
-        let counts = s.store().counts().unwrap();
+        assert!(s.pending_deliveries(peer(10), at(8)).await.is_empty());
+        let counts = s.store().counts().await.unwrap();
         assert_eq!((counts.pending, counts.approved, counts.issued), (2, 0, 0));
-        let listed = control(s, json!({"cmd": "pending"}), at(9));
+        let listed = control(s, json!({"cmd": "pending"}), at(9)).await;
         let listed = ok(&listed).as_array().unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0]["id"], json!(first));
@@ -1437,10 +1508,10 @@ mod tests {
         assert_eq!(listed[0]["created_at"], json!(1_700_000_000u64));
     }
 
-    #[test]
-    fn open_policy_approves_at_once_and_repeats_the_same_token() {
-        let mut f = fixture("open");
-        let reply = f.service.on_join(peer(10), request(None), t0());
+    #[tokio::test]
+    async fn open_policy_approves_at_once_and_repeats_the_same_token() {
+        let f = fixture("open");
+        let reply = f.service.on_join(peer(10), request(None), t0()).await;
         let token = approved_token(&reply);
         let verdict = f
             .verifier
@@ -1450,22 +1521,27 @@ mod tests {
         assert_eq!(verdict.roles, ["member"]);
         assert_eq!(verdict.expires_at, at(7 * DAY));
         // The reply carried it: nothing is left to push.
-        assert!(f.service.pending_deliveries(peer(10), at(1)).is_empty());
+        assert!(
+            f.service
+                .pending_deliveries(peer(10), at(1))
+                .await
+                .is_empty()
+        );
         // A peer holding a live token gets the same one again.
-        let again = approved_token(&f.service.on_join(peer(10), request(None), at(60)));
+        let again = approved_token(&f.service.on_join(peer(10), request(None), at(60)).await);
         assert_eq!(again, token);
-        assert_eq!(f.service.store().counts().unwrap().issued, 1);
+        assert_eq!(f.service.store().counts().await.unwrap().issued, 1);
     }
 
-    #[test]
-    fn lifetime_is_clamped_to_the_delegation() {
+    #[tokio::test]
+    async fn lifetime_is_clamped_to_the_delegation() {
         // The descriptor asks for 60 days; the delegation allows at most 30.
-        let mut f = fixture_with(Options {
+        let f = fixture_with(Options {
             policy: "open",
             token_lifetime: "60d",
             ..Options::default()
         });
-        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()).await);
         let verdict = f
             .verifier
             .verify_membership(&token, &peer(10), t0())
@@ -1473,12 +1549,12 @@ mod tests {
         assert_eq!(verdict.expires_at, at(30 * DAY));
 
         // A delegation ending in 2 days caps the token at its expiry.
-        let mut f = fixture_with(Options {
+        let f = fixture_with(Options {
             policy: "open",
             delegation_ttl: 2 * DAY,
             ..Options::default()
         });
-        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()));
+        let token = approved_token(&f.service.on_join(peer(10), request(None), t0()).await);
         let verdict = f
             .verifier
             .verify_membership(&token, &peer(10), t0())
@@ -1486,84 +1562,104 @@ mod tests {
         assert_eq!(verdict.expires_at, at(2 * DAY));
     }
 
-    #[test]
-    fn expired_delegation_leaves_the_request_pending() {
-        let mut f = fixture_with(Options {
+    #[tokio::test]
+    async fn expired_delegation_leaves_the_request_pending() {
+        let f = fixture_with(Options {
             policy: "open",
             delegation_ttl: DAY,
             ..Options::default()
         });
-        let id = pending_id(&f.service.on_join(peer(10), request(None), at(2 * DAY)));
-        assert_eq!(f.service.store().counts().unwrap().pending, 1);
+        let id = pending_id(
+            &f.service
+                .on_join(peer(10), request(None), at(2 * DAY))
+                .await,
+        );
+        assert_eq!(f.service.store().counts().await.unwrap().pending, 1);
         assert_eq!(
-            pending_id(&f.service.on_join(peer(10), status(id), at(2 * DAY))),
+            pending_id(&f.service.on_join(peer(10), status(id), at(2 * DAY)).await),
             id
         );
     }
 
-    #[test]
-    fn invite_code_approves_once_and_wrong_codes_are_refused() {
-        let mut f = fixture("invite");
-        let code = create_invite(&mut f.service, 1);
+    #[tokio::test]
+    async fn invite_code_approves_once_and_wrong_codes_are_refused() {
+        let f = fixture("invite");
+        let code = create_invite(&f.service, 1).await;
         assert_eq!(code.len(), 32);
         assert!(
             code.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
         // Only the hash is stored.
-        let listed = f.service.store().invites(None).unwrap();
+        let listed = f.service.store().invites(None).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert!(!code.starts_with(&listed[0].code_prefix));
 
-        let token = approved_token(&f.service.on_join(peer(10), request(Some(&code)), t0()));
+        let token = approved_token(
+            &f.service
+                .on_join(peer(10), request(Some(&code)), t0())
+                .await,
+        );
         f.verifier
             .verify_membership(&token, &peer(10), t0())
             .unwrap();
         // The same peer asking again gets its token, not a refusal.
         assert_eq!(
-            approved_token(&f.service.on_join(peer(10), request(Some(&code)), at(1))),
+            approved_token(
+                &f.service
+                    .on_join(peer(10), request(Some(&code)), at(1))
+                    .await
+            ),
             token
         );
         // Second use by another peer: refused, nothing queued.
-        let (reason, _) = denial(&f.service.on_join(peer(11), request(Some(&code)), at(2)));
+        let (reason, _) = denial(
+            &f.service
+                .on_join(peer(11), request(Some(&code)), at(2))
+                .await,
+        );
         assert_eq!(reason, DenyReason::InvalidInvite);
-        let (reason, _) = denial(&f.service.on_join(peer(12), request(Some("wrong")), at(3)));
+        let (reason, _) = denial(
+            &f.service
+                .on_join(peer(12), request(Some("wrong")), at(3))
+                .await,
+        );
         assert_eq!(reason, DenyReason::InvalidInvite);
-        assert_eq!(f.service.store().counts().unwrap().pending, 0);
+        assert_eq!(f.service.store().counts().await.unwrap().pending, 0);
         // Without a code the request waits for an operator.
-        let id = pending_id(&f.service.on_join(peer(13), request(None), at(4)));
+        let id = pending_id(&f.service.on_join(peer(13), request(None), at(4)).await);
         // ... and a code sent later approves it.
-        let code = create_invite(&mut f.service, 1);
-        let reply = f.service.on_join(peer(13), request(Some(&code)), at(5));
+        let code = create_invite(&f.service, 1).await;
+        let reply = f
+            .service
+            .on_join(peer(13), request(Some(&code)), at(5))
+            .await;
         assert!(
             matches!(reply, JoinReply::Approved { request_id, .. } if request_id == id),
             "{reply:?}"
         );
     }
 
-    #[test]
-    fn invites_only_for_invite_networks() {
-        let mut f = fixture("approval");
-        let outcome = control(
-            &mut f.service,
-            json!({"cmd": "invite", "network": NET}),
-            t0(),
-        );
+    #[tokio::test]
+    async fn invites_only_for_invite_networks() {
+        let f = fixture("approval");
+        let outcome = control(&f.service, json!({"cmd": "invite", "network": NET}), t0()).await;
         let err = outcome.result.unwrap_err();
         assert!(err.contains("join policy approval"), "{err}");
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "invite", "network": "testnet"}),
             t0(),
-        );
+        )
+        .await;
         assert!(outcome.result.unwrap_err().contains("does not serve"));
     }
 
-    #[test]
-    fn operator_approval_delivers_a_verifying_token_to_the_requester() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
-        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(30));
+    #[tokio::test]
+    async fn operator_approval_delivers_a_verifying_token_to_the_requester() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
+        let outcome = control(&f.service, json!({"cmd": "approve", "id": id}), at(30)).await;
         let row = ok(&outcome).clone();
         assert_eq!(row["request_id"], json!(id));
         assert_eq!(row["peer"], json!(peer(10).to_base58()));
@@ -1586,41 +1682,61 @@ mod tests {
         assert_eq!(stolen.code(), RefusalCode::WrongSubject);
 
         // Not yet acknowledged: pushed again on the next connection, until acknowledged.
-        let again = f.service.pending_deliveries(peer(10), at(40));
+        let again = f.service.pending_deliveries(peer(10), at(40)).await;
         assert_eq!(again, outcome.deliveries);
-        assert!(f.service.pending_deliveries(peer(11), at(40)).is_empty());
+        assert!(
+            f.service
+                .pending_deliveries(peer(11), at(40))
+                .await
+                .is_empty()
+        );
         f.service
-            .delivered(i64::try_from(delivery.token_id).unwrap(), at(41));
-        assert!(f.service.pending_deliveries(peer(10), at(42)).is_empty());
+            .delivered(IssuedTokenId::from_wire(delivery.token_id).unwrap(), at(41))
+            .await;
+        assert!(
+            f.service
+                .pending_deliveries(peer(10), at(42))
+                .await
+                .is_empty()
+        );
         // Polling still answers with the token.
-        let token = approved_token(&f.service.on_join(peer(10), status(id), at(50)));
+        let token = approved_token(&f.service.on_join(peer(10), status(id), at(50)).await);
         assert_eq!(token, delivery.token);
         // Approving twice is refused with the reason.
-        let twice = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(60));
+        let twice = control(&f.service, json!({"cmd": "approve", "id": id}), at(60)).await;
         assert!(twice.result.unwrap_err().contains("already approved"));
     }
 
-    #[test]
-    fn expired_undelivered_tokens_are_not_pushed() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn expired_undelivered_tokens_are_not_pushed() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "approve", "id": id, "ttl_secs": 60}),
             t0(),
-        );
+        )
+        .await;
         assert_eq!(outcome.deliveries.len(), 1);
-        assert_eq!(f.service.pending_deliveries(peer(10), at(59)).len(), 1);
-        assert!(f.service.pending_deliveries(peer(10), at(60)).is_empty());
+        assert_eq!(
+            f.service.pending_deliveries(peer(10), at(59)).await.len(),
+            1
+        );
+        assert!(
+            f.service
+                .pending_deliveries(peer(10), at(60))
+                .await
+                .is_empty()
+        );
     }
 
-    #[test]
-    fn status_of_another_peers_request_reveals_nothing() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
-        control(&mut f.service, json!({"cmd": "approve", "id": id}), at(1));
-        let stranger = f.service.on_join(peer(11), status(id), at(2));
-        let unknown = f.service.on_join(peer(11), status(id + 1000), at(2));
+    #[tokio::test]
+    async fn status_of_another_peers_request_reveals_nothing() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
+        control(&f.service, json!({"cmd": "approve", "id": id}), at(1)).await;
+        let stranger = f.service.on_join(peer(11), status(id), at(2)).await;
+        let unknown = f.service.on_join(peer(11), status(id + 1000), at(2)).await;
         let (reason, _) = denial(&stranger);
         assert_eq!(reason, DenyReason::Malformed);
         // Same answer as for an id that does not exist: no oracle.
@@ -1640,98 +1756,117 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // The requester's token is still undelivered (the stranger did not consume it).
-        assert_eq!(f.service.pending_deliveries(peer(10), at(3)).len(), 1);
-        let huge = f.service.on_join(peer(10), status(u64::MAX), at(3));
+        assert_eq!(f.service.pending_deliveries(peer(10), at(3)).await.len(), 1);
+        let huge = f.service.on_join(peer(10), status(u64::MAX), at(3)).await;
         assert_eq!(denial(&huge).0, DenyReason::Malformed);
     }
 
-    #[test]
-    fn deny_reaches_the_requester_with_the_reason() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn deny_reaches_the_requester_with_the_reason() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "deny", "id": id, "reason": "unknown device"}),
             at(1),
-        );
+        )
+        .await;
         assert_eq!(ok(&outcome)["status"], json!("denied"));
-        let (reason, message) = denial(&f.service.on_join(peer(10), status(id), at(2)));
+        let (reason, message) = denial(&f.service.on_join(peer(10), status(id), at(2)).await);
         assert_eq!(reason, DenyReason::DeniedByOperator);
         assert_eq!(message.as_deref(), Some("unknown device"));
-        let listed = control(&mut f.service, json!({"cmd": "pending"}), at(3));
+        let listed = control(&f.service, json!({"cmd": "pending"}), at(3)).await;
         assert_eq!(ok(&listed), &json!([]));
         // A reason that cannot travel is refused up front.
-        let id2 = pending_id(&f.service.on_join(peer(11), request(None), at(4)));
+        let id2 = pending_id(&f.service.on_join(peer(11), request(None), at(4)).await);
         let bad = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "deny", "id": id2, "reason": "a\nb"}),
             at(5),
-        );
+        )
+        .await;
         assert!(bad.result.unwrap_err().contains("reason"));
         // The denied peer may ask again: a new request.
-        let again = pending_id(&f.service.on_join(peer(10), request(None), at(6)));
+        let again = pending_id(&f.service.on_join(peer(10), request(None), at(6)).await);
         assert_ne!(again, id);
     }
 
-    #[test]
-    fn operator_decisions_stop_automatic_approval() {
-        let mut f = fixture("open");
-        approved_token(&f.service.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn operator_decisions_stop_automatic_approval() {
+        let f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "revoke", "peer": peer(10).to_base58(), "reason": "stolen"}),
             at(1),
-        );
+        )
+        .await;
         let result = ok(&outcome);
         assert_eq!(result["revoked"].as_array().unwrap().len(), 1);
         assert_eq!(result["revocation_version"], json!(1));
         // Revoked on an open network: the next request waits for an operator.
-        let id = pending_id(&f.service.on_join(peer(10), request(None), at(2)));
-        let outcome = control(&mut f.service, json!({"cmd": "deny", "id": id}), at(3));
+        let id = pending_id(&f.service.on_join(peer(10), request(None), at(2)).await);
+        let outcome = control(&f.service, json!({"cmd": "deny", "id": id}), at(3)).await;
         assert!(outcome.result.is_ok());
-        pending_id(&f.service.on_join(peer(10), request(None), at(4)));
+        pending_id(&f.service.on_join(peer(10), request(None), at(4)).await);
         // Other peers are still approved at once.
-        approved_token(&f.service.on_join(peer(11), request(None), at(5)));
+        approved_token(&f.service.on_join(peer(11), request(None), at(5)).await);
     }
 
-    #[test]
-    fn revoked_token_is_not_handed_out_by_status() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
-        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": id}), at(1));
+    #[tokio::test]
+    async fn revoked_token_is_not_handed_out_by_status() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
+        let outcome = control(&f.service, json!({"cmd": "approve", "id": id}), at(1)).await;
         let token_id = ok(&outcome)["token_id"].as_i64().unwrap();
         let revoked = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "revoke", "token_id": token_id}),
             at(2),
-        );
+        )
+        .await;
         assert_eq!(ok(&revoked)["revoked"][0]["token_id"], json!(token_id));
-        let (reason, _) = denial(&f.service.on_join(peer(10), status(id), at(3)));
+        let (reason, _) = denial(&f.service.on_join(peer(10), status(id), at(3)).await);
         assert_eq!(reason, DenyReason::DeniedByOperator);
-        assert!(f.service.pending_deliveries(peer(10), at(3)).is_empty());
+        assert!(
+            f.service
+                .pending_deliveries(peer(10), at(3))
+                .await
+                .is_empty()
+        );
         let bad = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "revoke", "token_id": token_id, "peer": peer(10).to_string()}),
             at(4),
-        );
+        )
+        .await;
         assert!(bad.result.unwrap_err().contains("exactly one"));
     }
 
-    #[test]
-    fn renewal_within_the_margin_issues_a_longer_token() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn renewal_within_the_margin_issues_a_longer_token() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "approve", "id": id, "roles": ["ops"]}),
             t0(),
-        );
+        )
+        .await;
         let first = outcome.deliveries[0].token.clone();
         // Outside the margin (7d lifetime, 1d margin): the same token.
-        let same = approved_token(&f.service.on_join(peer(10), request(None), at(5 * DAY)));
+        let same = approved_token(
+            &f.service
+                .on_join(peer(10), request(None), at(5 * DAY))
+                .await,
+        );
         assert_eq!(same, first);
         // Inside it: a fresh token with the same roles, without an operator.
-        let renewed = approved_token(&f.service.on_join(peer(10), request(None), at(6 * DAY + 1)));
+        let renewed = approved_token(
+            &f.service
+                .on_join(peer(10), request(None), at(6 * DAY + 1))
+                .await,
+        );
         assert_ne!(renewed, first);
         let verdict = f
             .verifier
@@ -1740,18 +1875,23 @@ mod tests {
         assert_eq!(verdict.roles, ["ops"]);
         assert_eq!(verdict.expires_at, at(13 * DAY + 1));
         // After expiry on an approval network, the operator decides again.
-        pending_id(&f.service.on_join(peer(10), request(None), at(14 * DAY)));
+        pending_id(
+            &f.service
+                .on_join(peer(10), request(None), at(14 * DAY))
+                .await,
+        );
     }
 
-    #[test]
-    fn bounds_errors_are_reported_to_the_operator() {
-        let mut f = fixture("approval");
-        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()));
+    #[tokio::test]
+    async fn bounds_errors_are_reported_to_the_operator() {
+        let f = fixture("approval");
+        let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "approve", "id": id, "roles": ["admin"]}),
             at(1),
-        );
+        )
+        .await;
         let err = outcome.result.unwrap_err();
         assert!(
             err.contains("role \"admin\" is not delegated"),
@@ -1759,80 +1899,70 @@ mod tests {
         );
         assert!(outcome.deliveries.is_empty());
         let outcome = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "approve", "id": id, "ttl_secs": 31 * DAY}),
             at(1),
-        );
+        )
+        .await;
         assert!(outcome.result.unwrap_err().contains("exceeds"));
         // The request is untouched.
-        assert_eq!(f.service.store().counts().unwrap().pending, 1);
-        let outcome = control(&mut f.service, json!({"cmd": "approve", "id": 999}), at(1));
+        assert_eq!(f.service.store().counts().await.unwrap().pending, 1);
+        let outcome = control(&f.service, json!({"cmd": "approve", "id": 999}), at(1)).await;
         assert!(outcome.result.unwrap_err().contains("does not exist"));
     }
 
-    #[test]
-    fn members_lists_current_members() {
-        let mut f = fixture("open");
-        approved_token(&f.service.on_join(peer(10), request(None), t0()));
-        approved_token(&f.service.on_join(peer(11), request(None), t0()));
-        let all = control(&mut f.service, json!({"cmd": "members"}), at(1));
+    #[tokio::test]
+    async fn members_lists_current_members() {
+        let f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()).await);
+        approved_token(&f.service.on_join(peer(11), request(None), t0()).await);
+        let all = control(&f.service, json!({"cmd": "members"}), at(1)).await;
         let all = ok(&all).as_array().unwrap().clone();
         assert_eq!(all.len(), 2);
         assert!(all.iter().all(|m| m["network"] == json!(NET)));
         assert!(all.iter().all(|m| m.get("token").is_none()));
-        let filtered = control(
-            &mut f.service,
-            json!({"cmd": "members", "network": NET}),
-            at(1),
-        );
+        let filtered = control(&f.service, json!({"cmd": "members", "network": NET}), at(1)).await;
         assert_eq!(ok(&filtered).as_array().unwrap().len(), 2);
-        let expired = control(&mut f.service, json!({"cmd": "members"}), at(8 * DAY));
+        let expired = control(&f.service, json!({"cmd": "members"}), at(8 * DAY)).await;
         assert_eq!(ok(&expired), &json!([]));
         let unknown = control(
-            &mut f.service,
+            &f.service,
             json!({"cmd": "members", "network": "testnet"}),
             at(1),
-        );
+        )
+        .await;
         assert!(unknown.result.unwrap_err().contains("serves: mainnet"));
     }
 
-    #[test]
-    fn commands_are_validated_strictly() {
-        let mut f = fixture("approval");
-        let err = |s: &mut SeedService, v: Value| control(s, v, t0()).result.unwrap_err();
-        let e = err(&mut f.service, json!({"cmd": "launch"}));
+    #[tokio::test]
+    async fn commands_are_validated_strictly() {
+        let f = fixture("approval");
+        let s = &f.service;
+        let err = |v: Value| async move { control(s, v, t0()).await.result.unwrap_err() };
+        let e = err(json!({"cmd": "launch"})).await;
         assert!(
             e.contains("unknown variant `launch`") && e.contains("`approve`, `deny`"),
             "{e}"
         );
-        let e = err(&mut f.service, json!({"id": 1}));
+        let e = err(json!({"id": 1})).await;
         assert!(e.contains("missing \"cmd\""), "{e}");
-        let e = err(&mut f.service, json!({"cmd": "approve"}));
+        let e = err(json!({"cmd": "approve"})).await;
         assert!(e.contains("missing field `id`"), "{e}");
-        let e = err(
-            &mut f.service,
-            json!({"cmd": "approve", "id": 1, "role": "x"}),
-        );
+        let e = err(json!({"cmd": "approve", "id": 1, "role": "x"})).await;
         assert!(e.contains("unknown field `role`"), "{e}");
-        let e = err(&mut f.service, json!({"cmd": "approve", "id": "1"}));
+        let e = err(json!({"cmd": "approve", "id": "1"})).await;
         assert!(e.contains("invalid type"), "{e}");
-        let e = err(
-            &mut f.service,
-            json!({"cmd": "pending", "network": "Bad Name"}),
-        );
+        let e = err(json!({"cmd": "pending", "network": "Bad Name"})).await;
         assert!(e.contains("invalid network name"), "{e}");
-        let e = err(
-            &mut f.service,
-            json!({"cmd": "revoke", "peer": "not-a-peer"}),
-        );
+        let e = err(json!({"cmd": "revoke", "peer": "not-a-peer"})).await;
         assert!(e.contains("invalid \"peer\""), "{e}");
-        let e = err(&mut f.service, json!(["cmd"]));
+        let e = err(json!(["cmd"])).await;
         assert!(e.contains("JSON object"), "{e}");
     }
 
-    #[test]
-    fn join_requests_outside_the_rules_are_denied() {
-        let mut f = fixture_with(Options {
+    #[tokio::test]
+    async fn join_requests_outside_the_rules_are_denied() {
+        let f = fixture_with(Options {
             limits: StoreLimits {
                 max_pending_per_network: 1,
                 ..StoreLimits::default()
@@ -1845,12 +1975,12 @@ mod tests {
             invite: None,
         });
         assert_eq!(
-            denial(&f.service.on_join(peer(10), unknown, t0())).0,
+            denial(&f.service.on_join(peer(10), unknown, t0()).await).0,
             DenyReason::UnknownNetwork
         );
-        pending_id(&f.service.on_join(peer(10), request(None), t0()));
+        pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         assert_eq!(
-            denial(&f.service.on_join(peer(11), request(None), t0())).0,
+            denial(&f.service.on_join(peer(11), request(None), t0()).await).0,
             DenyReason::QueueFull
         );
         let long = JoinMessage::Request(JoinRequest {
@@ -1859,7 +1989,7 @@ mod tests {
             invite: None,
         });
         assert_eq!(
-            denial(&f.service.on_join(peer(12), long, t0())).0,
+            denial(&f.service.on_join(peer(12), long, t0()).await).0,
             DenyReason::Malformed
         );
         let deliver = JoinMessage::Deliver {
@@ -1868,26 +1998,162 @@ mod tests {
             token: vec![1],
         };
         assert_eq!(
-            f.service.on_join(peer(10), deliver, t0()),
+            f.service.on_join(peer(10), deliver, t0()).await,
             JoinReply::Error {
                 code: ReasonCode::Malformed
             }
         );
     }
 
-    #[test]
-    fn status_counts_and_networks() {
-        let mut f = fixture("open");
-        approved_token(&f.service.on_join(peer(10), request(None), t0()));
-        let status = f.service.status();
+    #[tokio::test]
+    async fn status_counts_and_networks() {
+        let f = fixture("open");
+        approved_token(&f.service.on_join(peer(10), request(None), t0()).await);
+        let status = f.service.status().await;
         assert_eq!(status.counts.approved, 1);
         assert_eq!(status.counts.issued, 1);
         assert_eq!(status.counts.delivered, 1);
         assert_eq!(status.networks[0].name.as_str(), NET);
         assert_eq!(status.networks[0].join, "open");
         // The operator asks the node for status; the service is not asked directly.
-        let via_control = control(&mut f.service, json!({"cmd": "status"}), t0());
+        let via_control = control(&f.service, json!({"cmd": "status"}), t0()).await;
         assert!(via_control.result.is_err());
+    }
+
+    /// The next push of a spawned service, within a generous timeout.
+    async fn next_event(events: &mut mpsc::Receiver<ServiceEvent>) -> ServiceEvent {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("a push within 10 s")
+            .expect("the service is running")
+    }
+
+    /// The first published status satisfying `pred`, within a generous timeout.
+    async fn status_where(
+        status: &watch::Receiver<ServiceStatus>,
+        pred: impl Fn(&ServiceStatus) -> bool,
+    ) -> ServiceStatus {
+        let mut status = status.clone();
+        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| pred(s)))
+            .await
+            .expect("the status within 10 s")
+            .expect("the service is running")
+            .clone()
+    }
+
+    async fn ask(
+        requests: &mpsc::Sender<ServiceRequest>,
+        peer: PeerId,
+        message: JoinMessage,
+    ) -> JoinReply {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        requests
+            .send(ServiceRequest::Join {
+                peer,
+                message,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn spawned_service_answers_pushes_audits_and_publishes_status() {
+        // The task reads the real clock: a delegation that outlives the test run.
+        let f = fixture_with(Options {
+            delegation_ttl: 100 * 365 * DAY,
+            ..Options::default()
+        });
+        let ServiceHandle {
+            delegations,
+            requests,
+            mut events,
+            status: published,
+        } = f.service.spawn();
+        assert_eq!(delegations.len(), 1);
+        // The served networks are known at once; the counts once the store answered.
+        assert_eq!(published.borrow().networks[0].name.as_str(), NET);
+        status_where(&published, |s| s.revocation_version == Some(0)).await;
+
+        let id = pending_id(&ask(&requests, peer(10), request(None)).await);
+        let ServiceEvent::Audit(audit) = next_event(&mut events).await else {
+            panic!("expected the join request's audit record");
+        };
+        assert_eq!(audit.kind, AuditKind::JoinRequested);
+        assert_eq!(audit.request_id, Some(id));
+        assert_eq!(audit.peer, Some(peer(10).to_string()));
+        assert_eq!(audit.network.as_deref(), Some(NET));
+        status_where(&published, |s| s.counts.pending == 1).await;
+        // A status poll is answered and not audited.
+        assert_eq!(pending_id(&ask(&requests, peer(10), status(id)).await), id);
+
+        // The operator approves: its audit record and the delivery are pushed, then it is
+        // answered.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let approve = Request::Approve {
+            id,
+            roles: Vec::new(),
+            rights: Vec::new(),
+            ttl_secs: None,
+        };
+        requests
+            .send(ServiceRequest::Operator {
+                request: approve,
+                reply,
+            })
+            .await
+            .unwrap();
+        let ServiceEvent::Audit(audit) = next_event(&mut events).await else {
+            panic!("expected the approval's audit record");
+        };
+        assert_eq!(audit.kind, AuditKind::JoinApproved);
+        assert_eq!(audit.request_id, Some(id));
+        assert_eq!(audit.detail.as_deref(), Some("by operator"));
+        let ServiceEvent::Deliver(delivery) = next_event(&mut events).await else {
+            panic!("expected the token's delivery");
+        };
+        assert_eq!((delivery.peer, delivery.request_id), (peer(10), id));
+        let Response::Approved(view) = answer.await.unwrap().unwrap() else {
+            panic!("expected the issued token");
+        };
+        assert_eq!(view.token_id, delivery.token_id);
+        status_where(&published, |s| {
+            s.counts.approved == 1 && s.counts.issued == 1
+        })
+        .await;
+
+        // Not acknowledged yet: pushed again when the peer connects.
+        requests
+            .send(ServiceRequest::Connected { peer: peer(10) })
+            .await
+            .unwrap();
+        let ServiceEvent::Deliver(again) = next_event(&mut events).await else {
+            panic!("expected the delivery again");
+        };
+        assert_eq!(again, delivery);
+        requests
+            .send(ServiceRequest::Delivered {
+                token_id: delivery.token_id,
+            })
+            .await
+            .unwrap();
+        status_where(&published, |s| s.counts.delivered == 1).await;
+        requests
+            .send(ServiceRequest::Connected { peer: peer(10) })
+            .await
+            .unwrap();
+        // Answered after the connection was handled, with nothing pushed for it.
+        assert_eq!(
+            approved_token(&ask(&requests, peer(10), status(id)).await),
+            delivery.token
+        );
+        assert!(events.try_recv().is_err(), "nothing more to push");
+
+        // The node drops its handle: the task ends.
+        drop(requests);
+        let end = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        assert!(matches!(end, Ok(None)), "{end:?}");
     }
 
     #[test]
@@ -1919,7 +2185,7 @@ mod tests {
         let issuer = |network: &str| {
             Issuer::new(&delegation(network), &verifier, seednode.clone(), t0()).unwrap()
         };
-        let store = || Store::open_in_memory(StoreLimits::default()).unwrap();
+        let store = || SqliteStore::open_in_memory(StoreLimits::default()).unwrap();
         let cfg = ServiceConfig::default;
 
         let only_lab = Descriptor::parse(&format!(

@@ -424,7 +424,8 @@ pub fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------------
 // CLI wrappers
 
-fn path_str(p: &Path) -> &str {
+/// A test path as `fn path_strstr` (test paths are UTF-8).
+pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
