@@ -221,6 +221,36 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     key
 }
 
+/// Keys of `defaults` (a config type serialized with its defaults) that `example` (an example
+/// config file's text) does not set: what an example file fails to document. Dotted paths.
+pub fn undocumented_keys<T: serde::Serialize>(
+    defaults: &T,
+    example: &str,
+) -> Result<Vec<String>, String> {
+    fn paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => paths(t, &path, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let defaults = toml::Table::try_from(defaults).map_err(|e| e.to_string())?;
+    let example: toml::Table = example
+        .parse()
+        .map_err(|e: toml::de::Error| e.to_string())?;
+    let (mut want, mut have) = (Vec::new(), Vec::new());
+    paths(&defaults, "", &mut want);
+    paths(&example, "", &mut have);
+    want.retain(|k| !have.contains(k));
+    Ok(want)
+}
+
 /// `path` as written in a config file: relative paths are relative to the file's directory.
 pub fn resolve(config_file: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
