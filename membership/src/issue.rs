@@ -11,8 +11,8 @@ use libp2p_identity::PeerId;
 use crate::keys::{PublicKey, SecretKey};
 use crate::revocation::RevocationId;
 use crate::token::{
-    DelegationFacts, MAX_ROLES, TokenId, delegation_builder, membership_block, to_seconds,
-    valid_role,
+    DelegationFacts, MAX_ROLES, MembershipBlock, SERIAL_LEN, TokenId, delegation_builder,
+    membership_block, to_seconds, valid_role,
 };
 use crate::verify::{Refusal, Verifier};
 
@@ -76,6 +76,9 @@ pub enum IssueError {
     /// biscuit refused to build the token.
     #[error("building the token failed: {0}")]
     Build(#[from] biscuit_auth::error::Token),
+    /// The operating system's random number generator failed.
+    #[error("cannot draw a token serial from the operating system's random number generator")]
+    Randomness,
 }
 
 /// What a delegation grants; input to [`issue_delegation`].
@@ -127,7 +130,8 @@ pub struct IssuedToken {
     pub bytes: Vec<u8>,
     /// Digest of the bytes.
     pub token_id: TokenId,
-    /// The membership block's revocation id (revokes this token only).
+    /// The membership's revocation id, from the issuer's key and the token's serial (revokes
+    /// this token only; the holder cannot re-mint it).
     pub revocation_id: RevocationId,
     /// The member.
     pub subject: PeerId,
@@ -148,6 +152,7 @@ pub struct Issuer {
     delegation_bytes: Vec<u8>,
     facts: DelegationFacts,
     key: SecretKey,
+    revocation_floor: std::sync::atomic::AtomicU64,
 }
 
 impl Issuer {
@@ -177,6 +182,7 @@ impl Issuer {
             delegation_bytes: delegation.to_vec(),
             facts: verdict.facts,
             key,
+            revocation_floor: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -188,6 +194,19 @@ impl Issuer {
     /// What the delegation grants.
     pub fn facts(&self) -> &DelegationFacts {
         &self.facts
+    }
+
+    /// Sets the revocation-head version written into tokens issued from now on: whoever holds
+    /// one never accepts an older head from this seednode. Never lowered.
+    pub fn set_revocation_floor(&self, version: u64) {
+        self.revocation_floor
+            .fetch_max(version, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The revocation-head version written into issued tokens.
+    pub fn revocation_floor(&self) -> u64 {
+        self.revocation_floor
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The delegation's bytes (presented to nodes so they can check this seednode).
@@ -256,18 +275,24 @@ impl Issuer {
         let mut rights = rights.to_vec();
         rights.sort();
         rights.dedup();
-        let block = membership_block(subject, &roles, &rights, issued_at, expires_at)?;
+        let mut serial = [0u8; SERIAL_LEN];
+        getrandom::getrandom(&mut serial).map_err(|_| IssueError::Randomness)?;
+        let block = membership_block(&MembershipBlock {
+            subject,
+            roles: &roles,
+            rights: &rights,
+            issued_at,
+            expires_at,
+            serial,
+            revocation_floor: self.revocation_floor(),
+        })?;
         let request = self.delegation.third_party_request()?;
         let signed = request.create_block(&self.key.biscuit_private(), block)?;
         let token = self
             .delegation
             .append_third_party(self.key.public().to_biscuit(), signed)?;
         let bytes = token.to_vec()?;
-        let revocation_id = token
-            .revocation_identifiers()
-            .pop()
-            .map(RevocationId)
-            .ok_or(IssueError::Build(biscuit_auth::error::Token::InternalError))?;
+        let revocation_id = RevocationId::membership(&self.key.public(), &serial);
         Ok(IssuedToken {
             token_id: TokenId::of(&bytes),
             bytes,

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod heads;
 pub mod issue;
 pub mod keys;
 pub mod revocation;
@@ -29,7 +30,7 @@ pub mod verify;
 pub use issue::{DelegationRequest, IssueError, IssuedToken, Issuer, issue_delegation};
 pub use keys::{KeyError, PublicKey, SecretKey};
 pub use libp2p_identity::PeerId;
-pub use revocation::{RevocationId, RevocationSet};
+pub use revocation::{REVOCATION_ID_LEN, RevocationId, RevocationSet};
 pub use session::{Action, Proof, ProofKind, SessionConfig, Sessions};
 pub use token::{DelegationFacts, TokenId};
 pub use trust::{AccessList, AccessListError, NetworkTrust};

@@ -1,15 +1,69 @@
-//! The revocation set: biscuit block signatures that are no longer honoured.
+//! Revocation identity and the revocation set.
 //!
-//! Revoking a delegation's id refuses every token its seednode issued; revoking a membership
-//! block's id refuses one node. The version strictly increases on every change, so caches
+//! A revocation id is a 16-byte hash of something the token's holder cannot re-mint
+//! (DESIGN.md section 3):
+//! - a delegation: its authority block's signature, made with the anchor key;
+//! - a membership: the issuing seednode's key and the serial the seednode wrote into the
+//!   membership block (`serial(bytes)`), which the seednode's external signature covers. The
+//!   block-1 signature is NOT used: it is the holder's chain signature, so re-appending the
+//!   same third-party block to the (unsealed) delegation gives a new one.
+//! - a legacy membership (schema `cordon-membership/1`, issued before serials existed): its
+//!   block-1 signature, the only identity such a token has. A holder can re-mint it, so
+//!   revoking one is only certain once it expires; see README "Revocation".
+//!
+//! Revoking a delegation's id refuses every token its seednode issued; revoking a membership's
+//! id refuses one token. The set's version strictly increases on every change, so caches
 //! keyed by it never serve a verdict computed before a revocation.
 
 use std::collections::HashSet;
 use std::fmt;
 
-/// A revocation id: the signature of one token block.
+use sha2::{Digest, Sha256};
+
+use crate::keys::PublicKey;
+
+/// Length of a revocation id in bytes.
+pub const REVOCATION_ID_LEN: usize = 16;
+
+/// A revocation id: 16 bytes of a domain-separated SHA-256 of a token's unforgeable identity.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RevocationId(#[serde(with = "hex_bytes")] pub Vec<u8>);
+
+impl RevocationId {
+    fn derive(domain: &[u8], parts: &[&[u8]]) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(domain);
+        for part in parts {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        let digest = hasher.finalize();
+        Self(digest[..REVOCATION_ID_LEN].to_vec())
+    }
+
+    /// The id of a membership issued by `issuer` with `serial`.
+    pub fn membership(issuer: &PublicKey, serial: &[u8]) -> Self {
+        Self::derive(
+            b"cordon/revocation/membership/1\0",
+            &[issuer.as_bytes(), serial],
+        )
+    }
+
+    /// The id of a delegation, from its authority block's signature.
+    pub fn delegation(authority_signature: &[u8]) -> Self {
+        Self::derive(b"cordon/revocation/delegation/1\0", &[authority_signature])
+    }
+
+    /// The id of a legacy (serial-less) membership, from its block-1 signature.
+    pub fn legacy_membership(block_signature: &[u8]) -> Self {
+        Self::derive(b"cordon/revocation/legacy/1\0", &[block_signature])
+    }
+
+    /// Whether this has the length of an id this version derives.
+    pub fn is_well_formed(&self) -> bool {
+        self.0.len() == REVOCATION_ID_LEN
+    }
+}
 
 impl fmt::Display for RevocationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +137,7 @@ impl RevocationSet {
 
     /// Whether an id is revoked.
     pub fn contains(&self, id: &[u8]) -> bool {
-        // HashSet<RevocationId> lookups need an owned key; ids are 64 bytes so this is cheap.
+        // HashSet<RevocationId> lookups need an owned key; ids are 16 bytes so this is cheap.
         self.ids.contains(&RevocationId(id.to_vec()))
     }
 

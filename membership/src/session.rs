@@ -132,6 +132,9 @@ pub struct Proof {
     pub rights: Vec<String>,
     /// When the proof ends.
     pub expires_at: SystemTime,
+    /// The issuer's revocation-head version when it issued the token (0 for a delegation or
+    /// a legacy token): a head of that issuer older than this is a rollback.
+    pub revocation_floor: u64,
 }
 
 impl Proof {
@@ -209,6 +212,7 @@ pub fn verify_token(
                 roles: v.roles,
                 rights: v.rights,
                 expires_at: v.expires_at,
+                revocation_floor: v.revocation_floor,
             })
         }
         TokenKind::Delegation => {
@@ -227,6 +231,7 @@ pub fn verify_token(
                 roles: Vec::new(),
                 rights: Vec::new(),
                 expires_at: v.facts.expires_at,
+                revocation_floor: 0,
             })
         }
     }

@@ -7,7 +7,11 @@
 //! authority block's key table so the verifier can check block 1's signer before any datalog runs.
 //!
 //! Membership (block 1, a third-party block signed by the delegated seednode key):
-//! `node(peer id bytes)`, `role(role)`..., `issued(date)`, `expires(date)`.
+//! `node(peer id bytes)`, `role(role)`..., `issued(date)`, `expires(date)`, `serial(bytes)` (16
+//! random bytes: with the seednode's key, the token's revocation identity) and
+//! `revocation_floor(version)` (the seednode's revocation-head version when it issued the token;
+//! a verifier never accepts an older head from that seednode). Schema `cordon-membership/1`
+//! (before serials) is still read: see `revocation.rs` for what that means for revoking one.
 //!
 //! Every block carries a context string naming its schema, so a future version is refused as
 //! malformed rather than misread.
@@ -24,7 +28,11 @@ use crate::keys::PublicKey;
 /// Context string of a delegation's authority block.
 pub(crate) const DELEGATION_CONTEXT: &str = "cordon-delegation/1";
 /// Context string of a membership block.
-pub(crate) const MEMBERSHIP_CONTEXT: &str = "cordon-membership/1";
+pub(crate) const MEMBERSHIP_CONTEXT: &str = "cordon-membership/2";
+/// Context string of a membership block issued before serials (read, never written).
+pub(crate) const LEGACY_MEMBERSHIP_CONTEXT: &str = "cordon-membership/1";
+/// Length of a membership serial in bytes.
+pub const SERIAL_LEN: usize = 16;
 
 /// Longest role name.
 pub const MAX_ROLE_LEN: usize = 32;
@@ -97,6 +105,10 @@ pub(crate) struct MembershipFacts {
     pub(crate) rights: Vec<String>,
     pub(crate) issued_at: SystemTime,
     pub(crate) expires_at: SystemTime,
+    /// `None` for a legacy membership.
+    pub(crate) serial: Option<Vec<u8>>,
+    /// The issuer's revocation-head version at issue (0 for a legacy membership).
+    pub(crate) revocation_floor: u64,
 }
 
 /// Why the facts of a token could not be read.
@@ -148,19 +160,37 @@ pub(crate) fn delegation_builder(
     Ok(builder)
 }
 
+/// What a membership block says.
+pub(crate) struct MembershipBlock<'a> {
+    pub(crate) subject: &'a PeerId,
+    pub(crate) roles: &'a [String],
+    pub(crate) rights: &'a [String],
+    pub(crate) issued_at: SystemTime,
+    pub(crate) expires_at: SystemTime,
+    pub(crate) serial: [u8; SERIAL_LEN],
+    pub(crate) revocation_floor: u64,
+}
+
 /// Builds a membership block.
 pub(crate) fn membership_block(
-    subject: &PeerId,
-    roles: &[String],
-    rights: &[String],
-    issued_at: SystemTime,
-    expires_at: SystemTime,
+    m: &MembershipBlock<'_>,
 ) -> Result<BlockBuilder, biscuit_auth::error::Token> {
+    let MembershipBlock {
+        subject,
+        roles,
+        rights,
+        issued_at,
+        expires_at,
+        ..
+    } = *m;
+    let floor = i64::try_from(m.revocation_floor).unwrap_or(i64::MAX);
     let mut block = BlockBuilder::new()
         .context(MEMBERSHIP_CONTEXT.to_owned())
         .fact(fact!("node({peer})", peer = subject.to_bytes()))?
         .fact(fact!("issued({at})", at = to_seconds(issued_at)))?
-        .fact(fact!("expires({at})", at = to_seconds(expires_at)))?;
+        .fact(fact!("expires({at})", at = to_seconds(expires_at)))?
+        .fact(fact!("serial({s})", s = m.serial.to_vec()))?
+        .fact(fact!("revocation_floor({v})", v = floor))?;
     for role in roles {
         block = block.fact(fact!("role({role})", role = role.clone()))?;
     }
@@ -176,9 +206,12 @@ pub(crate) fn membership_block(
 /// through that key (`trusting`), and the caller requires the authority block's `delegate` fact
 /// to name it. Two queries read everything, one per block, because each query costs a pass
 /// over the world.
+///
+/// `legacy` reads a `cordon-membership/1` block (no serial, no floor).
 pub(crate) fn extract(
     token: &Biscuit,
     issuer: Option<&biscuit_auth::PublicKey>,
+    legacy: bool,
     limits: AuthorizerLimits,
 ) -> Result<(DelegationFacts, Option<MembershipFacts>), ExtractError> {
     let mut authorizer = AuthorizerBuilder::new()
@@ -215,21 +248,46 @@ pub(crate) fn extract(
         return Ok((delegation, None));
     };
     let key = *issuer;
-    let body: Vec<(Vec<u8>, SystemTime, SystemTime, String)> = authorizer.query_with_limits(
-        rule!(
-            "data($p, $i, $e, $r) <- node($p), issued($i), expires($e), role($r) trusting {key}",
-            key = key
-        ),
-        limits.clone(),
-    )?;
+    // One query per block: each costs a pass over the world.
+    type Body = (Vec<u8>, SystemTime, SystemTime, Vec<u8>, i64);
+    let (body, roles): (Body, Vec<String>) = if legacy {
+        let rows: Vec<(Vec<u8>, SystemTime, SystemTime, String)> = authorizer.query_with_limits(
+            rule!(
+                "data($p, $i, $e, $r) <- node($p), issued($i), expires($e), role($r) trusting {key}",
+                key = key
+            ),
+            limits.clone(),
+        )?;
+        single_with_roles(rows, |(p, i, e, r)| ((p, i, e, Vec::new(), 0), r))
+    } else {
+        type Row = (Vec<u8>, SystemTime, SystemTime, Vec<u8>, i64, String);
+        let rows: Vec<Row> = authorizer
+            .query_with_limits(
+                rule!(
+                    "data($p, $i, $e, $s, $f, $r) <- node($p), issued($i), expires($e), \
+                     serial($s), revocation_floor($f), role($r) trusting {key}",
+                    key = key
+                ),
+                limits.clone(),
+            )?;
+        single_with_roles(rows, |(p, i, e, s, f, r)| ((p, i, e, s, f), r))
+    }
+    .ok_or(ExtractError::Shape("membership facts"))?;
     let rights: Vec<(String,)> = authorizer.query_with_limits(
         rule!("data($r) <- right($r) trusting {key}", key = key),
         limits,
     )?;
-    let ((subject, issued_at, expires_at), roles) =
-        single_with_roles(body, |(p, i, e, r)| ((p, i, e), r))
-            .ok_or(ExtractError::Shape("membership facts"))?;
+    let (subject, issued_at, expires_at, serial, floor) = body;
     let subject = PeerId::from_bytes(&subject).map_err(|_| ExtractError::Shape("node id"))?;
+    let (serial, revocation_floor) = if legacy {
+        (None, 0)
+    } else {
+        if serial.len() != SERIAL_LEN {
+            return Err(ExtractError::Shape("serial"));
+        }
+        let floor = u64::try_from(floor).map_err(|_| ExtractError::Shape("revocation_floor"))?;
+        (Some(serial), floor)
+    };
     Ok((
         delegation,
         Some(MembershipFacts {
@@ -238,6 +296,8 @@ pub(crate) fn extract(
             rights: sorted(rights),
             issued_at,
             expires_at,
+            serial,
+            revocation_floor,
         }),
     ))
 }

@@ -19,8 +19,8 @@ use libp2p_identity::PeerId;
 use crate::keys::PublicKey;
 use crate::revocation::{RevocationId, RevocationSet};
 use crate::token::{
-    DELEGATION_CONTEXT, DelegationFacts, ExtractError, MAX_ROLES, MEMBERSHIP_CONTEXT, TokenId,
-    extract, valid_role,
+    DELEGATION_CONTEXT, DelegationFacts, ExtractError, LEGACY_MEMBERSHIP_CONTEXT, MAX_ROLES,
+    MEMBERSHIP_CONTEXT, TokenId, extract, valid_role,
 };
 use crate::trust::AccessList;
 
@@ -238,6 +238,9 @@ pub struct Verdict {
     pub token_id: TokenId,
     /// Revocation ids: `[delegation, membership]`.
     pub revocation_ids: Vec<RevocationId>,
+    /// The issuer's revocation-head version when it issued this token (0 for a legacy token):
+    /// heads of that issuer older than this are never accepted by whoever holds the token.
+    pub revocation_floor: u64,
 }
 
 /// A verified delegation, as presented by a seednode.
@@ -464,7 +467,14 @@ impl Verifier {
                 detail: "a membership token has exactly two blocks",
             });
         }
-        check_contexts(&biscuit, &[DELEGATION_CONTEXT, MEMBERSHIP_CONTEXT])?;
+        let legacy = match check_contexts(&biscuit, &[DELEGATION_CONTEXT, MEMBERSHIP_CONTEXT]) {
+            Ok(()) => false,
+            Err(e) => {
+                check_contexts(&biscuit, &[DELEGATION_CONTEXT, LEGACY_MEMBERSHIP_CONTEXT])
+                    .map_err(|_| e)?;
+                true
+            }
+        };
         let signer_key = match biscuit.block_external_key(1) {
             Ok(Some(key)) => key,
             Ok(None) => return Err(Refusal::UnendorsedIssuer { signer: None }),
@@ -492,12 +502,22 @@ impl Verifier {
                 detail: "membership block references public keys",
             });
         }
-        let revocation_ids = self.check_revocation(&biscuit)?;
+        // The delegation's id is known before datalog runs; the membership's serial is a fact,
+        // read by the same query as the rest of block 1 (the block is the delegated seednode's,
+        // so datalog here runs only on what a trusted issuer signed).
+        let delegation_id = self.check_revocation(delegation_revocation_id(&biscuit)?)?;
         let (delegation, membership) =
-            extract(&biscuit, Some(&signer_key), self.config.limits()).map_err(policy_refusal)?;
+            extract(&biscuit, Some(&signer_key), legacy, self.config.limits())
+                .map_err(policy_refusal)?;
         let membership = membership.ok_or(Refusal::Malformed {
             detail: "membership facts",
         })?;
+        let membership_id = match &membership.serial {
+            Some(serial) => RevocationId::membership(&signer, serial),
+            None => RevocationId::legacy_membership(&block_signature(&biscuit, 1)?),
+        };
+        let membership_id = self.check_revocation(membership_id)?;
+        let revocation_ids = vec![delegation_id, membership_id];
         if delegation.delegate != *signer.as_bytes() {
             return Err(Refusal::UnendorsedIssuer {
                 signer: Some(signer),
@@ -536,6 +556,7 @@ impl Verifier {
             expires_at: membership.expires_at.min(delegation.expires_at),
             token_id: id,
             revocation_ids,
+            revocation_floor: membership.revocation_floor,
         };
         Ok((verdict, delegation.expires_at))
     }
@@ -587,8 +608,9 @@ impl Verifier {
             });
         }
         check_contexts(&biscuit, &[DELEGATION_CONTEXT])?;
-        let mut revocation_ids = self.check_revocation(&biscuit)?;
-        let (facts, _) = extract(&biscuit, None, self.config.limits()).map_err(policy_refusal)?;
+        let revocation_id = self.check_revocation(delegation_revocation_id(&biscuit)?)?;
+        let (facts, _) =
+            extract(&biscuit, None, false, self.config.limits()).map_err(policy_refusal)?;
         self.check_anchor_for_network(&biscuit, &facts.network)?;
         let seednode = PublicKey::from_bytes(&facts.delegate)
             .ok_or(Refusal::Malformed {
@@ -611,7 +633,6 @@ impl Verifier {
                 at: facts.expires_at,
             });
         }
-        let revocation_id = revocation_ids.remove(0);
         Ok(DelegationVerdict {
             facts,
             seednode,
@@ -649,16 +670,11 @@ impl Verifier {
         })
     }
 
-    fn check_revocation(&self, biscuit: &Biscuit) -> Result<Vec<RevocationId>, Refusal> {
-        let ids = biscuit.revocation_identifiers();
-        if let Some(id) =
-            self.read_revocations(|set| ids.iter().find(|id| set.contains(id)).cloned())
-        {
-            return Err(Refusal::Revoked {
-                id: RevocationId(id),
-            });
+    fn check_revocation(&self, id: RevocationId) -> Result<RevocationId, Refusal> {
+        if self.read_revocations(|set| set.contains(&id.0)) {
+            return Err(Refusal::Revoked { id });
         }
-        Ok(ids.into_iter().map(RevocationId).collect())
+        Ok(id)
     }
 
     fn check_anchor_for_network(&self, biscuit: &Biscuit, network: &str) -> Result<(), Refusal> {
@@ -678,6 +694,27 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// The signature of block `index` (0 is the authority block).
+fn block_signature(biscuit: &Biscuit, index: usize) -> Result<Vec<u8>, Refusal> {
+    biscuit
+        .revocation_identifiers()
+        .into_iter()
+        .nth(index)
+        .ok_or(Refusal::Malformed {
+            detail: "missing block",
+        })
+}
+
+/// A delegation's revocation id, from its authority block's signature (made by the anchor).
+fn delegation_revocation_id(biscuit: &Biscuit) -> Result<RevocationId, Refusal> {
+    Ok(RevocationId::delegation(&block_signature(biscuit, 0)?))
+}
+
+/// The revocation id of a delegation token (for the anchor's CLI and the seednode).
+pub fn delegation_id_of(biscuit: &Biscuit) -> Option<RevocationId> {
+    delegation_revocation_id(biscuit).ok()
 }
 
 fn check_contexts(biscuit: &Biscuit, expected: &[&str]) -> Result<(), Refusal> {

@@ -562,3 +562,94 @@ fn explicit_rights_are_carried_and_bounded_by_the_delegation() {
         "{err}"
     );
 }
+
+/// What a holder can do without any key but its own: take the (public, unsealed) delegation a
+/// seednode presents, and re-append its membership's third-party block (payload and the
+/// seednode's external signature, unchanged) with a fresh chain key. Upstream biscuit-auth
+/// accepts the result; its block-1 signature differs from the original's.
+fn remint(delegation: &[u8], member_token: &[u8]) -> Vec<u8> {
+    use biscuit_auth::format::schema;
+    use prost::Message;
+    let token = schema::Biscuit::decode(member_token).unwrap();
+    let block = &token.blocks[0];
+    let contents = schema::ThirdPartyBlockContents {
+        payload: block.block.clone(),
+        external_signature: block.external_signature.clone().unwrap(),
+    };
+    let reminted = biscuit_auth::UnverifiedBiscuit::from(delegation)
+        .unwrap()
+        .append_third_party(&contents.encode_to_vec())
+        .unwrap();
+    reminted.to_vec().unwrap()
+}
+
+#[test]
+fn reminted_membership_keeps_its_revocation_id_and_is_refused_once_revoked() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let issued = net
+        .issuer()
+        .issue(&node, &roles(&["member"]), DAY, t0())
+        .unwrap();
+    let reminted = remint(&net.delegation, &issued.bytes);
+    let original = Biscuit::from(&issued.bytes, net.anchor.public().to_biscuit()).unwrap();
+    let copy = Biscuit::from(&reminted, net.anchor.public().to_biscuit()).unwrap();
+    // The attack works at the biscuit level: a valid token, same block, new block-1 signature.
+    assert_ne!(reminted, issued.bytes);
+    assert_ne!(
+        original.revocation_identifiers()[1],
+        copy.revocation_identifiers()[1]
+    );
+    let verifier = net.verifier();
+    let verdict = verifier.verify_membership(&reminted, &node, t0()).unwrap();
+    // ...but Cordon identifies both by the seednode's serial, so they share one id.
+    assert_eq!(verdict.revocation_ids[1], issued.revocation_id);
+    verifier.revoke([issued.revocation_id.clone()]);
+    for token in [&issued.bytes, &reminted] {
+        let err = verifier.verify_membership(token, &node, t0()).unwrap_err();
+        assert_eq!(err.code(), RefusalCode::Revoked, "{err}");
+    }
+}
+
+#[test]
+fn legacy_membership_without_serial_verifies_under_its_block_signature_id() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = append_third_party(&net, &net.seednode, membership_block(&node, "member", DAY));
+    let verifier = net.verifier();
+    let verdict = verifier.verify_membership(&token, &node, t0()).unwrap();
+    let block_signature = Biscuit::from(&token, net.anchor.public().to_biscuit())
+        .unwrap()
+        .revocation_identifiers()[1]
+        .clone();
+    assert_eq!(
+        verdict.revocation_ids[1],
+        RevocationId::legacy_membership(&block_signature)
+    );
+    assert_eq!(verdict.revocation_floor, 0);
+    verifier.revoke([verdict.revocation_ids[1].clone()]);
+    let err = verifier.verify_membership(&token, &node, t0()).unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Revoked);
+}
+
+#[test]
+fn issued_tokens_carry_a_distinct_serial_and_the_issuers_floor() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let issuer = net.issuer();
+    issuer.set_revocation_floor(7);
+    issuer.set_revocation_floor(3);
+    let a = issuer.issue(&node, &roles(&["member"]), DAY, t0()).unwrap();
+    let b = issuer.issue(&node, &roles(&["member"]), DAY, t0()).unwrap();
+    assert_ne!(a.revocation_id, b.revocation_id);
+    assert_eq!(
+        a.revocation_id.0.len(),
+        cordon_membership::REVOCATION_ID_LEN
+    );
+    let verdict = net
+        .verifier()
+        .verify_membership(&a.bytes, &node, t0())
+        .unwrap();
+    assert_eq!(verdict.revocation_floor, 7);
+    assert_eq!(verdict.revocation_ids[1], a.revocation_id);
+}

@@ -348,6 +348,25 @@ pub struct NetworkStatus {
     pub routing_table: usize,
     /// Peers proven on a live connection.
     pub verified_peers: usize,
+    /// Revoked ids held for the network (union over its signers).
+    pub revoked_ids: usize,
+    /// One entry per revocation signer (seednode or anchor) whose head we hold.
+    pub revocation_heads: Vec<RevocationHeadView>,
+}
+
+/// One signer's revocation head in [`NetworkStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationHeadView {
+    /// The signer's PeerId (a seednode's, or the anchor key's).
+    pub signer: String,
+    /// The head's version.
+    pub version: u64,
+    /// Seconds since the head was issued.
+    pub age_secs: u64,
+    /// Connected peers of the network whose last known version of this head is older.
+    pub peers_behind: usize,
+    /// Two different heads seen for one version of this signer.
+    pub equivocations: u64,
 }
 
 /// Membership checks in [`Status`].

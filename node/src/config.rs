@@ -92,6 +92,9 @@ pub struct NodeLimits {
     /// Seednode: join messages waiting for the join service's answer at once; more are
     /// refused as `rate_limited`. Default 256.
     pub max_pending_joins: usize,
+    /// Live revocation entries kept per signer of a network; a head whose set is larger is
+    /// refused. Default 100000 (about 4 MB of state).
+    pub max_revocations_per_signer: usize,
 }
 
 impl Default for NodeLimits {
@@ -119,6 +122,7 @@ impl Default for NodeLimits {
             call_timeout: Duration::from_secs(20),
             max_join_backoff: Duration::from_secs(60),
             max_pending_joins: 256,
+            max_revocations_per_signer: 100_000,
         }
     }
 }
@@ -194,7 +198,13 @@ impl NodeLimits {
             self.poll_interval,
             secs(86_400),
         )?;
-        in_range("max_pending_joins", self.max_pending_joins, 1, 100_000)
+        in_range("max_pending_joins", self.max_pending_joins, 1, 100_000)?;
+        in_range(
+            "max_revocations_per_signer",
+            self.max_revocations_per_signer,
+            16,
+            10_000_000,
+        )
     }
 
     /// The session machine's share of the limits.

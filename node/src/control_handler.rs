@@ -30,6 +30,8 @@ pub struct StatusContext<'a> {
     pub server: Option<&'a JoinServer>,
     /// Routing and the address book.
     pub routing: &'a Routing,
+    /// Revocation heads.
+    pub revocations: &'a crate::revocations::Revocations,
     /// The report sink (counters).
     pub report: &'a Report,
     /// Wall time.
@@ -54,6 +56,7 @@ pub fn status(cx: StatusContext<'_>) -> Status {
         joiner,
         server,
         routing,
+        revocations,
         report,
         now,
         instant,
@@ -84,6 +87,8 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             pending_request: client.pending(&name).map(|p| p.request_id),
             routing_table,
             verified_peers,
+            revoked_ids: revocations.len(&name),
+            revocation_heads: revocations.head_views(swarm, &name, now),
             name,
         });
     }

@@ -24,6 +24,7 @@ use crate::join::{JoinServer, Joiner};
 use crate::join_client::{JoinClient, JoinConfig, JoinNetwork};
 use crate::metrics::Metrics;
 use crate::report::Report;
+use crate::revocations::{RevocationLimits, Revocations};
 use crate::routing::{DiscoveryIntervals, Routing};
 use crate::rpc::{Handler, Policy, RecordStore};
 use crate::rpc_server::RpcServer;
@@ -131,13 +132,14 @@ impl Node {
             policy,
             RecordStore::new(config.records.clone(), protocol_limits),
         );
+        let network_names: Vec<_> = networks.iter().map(|(n, _)| n.clone()).collect();
         let mut swarm = swarm::build(SwarmConfig {
             keypair: identity.libp2p_keypair(),
             networks,
             limits: config.limits.clone(),
             rules,
             rate_limits: config.rate_limits.clone(),
-            verifier,
+            verifier: verifier.clone(),
             clock: clock.clone(),
             transport: config.transport,
             protocol: config.protocol.clone(),
@@ -201,7 +203,19 @@ impl Node {
             local,
         );
         let started = clock.instant();
+        let mut report = Report::new(audit, metrics, clock.clone());
+        let revocations = Revocations::load(
+            &data,
+            network_names,
+            &verifier,
+            RevocationLimits {
+                max_entries_per_signer: config.limits.max_revocations_per_signer,
+                max_state_bytes: state_file_cap(config.limits.max_revocations_per_signer),
+            },
+            &mut report,
+        );
         let mut event_loop = EventLoop {
+            revocations,
             routing: Routing::new(
                 local,
                 bootstrap,
@@ -224,7 +238,7 @@ impl Node {
                 config.limits.max_calls_in_flight,
                 config.limits.call_timeout,
             ),
-            report: Report::new(audit, metrics, clock.clone()),
+            report,
             server: service.map(|s| JoinServer::new(s, config.limits.max_pending_joins)),
             swarm,
             clock,
@@ -265,6 +279,14 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Largest revocation state file for `entries` per signer: hex of about 40 bytes an entry per
+/// signer (at most 16 signers), plus room for heads and credentials.
+fn state_file_cap(entries: usize) -> u64 {
+    (entries as u64)
+        .saturating_mul(2 * 40 * 16)
+        .saturating_add(1024 * 1024)
 }
 
 /// Runs a node until `shutdown` resolves, with the identity in its data directory.

@@ -26,6 +26,7 @@ use crate::filter::FilterEvent;
 use crate::join::ServerInput;
 use crate::join::{self, JoinServer, Joiner};
 use crate::report::Report;
+use crate::revocations::Revocations;
 use crate::routing::Routing;
 use crate::rpc_server::RpcServer;
 use crate::service::ServiceEvent;
@@ -50,6 +51,7 @@ pub(crate) struct EventLoop {
     pub(crate) joiner: Joiner,
     pub(crate) server: Option<JoinServer>,
     pub(crate) routing: Routing,
+    pub(crate) revocations: Revocations,
     pub(crate) rpc: RpcServer,
     pub(crate) calls: Calls,
     pub(crate) report: Report,
@@ -171,6 +173,7 @@ impl EventLoop {
         match event {
             session::Event::Verified { peer, proof, .. } => {
                 self.report.verified(peer, &proof);
+                self.revocations.on_verified(&mut self.swarm, peer, &proof);
                 self.calls
                     .on_verified(&mut self.swarm, peer, &proof.network);
                 if proof.kind == ProofKind::Seednode {
@@ -240,6 +243,10 @@ impl EventLoop {
                 .observe(elapsed.as_secs_f64()),
             session::Event::Kad { network, event } => self.on_kad_event(network, event),
             session::Event::Rpc(event) => self.on_rpc_event(event),
+            session::Event::Revocation(event) => {
+                self.revocations
+                    .on_event(&mut self.swarm, &mut self.report, &self.data, event, now)
+            }
         }
     }
 
@@ -364,6 +371,7 @@ impl EventLoop {
                     joiner: &self.joiner,
                     server: self.server.as_ref(),
                     routing: &self.routing,
+                    revocations: &self.revocations,
                     report: &self.report,
                     now,
                     instant,
@@ -411,6 +419,19 @@ impl EventLoop {
                 }
             }
             ServerInput::Event(ServiceEvent::Audit(event)) => self.report.audit(event),
+            ServerInput::Event(ServiceEvent::Revocation { network, update }) => {
+                let now = self.clock.now();
+                if let Err(e) = self.revocations.publish(
+                    &mut self.swarm,
+                    &mut self.report,
+                    &self.data,
+                    &network,
+                    update,
+                    now,
+                ) {
+                    tracing::warn!(network = %network, reason = %e, "own revocation head not applied");
+                }
+            }
         }
     }
 
@@ -431,6 +452,8 @@ impl EventLoop {
 
     fn on_discovery(&mut self) {
         let instant = self.clock.instant();
+        self.revocations
+            .update_metrics(&self.report, self.clock.now());
         self.routing
             .discover(&mut self.swarm, &self.report, instant);
         if let Some(status) = self.server.as_ref().map(JoinServer::status) {

@@ -35,6 +35,7 @@ pub mod keyed;
 pub mod metrics;
 pub mod ratelimit;
 pub mod report;
+pub mod revocations;
 pub mod routing;
 pub mod rpc;
 pub mod rpc_server;

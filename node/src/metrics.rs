@@ -69,6 +69,14 @@ pub struct Metrics {
     pub pending_requests: Gauge,
     /// Seednode: join requests approved so far.
     pub approved_requests: Gauge,
+    /// Revocation heads applied (new versions from any signer).
+    pub revocation_heads: Counter,
+    /// Two different heads seen for one (signer, version).
+    pub revocation_equivocations: Counter,
+    /// Per network: seconds since the newest revocation head was issued.
+    pub revocation_head_age: Family<NetworkLabel, Gauge>,
+    /// Per network: revoked ids held.
+    pub revoked_ids: Family<NetworkLabel, Gauge>,
 }
 
 impl Metrics {
@@ -84,6 +92,10 @@ impl Metrics {
             routing_table: Family::default(),
             pending_requests: Gauge::default(),
             approved_requests: Gauge::default(),
+            revocation_heads: Counter::default(),
+            revocation_equivocations: Counter::default(),
+            revocation_head_age: Family::default(),
+            revoked_ids: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("cordon");
         r.register(
@@ -126,6 +138,26 @@ impl Metrics {
             "join_requests_approved",
             "Seednode: join requests approved",
             m.approved_requests.clone(),
+        );
+        r.register(
+            "revocation_heads",
+            "Revocation heads applied",
+            m.revocation_heads.clone(),
+        );
+        r.register(
+            "revocation_equivocations",
+            "Two different revocation heads seen for one signer and version",
+            m.revocation_equivocations.clone(),
+        );
+        r.register(
+            "revocation_head_age_seconds",
+            "Seconds since the newest revocation head of each network was issued",
+            m.revocation_head_age.clone(),
+        );
+        r.register(
+            "revoked_ids",
+            "Revoked ids held per network",
+            m.revoked_ids.clone(),
         );
         m
     }

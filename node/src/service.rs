@@ -70,6 +70,14 @@ pub enum ServiceEvent {
     Deliver(Delivery),
     /// Append this record to the node's audit log.
     Audit(AuditEvent),
+    /// A new revocation head the service signed: apply it, enforce it, push it to the
+    /// network's members.
+    Revocation {
+        /// The network.
+        network: NetworkName,
+        /// The head, its entries and the service's delegation.
+        update: cordon_protocol::SignedUpdate,
+    },
 }
 
 /// A running join service, as the node sees it.

@@ -30,7 +30,8 @@ use cordon_membership::session::{
 };
 use cordon_membership::{RevocationId, Verifier};
 use cordon_protocol::{
-    MembershipCodec, MembershipRequest, MembershipResponse, NetworkName, ReasonCode, RpcCodec,
+    MembershipCodec, MembershipRequest, MembershipResponse, NetworkName, ReasonCode,
+    RevocationCodec, RevocationRequest, RevocationResponse, RpcCodec,
 };
 use libp2p::core::{Endpoint as Role, Multiaddr, transport::PortUse};
 use libp2p::kad::{self, store::MemoryStore};
@@ -61,6 +62,9 @@ pub struct Protocols {
     pub exchange: request_response::Behaviour<MembershipCodec>,
     /// `/cordon/rpc/1`: remote commands, closed until the peer proved a network.
     pub rpc: Gated<request_response::Behaviour<RpcCodec>>,
+    /// `/cordon/revocations/1`: revocation heads and entries, behind the same gate as rpc
+    /// (the handler checks the network per message).
+    pub revocations: Gated<request_response::Behaviour<RevocationCodec>>,
     /// `/cordon/<network>/kad/1.0.0`: one per network, each closed until the peer proved it.
     pub kad: Keyed<NetworkName, NetworkKad>,
 }
@@ -163,6 +167,8 @@ pub enum Event {
     },
     /// Remote-command traffic.
     Rpc(request_response::Event<cordon_protocol::RpcRequest, cordon_protocol::RpcResponse>),
+    /// Revocation traffic.
+    Revocation(request_response::Event<RevocationRequest, RevocationResponse>),
 }
 
 /// See the [module documentation](self).
@@ -247,6 +253,11 @@ impl Behaviour {
     /// The remote-command protocol (send requests and responses through it).
     pub fn rpc(&mut self) -> &mut request_response::Behaviour<cordon_protocol::RpcCodec> {
         self.protocols.rpc.inner_mut()
+    }
+
+    /// The revocation protocol (send requests and responses through it).
+    pub fn revocations(&mut self) -> &mut request_response::Behaviour<RevocationCodec> {
+        self.protocols.revocations.inner_mut()
     }
 
     /// Sets (or clears) our membership of `network`; a new token is presented where the
@@ -416,11 +427,13 @@ impl Behaviour {
     fn set_gate(&mut self, peer: PeerId, connection: ConnectionId, gate: &Gate, open: bool) {
         let result = match gate {
             Gate::Rpc => {
-                let rpc = &mut self.protocols.rpc;
+                let (rpc, revocations) = (&mut self.protocols.rpc, &mut self.protocols.revocations);
                 if open {
                     rpc.open(peer, connection)
+                        .and_then(|()| revocations.open(peer, connection))
                 } else {
                     rpc.close(peer, connection)
+                        .and_then(|()| revocations.close(peer, connection))
                 }
             }
             Gate::Network(network) => match self.protocols.kad.get_mut(network) {
@@ -494,6 +507,9 @@ impl Behaviour {
             }
             ProtocolsEvent::Exchange(request_response::Event::ResponseSent { .. }) => {}
             ProtocolsEvent::Rpc(event) => self.events.push_back(Event::Rpc(event)),
+            ProtocolsEvent::Revocations(event) => {
+                self.events.push_back(Event::Revocation(event));
+            }
             ProtocolsEvent::Kad((network, event)) => {
                 self.events.push_back(Event::Kad { network, event });
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cordon_membership::Verifier;
 use cordon_protocol::{
     JOIN_PROTOCOL, JoinCodec, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, NetworkName,
-    RPC_PROTOCOL, RpcCodec, kad_protocol,
+    REVOCATION_PROTOCOL, RPC_PROTOCOL, RevocationCodec, RpcCodec, kad_protocol,
 };
 use libp2p::core::{Transport as _, transport::MemoryTransport, upgrade::Version};
 use libp2p::kad::store::MemoryStore;
@@ -129,6 +129,13 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
         rpc: Gated::new(request_response::Behaviour::with_codec(
             RpcCodec::rpc(protocol_limits.clone()),
             [(RPC_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(limits.request_timeout)
+                .with_max_concurrent_streams(max_streams_per_peer),
+        )),
+        revocations: Gated::new(request_response::Behaviour::with_codec(
+            RevocationCodec::revocations(protocol_limits.clone()),
+            [(REVOCATION_PROTOCOL, request_response::ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(limits.request_timeout)
                 .with_max_concurrent_streams(max_streams_per_peer),

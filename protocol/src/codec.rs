@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::network::ERROR_PREFIX as NETWORK_NAME_ERROR_PREFIX;
 use crate::{
     JoinMessage, JoinReply, Limits, MembershipRequest, MembershipResponse, ProtocolError,
-    RpcRequest, RpcResponse, Validate,
+    RevocationRequest, RevocationResponse, RpcRequest, RpcResponse, Validate,
 };
 
 /// Longest decoder detail kept in an error, in characters after escaping.
@@ -141,6 +141,20 @@ pub type JoinCodec = CborCodec<JoinMessage, JoinReply>;
 
 /// The codec of [`RPC_PROTOCOL`](crate::RPC_PROTOCOL).
 pub type RpcCodec = CborCodec<RpcRequest, RpcResponse>;
+
+/// The codec of [`REVOCATION_PROTOCOL`](crate::REVOCATION_PROTOCOL).
+pub type RevocationCodec = CborCodec<RevocationRequest, RevocationResponse>;
+
+impl RevocationCodec {
+    /// The revocation codec, capped by `limits.revocation_max_bytes` both ways.
+    pub fn revocations(limits: Limits) -> Self {
+        Self::new(
+            limits.revocation_max_bytes,
+            limits.revocation_max_bytes,
+            limits,
+        )
+    }
+}
 
 impl<Req, Resp> CborCodec<Req, Resp> {
     /// A codec with explicit caps on encoded requests and responses, and

@@ -51,6 +51,16 @@ pub enum ProtocolError {
         /// `Limits::max_tokens_per_message`.
         max: usize,
     },
+    /// A list in a message is longer than allowed.
+    #[error("{count} {field} in one message; at most {max} allowed")]
+    TooMany {
+        /// What the list holds.
+        field: &'static str,
+        /// Its length.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A membership response carries more results than allowed.
     #[error("{count} results in one message; at most {max} allowed")]
     TooManyResults {

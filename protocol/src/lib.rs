@@ -46,19 +46,23 @@ pub mod membership;
 pub mod names;
 mod network;
 pub mod reason;
+pub mod revocation;
 pub mod rpc;
 mod validate;
 
-pub use codec::{CborCodec, JoinCodec, MembershipCodec, RpcCodec, decode, encode};
+pub use codec::{CborCodec, JoinCodec, MembershipCodec, RevocationCodec, RpcCodec, decode, encode};
 pub use error::ProtocolError;
 pub use join::{JoinMessage, JoinReply, JoinRequest};
 pub use limits::Limits;
 pub use membership::{
     MembershipRequest, MembershipResponse, NetworkResult, Outcome, PresentedToken, TokenKind,
 };
-pub use names::{JOIN_PROTOCOL, MEMBERSHIP_PROTOCOL, RPC_PROTOCOL, kad_protocol};
+pub use names::{
+    JOIN_PROTOCOL, MEMBERSHIP_PROTOCOL, REVOCATION_PROTOCOL, RPC_PROTOCOL, kad_protocol,
+};
 pub use network::{MAX_NETWORK_NAME_BYTES, NetworkName, NetworkNameError};
 pub use reason::{DenyReason, ReasonCode, UnknownCodeError};
+pub use revocation::{HeadVersion, RevocationRequest, RevocationResponse, SignedUpdate};
 pub use rpc::{
     Command, RecordError, RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord,
 };

@@ -65,6 +65,12 @@ pub struct Limits {
     pub rpc_max_peers: usize,
     /// Most network names in one rpc `info` result. Default: 16.
     pub rpc_max_networks: usize,
+    /// Largest encoded revocation message (a snapshot of a signer's set travels in one).
+    /// Default: 1048576 (about 30,000 entries).
+    pub revocation_max_bytes: usize,
+    /// Most revocation signers (seednodes and anchors) per network in one message.
+    /// Default: 16.
+    pub max_revocation_signers: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +92,8 @@ impl Default for Limits {
             max_record_value_bytes: 4096,
             rpc_max_peers: 256,
             rpc_max_networks: 16,
+            revocation_max_bytes: 1024 * 1024,
+            max_revocation_signers: 16,
         }
     }
 }
@@ -97,7 +105,7 @@ impl Limits {
     /// Returns the field and what is accepted.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let d = Self::default();
-        let fields: [(&'static str, usize, usize, usize); 16] = [
+        let fields: [(&'static str, usize, usize, usize); 18] = [
             (
                 "max_token_bytes",
                 self.max_token_bytes,
@@ -183,6 +191,18 @@ impl Limits {
                 self.rpc_max_networks,
                 1,
                 d.rpc_max_networks,
+            ),
+            (
+                "revocation_max_bytes",
+                self.revocation_max_bytes,
+                4096,
+                d.revocation_max_bytes,
+            ),
+            (
+                "max_revocation_signers",
+                self.max_revocation_signers,
+                1,
+                d.max_revocation_signers,
             ),
         ];
         for (field, value, min, default) in fields {

@@ -15,6 +15,9 @@ pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/join/1");
 /// Predefined remote commands, each authorized against the caller's token.
 pub const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/rpc/1");
 
+/// Revocation heads and entries, exchanged between proven members of a network.
+pub const REVOCATION_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/revocations/1");
+
 /// The Kademlia protocol name of one network: `/cordon/<network>/kad/1.0.0`.
 ///
 /// One Kademlia instance runs per network, so peers of different networks

@@ -114,10 +114,8 @@ pub fn delegate(args: &Delegate<'_>, now: SystemTime) -> anyhow::Result<Delegate
     )?;
     let biscuit = biscuit_auth::Biscuit::from(&token, anchor.public().to_biscuit())
         .context("re-reading the delegation just signed")?;
-    let revocation_id = biscuit
-        .revocation_identifiers()
-        .first()
-        .map(hex::encode)
+    let revocation_id = cordon_membership::verify::delegation_id_of(&biscuit)
+        .map(|id| id.to_string())
         .unwrap_or_default();
     let b64 = biscuit.to_base64().context("encoding base64")?;
     let base64_file = append_extension(args.out, "b64");

@@ -165,12 +165,24 @@ pub async fn run(
         database,
     } = prepare(file, source)?;
     let store = SqliteStore::open(&database, file.seednode.store.clone())?;
+    let data_dir = DataDir::open(&config.data_dir)
+        .map(|(d, _)| d)
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let held = config
+        .networks
+        .iter()
+        .map(|n| {
+            let version = cordon_node::revocations::held_version(&data_dir, n, &identity.public());
+            (n.clone(), version)
+        })
+        .collect();
     let service = SeedService::new(
         store,
         issuers,
         &config.descriptor,
         file.seednode.service.clone(),
-    )?;
+    )?
+    .with_head_signer(identity.libp2p_keypair(), held)?;
     tracing::info!(
         peer = %identity.peer_id(),
         networks = ?config.networks.iter().map(NetworkName::as_str).collect::<Vec<_>>(),

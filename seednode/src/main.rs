@@ -111,8 +111,11 @@ enum Command {
     },
     /// Revoke memberships: all tokens of a peer, or one token by id.
     ///
-    /// The revocation is recorded and the revocation set's version moves on; members learn it
-    /// from the seednode.
+    /// The revocation is recorded, signed into a new revocation head for the network and
+    /// enforced by this seednode at once; the head is pushed to every member connected to it
+    /// and forwarded member to member, and members that were offline pull it on their next
+    /// connection. Each member then closes the revoked peer's connection, drops it from its
+    /// routing table and refuses it as `revoked`.
     #[command(group(
         clap::ArgGroup::new("what").required(true).args(["target", "peer", "token_id"])
     ))]

@@ -51,7 +51,8 @@ use std::time::{Duration, SystemTime};
 
 use cordon_host::audit::{AuditEvent, AuditKind};
 use cordon_host::descriptor::{Descriptor, JoinPolicy};
-use cordon_membership::{IssueError, Issuer, PeerId};
+use cordon_membership::heads::{Entry, SignerLog};
+use cordon_membership::{IssueError, Issuer, PeerId, RevocationId};
 use cordon_node::api::{
     InviteCreated, IssuedTokenView, JoinRequestView, Request, Response, Revoked, ServedNetwork,
     ServiceStatus, StoreCounts,
@@ -59,7 +60,7 @@ use cordon_node::api::{
 use cordon_node::service::{Delivery, ServiceEvent, ServiceHandle, ServiceRequest};
 use cordon_protocol::{
     DenyReason, JoinMessage, JoinReply, JoinRequest, Limits, NetworkName, PresentedToken,
-    ReasonCode, TokenKind, Validate,
+    ReasonCode, SignedUpdate, TokenKind, Validate,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
@@ -95,6 +96,10 @@ pub struct ServiceConfig {
     /// Random bytes in a generated invite code, rendered as lowercase hex (twice as many
     /// characters). 8 to 32. Default: 16.
     pub invite_code_bytes: usize,
+    /// How often a fresh revocation head is signed for each network even when nothing was
+    /// revoked. 1 s to 1 day. Default: 1 h.
+    #[serde(with = "cordon_host::config::duration")]
+    pub revocation_refresh: Duration,
 }
 
 impl ServiceConfig {
@@ -116,7 +121,13 @@ impl ServiceConfig {
             ));
         }
         in_range("max_label_bytes", self.max_label_bytes, 1, 1024)?;
-        in_range("invite_code_bytes", self.invite_code_bytes, 8, 32)
+        in_range("invite_code_bytes", self.invite_code_bytes, 8, 32)?;
+        in_range(
+            "revocation_refresh (seconds)",
+            self.revocation_refresh.as_secs(),
+            1,
+            86_400,
+        )
     }
 }
 
@@ -126,6 +137,7 @@ impl Default for ServiceConfig {
             default_roles: vec!["member".to_owned()],
             max_label_bytes: 64,
             invite_code_bytes: 16,
+            revocation_refresh: Duration::from_secs(3600),
         }
     }
 }
@@ -222,6 +234,20 @@ pub struct SeedService<S> {
     networks: BTreeMap<NetworkName, Served>,
     config: ServiceConfig,
     limits: Limits,
+    heads: Option<HeadSigner>,
+}
+
+/// Signs this seednode's revocation heads, one log per served network.
+///
+/// The log is rebuilt at start from the store (every revoked, unexpired token of the network)
+/// and published at a version above the one this seednode's node last held for itself, so a
+/// restart never goes backwards. Held in a mutex only because the service is shared by
+/// reference; one task uses it.
+struct HeadSigner {
+    key: libp2p::identity::Keypair,
+    logs: std::sync::Mutex<BTreeMap<NetworkName, SignerLog>>,
+    /// Lowest version of the first head per network (one above what was held at start).
+    start: BTreeMap<NetworkName, u64>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for SeedService<S> {
@@ -323,7 +349,114 @@ impl<S: Store> SeedService<S> {
             networks,
             config,
             limits: Limits::default(),
+            heads: None,
         })
+    }
+
+    /// Signs revocation heads with `key` (this seednode's identity, the key its delegations
+    /// name). `held` is the version of this signer's head the node held per network at start
+    /// (0 if none): the first head is signed above it.
+    pub fn with_head_signer(
+        mut self,
+        key: libp2p::identity::Keypair,
+        held: BTreeMap<NetworkName, u64>,
+    ) -> Result<Self, ServiceError> {
+        let signer = cordon_membership::PublicKey::from_peer_id(&key.public().to_peer_id()).ok_or(
+            ServiceError::InvalidConfig {
+                field: "identity",
+                reason: "the seednode identity is not an Ed25519 key".to_owned(),
+            },
+        )?;
+        let logs = self
+            .networks
+            .keys()
+            .map(|n| (n.clone(), SignerLog::new(n.clone(), signer)))
+            .collect();
+        let start = self
+            .networks
+            .keys()
+            .map(|n| {
+                (
+                    n.clone(),
+                    held.get(n).copied().unwrap_or(0).saturating_add(1),
+                )
+            })
+            .collect();
+        self.heads = Some(HeadSigner {
+            key,
+            logs: std::sync::Mutex::new(logs),
+            start,
+        });
+        Ok(self)
+    }
+
+    /// Adds the store's revoked entries of each network to its log and signs a new head: a
+    /// snapshot when `snapshot` (at start), else the delta from the previous head. Raises
+    /// each issuer's floor to the new version. Returns the updates for the node to apply and
+    /// push; nothing without a head signer.
+    async fn publish_heads(
+        &self,
+        networks: &[NetworkName],
+        snapshot: bool,
+        now: SystemTime,
+    ) -> Vec<ServiceEvent> {
+        let Some(heads) = &self.heads else {
+            return Vec::new();
+        };
+        let now_secs = unix_secs(now);
+        let mut out = Vec::new();
+        for network in networks {
+            let Some(served) = self.networks.get(network) else {
+                continue;
+            };
+            let entries = match self.store.revoked_entries(network, now_secs).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::error!(network = %network, error = %e, "cannot read revocations; head not signed");
+                    continue;
+                }
+            };
+            let entries = entries.into_iter().map(|(id, expires_at)| Entry {
+                id: revocation_entry_id(id),
+                expires_at,
+            });
+            let signed = {
+                let mut logs = match heads.logs.lock() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                let Some(log) = logs.get_mut(network) else {
+                    continue;
+                };
+                let previous = log.version();
+                log.add(entries, now_secs);
+                let min = heads.start.get(network).copied().unwrap_or(1);
+                let refresh = self.config.revocation_refresh.as_secs().max(1);
+                match log.publish(&heads.key, now_secs, refresh, min) {
+                    Ok(head) => {
+                        let since = if snapshot { 0 } else { previous };
+                        log.update_since(since).map(|u| (u, head.head().version))
+                    }
+                    Err(e) => {
+                        tracing::error!(network = %network, error = %e, "cannot sign a revocation head");
+                        None
+                    }
+                }
+            };
+            let Some((update, version)) = signed else {
+                continue;
+            };
+            served.issuer.set_revocation_floor(version);
+            tracing::info!(network = %network, version, entries = update.head.head().count, "revocation head signed");
+            out.push(ServiceEvent::Revocation {
+                network: network.clone(),
+                update: SignedUpdate {
+                    update: update.to_bytes(),
+                    credential: Some(served.issuer.delegation_bytes().to_vec()),
+                },
+            });
+        }
+        out
     }
 
     /// The networks served, by name.
@@ -1064,9 +1197,25 @@ impl<S: Store> SeedService<S> {
         status: watch::Sender<ServiceStatus>,
     ) {
         status.send_replace(self.status().await);
-        while let Some(request) = inbox.recv().await {
-            self.serve(request, &events).await;
-            status.send_replace(self.status().await);
+        let all: Vec<NetworkName> = self.networks.keys().cloned().collect();
+        for event in self.publish_heads(&all, true, SystemTime::now()).await {
+            let _ = events.send(event).await;
+        }
+        let mut refresh = tokio::time::interval(self.config.revocation_refresh);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                request = inbox.recv() => {
+                    let Some(request) = request else { break };
+                    self.serve(request, &events).await;
+                    status.send_replace(self.status().await);
+                }
+                _ = refresh.tick() => {
+                    for event in self.publish_heads(&all, false, SystemTime::now()).await {
+                        let _ = events.send(event).await;
+                    }
+                }
+            }
         }
         tracing::debug!("join service stopped: the node dropped its handle");
     }
@@ -1115,6 +1264,17 @@ impl<S: Store> SeedService<S> {
                 for d in outcome.deliveries {
                     emit(ServiceEvent::Deliver(d)).await;
                 }
+                // A revocation is signed into a head and handed to the node before the
+                // operator hears back, so the node enforces it first.
+                if let Ok(Response::Revoked(revoked)) = &outcome.result {
+                    let mut networks: Vec<NetworkName> =
+                        revoked.revoked.iter().map(|t| t.network.clone()).collect();
+                    networks.sort();
+                    networks.dedup();
+                    for event in self.publish_heads(&networks, false, now).await {
+                        emit(event).await;
+                    }
+                }
                 let _ = reply.send(outcome.result);
             }
         }
@@ -1147,6 +1307,17 @@ struct RevokeArgs {
 }
 
 // ---- helpers ------------------------------------------------------------------------------
+
+/// A store revocation id as a head entry id: tokens issued since serials existed are stored
+/// with their 16-byte id; older rows hold the block-1 signature, hashed the way the verifier
+/// identifies a legacy token.
+fn revocation_entry_id(stored: Vec<u8>) -> RevocationId {
+    if stored.len() == cordon_membership::REVOCATION_ID_LEN {
+        RevocationId(stored)
+    } else {
+        RevocationId::legacy_membership(&stored)
+    }
+}
 
 fn auto_approves(policy: JoinPolicy) -> bool {
     matches!(policy, JoinPolicy::Open | JoinPolicy::Invite)

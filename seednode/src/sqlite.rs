@@ -406,6 +406,15 @@ impl Store for SqliteStore {
         self.call(|db| db.revocations())
     }
 
+    fn revoked_entries(
+        &self,
+        network: &NetworkName,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<(Vec<u8>, u64)>, StoreError>> + Send {
+        let network = network.clone();
+        self.call(move |db| db.revoked_entries(&network, now))
+    }
+
     fn revocation_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
         self.call(|db| read_revocation_version(&db.conn))
     }
@@ -842,6 +851,22 @@ impl Engine {
         }
         tx.commit()?;
         Ok(changed)
+    }
+
+    fn revoked_entries(
+        &self,
+        network: &NetworkName,
+        now: u64,
+    ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT revocation_id, expires_at FROM issued_tokens \
+             WHERE network = ?1 AND revoked_at IS NOT NULL AND expires_at > ?2 \
+             ORDER BY revocation_id",
+        )?;
+        let rows = stmt.query_map(params![network.as_str(), now], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     fn revocations(&self) -> Result<RevocationSnapshot, StoreError> {

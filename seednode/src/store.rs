@@ -601,6 +601,14 @@ pub trait Store: Send + Sync + 'static {
     /// The revocation set and its version, from one consistent snapshot.
     fn revocations(&self) -> impl Future<Output = Result<RevocationSnapshot, StoreError>> + Send;
 
+    /// The revoked, unexpired tokens of `network` as `(revocation id, expires_at)`: the
+    /// entries of this seednode's revocation head for the network.
+    fn revoked_entries(
+        &self,
+        network: &NetworkName,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<(Vec<u8>, u64)>, StoreError>> + Send;
+
     /// The revocation-set version alone (cheap, for cache keys).
     fn revocation_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -1245,6 +1253,33 @@ pub(crate) mod suite {
         );
     }
 
+    pub(crate) async fn revoked_entries_are_the_unexpired_revoked_tokens_of_one_network<
+        S: Store,
+    >(
+        open: impl Fn(StoreLimits) -> S,
+    ) {
+        let store = open(StoreLimits::default());
+        let (net, p, q) = (mainnet(), peer(1), peer(2));
+        let kept = store.issue_direct(new_token(&net, &p, 1)).await.unwrap();
+        store.issue_direct(new_token(&net, &q, 2)).await.unwrap();
+        store
+            .issue_direct(new_token(&testnet(), &p, 3))
+            .await
+            .unwrap();
+        assert!(store.revoked_entries(&net, 0).await.unwrap().is_empty());
+        store.revoke_peer(&p, None, None, NOW).await.unwrap();
+        let entries = store.revoked_entries(&net, NOW).await.unwrap();
+        assert_eq!(entries, vec![(kept.revocation_id.clone(), kept.expires_at)]);
+        // Past its expiry the entry is no longer needed.
+        assert!(
+            store
+                .revoked_entries(&net, kept.expires_at)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     pub(crate) async fn revoke_peer_limited_to_one_network<S: Store>(
         open: impl Fn(StoreLimits) -> S,
     ) {
@@ -1521,6 +1556,7 @@ pub(crate) mod suite {
                 second_handle_on_same_store_sees_committed_data,
                 revocation_bumps_version_and_appears_in_snapshot,
                 revoke_peer_limited_to_one_network,
+                revoked_entries_are_the_unexpired_revoked_tokens_of_one_network,
                 members_are_newest_unexpired_unrevoked_per_network_and_peer,
                 invites_are_single_use_by_default,
                 multi_use_invite_counts_down,

@@ -285,6 +285,15 @@ impl<S: Store> Store for Gated<S> {
         self.inner.revocations().await
     }
 
+    async fn revoked_entries(
+        &self,
+        network: &NetworkName,
+        now: u64,
+    ) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        self.gate.pass("revoked_entries").await;
+        self.inner.revoked_entries(network, now).await
+    }
+
     async fn revocation_version(&self) -> Result<u64, StoreError> {
         self.gate.pass("revocation_version").await;
         self.inner.revocation_version().await

@@ -35,7 +35,7 @@ fn peer(n: u8) -> PeerId {
 }
 
 fn rid(n: u8) -> RevocationId {
-    RevocationId(vec![n; 64])
+    RevocationId(vec![n; 16])
 }
 
 fn proof(network: &str, kind: ProofKind, expires_at: SystemTime, id: u8) -> Proof {
@@ -48,6 +48,7 @@ fn proof(network: &str, kind: ProofKind, expires_at: SystemTime, id: u8) -> Proo
         roles: vec!["member".into()],
         rights: Vec::new(),
         expires_at,
+        revocation_floor: 0,
     }
 }
 

@@ -118,6 +118,9 @@ pub enum AuditKind {
     TokenIssued,
     /// A token was revoked.
     TokenRevoked,
+    /// A revocation head was applied, refused as a rollback, or found equivocating
+    /// (`reason`: `applied`, `stale`, `equivocation`, `invalid`).
+    RevocationHead,
     /// Anything else, including the rotation record (detail `rotated`).
     #[serde(other)]
     Other,
@@ -139,6 +142,7 @@ impl AuditKind {
             Self::BanLifted => "ban_lifted",
             Self::TokenIssued => "token_issued",
             Self::TokenRevoked => "token_revoked",
+            Self::RevocationHead => "revocation_head",
             Self::Other => "other",
         }
     }

@@ -148,6 +148,9 @@ pub enum DataDirError {
     },
 }
 
+/// Directory of per-network revocation state.
+const REVOCATIONS_DIR: &str = "revocations";
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
     move |source| DataDirError::Io {
         path: path.to_owned(),
@@ -265,6 +268,50 @@ impl DataDir {
             }
             Err(e) => Err(io_error(&dir)(e)),
         }
+    }
+
+    /// The revocation state of a network (signed heads, entries, floors):
+    /// `revocations/<network>.json`.
+    pub fn revocations_path(&self, network: &NetworkName) -> PathBuf {
+        self.root
+            .join(REVOCATIONS_DIR)
+            .join(format!("{network}.json"))
+    }
+
+    /// The stored revocation state of a network, if any; refuses a file over `max` bytes.
+    pub fn load_revocations(
+        &self,
+        network: &NetworkName,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, DataDirError> {
+        let path = self.revocations_path(network);
+        match read_capped(&path, max) {
+            Ok(Capped::Fits(bytes)) => Ok(Some(bytes)),
+            Ok(Capped::TooLarge) => Err(DataDirError::Io {
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("larger than {max} bytes"),
+                ),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Stores the revocation state of a network, atomically (0600).
+    pub fn save_revocations(
+        &self,
+        network: &NetworkName,
+        bytes: &[u8],
+    ) -> Result<(), DataDirError> {
+        let dir = self.root.join(REVOCATIONS_DIR);
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => sync_dir(&self.root)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(&dir)(e)),
+        }
+        write_atomic(&self.revocations_path(network), bytes)
     }
 
     /// The stored token of a network, if any.

@@ -1,0 +1,215 @@
+//! Revocation reaches every member (issue 9, DESIGN.md section 9), with real processes on
+//! loopback: `seednode revoke` signs a new revocation head, members that stay connected get it
+//! pushed and drop the revoked peer (its gates close, it leaves their routing tables, its calls
+//! are refused), the seednode refuses it too and keeps refusing it after restarts, and a member
+//! that was offline during the revocation learns it on its first connection after (pull).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use cordon_tests::{Net, Node, approve, cli, hold_for, path_str, wait_pending, wait_until};
+
+const JOIN: Duration = Duration::from_secs(60);
+const CONVERGE: Duration = Duration::from_secs(90);
+/// The design target is 5 s; tests allow for a loaded CI machine (no timing is asserted).
+const DROP: Duration = Duration::from_secs(30);
+
+/// Audit records of `kind` in a data directory's audit log.
+fn audit_records(data: &Path, kind: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(data.join("audit.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// `node call ... ping`; a refused call may wait for the node's call timeout (20 s) first.
+fn call_ping(from: &Node, to: &Node) -> cordon_tests::Run {
+    cordon_tests::run(
+        "node",
+        &[
+            "call",
+            "--data",
+            path_str(&from.data),
+            "--network",
+            "mainnet",
+            &to.peer_id,
+            "ping",
+        ],
+    )
+}
+
+fn mainnet_heads(node: &Node) -> Vec<serde_json::Value> {
+    let status = node.status();
+    status["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "mainnet")
+        .map(|n| n["revocation_heads"].as_array().unwrap().clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let mut seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+
+    let mut nodes: Vec<Node> = ["a", "b", "d", "x"]
+        .iter()
+        .map(|l| net.start_node(l, &["mainnet"], &[]))
+        .collect();
+    for n in &nodes {
+        let id = wait_pending(&seed.seed_data, "mainnet", &n.peer_id, JOIN);
+        approve(&seed.seed_data, id);
+    }
+    for n in &nodes {
+        n.wait_state("mainnet", "member", JOIN);
+    }
+    let x_id = nodes[3].peer_id.clone();
+    // Everyone sees x before the revocation.
+    for n in &nodes[..3] {
+        wait_until(CONVERGE, &format!("{} to route x", n.label), || {
+            let peers = n.peers("mainnet");
+            if peers.contains(&x_id) {
+                Ok(())
+            } else {
+                Err(format!("{peers:?}"))
+            }
+        });
+    }
+    assert!(call_ping(&nodes[3], &nodes[0]).ok, "x can call a before");
+
+    // d goes offline before the revocation.
+    nodes[2].kill9();
+
+    let revoked = cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            &x_id,
+            "--data",
+            path_str(&seed.seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
+
+    // Push: a and b, connected all along, drop x.
+    for n in &nodes[..2] {
+        wait_until(DROP, &format!("{} to drop x", n.label), || {
+            let peers = n.peers("mainnet");
+            if peers.contains(&x_id) {
+                Err(format!("x still routed: {peers:?}"))
+            } else {
+                Ok(())
+            }
+        });
+        let heads = audit_records(&n.data, "revocation_head");
+        assert!(
+            heads.iter().any(|r| r["reason"] == "applied"
+                && r["detail"].as_str().unwrap().starts_with("via push")
+                && !r["detail"].as_str().unwrap().contains(": 0 new id")),
+            "{} learned the revocation by push: {heads:?}",
+            n.label
+        );
+        assert!(
+            mainnet_heads(n)
+                .iter()
+                .any(|h| h["signer"] == seed.seed_peer_id.as_str()),
+            "{} shows the seednode's head in status",
+            n.label
+        );
+    }
+    // The seednode dropped it too, and x's calls are refused.
+    wait_until(DROP, "the seednode to drop x", || {
+        let peers = cordon_tests::node_peers(&seed.seed_data, "mainnet");
+        if peers.contains(&x_id) {
+            Err(format!("{peers:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    let refused = call_ping(&nodes[3], &nodes[0]);
+    assert!(!refused.ok, "x's call answered: {}", refused.stdout);
+
+    // Pull: d comes back and drops x on its first connections after.
+    nodes[2].restart();
+    let d = &nodes[2];
+    wait_until(CONVERGE, "d to learn the revocation", || {
+        let heads = audit_records(&d.data, "revocation_head");
+        let learned = heads.iter().any(|r| {
+            r["reason"] == "applied" && !r["detail"].as_str().unwrap().contains(": 0 new id")
+        });
+        if learned {
+            Ok(())
+        } else {
+            Err(format!("{heads:?}"))
+        }
+    });
+    wait_until(DROP, "d to drop x", || {
+        let peers = d.peers("mainnet");
+        if peers.contains(&x_id) {
+            Err(format!("{peers:?}"))
+        } else {
+            Ok(())
+        }
+    });
+
+    // Every process restarts: the revocation holds (persisted heads, loaded verifiers).
+    seed_daemon.kill9();
+    seed_daemon.restart();
+    for n in nodes.iter_mut() {
+        n.kill9();
+    }
+    for n in nodes.iter_mut() {
+        n.restart();
+    }
+    for n in &nodes[..3] {
+        wait_until(
+            CONVERGE,
+            &format!("{} to route the others", n.label),
+            || {
+                let peers = n.peers("mainnet");
+                let others = nodes[..3]
+                    .iter()
+                    .filter(|o| o.peer_id != n.peer_id)
+                    .all(|o| peers.contains(&o.peer_id));
+                if others {
+                    Ok(())
+                } else {
+                    Err(format!("{peers:?}"))
+                }
+            },
+        );
+    }
+    hold_for(Duration::from_secs(5), || {
+        for n in &nodes[..3] {
+            assert!(
+                !n.peers("mainnet").contains(&x_id),
+                "{} routes x after restarts",
+                n.label
+            );
+        }
+    });
+    assert!(
+        !call_ping(&nodes[3], &nodes[0]).ok,
+        "x's call is refused after restarts"
+    );
+    let refused = audit_records(&nodes[0].data, "membership_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["peer"] == x_id.as_str() && r["reason"] == "revoked"),
+        "a refused x as revoked after the restarts: {refused:?}"
+    );
+}
