@@ -460,6 +460,8 @@ struct Route {
 #[derive(Debug, Default)]
 struct Local {
     strict: bool,
+    /// Whether new member proofs are admitted (false while revocations are stale).
+    stale: bool,
     membership: Option<Vec<u8>>,
     delegation: Option<Vec<u8>>,
 }
@@ -612,6 +614,14 @@ where
     pub fn set_delegation(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
         if let Some(local) = self.local.get_mut(network) {
             local.delegation = token;
+        }
+    }
+
+    /// Marks `network`'s revocations stale (no new member is admitted; proofs already held
+    /// stay) or fresh again.
+    pub fn set_stale(&mut self, network: &NetworkName, stale: bool) {
+        if let Some(local) = self.local.get_mut(network) {
+            local.stale = stale;
         }
     }
 
@@ -917,6 +927,19 @@ where
         let Some(conn) = self.connections.get(&pending.connection) else {
             return Err(Rejection::new(ReasonCode::Internal, "connection closed"));
         };
+        // A node whose revocations are stale admits no new members (seednodes still: syncing
+        // with them is how it catches up).
+        let already = conn.proofs.contains_key(network);
+        if proof.kind == ProofKind::Member
+            && !already
+            && self.local.get(network).is_some_and(|l| l.stale)
+        {
+            return Err(Rejection::new(
+                ReasonCode::StaleRevocations,
+                "this node's revocation heads for the network are stale; it admits no new \
+                 members until it syncs",
+            ));
+        }
         // Re-checked: the peer may have named another network since it presented this one.
         if conn.named.several && self.local.get(network).is_some_and(|l| l.strict) {
             return Err(Rejection::new(

@@ -712,6 +712,25 @@ fn delegation_revocation_id(biscuit: &Biscuit) -> Result<RevocationId, Refusal> 
     Ok(RevocationId::delegation(&block_signature(biscuit, 0)?))
 }
 
+/// Reads a delegation signed by `anchor` (offline, for the anchor's own tooling): its facts and
+/// revocation id. Checks the signature and schema, not expiry or revocation.
+pub fn read_delegation(
+    token: &[u8],
+    anchor: &PublicKey,
+) -> Result<(DelegationFacts, RevocationId), Refusal> {
+    let biscuit = Biscuit::from(token, anchor.to_biscuit()).map_err(|_| Refusal::BadSignature)?;
+    if biscuit.block_count() != 1 {
+        return Err(Refusal::Malformed {
+            detail: "a delegation has exactly one block",
+        });
+    }
+    check_contexts(&biscuit, &[DELEGATION_CONTEXT])?;
+    let id = delegation_revocation_id(&biscuit)?;
+    let (facts, _) = extract(&biscuit, None, false, VerifierConfig::default().limits())
+        .map_err(policy_refusal)?;
+    Ok((facts, id))
+}
+
 /// The revocation id of a delegation token (for the anchor's CLI and the seednode).
 pub fn delegation_id_of(biscuit: &Biscuit) -> Option<RevocationId> {
     delegation_revocation_id(biscuit).ok()

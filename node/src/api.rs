@@ -50,6 +50,12 @@ pub enum Request {
     },
     /// Re-read the connection-filter file ([`Reloaded`]).
     Reload {},
+    /// Apply a signed revocation update (an anchor's, from `seednode anchor
+    /// revoke-delegation`) and push it to the network's members ([`Published`]).
+    PublishRevocation {
+        /// The update's bytes, hex.
+        update: String,
+    },
     /// Seednode: pending join requests ([`JoinRequestView`] list).
     Pending {
         /// Only this network.
@@ -209,6 +215,19 @@ pub enum Response {
     Invited(InviteCreated),
     /// To `revoke`.
     Revoked(Revoked),
+    /// To `publish_revocation`.
+    Published(Published),
+}
+
+/// Answer to `publish_revocation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The network.
+    pub network: NetworkName,
+    /// The signer (PeerId form of its key).
+    pub signer: String,
+    /// The head version now held for that signer.
+    pub version: u64,
 }
 
 /// What a remote command answered, for people and scripts: byte payloads as text (invalid

@@ -381,6 +381,15 @@ impl EventLoop {
             Request::Peers { network } => {
                 control_handler::peers(&mut self.swarm, network.as_ref()).map(Response::Peers)
             }
+            Request::PublishRevocation { update } => {
+                let Ok(update) = hex::decode(update.trim()) else {
+                    let _ = reply.send(Err("the update is not hex".to_owned()));
+                    return;
+                };
+                self.revocations
+                    .publish_file(&mut self.swarm, &mut self.report, &self.data, update, now)
+                    .map(Response::Published)
+            }
             Request::Reload {} => bans::reload(
                 &mut self.swarm,
                 &mut self.report,
@@ -439,6 +448,13 @@ impl EventLoop {
         let now = self.clock.now();
         let instant = self.clock.instant();
         self.calls.tick(&mut self.swarm, &self.routing, instant);
+        let descriptor = &self.config.descriptor;
+        self.revocations.check_staleness(
+            &mut self.swarm,
+            &mut self.report,
+            |n| descriptor.network(n).map(|e| e.max_revocation_staleness),
+            now,
+        );
         bans::lift_expired(&mut self.swarm, &mut self.report, instant);
         self.joiner.expire(&mut self.swarm, now);
     }

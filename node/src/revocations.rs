@@ -41,7 +41,7 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
 use serde::{Deserialize, Serialize};
 
-use crate::api::RevocationHeadView;
+use crate::api::{Published, RevocationHeadView};
 use crate::report::Report;
 use crate::swarm::Behaviour;
 
@@ -53,6 +53,10 @@ fn unix_secs(t: SystemTime) -> u64 {
 /// Most outbound revocation requests tracked at once; more are not sent (the next
 /// connection or push repeats them).
 const MAX_OUTBOUND: usize = 1024;
+
+/// Shortest time between two rounds of `Sync` sent because a network's heads are stale, in
+/// seconds.
+const STALE_SYNC_INTERVAL: u64 = 10;
 
 /// Bounds of revocation state.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +108,10 @@ pub struct Revocations {
     outbound: HashMap<OutboundRequestId, (PeerId, NetworkName)>,
     /// Head versions peers told us they hold, for `status` (bounded by `MAX_OUTBOUND`).
     known: HashMap<(PeerId, NetworkName), BTreeMap<Vec<u8>, u64>>,
+    /// Networks whose revocations are stale.
+    stale: BTreeSet<NetworkName>,
+    /// When we last asked peers for newer heads because of staleness (unix seconds).
+    last_stale_sync: Option<u64>,
 }
 
 impl Revocations {
@@ -147,6 +155,8 @@ impl Revocations {
             limits,
             outbound: HashMap::new(),
             known: HashMap::new(),
+            stale: BTreeSet::new(),
+            last_stale_sync: None,
         }
     }
 
@@ -207,6 +217,76 @@ impl Revocations {
                     .revocation_head_age
                     .get_or_create(&label)
                     .set(gauge(now_secs.saturating_sub(newest)));
+            }
+        }
+    }
+
+    /// Marks each network stale or fresh in the session machine: stale when its newest head
+    /// is older than the descriptor's `max_revocation_staleness` and this process does not
+    /// sign heads for it. While stale, asks its connected peers for newer heads (at most every
+    /// `STALE_SYNC_INTERVAL`).
+    pub(crate) fn check_staleness(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        report: &mut Report,
+        max_staleness: impl Fn(&NetworkName) -> Option<std::time::Duration>,
+        now: SystemTime,
+    ) {
+        let now_secs = unix_secs(now);
+        let networks: Vec<NetworkName> = self.networks.keys().cloned().collect();
+        for network in networks {
+            let Some(state) = self.networks.get(&network) else {
+                continue;
+            };
+            let signer_here = swarm
+                .behaviour()
+                .session
+                .sessions()
+                .has_delegation(&network);
+            let limit = max_staleness(&network).map_or(u64::MAX, |d| d.as_secs());
+            let stale = !signer_here
+                && state
+                    .set
+                    .newest_issued_at()
+                    .is_some_and(|at| now_secs.saturating_sub(at) > limit);
+            let was = self.stale.contains(&network);
+            if stale != was {
+                if stale {
+                    tracing::warn!(network = %network, max_staleness_secs = limit, "revocation heads are stale: admitting no new members until a newer head arrives");
+                    report.audit(
+                        AuditEvent::new(AuditKind::RevocationHead)
+                            .network(&network)
+                            .reason("stale")
+                            .detail(format!(
+                                "newest head older than max_revocation_staleness ({limit}s)"
+                            )),
+                    );
+                    self.stale.insert(network.clone());
+                } else {
+                    tracing::info!(network = %network, "revocation heads are fresh again");
+                    self.stale.remove(&network);
+                }
+                swarm.behaviour_mut().session.set_stale(&network, stale);
+            }
+            if stale
+                && self
+                    .last_stale_sync
+                    .is_none_or(|t| now_secs >= t + STALE_SYNC_INTERVAL)
+            {
+                self.last_stale_sync = Some(now_secs);
+                let heads = heads_of(&state.set);
+                let peers = swarm
+                    .behaviour()
+                    .session
+                    .sessions()
+                    .verified_peers(&network);
+                for peer in peers {
+                    let request = RevocationRequest::Sync {
+                        network: network.clone(),
+                        heads: heads.clone(),
+                    };
+                    self.send(swarm, peer, &network, request);
+                }
             }
         }
     }
@@ -303,6 +383,45 @@ impl Revocations {
                     .to_owned(),
             ),
         }
+    }
+
+    /// An operator hands us a signed update (an anchor's revocation file): apply it as our own
+    /// and push it. Its signer must be an anchor of its network (a seednode's update needs its
+    /// delegation, which travels only on the wire).
+    pub(crate) fn publish_file(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        report: &mut Report,
+        data: &DataDir,
+        bytes: Vec<u8>,
+        now: SystemTime,
+    ) -> Result<Published, String> {
+        let update = Update::from_bytes(&bytes, self.limits.max_entries_per_signer)
+            .map_err(|e| format!("not a revocation update: {e}"))?;
+        let head = update.head.head();
+        let network = head.network.clone();
+        let signer = head.signer;
+        if !self.networks.contains_key(&network) {
+            return Err(format!(
+                "the revocation is for network {network}, which this process does not serve"
+            ));
+        }
+        let version = self.publish(
+            swarm,
+            report,
+            data,
+            &network,
+            SignedUpdate {
+                update: bytes,
+                credential: None,
+            },
+            now,
+        )?;
+        Ok(Published {
+            network,
+            signer: signer.peer_id().to_string(),
+            version,
+        })
     }
 
     /// Revocation traffic from the swarm.

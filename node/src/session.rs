@@ -267,6 +267,11 @@ impl Behaviour {
         self.apply();
     }
 
+    /// Marks `network`'s revocations stale (no new members admitted) or fresh.
+    pub fn set_stale(&mut self, network: &NetworkName, stale: bool) {
+        self.sessions.set_stale(network, stale);
+    }
+
     /// Sets the delegation this seednode presents for `network`.
     pub fn set_delegation(&mut self, network: &NetworkName, token: Option<Vec<u8>>) {
         self.sessions.set_delegation(network, token);

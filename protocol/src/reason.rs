@@ -110,6 +110,9 @@ wire_code! {
         RateLimited => "rate_limited",
         /// The receiver failed internally; details stay in its logs.
         Internal => "internal",
+        /// The receiver's revocation heads for the network are older than its
+        /// `max_revocation_staleness`: it admits no new peers until it syncs.
+        StaleRevocations => "stale_revocations",
     }
 }
 
@@ -164,6 +167,7 @@ pub(crate) mod tests {
                 "not_member",
                 "rate_limited",
                 "internal",
+                "stale_revocations",
             ]
         );
     }

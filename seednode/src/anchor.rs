@@ -192,6 +192,138 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
 pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = append_extension(path, "tmp");
     let _ = fs::remove_file(&tmp);
-    write_new(&tmp, bytes, 0o644)?;
+    // Delegations and revocations are no secret, but nobody else needs to read them where
+    // they are made: owner-only, like everything else an anchor writes.
+    write_new(&tmp, bytes, 0o600)?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Arguments of `anchor revoke-delegation`.
+#[derive(Debug)]
+pub struct RevokeDelegation<'a> {
+    /// The anchor's secret key file.
+    pub anchor_key: &'a Path,
+    /// The delegation to revoke (biscuit bytes, as `anchor delegate` wrote it).
+    pub delegation: &'a Path,
+    /// Where to write the signed revocation (a snapshot of the anchor's revocation head).
+    pub out: &'a Path,
+    /// The anchor's revocation state for the network (its last signed snapshot); default
+    /// `revocations-<network>.update` beside the anchor key.
+    pub state: Option<&'a Path>,
+}
+
+/// What `anchor revoke-delegation` wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct RevokedDelegation {
+    /// The network.
+    pub network: String,
+    /// The seednode whose delegation is revoked.
+    pub seednode: String,
+    /// The delegation's revocation id.
+    pub revocation_id: String,
+    /// The anchor's head version now.
+    pub version: u64,
+    /// Delegations the anchor has revoked and that have not expired.
+    pub entries: u32,
+    /// The file to publish (`seednode publish-revocation`).
+    pub out: PathBuf,
+    /// The anchor's state file (keep it with the anchor key).
+    pub state: PathBuf,
+}
+
+/// Adds a delegation to the anchor's signed revocation set for its network and writes the
+/// new head as a snapshot to `out` (0600). The anchor's previous snapshot, read from the state
+/// file, carries the earlier revocations and the version, so versions only go up.
+pub fn revoke_delegation(
+    args: &RevokeDelegation<'_>,
+    now: SystemTime,
+) -> anyhow::Result<RevokedDelegation> {
+    use cordon_membership::heads::{Entry, SignerLog, Update};
+    let anchor = SecretKey::load(args.anchor_key)?;
+    let token = fs::read(args.delegation)
+        .with_context(|| format!("reading delegation {}", args.delegation.display()))?;
+    let (facts, id) = cordon_membership::verify::read_delegation(&token, &anchor.public())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a delegation signed by this anchor ({e}); pass the file \
+                 `seednode anchor delegate` wrote with this --anchor-key",
+                args.delegation.display()
+            )
+        })?;
+    let network: NetworkName = facts
+        .network
+        .parse()
+        .with_context(|| format!("invalid network in delegation: {:?}", facts.network))?;
+    let state = match args.state {
+        Some(p) => p.to_owned(),
+        None => args
+            .anchor_key
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(format!("revocations-{network}.update")),
+    };
+    let mut log = match fs::read(&state) {
+        Ok(bytes) => {
+            let previous = Update::from_bytes(&bytes, usize::MAX).with_context(|| {
+                format!(
+                    "the anchor's revocation state {} is invalid",
+                    state.display()
+                )
+            })?;
+            let version = previous.head.head().version;
+            SignerLog::restore(
+                network.clone(),
+                anchor.public(),
+                previous.entries.iter().cloned().map(|e| (e, version)),
+                Some(previous.head.clone()),
+            )
+            .with_context(|| {
+                format!(
+                    "restoring the anchor's revocations from {}",
+                    state.display()
+                )
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            SignerLog::new(network.clone(), anchor.public())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", state.display())),
+    };
+    let now_secs = unix(now);
+    let expires_at = unix(facts.expires_at);
+    if expires_at <= now_secs {
+        bail!("the delegation expired at {expires_at} (unix seconds); it needs no revocation");
+    }
+    log.add(
+        [Entry {
+            id: id.clone(),
+            expires_at,
+        }],
+        now_secs,
+    );
+    // An anchor is offline: its head promises nothing sooner than a year.
+    let head = log.publish(&anchor.libp2p_keypair(), now_secs, 365 * 86_400, 1)?;
+    let update = log
+        .update_since(0)
+        .context("the anchor's revocation log has no head")?;
+    let bytes = update.to_bytes();
+    write_replace(&state, &bytes)?;
+    write_replace(args.out, &bytes)?;
+    let seednode = PublicKey::from_bytes(&facts.delegate)
+        .map(|k| k.peer_id().to_string())
+        .unwrap_or_default();
+    Ok(RevokedDelegation {
+        network: network.to_string(),
+        seednode,
+        revocation_id: id.to_string(),
+        version: head.head().version,
+        entries: head.head().count,
+        out: args.out.to_owned(),
+        state,
+    })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

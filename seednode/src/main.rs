@@ -109,6 +109,15 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Publish a revocation signed by the network's trust anchor (`seednode anchor
+    /// revoke-delegation` writes one): this seednode checks it, enforces it and pushes it to
+    /// the network's members, which forward it to theirs.
+    PublishRevocation {
+        /// The revocation file.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Revoke memberships: all tokens of a peer, or one token by id.
     ///
     /// The revocation is recorded, signed into a new revocation head for the network and
@@ -219,6 +228,29 @@ enum AnchorCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke a seednode's delegation, and with it every membership that seednode issued
+    /// under it. Works offline: it writes a revocation signed by the anchor key (a new version
+    /// of the anchor's revocation head, with every delegation it revoked so far); hand the file
+    /// to any seednode of the network with `seednode publish-revocation FILE`, which applies it
+    /// and pushes it to the members.
+    RevokeDelegation {
+        /// The anchor's secret key file.
+        #[arg(long)]
+        anchor_key: PathBuf,
+        /// The delegation file to revoke (as written by `seednode anchor delegate`).
+        #[arg(long)]
+        delegation: PathBuf,
+        /// Where to write the signed revocation (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// The anchor's revocation state for the network. Default:
+        /// revocations-<network>.update beside the anchor key; keep it with the key.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -315,6 +347,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (OperatorCommand::Revoke { target, reason }, client)
         }
         Command::Status { client } => (OperatorCommand::Status, client),
+        Command::PublishRevocation { file, client } => {
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("reading revocation file {}", file.display()))?;
+            (OperatorCommand::PublishRevocation { update: bytes }, client)
+        }
         Command::Audit(AuditCommand::Verify { data }) => {
             println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             return Ok(());
@@ -433,6 +470,39 @@ fn run_local(command: Command) -> anyhow::Result<()> {
                     w.base64_file.display(),
                     w.revocation_id,
                     w.expires_at
+                )
+            })
+        }
+        Command::Anchor(AnchorCommand::RevokeDelegation {
+            anchor_key,
+            delegation,
+            out,
+            state,
+            json,
+        }) => {
+            let written = anchor::revoke_delegation(
+                &anchor::RevokeDelegation {
+                    anchor_key: &anchor_key,
+                    delegation: &delegation,
+                    out: &out,
+                    state: state.as_deref(),
+                },
+                SystemTime::now(),
+            )?;
+            print(json, &written, |w| {
+                format!(
+                    "revoked the {} delegation of seednode {} (revocation id {})\n\
+                     anchor revocation head version {}, {} delegation(s) revoked\n\
+                     wrote {} (publish it: seednode publish-revocation {})\n\
+                     state: {} (keep it with the anchor key)",
+                    w.network,
+                    w.seednode,
+                    w.revocation_id,
+                    w.version,
+                    w.entries,
+                    w.out.display(),
+                    w.out.display(),
+                    w.state.display()
                 )
             })
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use cordon_host::control::{ControlError, call_blocking, socket_path};
-use cordon_node::api::{InviteCreated, IssuedTokenView, JoinRequestView, Request, Revoked, Status};
+use cordon_node::api::{
+    InviteCreated, IssuedTokenView, JoinRequestView, Published, Request, Revoked, Status,
+};
 use cordon_protocol::NetworkName;
 use libp2p::PeerId;
 use serde::Serialize;
@@ -76,6 +78,11 @@ pub enum OperatorCommand {
         uses: Option<u32>,
         /// How long it is valid; `None` means a day.
         ttl: Option<Duration>,
+    },
+    /// Publish an anchor-signed revocation file.
+    PublishRevocation {
+        /// The file's bytes.
+        update: Vec<u8>,
     },
     /// Revoke memberships.
     Revoke {
@@ -143,6 +150,9 @@ impl OperatorCommand {
                 },
             },
             Self::Status => Request::Status {},
+            Self::PublishRevocation { update } => Request::PublishRevocation {
+                update: hex::encode(update),
+            },
         })
     }
 
@@ -174,6 +184,17 @@ impl OperatorCommand {
             Self::Revoke { target, .. } => {
                 let revoked: Revoked = call(data_dir, &request)?;
                 output(json, &revoked, |r| render_revoked(r, target, now))
+            }
+            Self::PublishRevocation { .. } => {
+                let published: Published = call(data_dir, &request)?;
+                output(json, &published, |p| {
+                    format!(
+                        "published: network {} now holds version {} of the revocations signed by {}",
+                        safe(p.network.as_str()),
+                        p.version,
+                        safe(&p.signer)
+                    )
+                })
             }
             Self::Status => {
                 let status: Status = call(data_dir, &request)?;

@@ -637,6 +637,8 @@ pub struct Network {
     pub delegation: PathBuf,
     /// The seednode's TCP port on 127.0.0.1 (part of the descriptor's bootstrap address).
     pub port: u16,
+    /// Extra descriptor lines for this network (e.g. `max_revocation_staleness = "3s"`).
+    pub descriptor_extra: String,
 }
 
 impl Network {
@@ -719,6 +721,7 @@ impl NetBuilder {
                 seed_public_key,
                 delegation,
                 port: free_port(),
+                descriptor_extra: String::new(),
             });
         }
         let net = Net {
@@ -771,11 +774,12 @@ impl Net {
         let mut text = String::new();
         for n in &self.networks {
             text.push_str(&format!(
-                "[[network]]\nname = \"{}\"\nanchors = [\"{}\"]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n\n",
+                "[[network]]\nname = \"{}\"\nanchors = [\"{}\"]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n{}\n",
                 n.name,
                 n.anchor_public_key,
                 n.bootstrap(),
-                n.join
+                n.join,
+                n.descriptor_extra
             ));
         }
         std::fs::write(&self.descriptor, text).unwrap();

@@ -641,3 +641,113 @@ fn strict_network_holds_across_presentations_on_one_connection() {
     });
     eprintln!("[{name}] passed in {:.1?}", started.elapsed());
 }
+
+/// The seednode's head version held by `proc` for mainnet (from `node status`).
+fn seed_head_version(proc: &Proc, seed: &PeerId) -> Option<u64> {
+    let status = proc.status()?;
+    let network = status["networks"]
+        .as_array()?
+        .iter()
+        .find(|n| n["name"] == "mainnet")?
+        .clone();
+    network["revocation_heads"]
+        .as_array()?
+        .iter()
+        .find(|h| h["signer"] == seed.to_string().as_str())
+        .and_then(|h| h["version"].as_u64())
+}
+
+/// A member peer (a raw client holding a genuine token) keeps an early revocation head, then
+/// feeds it back after a newer head revoked someone: the member ignores it, keeps the newer
+/// head, and keeps refusing the revoked peer.
+#[test]
+fn member_feeding_an_old_revocation_head_is_ignored() {
+    use cordon_protocol::{RevocationRequest, RevocationResponse};
+
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let member = &net.members[0];
+        let victim = &net.members[1];
+        let seed = net.main_seed.peer;
+        let token = net.mint(
+            "mainnet",
+            &client.peer,
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        client.connect(&member.addr, &member.peer);
+        let response = client
+            .present(
+                &member.peer,
+                MembershipRequest {
+                    tokens: vec![membership("mainnet", token)],
+                },
+            )
+            .expect("the member answers the presentation");
+        assert_eq!(response.results[0].outcome, Outcome::Accepted);
+
+        // Ask for everything the member holds: the seednode's current head.
+        let old = fixture::wait_for(
+            "the member to serve the seednode's head",
+            Duration::from_secs(20),
+            || match client.revocation(
+                &member.peer,
+                RevocationRequest::Sync {
+                    network: net_name("mainnet"),
+                    heads: Vec::new(),
+                },
+            ) {
+                Ok(RevocationResponse::Updates { updates, .. }) if !updates.is_empty() => {
+                    Some(updates[0].clone())
+                }
+                _ => None,
+            },
+        );
+        let old_version = seed_head_version(member, &seed).expect("member holds a head");
+
+        // The operator revokes member 2; member 1 drops it on the newer head.
+        let out = std::process::Command::new(cordon_tests::bin("seednode"))
+            .args([
+                "revoke",
+                "--peer",
+                &victim.peer.to_string(),
+                "--data",
+                net.main_seed.data.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let victim_id = victim.peer.to_string();
+        fixture::wait_for(
+            "member 1 to drop the revoked member",
+            Duration::from_secs(30),
+            || (!member.mainnet_peers().contains(&victim_id)).then_some(()),
+        );
+        let new_version = seed_head_version(member, &seed).unwrap();
+        assert!(new_version > old_version);
+
+        // The old head, fed back by a member, is acknowledged and ignored.
+        let answer = client.revocation(
+            &member.peer,
+            RevocationRequest::Push {
+                network: net_name("mainnet"),
+                update: old,
+            },
+        );
+        assert_eq!(answer, Ok(RevocationResponse::Ack));
+        assert_eq!(
+            seed_head_version(member, &seed),
+            Some(new_version),
+            "the member rolled back to the old head"
+        );
+        cordon_tests::hold_for(Duration::from_secs(5), || {
+            assert!(
+                !member.mainnet_peers().contains(&victim_id),
+                "the revoked member is routed again after the old head"
+            );
+        });
+    });
+}

@@ -213,3 +213,197 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
         "a refused x as revoked after the restarts: {refused:?}"
     );
 }
+
+#[test]
+fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let mut seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+
+    // a joins under the seednode's first delegation.
+    let a = net.start_node("a", &["mainnet"], &[]);
+    let id = wait_pending(&seed.seed_data, "mainnet", &a.peer_id, JOIN);
+    approve(&seed.seed_data, id);
+    a.wait_state("mainnet", "member", JOIN);
+
+    // The anchor re-delegates to the same seednode; it restarts on the new delegation and c
+    // joins under it.
+    let first = dir.path().join("mainnet.delegation.first");
+    std::fs::copy(&seed.delegation, &first).unwrap();
+    cordon_tests::run(
+        "seednode",
+        &[
+            "anchor",
+            "delegate",
+            "--anchor-key",
+            path_str(&seed.anchor_dir.join("anchor.key")),
+            "--seednode",
+            &seed.seed_public_key,
+            "--network",
+            "mainnet",
+            "--roles",
+            "member,operator",
+            "--out",
+            path_str(&seed.delegation),
+        ],
+    )
+    .success();
+    seed_daemon.stop();
+    seed_daemon.restart();
+    seed_daemon
+        .wait_ready(Duration::from_secs(30), "the seednode to restart", || {
+            cordon_tests::seednode_ready(&seed.seed_data)
+        })
+        .unwrap();
+    let c = net.start_node("c", &["mainnet"], &[]);
+    let id = wait_pending(&seed.seed_data, "mainnet", &c.peer_id, JOIN);
+    approve(&seed.seed_data, id);
+    c.wait_state("mainnet", "member", JOIN);
+    wait_until(CONVERGE, "c to route a", || {
+        let peers = c.peers("mainnet");
+        if peers.contains(&a.peer_id) {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    });
+
+    // Offline, the anchor revokes the first delegation; the seednode publishes it.
+    let file = dir.path().join("revoke-first.update");
+    let written = cordon_tests::run(
+        "seednode",
+        &[
+            "anchor",
+            "revoke-delegation",
+            "--anchor-key",
+            path_str(&seed.anchor_dir.join("anchor.key")),
+            "--delegation",
+            path_str(&first),
+            "--out",
+            path_str(&file),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(written["version"], 1, "{written}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the revocation file is owner-only");
+    let published = cli(
+        "seednode",
+        &[
+            "publish-revocation",
+            path_str(&file),
+            "--data",
+            path_str(&seed.seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(published["version"], 1, "{published}");
+
+    // c (under the new delegation) and the seednode drop a (under the revoked one).
+    wait_until(DROP, "c to drop a", || {
+        let peers = c.peers("mainnet");
+        if peers.contains(&a.peer_id) {
+            Err(format!("{peers:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    wait_until(DROP, "the seednode to drop a", || {
+        let peers = cordon_tests::node_peers(&seed.seed_data, "mainnet");
+        if peers.contains(&a.peer_id) {
+            Err(format!("{peers:?}"))
+        } else {
+            Ok(())
+        }
+    });
+    let anchor_peer = seed
+        .anchor_public_key
+        .parse::<cordon_membership::PublicKey>()
+        .unwrap()
+        .peer_id()
+        .to_string();
+    assert!(
+        mainnet_heads(&c)
+            .iter()
+            .any(|h| h["signer"] == anchor_peer.as_str() && h["version"] == 1),
+        "c holds the anchor's head: {:?}",
+        mainnet_heads(&c)
+    );
+    // c itself is unaffected: the seednode (on its new delegation) stays in its table.
+    assert!(c.peers("mainnet").contains(&seed.seed_peer_id));
+    // Publishing the same file again changes nothing.
+    let again = cli(
+        "seednode",
+        &[
+            "publish-revocation",
+            path_str(&file),
+            "--data",
+            path_str(&seed.seed_data),
+            "--json",
+        ],
+    );
+    assert!(!again.ok, "a repeated head is not newer: {}", again.stdout);
+}
+
+#[test]
+fn node_with_stale_revocations_admits_no_new_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    net.networks[0].descriptor_extra = "max_revocation_staleness = \"3s\"\n".to_owned();
+    net.write_descriptor();
+    let _seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+
+    let a = net.start_node("a", &["mainnet"], &[]);
+    let id = wait_pending(&seed.seed_data, "mainnet", &a.peer_id, JOIN);
+    approve(&seed.seed_data, id);
+    a.wait_state("mainnet", "member", JOIN);
+    // The seednode signs heads hourly: three seconds after its head, a is stale.
+    wait_until(CONVERGE, "a to find its revocations stale", || {
+        let stale = audit_records(&a.data, "revocation_head");
+        if stale.iter().any(|r| r["reason"] == "stale") {
+            Ok(())
+        } else {
+            Err(format!("{stale:?}"))
+        }
+    });
+
+    // b joins; the seednode (which signs the network's heads) admits it, a does not.
+    let b = net.start_node("b", &["mainnet"], &[]);
+    let id = wait_pending(&seed.seed_data, "mainnet", &b.peer_id, JOIN);
+    approve(&seed.seed_data, id);
+    b.wait_state("mainnet", "member", JOIN);
+    wait_until(CONVERGE, "a to refuse b as stale_revocations", || {
+        let refused = audit_records(&a.data, "membership_refused");
+        if refused
+            .iter()
+            .any(|r| r["peer"] == b.peer_id.as_str() && r["reason"] == "stale_revocations")
+        {
+            Ok(())
+        } else {
+            Err(format!("{refused:?}"))
+        }
+    });
+    assert!(!a.peers("mainnet").contains(&b.peer_id), "a routes b");
+    wait_until(CONVERGE, "the seednode to route b", || {
+        let peers = cordon_tests::node_peers(&seed.seed_data, "mainnet");
+        if peers.contains(&b.peer_id) {
+            Ok(())
+        } else {
+            Err(format!("{peers:?}"))
+        }
+    });
+    // a keeps the members it already had (the seednode).
+    assert!(a.peers("mainnet").contains(&seed.seed_peer_id));
+}

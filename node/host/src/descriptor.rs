@@ -12,6 +12,7 @@
 //! strict = false
 //! token_lifetime = "30d"
 //! renewal_margin = "1d"
+//! max_revocation_staleness = "1d"
 //! ```
 //!
 //! Parsing validates everything a later stage would trip over: unknown fields, duplicate
@@ -80,6 +81,22 @@ pub struct NetworkEntry {
     /// `token_lifetime`. Default: 1 day.
     #[serde(default = "default_renewal_margin", with = "crate::config::duration")]
     pub renewal_margin: Duration,
+    /// How old the newest revocation head of the network may grow before a node admits no new
+    /// members of it (`stale_revocations`) until it syncs (humantime, at least 1 s). Seednodes
+    /// re-sign their heads every `revocation_refresh` (1 h), so keep this well above that.
+    /// Default: 1 day.
+    #[serde(
+        default = "default_max_revocation_staleness",
+        with = "crate::config::duration"
+    )]
+    pub max_revocation_staleness: Duration,
+}
+
+/// Default [`NetworkEntry::max_revocation_staleness`]: 1 day.
+pub const DEFAULT_MAX_REVOCATION_STALENESS: Duration = Duration::from_secs(86_400);
+
+fn default_max_revocation_staleness() -> Duration {
+    DEFAULT_MAX_REVOCATION_STALENESS
 }
 
 fn default_token_lifetime() -> Duration {
@@ -245,6 +262,12 @@ pub enum DescriptorError {
         /// The address.
         addr: Multiaddr,
     },
+    /// `max_revocation_staleness` is under a second.
+    #[error("network `{network}`: max_revocation_staleness must be at least 1s (e.g. \"1d\")")]
+    Staleness {
+        /// The network.
+        network: NetworkName,
+    },
     /// The renewal margin is not shorter than the token lifetime.
     #[error(
         "network `{network}`: renewal_margin ({}) must be shorter than token_lifetime ({}); lower renewal_margin or raise token_lifetime",
@@ -379,6 +402,7 @@ impl NetworkEntry {
             strict: false,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             renewal_margin: DEFAULT_RENEWAL_MARGIN,
+            max_revocation_staleness: DEFAULT_MAX_REVOCATION_STALENESS,
         }
     }
 
@@ -409,6 +433,9 @@ impl NetworkEntry {
                 network: network(),
                 addr: addr.clone(),
             });
+        }
+        if self.max_revocation_staleness < Duration::from_secs(1) {
+            return Err(DescriptorError::Staleness { network: network() });
         }
         if self.renewal_margin >= self.token_lifetime {
             return Err(DescriptorError::RenewalMargin {

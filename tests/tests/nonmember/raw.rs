@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use cordon_membership::SecretKey;
 use cordon_protocol::{
     Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, MembershipRequest, MembershipResponse,
-    NetworkName, kad_protocol,
+    NetworkName, REVOCATION_PROTOCOL, RevocationCodec, RevocationRequest, RevocationResponse,
+    kad_protocol,
 };
 use futures::StreamExt;
 use libp2p::kad::store::MemoryStore;
@@ -33,6 +34,9 @@ pub(crate) struct RawBehaviour {
     kad_probe: request_response::Behaviour<MembershipCodec>,
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
+    /// `/cordon/revocations/1`: answers `Sync` with nothing and `Push` with `ack`, and sends
+    /// what the test chooses.
+    revocations: request_response::Behaviour<RevocationCodec>,
 }
 
 /// One connection as the raw client saw it.
@@ -82,6 +86,8 @@ pub(crate) struct State {
     pub(crate) probes: HashMap<u64, Result<(), ProbeFailure>>,
     /// Peers that answered one of our presentations with only `Accepted`.
     pub(crate) accepted_by: BTreeSet<PeerId>,
+    /// Answers to our revocation requests, by tag.
+    pub(crate) revocation_responses: HashMap<u64, Result<RevocationResponse, String>>,
     pub(crate) log: Vec<String>,
 }
 
@@ -114,6 +120,7 @@ enum Cmd {
         addr: Multiaddr,
     },
     AutoPresent(Option<MembershipRequest>),
+    Revocation(u64, PeerId, RevocationRequest),
 }
 
 /// The raw client handle; dropping it stops the swarm.
@@ -273,6 +280,20 @@ impl RawClient {
         )
     }
 
+    /// Sends a revocation request to `peer` and waits for its answer (or failure).
+    pub(crate) fn revocation(
+        &mut self,
+        peer: &PeerId,
+        request: RevocationRequest,
+    ) -> Result<RevocationResponse, String> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.send(Cmd::Revocation(tag, *peer, request));
+        self.wait("a revocation response", Duration::from_secs(30), |s| {
+            s.revocation_responses.get(&tag).cloned()
+        })
+    }
+
     /// Presents `request` on every new connection from now on (the control case, so peers
     /// learned through FIND_NODE let us query them too).
     pub(crate) fn auto_present(&self, request: Option<MembershipRequest>) {
@@ -332,6 +353,12 @@ fn build(keypair: libp2p::identity::Keypair) -> Swarm<RawBehaviour> {
                     "/cordon/id/1".into(),
                     key.public(),
                 )),
+                revocations: request_response::Behaviour::with_codec(
+                    RevocationCodec::revocations(Limits::default()),
+                    [(REVOCATION_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(20)),
+                ),
             }
         })
         .expect("behaviour")
@@ -348,6 +375,7 @@ struct Actor {
     swarm: Swarm<RawBehaviour>,
     state: Arc<Mutex<State>>,
     requests: HashMap<OutboundRequestId, u64>,
+    revocation_requests: HashMap<OutboundRequestId, u64>,
     probes: HashMap<OutboundRequestId, u64>,
     queries: HashMap<kad::QueryId, (u64, PeerId, Instant, usize)>,
     auto_present: Option<MembershipRequest>,
@@ -363,6 +391,7 @@ async fn actor(
         swarm,
         state,
         requests: HashMap::new(),
+        revocation_requests: HashMap::new(),
         probes: HashMap::new(),
         queries: HashMap::new(),
         auto_present: None,
@@ -417,6 +446,15 @@ impl Actor {
                 self.log(format!("FIND_NODE {target} via {via}"));
             }
             Cmd::AutoPresent(request) => self.auto_present = request,
+            Cmd::Revocation(tag, peer, request) => {
+                self.log(format!("revocation request to {peer}"));
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .revocations
+                    .send_request(&peer, request);
+                self.revocation_requests.insert(id, tag);
+            }
             Cmd::KadProbe(tag, peer) => {
                 self.log(format!("kad protocol probe to {peer}"));
                 let id = self
@@ -499,6 +537,7 @@ impl Actor {
             SwarmEvent::Behaviour(RawBehaviourEvent::Membership(e)) => self.on_membership(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::KadProbe(e)) => self.on_probe(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::Revocations(e)) => self.on_revocation(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -513,6 +552,58 @@ impl Actor {
                 ));
             }
             other => self.log(format!("event {other:?}")),
+        }
+    }
+
+    fn on_revocation(
+        &mut self,
+        event: request_response::Event<RevocationRequest, RevocationResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let answer = match request {
+                    RevocationRequest::Sync { .. } => RevocationResponse::Updates {
+                        updates: Vec::new(),
+                        heads: Vec::new(),
+                    },
+                    RevocationRequest::Push { .. } => RevocationResponse::Ack,
+                };
+                self.log(format!("revocation request from {peer} answered"));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .revocations
+                    .send_response(channel, answer);
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(tag) = self.revocation_requests.remove(&request_id) {
+                    self.state().revocation_responses.insert(tag, Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(tag) = self.revocation_requests.remove(&request_id) {
+                    self.state()
+                        .revocation_responses
+                        .insert(tag, Err(error.to_string()));
+                }
+            }
+            _ => {}
         }
     }
 
