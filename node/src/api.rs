@@ -371,6 +371,10 @@ pub struct NetworkStatus {
     pub revoked_ids: usize,
     /// One entry per revocation signer (seednode or anchor) whose head we hold.
     pub revocation_heads: Vec<RevocationHeadView>,
+    /// Revocation updates received from peers (pushed or answering our syncs), applied or not.
+    pub revocation_updates_received: u64,
+    /// Their bytes (signed heads and entries).
+    pub revocation_bytes_received: u64,
 }
 
 /// One signer's revocation head in [`NetworkStatus`].

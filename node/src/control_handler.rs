@@ -88,6 +88,8 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             routing_table,
             verified_peers,
             revoked_ids: revocations.len(&name),
+            revocation_updates_received: revocations.received(&name).0,
+            revocation_bytes_received: revocations.received(&name).1,
             revocation_heads: revocations.head_views(swarm, &name, now),
             name,
         });

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use cordon_membership::session::ProofKind;
+use cordon_membership::session::{EndReason, ProofKind};
 use cordon_protocol::{JoinReply, Outcome, ReasonCode};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
@@ -208,7 +208,15 @@ impl EventLoop {
                 network,
                 reason,
                 ..
-            } => self.report.ended(peer, &network, reason),
+            } => {
+                self.report.ended(peer, &network, reason);
+                if reason == EndReason::Revoked {
+                    let dropped = self.rpc.forget_publisher(&mut self.swarm, &network, &peer);
+                    if dropped > 0 {
+                        tracing::info!(%peer, network = %network, records = dropped, "dropped the records of a revoked member");
+                    }
+                }
+            }
             session::Event::Closed {
                 peer,
                 connection,

@@ -110,6 +110,8 @@ pub struct Revocations {
     known: HashMap<(PeerId, NetworkName), BTreeMap<Vec<u8>, u64>>,
     /// Networks whose revocations are stale.
     stale: BTreeSet<NetworkName>,
+    /// Per network: updates received from peers and their bytes.
+    received: HashMap<NetworkName, (u64, u64)>,
     /// When we last asked peers for newer heads because of staleness (unix seconds).
     last_stale_sync: Option<u64>,
 }
@@ -156,6 +158,7 @@ impl Revocations {
             outbound: HashMap::new(),
             known: HashMap::new(),
             stale: BTreeSet::new(),
+            received: HashMap::new(),
             last_stale_sync: None,
         }
     }
@@ -304,6 +307,20 @@ impl Revocations {
                 .map(|h| (h.signer.clone(), h.version))
                 .collect(),
         );
+    }
+
+    /// Updates received from peers for `network`, and their bytes.
+    pub(crate) fn received(&self, network: &NetworkName) -> (u64, u64) {
+        self.received.get(network).copied().unwrap_or_default()
+    }
+
+    fn count_received(&mut self, network: &NetworkName, update: &SignedUpdate) {
+        if self.networks.contains_key(network) {
+            let entry = self.received.entry(network.clone()).or_default();
+            entry.0 += 1;
+            entry.1 +=
+                (update.update.len() + update.credential.as_ref().map_or(0, Vec::len)) as u64;
+        }
     }
 
     /// Number of revoked ids held for `network`.
@@ -530,6 +547,7 @@ impl Revocations {
                 answer
             }
             RevocationRequest::Push { update, .. } => {
+                self.count_received(&network, &update);
                 let verifier = swarm.behaviour().session.verifier().clone();
                 match self.accept(data, &network, &update, &verifier, now) {
                     Ok(Accepted::Applied {
@@ -582,6 +600,7 @@ impl Revocations {
         self.note_heads(peer, network, &heads);
         let verifier = swarm.behaviour().session.verifier().clone();
         for update in updates {
+            self.count_received(network, &update);
             match self.accept(data, network, &update, &verifier, now) {
                 Ok(Accepted::Applied {
                     signer,

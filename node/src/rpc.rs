@@ -553,6 +553,17 @@ impl RecordStore {
             .map(|stored| &stored.record)
     }
 
+    /// The keys of the records `publisher` owns in `network`.
+    pub fn keys_of(&self, network: &NetworkName, publisher: &PeerId) -> Vec<Vec<u8>> {
+        self.networks.get(network).map_or_else(Vec::new, |net| {
+            net.records
+                .iter()
+                .filter(|(_, stored)| stored.publisher == *publisher)
+                .map(|(key, _)| key.clone())
+                .collect()
+        })
+    }
+
     /// Drops every record `publisher` owns in `network` (its membership ended or was revoked),
     /// freeing its keys. Returns how many were dropped.
     pub fn remove_publisher(&mut self, network: &NetworkName, publisher: &PeerId) -> usize {

@@ -44,6 +44,26 @@ pub struct RpcServer {
 }
 
 impl RpcServer {
+    /// Drops the records `publisher` stored in `network` (its membership was revoked), here
+    /// and in the network's Kademlia store (which holds the copies this node replicated and
+    /// answers other members' lookups from). Returns how many were dropped.
+    pub fn forget_publisher(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        network: &NetworkName,
+        publisher: &PeerId,
+    ) -> usize {
+        let keys = self.handler.store().keys_of(network, publisher);
+        if let Some(kad) = swarm.behaviour_mut().session.kad(network) {
+            for key in &keys {
+                kad.store_mut().remove(&kad::RecordKey::new(key));
+            }
+        }
+        self.handler
+            .store_mut()
+            .remove_publisher(network, publisher)
+    }
+
     /// A server executing with `handler`, limited by `limits`, with at most `max_pending_gets`
     /// lookups waiting at once.
     pub fn new(

@@ -25,20 +25,24 @@ fn audit_records(data: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `node call ... ping`; a refused call may wait for the node's call timeout (20 s) first.
+/// `node call --json --network mainnet TO COMMAND...`; a refused call may wait for the node's
+/// call timeout (20 s) first.
+fn call(from: &Node, to: &Node, command: &[&str]) -> cordon_tests::Run {
+    let mut args = vec![
+        "call",
+        "--data",
+        path_str(&from.data),
+        "--json",
+        "--network",
+        "mainnet",
+        &to.peer_id,
+    ];
+    args.extend(command);
+    cordon_tests::run("node", &args)
+}
+
 fn call_ping(from: &Node, to: &Node) -> cordon_tests::Run {
-    cordon_tests::run(
-        "node",
-        &[
-            "call",
-            "--data",
-            path_str(&from.data),
-            "--network",
-            "mainnet",
-            &to.peer_id,
-            "ping",
-        ],
-    )
+    call(from, to, &["ping"])
 }
 
 fn mainnet_heads(node: &Node) -> Vec<serde_json::Value> {
@@ -65,10 +69,24 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
         .iter()
         .map(|l| net.start_node(l, &["mainnet"], &[]))
         .collect();
-    for n in &nodes {
+    for n in &nodes[..3] {
         let id = wait_pending(&seed.seed_data, "mainnet", &n.peer_id, JOIN);
         approve(&seed.seed_data, id);
     }
+    // x may store records (so the test can see them dropped).
+    let id = wait_pending(&seed.seed_data, "mainnet", &nodes[3].peer_id, JOIN);
+    cli(
+        "seednode",
+        &[
+            "approve",
+            &id.to_string(),
+            "--right",
+            "dht_put",
+            "--data",
+            path_str(&seed.seed_data),
+        ],
+    )
+    .success();
     for n in &nodes {
         n.wait_state("mainnet", "member", JOIN);
     }
@@ -88,6 +106,19 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
 
     // d goes offline before the revocation.
     nodes[2].kill9();
+    // x stores a record on a; b reads it.
+    let put = call(
+        &nodes[3],
+        &nodes[0],
+        &["dht_put", "revoked-key", "value-of-x"],
+    );
+    assert!(put.ok, "x's dht_put: {} {}", put.stdout, put.stderr);
+    let got = call(&nodes[1], &nodes[0], &["dht_get", "revoked-key"]);
+    assert!(
+        got.stdout.contains("value-of-x"),
+        "b reads x's record: {}",
+        got.stdout
+    );
 
     let revoked = cli(
         "seednode",
@@ -141,6 +172,13 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
     });
     let refused = call_ping(&nodes[3], &nodes[0]);
     assert!(!refused.ok, "x's call answered: {}", refused.stdout);
+    // x's record is gone from every member that was connected to it.
+    let got = call(&nodes[1], &nodes[0], &["dht_get", "revoked-key"]);
+    assert!(
+        !got.stdout.contains("value-of-x"),
+        "x's record is still served after its revocation: {}",
+        got.stdout
+    );
 
     // Pull: d comes back and drops x on its first connections after.
     nodes[2].restart();
