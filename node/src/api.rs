@@ -375,6 +375,10 @@ pub struct NetworkStatus {
     pub revocation_updates_received: u64,
     /// Their bytes (signed heads and entries).
     pub revocation_bytes_received: u64,
+    /// Head announces received from peers (a peer that applied a new head says so).
+    pub revocation_announces_received: u64,
+    /// Their encoded bytes.
+    pub revocation_announce_bytes_received: u64,
 }
 
 /// One signer's revocation head in [`NetworkStatus`].

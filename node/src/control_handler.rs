@@ -90,6 +90,8 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             revoked_ids: revocations.len(&name),
             revocation_updates_received: revocations.received(&name).0,
             revocation_bytes_received: revocations.received(&name).1,
+            revocation_announces_received: revocations.announced(&name).0,
+            revocation_announce_bytes_received: revocations.announced(&name).1,
             revocation_heads: revocations.head_views(swarm, &name, now),
             name,
         });

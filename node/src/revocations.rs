@@ -8,9 +8,11 @@
 //! - **pull**: when a peer proves a network on a connection, we send it `Sync` with the heads
 //!   we hold; it answers with every update we lack and its own heads, and we push back what it
 //!   lacks. A node that was offline during a revocation learns it on its first connection.
-//! - **push**: a new head (a seednode's, or one a peer pushed to us) goes at once to every
-//!   peer proven for the network on a live connection; a peer that already holds it answers
-//!   `ack` and forwards nothing, so a push floods the mesh once.
+//! - **push**: a head this process signed or was handed goes at once, with its delta, to every
+//!   peer proven for the network on a live connection; a peer that applies a new head
+//!   announces its new version to its own peers, and a peer that is behind pulls from the
+//!   announcer (at most one pull per signer in flight). A duplicate costs an announce of a few
+//!   dozen bytes, not the update.
 //!
 //! Enforcement: every id new to the union goes into the verifier (later presentations are
 //! refused as `revoked`) and into the session machine, which closes the gates and connections
@@ -110,8 +112,13 @@ pub struct Revocations {
     known: HashMap<(PeerId, NetworkName), BTreeMap<Vec<u8>, u64>>,
     /// Networks whose revocations are stale.
     stale: BTreeSet<NetworkName>,
+    /// Pulls in flight after an announce: the version asked for, per (network, signer).
+    /// Bounded by networks times signers; cleared when a pull answers or fails.
+    pulling: HashMap<(NetworkName, PublicKey), u64>,
     /// Per network: updates received from peers and their bytes.
     received: HashMap<NetworkName, (u64, u64)>,
+    /// Per network: announces received from peers and their encoded bytes.
+    announces: HashMap<NetworkName, (u64, u64)>,
     /// When we last asked peers for newer heads because of staleness (unix seconds).
     last_stale_sync: Option<u64>,
 }
@@ -158,7 +165,9 @@ impl Revocations {
             outbound: HashMap::new(),
             known: HashMap::new(),
             stale: BTreeSet::new(),
+            pulling: HashMap::new(),
             received: HashMap::new(),
+            announces: HashMap::new(),
             last_stale_sync: None,
         }
     }
@@ -312,6 +321,11 @@ impl Revocations {
     /// Updates received from peers for `network`, and their bytes.
     pub(crate) fn received(&self, network: &NetworkName) -> (u64, u64) {
         self.received.get(network).copied().unwrap_or_default()
+    }
+
+    /// Announces received from peers for `network`, and their encoded bytes.
+    pub(crate) fn announced(&self, network: &NetworkName) -> (u64, u64) {
+        self.announces.get(network).copied().unwrap_or_default()
     }
 
     fn count_received(&mut self, network: &NetworkName, update: &SignedUpdate) {
@@ -480,6 +494,7 @@ impl Revocations {
                     return;
                 };
                 self.on_response(swarm, report, data, peer, &network, response, now);
+                self.pulls_done(&network);
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -487,7 +502,9 @@ impl Revocations {
                 error,
                 ..
             } => {
-                self.outbound.remove(&request_id);
+                if let Some((_, network)) = self.outbound.remove(&request_id) {
+                    self.pulls_done(&network);
+                }
                 tracing::debug!(%peer, %error, "revocation request failed");
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -509,9 +526,9 @@ impl Revocations {
         now: SystemTime,
     ) -> RevocationResponse {
         let network = match &request {
-            RevocationRequest::Sync { network, .. } | RevocationRequest::Push { network, .. } => {
-                network.clone()
-            }
+            RevocationRequest::Sync { network, .. }
+            | RevocationRequest::Announce { network, .. }
+            | RevocationRequest::Push { network, .. } => network.clone(),
         };
         let proven = swarm
             .behaviour()
@@ -546,6 +563,21 @@ impl Revocations {
                 }
                 answer
             }
+            RevocationRequest::Announce { heads, .. } => {
+                let size = cordon_protocol::encode(
+                    &RevocationRequest::Announce {
+                        network: network.clone(),
+                        heads: heads.clone(),
+                    },
+                    usize::MAX,
+                )
+                .map_or(0, |b| b.len() as u64);
+                let entry = self.announces.entry(network.clone()).or_default();
+                entry.0 += 1;
+                entry.1 += size;
+                self.on_announce(swarm, peer, &network, &heads);
+                RevocationResponse::Ack
+            }
             RevocationRequest::Push { update, .. } => {
                 self.count_received(&network, &update);
                 let verifier = swarm.behaviour().session.verifier().clone();
@@ -556,7 +588,7 @@ impl Revocations {
                         added,
                     }) => {
                         self.enforce(swarm, report, &network, &signer, version, &added, "push");
-                        self.push(swarm, &network, &update, Some(peer));
+                        self.announce(swarm, &network, Some(peer));
                         RevocationResponse::Ack
                     }
                     Ok(Accepted::Known) => RevocationResponse::Ack,
@@ -608,7 +640,7 @@ impl Revocations {
                     added,
                 }) => {
                     self.enforce(swarm, report, network, &signer, version, &added, "sync");
-                    self.push(swarm, network, &update, Some(peer));
+                    self.announce(swarm, network, Some(peer));
                 }
                 Ok(Accepted::Known | Accepted::NeedSnapshot) => {}
                 Err(detail) => refused_update(report, peer, network, &detail),
@@ -775,6 +807,87 @@ impl Revocations {
                     ids.len()
                 )),
         );
+    }
+
+    /// A peer holds these heads: pull from it what we lack, unless a pull of that signer at
+    /// that version or later is already in flight.
+    fn on_announce(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        network: &NetworkName,
+        heads: &[HeadVersion],
+    ) {
+        self.note_heads(peer, network, heads);
+        let Some(state) = self.networks.get(network) else {
+            return;
+        };
+        let mut behind = false;
+        for h in heads {
+            let Some(signer) = PublicKey::from_bytes(&h.signer) else {
+                continue;
+            };
+            if state.set.version_of(&signer) >= h.version {
+                continue;
+            }
+            let key = (network.clone(), signer);
+            if self.pulling.get(&key).is_some_and(|v| *v >= h.version) {
+                continue;
+            }
+            self.pulling.insert(key, h.version);
+            behind = true;
+        }
+        if behind {
+            let request = RevocationRequest::Sync {
+                network: network.clone(),
+                heads: heads_of(&state.set),
+            };
+            self.send(swarm, peer, network, request);
+        }
+    }
+
+    /// Forgets the pulls of `network` that the versions now held satisfy (a failed or useless
+    /// pull is retried on the next announce).
+    fn pulls_done(&mut self, network: &NetworkName) {
+        let Some(state) = self.networks.get(network) else {
+            return;
+        };
+        self.pulling
+            .retain(|(n, signer), v| n != network || state.set.version_of(signer) < *v);
+        // A pull that answered without reaching its version is not retried until another
+        // announce; drop entries whose request is no longer in flight for this network.
+        let in_flight = self.outbound.values().any(|(_, n)| n == network);
+        if !in_flight {
+            self.pulling.retain(|(n, _), _| n != network);
+        }
+    }
+
+    /// Tells every peer proven for `network` but `except` which heads we hold now.
+    fn announce(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        network: &NetworkName,
+        except: Option<PeerId>,
+    ) {
+        let Some(state) = self.networks.get(network) else {
+            return;
+        };
+        let heads = heads_of(&state.set);
+        let peers = swarm.behaviour().session.sessions().verified_peers(network);
+        for peer in peers {
+            if Some(peer) == except {
+                continue;
+            }
+            self.send(
+                swarm,
+                peer,
+                network,
+                RevocationRequest::Announce {
+                    network: network.clone(),
+                    heads: heads.clone(),
+                },
+            );
+        }
     }
 
     /// Sends `update` to every peer proven for `network` on a live connection but `except`.

@@ -8,8 +8,10 @@
 //! - `Sync` says which heads the requester holds for a network; the answer carries an update
 //!   for every signer the requester is behind on, and the responder's own heads so the
 //!   requester can push back what the responder lacks.
-//! - `Push` hands a new head and its delta to a peer; the peer applies it if it is newer and
-//!   forwards it to its own peers of the network.
+//! - `Push` hands a new head and its delta to a peer (the signer's first hop).
+//! - `Announce` says which heads the sender holds now; a peer that is behind answers `ack` and
+//!   pulls from the sender with `Sync`. Members forward a new head this way, so a duplicate
+//!   costs a few dozen bytes rather than the update.
 //!
 //! [`REVOCATION_PROTOCOL`]: crate::REVOCATION_PROTOCOL
 
@@ -60,6 +62,13 @@ pub enum RevocationRequest {
         /// The network.
         network: NetworkName,
         /// One entry per signer held, at most `Limits::max_revocation_signers`.
+        heads: Vec<HeadVersion>,
+    },
+    /// "I now hold these heads for `network`; pull from me if you are behind."
+    Announce {
+        /// The network.
+        network: NetworkName,
+        /// At most `Limits::max_revocation_signers`.
         heads: Vec<HeadVersion>,
     },
     /// "Here is a newer head for `network`."
@@ -150,7 +159,7 @@ fn check_update(update: &SignedUpdate, limits: &Limits) -> Result<(), ProtocolEr
 impl Validate for RevocationRequest {
     fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
         match self {
-            Self::Sync { heads, .. } => check_heads(heads, limits),
+            Self::Sync { heads, .. } | Self::Announce { heads, .. } => check_heads(heads, limits),
             Self::Push { update, .. } => check_update(update, limits),
         }
     }

@@ -112,6 +112,14 @@ fn main() {
         .iter()
         .map(|o| mainnet_counter(o, "revocation_updates_received"))
         .collect();
+    let announce_bytes_before: Vec<u64> = others
+        .iter()
+        .map(|o| mainnet_counter(o, "revocation_announce_bytes_received"))
+        .collect();
+    let announces_before: Vec<u64> = others
+        .iter()
+        .map(|o| mainnet_counter(o, "revocation_announces_received"))
+        .collect();
     let t0 = now_of_day();
     let run = cli(
         "seednode",
@@ -149,6 +157,16 @@ fn main() {
         .zip(&updates_before)
         .map(|(o, b)| mainnet_counter(o, "revocation_updates_received").saturating_sub(*b))
         .collect();
+    let announce_bytes: Vec<u64> = others
+        .iter()
+        .zip(&announce_bytes_before)
+        .map(|(o, b)| mainnet_counter(o, "revocation_announce_bytes_received").saturating_sub(*b))
+        .collect();
+    let announces: Vec<u64> = others
+        .iter()
+        .zip(&announces_before)
+        .map(|(o, b)| mainnet_counter(o, "revocation_announces_received").saturating_sub(*b))
+        .collect();
     let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
     let p50 = percentile(&got, 0.5);
     let max = got.last().copied().unwrap_or(f64::NAN);
@@ -166,11 +184,20 @@ fn main() {
         "  max / 5 s design target: {:.3}x (below 1 is within target)",
         max / 5.0
     );
+    let total: Vec<u64> = bytes
+        .iter()
+        .zip(&announce_bytes)
+        .map(|(a, b)| a + b)
+        .collect();
     println!(
-        "  per member: {:.1} revocation updates received ({:.0} bytes of signed heads and \
-         entries, incl. duplicate pushes; max {} bytes)",
+        "  per member: {:.1} updates ({:.0} bytes: signed head, entries, signer's delegation) \
+         + {:.1} announces ({:.0} bytes) = {:.0} bytes of revocation payload per revocation \
+         (max {} bytes; stream framing not counted)",
         mean(&updates),
         mean(&bytes),
-        bytes.iter().max().copied().unwrap_or(0)
+        mean(&announces),
+        mean(&announce_bytes),
+        mean(&total),
+        total.iter().max().copied().unwrap_or(0)
     );
 }

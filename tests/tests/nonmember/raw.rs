@@ -573,7 +573,9 @@ impl Actor {
                         updates: Vec::new(),
                         heads: Vec::new(),
                     },
-                    RevocationRequest::Push { .. } => RevocationResponse::Ack,
+                    RevocationRequest::Push { .. } | RevocationRequest::Announce { .. } => {
+                        RevocationResponse::Ack
+                    }
                 };
                 self.log(format!("revocation request from {peer} answered"));
                 let _ = self
