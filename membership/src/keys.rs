@@ -3,6 +3,10 @@
 //!
 //! A secret key never appears in a `Debug` output, a log line or an error message: errors name
 //! the file and the fix, never the bytes.
+//!
+//! The files here are plaintext (`ed25519-private/<hex>`, mode 0600): daemons start unattended,
+//! so their identity keys cannot wait for a passphrase. Anchor keys are encrypted at rest by
+//! default; [`crate::anchor_key`] reads and writes that format (and this plaintext one).
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -52,11 +56,45 @@ pub enum KeyError {
     },
     /// The key file does not hold an Ed25519 secret key in Cordon's format.
     #[error(
-        "key file {path} is not a Cordon key file (expected one line `ed25519-private/<64 hex digits>`); restore it from backup or create a new identity"
+        "key file {path} is not a Cordon key file (expected one line `ed25519-private/<64 hex digits>`, or for an anchor key an encrypted `cordon-anchor-key/1` file); restore it from backup or create a new key"
     )]
     Garbage {
         /// The file.
         path: PathBuf,
+    },
+    /// The key file is an encrypted anchor key, read where only plaintext keys are accepted.
+    #[error(
+        "key file {path} is an encrypted anchor key; only `seednode anchor` commands can open it (with --passphrase-file, CORDON_ANCHOR_PASSPHRASE or a prompt); a daemon identity key must be a plaintext 0600 file"
+    )]
+    Encrypted {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The passphrase does not open the encrypted anchor key (or the file was altered).
+    #[error("wrong passphrase for anchor key {path} (or the file is corrupt)")]
+    WrongPassphrase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The encrypted key file names key-derivation parameters this build refuses.
+    #[error(
+        "anchor key file {path} asks for Argon2id parameters {params} ({reason}); the file is corrupt or was not written by `seednode anchor new`"
+    )]
+    KdfParams {
+        /// The file.
+        path: PathBuf,
+        /// The parameters as the file states them (public).
+        params: String,
+        /// Why they are refused.
+        reason: String,
+    },
+    /// The operating system's random number generator failed.
+    #[error("cannot get random bytes from the operating system for {path}: {detail}")]
+    Random {
+        /// The file being written.
+        path: PathBuf,
+        /// The generator's error.
+        detail: String,
     },
     /// An I/O error other than a missing file.
     #[error("cannot access key file {path}: {source}")]
@@ -143,67 +181,35 @@ impl SecretKey {
 
     /// Writes the key to a new file with mode 0600. Refuses to overwrite an existing file.
     pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => KeyError::Exists {
-                    path: path.to_owned(),
-                },
-                _ => io(e),
-            })?;
-        let text =
-            zeroize::Zeroizing::new(format!("{SECRET_PREFIX}{}\n", hex::encode(&self.seed[..])));
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        Ok(())
+        let text = zeroize::Zeroizing::new(self.plaintext_file_text());
+        write_new_key_file(path, text.as_bytes())
     }
 
-    /// Loads a key file, refusing files that other users can read.
+    /// Loads a plaintext key file, refusing files that other users can read and encrypted
+    /// anchor keys (those open through [`crate::anchor_key::AnchorKeyFile`]).
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let meta = fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => KeyError::Missing {
-                path: path.to_owned(),
-            },
-            _ => KeyError::Io {
-                path: path.to_owned(),
-                source: e,
-            },
-        })?;
-        if !meta.is_file() {
-            return Err(KeyError::Io {
-                path: path.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-            });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        if meta.len() > 1024 {
-            return Err(KeyError::Garbage {
+        let text = read_key_file(path)?;
+        if crate::anchor_key::is_encrypted(&text) {
+            return Err(KeyError::Encrypted {
                 path: path.to_owned(),
             });
         }
-        let text = zeroize::Zeroizing::new(fs::read(path).map_err(|source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        })?);
         Self::parse_file_text(&text).ok_or_else(|| KeyError::Garbage {
             path: path.to_owned(),
         })
     }
 
-    fn parse_file_text(text: &[u8]) -> Option<Self> {
+    /// The plaintext file form, `ed25519-private/<hex>\n`. The caller zeroizes it.
+    fn plaintext_file_text(&self) -> String {
+        format!("{SECRET_PREFIX}{}\n", hex::encode(&self.seed[..]))
+    }
+
+    /// The 32-byte seed, for sealing it (crate-internal; never printed).
+    pub(crate) fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    pub(crate) fn parse_file_text(text: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(text).ok()?.trim();
         let hex_part = text.strip_prefix(SECRET_PREFIX)?;
         if hex_part.len() != 64 {
@@ -213,6 +219,68 @@ impl SecretKey {
         hex::decode_to_slice(hex_part, &mut seed[..]).ok()?;
         Some(Self { seed })
     }
+}
+
+/// Largest key file read (either format is a few hundred bytes).
+const MAX_KEY_FILE_LEN: u64 = 1024;
+
+/// Creates `path` with mode 0600 (never overwriting) and writes `bytes`, synced.
+pub(crate) fn write_new_key_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::Exists {
+                path: path.to_owned(),
+            },
+            _ => io(e),
+        })?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+/// Reads a key file, refusing a missing, oversized or group/world-readable one.
+pub(crate) fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+    let meta = fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => KeyError::Missing {
+            path: path.to_owned(),
+        },
+        _ => KeyError::Io {
+            path: path.to_owned(),
+            source: e,
+        },
+    })?;
+    if !meta.is_file() {
+        return Err(KeyError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if meta.len() > MAX_KEY_FILE_LEN {
+        return Err(KeyError::Garbage {
+            path: path.to_owned(),
+        });
+    }
+    Ok(zeroize::Zeroizing::new(fs::read(path).map_err(
+        |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    )?))
 }
 
 /// An Ed25519 public key. Prints and parses as `ed25519/<hex>`.

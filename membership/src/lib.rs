@@ -7,7 +7,8 @@
 //!
 //! Invariants:
 //! - Keys are Ed25519 only (biscuit's P-256 path accepts malleated signatures, which would give a
-//!   revoked token a fresh revocation id). Key files are 0600 and never printed.
+//!   revoked token a fresh revocation id). Key files are 0600 and never printed; anchor key files
+//!   are sealed with a passphrase by default ([`anchor_key`]).
 //! - A membership token is a delegation (anchor-signed authority block) plus exactly one
 //!   third-party block signed by the key the delegation names. Nothing else verifies.
 //! - Verification runs cheapest check first and touches datalog only after size, signature,
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod anchor_key;
 pub mod heads;
 pub mod issue;
 pub mod keys;
@@ -27,6 +29,7 @@ pub mod token;
 pub mod trust;
 pub mod verify;
 
+pub use anchor_key::{AnchorKeyFile, EncryptedAnchorKey, KdfParams, Passphrase};
 pub use issue::{DelegationRequest, IssueError, IssuedToken, Issuer, issue_delegation};
 pub use keys::{KeyError, PublicKey, SecretKey};
 pub use libp2p_identity::PeerId;

@@ -1,6 +1,8 @@
 //! Trust-anchor tooling: create an anchor key, delegate a network to a seednode.
 //!
-//! The anchor key may live offline; these commands touch only files.
+//! The anchor key may live offline; these commands touch only files. Anchor keys are sealed with
+//! a passphrase by default (`cordon_membership::anchor_key`; the passphrase comes from
+//! [`crate::passphrase`]); plaintext keys, older ones or `--insecure-plaintext` ones, load too.
 
 use std::fs;
 use std::io::Write;
@@ -9,8 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use cordon_membership::{DelegationRequest, PublicKey, SecretKey, issue_delegation};
+use cordon_membership::{
+    AnchorKeyFile, DelegationRequest, KdfParams, PublicKey, SecretKey, issue_delegation,
+};
 use cordon_protocol::NetworkName;
+
+use crate::passphrase::PassphraseSource;
 
 /// File name of the anchor's secret key inside its directory.
 pub const ANCHOR_KEY_FILE: &str = "anchor.key";
@@ -28,17 +34,54 @@ pub struct NewAnchor {
     pub key_id: u32,
     /// The secret key file (0600).
     pub key_file: PathBuf,
+    /// Whether the key file is sealed with a passphrase (false only with
+    /// `--insecure-plaintext`).
+    pub encrypted: bool,
 }
 
-/// Creates an anchor key in `out` (created 0700 if missing). Refuses to overwrite a key.
-pub fn new_anchor(network: &str, out: &Path) -> anyhow::Result<NewAnchor> {
+/// How a new anchor key is written.
+#[derive(Debug)]
+pub enum AnchorKeyProtection<'a> {
+    /// Sealed with a passphrase from `source`, its key derived with `kdf`
+    /// ([`KdfParams::default`] outside tests).
+    Passphrase {
+        /// Where the passphrase comes from.
+        source: &'a PassphraseSource,
+        /// Argon2id cost.
+        kdf: KdfParams,
+    },
+    /// The plaintext format (tests and demos only).
+    InsecurePlaintext,
+}
+
+/// Creates an anchor key in `out` (created 0700 if missing). Refuses to overwrite a key, and
+/// does so before asking for a passphrase.
+pub fn new_anchor(
+    network: &str,
+    out: &Path,
+    protection: &AnchorKeyProtection<'_>,
+) -> anyhow::Result<NewAnchor> {
     let network: NetworkName = network
         .parse()
         .with_context(|| format!("invalid --network {network:?}"))?;
+    let key_file = out.join(ANCHOR_KEY_FILE);
+    if key_file.exists() {
+        return Err(cordon_membership::KeyError::Exists { path: key_file }.into());
+    }
+    // The passphrase first: a missing source or a mistyped confirmation leaves nothing behind.
+    let passphrase = match protection {
+        AnchorKeyProtection::Passphrase { source, kdf } => {
+            Some((source.new_passphrase(&key_file)?, *kdf))
+        }
+        AnchorKeyProtection::InsecurePlaintext => None,
+    };
     create_private_dir(out)?;
     let key = SecretKey::generate();
-    let key_file = out.join(ANCHOR_KEY_FILE);
-    key.save_new(&key_file)?;
+    match &passphrase {
+        Some((passphrase, kdf)) => key.save_new_encrypted(&key_file, passphrase, *kdf)?,
+        None => key.save_new(&key_file)?,
+    }
+    let encrypted = passphrase.is_some();
     let public_key = key.public();
     write_new(
         &out.join(ANCHOR_PUB_FILE),
@@ -50,7 +93,19 @@ pub fn new_anchor(network: &str, out: &Path) -> anyhow::Result<NewAnchor> {
         public_key,
         key_id: public_key.key_id(),
         key_file,
+        encrypted,
     })
+}
+
+/// Loads an anchor key of either format, asking `passphrase` only if the file is encrypted.
+pub fn load_anchor_key(path: &Path, passphrase: &PassphraseSource) -> anyhow::Result<SecretKey> {
+    match AnchorKeyFile::read(path)? {
+        AnchorKeyFile::Plaintext(key) => Ok(key),
+        AnchorKeyFile::Encrypted(sealed) => {
+            let passphrase = passphrase.passphrase_for(path)?;
+            Ok(sealed.open(&passphrase)?)
+        }
+    }
 }
 
 /// Arguments of `anchor delegate`.
@@ -58,6 +113,8 @@ pub fn new_anchor(network: &str, out: &Path) -> anyhow::Result<NewAnchor> {
 pub struct Delegate<'a> {
     /// The anchor's secret key file.
     pub anchor_key: &'a Path,
+    /// Where its passphrase comes from, if it is encrypted.
+    pub passphrase: &'a PassphraseSource,
     /// The seednode's public key.
     pub seednode: PublicKey,
     /// The network.
@@ -98,7 +155,7 @@ pub fn delegate(args: &Delegate<'_>, now: SystemTime) -> anyhow::Result<Delegate
     if args.roles.is_empty() {
         bail!("--roles must name at least one role, e.g. --roles member,operator");
     }
-    let anchor = SecretKey::load(args.anchor_key)?;
+    let anchor = load_anchor_key(args.anchor_key, args.passphrase)?;
     let expires_at = now + args.ttl;
     let token = issue_delegation(
         &anchor,
@@ -203,6 +260,8 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub struct RevokeDelegation<'a> {
     /// The anchor's secret key file.
     pub anchor_key: &'a Path,
+    /// Where its passphrase comes from, if it is encrypted.
+    pub passphrase: &'a PassphraseSource,
     /// The delegation to revoke (biscuit bytes, as `anchor delegate` wrote it).
     pub delegation: &'a Path,
     /// Where to write the signed revocation (a snapshot of the anchor's revocation head).
@@ -239,7 +298,7 @@ pub fn revoke_delegation(
     now: SystemTime,
 ) -> anyhow::Result<RevokedDelegation> {
     use cordon_membership::heads::{Entry, SignerLog, Update};
-    let anchor = SecretKey::load(args.anchor_key)?;
+    let anchor = load_anchor_key(args.anchor_key, args.passphrase)?;
     let token = fs::read(args.delegation)
         .with_context(|| format!("reading delegation {}", args.delegation.display()))?;
     let (facts, id) = cordon_membership::verify::read_delegation(&token, &anchor.public())

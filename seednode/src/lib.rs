@@ -10,6 +10,7 @@ pub mod anchor;
 pub mod daemon;
 pub mod decide;
 pub mod operator;
+pub mod passphrase;
 pub mod service;
 pub mod sqlite;
 pub mod store;

@@ -5,12 +5,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use cordon_membership::{PublicKey, SecretKey};
+use cordon_membership::{KdfParams, PublicKey, SecretKey};
 use cordon_node::config::DaemonFlags;
 use cordon_protocol::NetworkName;
-use cordon_seednode::anchor;
+use cordon_seednode::anchor::{self, AnchorKeyProtection};
 use cordon_seednode::daemon::{self, SeedFile, SeednodeSection};
 use cordon_seednode::operator::{OperatorCommand, RevokeTarget};
+use cordon_seednode::passphrase::PassphraseSource;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -186,6 +187,11 @@ struct RunArgs {
 #[derive(Debug, Subcommand)]
 enum AnchorCommand {
     /// Create a trust-anchor key for a network and print its public key.
+    ///
+    /// The key file is encrypted with a passphrase (Argon2id and XChaCha20-Poly1305) unless
+    /// --insecure-plaintext is given. The passphrase comes from --passphrase-file, else the
+    /// environment variable CORDON_ANCHOR_PASSPHRASE, else a prompt (typed twice) when standard
+    /// input is a terminal; never from an argument.
     New {
         /// Network the anchor roots (e.g. mainnet).
         #[arg(long)]
@@ -193,15 +199,29 @@ enum AnchorCommand {
         /// Directory to write anchor.key (0600) and anchor.pub into.
         #[arg(long)]
         out: PathBuf,
+        /// File whose first line is the passphrase (must be owner-only, e.g. mode 0600).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Write the key unencrypted, in the plaintext format (tests and demos only: anyone who
+        /// can read the file can sign delegations).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        insecure_plaintext: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Sign a delegation letting a seednode issue memberships of a network.
+    ///
+    /// An encrypted anchor key's passphrase comes from --passphrase-file, else
+    /// CORDON_ANCHOR_PASSPHRASE, else a prompt on the terminal; a plaintext key needs none.
     Delegate {
-        /// The anchor's secret key file.
+        /// The anchor's secret key file (encrypted, or plaintext from --insecure-plaintext or
+        /// an older release).
         #[arg(long)]
         anchor_key: PathBuf,
+        /// File whose first line is the anchor key's passphrase (owner-only).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         /// The seednode's public key (`ed25519/<hex>`, printed by `seednode init`).
         #[arg(long)]
         seednode: PublicKey,
@@ -232,11 +252,15 @@ enum AnchorCommand {
     /// under it. Works offline: it writes a revocation signed by the anchor key (a new version
     /// of the anchor's revocation head, with every delegation it revoked so far); hand the file
     /// to any seednode of the network with `seednode publish-revocation FILE`, which applies it
-    /// and pushes it to the members.
+    /// and pushes it to the members. An encrypted anchor key's passphrase comes from
+    /// --passphrase-file, else CORDON_ANCHOR_PASSPHRASE, else a prompt on the terminal.
     RevokeDelegation {
-        /// The anchor's secret key file.
+        /// The anchor's secret key file (encrypted or plaintext).
         #[arg(long)]
         anchor_key: PathBuf,
+        /// File whose first line is the anchor key's passphrase (owner-only).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
         /// The delegation file to revoke (as written by `seednode anchor delegate`).
         #[arg(long)]
         delegation: PathBuf,
@@ -362,6 +386,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Test-only knob: set to `1` to seal new anchor keys with cheap Argon2id parameters so
+/// black-box tests stay fast. Named so that nobody sets it by accident; a warning says it is on,
+/// and the file's header line shows the weak parameters.
+const WEAK_KDF_FOR_TESTS_ENV: &str = "CORDON_ANCHOR_INSECURE_KDF_FOR_TESTS";
+
+/// The Argon2id cost for a new anchor key: the strong default unless the test knob is set.
+fn anchor_kdf_params() -> KdfParams {
+    if std::env::var_os(WEAK_KDF_FOR_TESTS_ENV).is_some_and(|v| v == "1") {
+        eprintln!(
+            "warning: {WEAK_KDF_FOR_TESTS_ENV}=1: sealing the anchor key with test-only Argon2id \
+             parameters that make a stolen file cheap to brute-force"
+        );
+        KdfParams::insecure_for_tests()
+    } else {
+        KdfParams::default()
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -427,20 +469,49 @@ enum AuditCommand {
 
 fn run_local(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Anchor(AnchorCommand::New { network, out, json }) => {
-            let created = anchor::new_anchor(&network, &out)?;
+        Command::Anchor(AnchorCommand::New {
+            network,
+            out,
+            passphrase_file,
+            insecure_plaintext,
+            json,
+        }) => {
+            let source = PassphraseSource::from_process(passphrase_file);
+            let protection = if insecure_plaintext {
+                AnchorKeyProtection::InsecurePlaintext
+            } else {
+                AnchorKeyProtection::Passphrase {
+                    source: &source,
+                    kdf: anchor_kdf_params(),
+                }
+            };
+            let created = anchor::new_anchor(&network, &out, &protection)?;
+            if !created.encrypted {
+                eprintln!(
+                    "warning: --insecure-plaintext: {} is NOT encrypted; anyone who can read it \
+                     can sign delegations for {} (for tests and demos only)",
+                    created.key_file.display(),
+                    created.network
+                );
+            }
             print(json, &created, |c| {
                 format!(
-                    "created trust anchor for {}\npublic key: {}\nkey id:     {}\nsecret key: {} (mode 0600; keep it offline)",
+                    "created trust anchor for {}\npublic key: {}\nkey id:     {}\nsecret key: {} ({}; mode 0600; keep it offline)",
                     c.network,
                     c.public_key,
                     c.key_id,
-                    c.key_file.display()
+                    c.key_file.display(),
+                    if c.encrypted {
+                        "encrypted with your passphrase"
+                    } else {
+                        "UNENCRYPTED"
+                    }
                 )
             })
         }
         Command::Anchor(AnchorCommand::Delegate {
             anchor_key,
+            passphrase_file,
             seednode,
             network,
             ttl,
@@ -453,6 +524,7 @@ fn run_local(command: Command) -> anyhow::Result<()> {
             let written = anchor::delegate(
                 &anchor::Delegate {
                     anchor_key: &anchor_key,
+                    passphrase: &PassphraseSource::from_process(passphrase_file),
                     seednode,
                     network: &network,
                     ttl,
@@ -475,6 +547,7 @@ fn run_local(command: Command) -> anyhow::Result<()> {
         }
         Command::Anchor(AnchorCommand::RevokeDelegation {
             anchor_key,
+            passphrase_file,
             delegation,
             out,
             state,
@@ -483,6 +556,7 @@ fn run_local(command: Command) -> anyhow::Result<()> {
             let written = anchor::revoke_delegation(
                 &anchor::RevokeDelegation {
                     anchor_key: &anchor_key,
+                    passphrase: &PassphraseSource::from_process(passphrase_file),
                     delegation: &delegation,
                     out: &out,
                     state: state.as_deref(),

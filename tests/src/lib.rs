@@ -93,8 +93,34 @@ impl Run {
 
 /// Runs a binary with arguments, killing it after `timeout`.
 pub fn run_with_timeout(name: &str, args: &[&str], timeout: Duration) -> Run {
+    run_env_with_timeout(name, args, &[], timeout)
+}
+
+/// The environment variable an encrypted anchor key's passphrase may come from. Commands run
+/// here never inherit it from the test's own environment: only [`run_env`] passes it.
+pub const ANCHOR_PASSPHRASE_ENV: &str = "CORDON_ANCHOR_PASSPHRASE";
+
+/// The seednode's test-only knob for cheap Argon2id parameters when sealing anchor keys (the
+/// default costs about a quarter of a second per key, and a debug build more).
+pub const WEAK_ANCHOR_KDF_ENV: &str = "CORDON_ANCHOR_INSECURE_KDF_FOR_TESTS";
+
+/// Runs a binary with extra environment variables and a 60 s timeout. Standard input is never a
+/// terminal, so a command that would prompt for a passphrase fails instead.
+pub fn run_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_env_with_timeout(name, args, env, Duration::from_secs(60))
+}
+
+/// Runs a binary with extra environment variables, killing it after `timeout`.
+pub fn run_env_with_timeout(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Run {
     let mut child = Command::new(bin(name))
         .args(args)
+        .env_remove(ANCHOR_PASSPHRASE_ENV)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -625,7 +651,8 @@ pub struct Network {
     pub join: String,
     /// The anchor's public key (`ed25519/<hex>`).
     pub anchor_public_key: String,
-    /// The directory holding `anchor.key` and `anchor.pub`.
+    /// The directory holding `anchor.key` (plaintext, written with `--insecure-plaintext`) and
+    /// `anchor.pub`.
     pub anchor_dir: PathBuf,
     /// The seednode's data directory (identity, database, control socket).
     pub seed_data: PathBuf,
@@ -668,6 +695,8 @@ impl NetBuilder {
         let mut networks = Vec::new();
         for (name, join) in self.networks {
             let anchor_dir = root.join(format!("anchor-{name}"));
+            // Plaintext anchor keys: tests re-use them with plain `run` (re-delegation and
+            // revocation drills). Encryption at rest has its own tests (tests/anchor_cli.rs).
             let anchor = run(
                 "seednode",
                 &[
@@ -677,6 +706,7 @@ impl NetBuilder {
                     &name,
                     "--out",
                     path_str(&anchor_dir),
+                    "--insecure-plaintext",
                     "--json",
                 ],
             )

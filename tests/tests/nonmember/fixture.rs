@@ -188,6 +188,7 @@ fn anchor_new(dir: &Path, network: &str) -> PublicKey {
             network,
             "--out",
             p(&out),
+            "--insecure-plaintext",
             "--json",
         ],
         Duration::from_secs(20),
