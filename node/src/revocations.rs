@@ -172,7 +172,7 @@ impl Revocations {
         }
     }
 
-    /// Every signer's head of `network`, for `status`; refreshes the network's metrics.
+    /// Every signer's head of `network`, for `status`.
     pub(crate) fn head_views(
         &self,
         swarm: &Swarm<Behaviour>,
