@@ -541,6 +541,9 @@ pub struct IssuedTokenView {
     pub peer: String,
     /// Roles granted.
     pub roles: Vec<String>,
+    /// Explicit rights granted on top of the roles (kept by renewals).
+    #[serde(default)]
+    pub rights: Vec<String>,
     /// Issue time (unix seconds).
     pub issued_at: u64,
     /// Expiry (unix seconds).

@@ -50,6 +50,8 @@ pub struct PreviousToken<'a> {
     pub revoked: bool,
     /// Its roles (a renewal keeps them).
     pub roles: &'a [String],
+    /// Its explicit rights (a renewal keeps them too).
+    pub rights: &'a [String],
 }
 
 /// The lifetime settings of a network and the bounds of the seednode's delegation for it.
@@ -99,10 +101,13 @@ pub struct JoinFacts<'a> {
 pub enum Decision {
     /// Answer with the live token the peer already holds (its latest request's).
     ReturnExisting,
-    /// Issue a fresh token with these roles (the expiring token's) at once: a renewal.
+    /// Issue a fresh token with these roles and rights (the expiring token's) at once: a
+    /// renewal.
     Renew {
         /// The roles.
         roles: Vec<String>,
+        /// The explicit rights.
+        rights: Vec<String>,
     },
     /// Approve at once by the network's policy, with the default roles.
     ApproveByPolicy(PolicyApproval),
@@ -164,6 +169,7 @@ pub fn decide(facts: &JoinFacts<'_>) -> Decision {
             }
             return Decision::Renew {
                 roles: token.roles.to_vec(),
+                rights: token.rights.to_vec(),
             };
         }
         // Pending, expired, denied by a policy, or approved without a token: the policy
@@ -211,6 +217,7 @@ mod tests {
                 expires_at,
                 revoked,
                 roles,
+                rights: &[],
             }),
         })
     }
@@ -293,10 +300,43 @@ mod tests {
             for expires_at in [T0 + DAY, T0 + 1] {
                 let f = facts(approved(expires_at, false, &roles), policy, false);
                 let decision = decide(&f);
-                assert_eq!(decision, Decision::Renew { roles: ops() }, "{policy}");
+                assert_eq!(
+                    decision,
+                    Decision::Renew {
+                        roles: ops(),
+                        rights: Vec::new()
+                    },
+                    "{policy}"
+                );
                 assert_eq!(decision.decided_by(), Some("renewal"));
             }
         }
+    }
+
+    #[test]
+    fn renewal_keeps_explicit_rights_and_a_revoked_token_is_not_renewed() {
+        let roles = ops();
+        let rights = vec!["dht_put".to_owned()];
+        let previous = |revoked| {
+            Some(Previous::Approved {
+                token: Some(PreviousToken {
+                    expires_at: T0 + 1,
+                    revoked,
+                    roles: &roles,
+                    rights: &rights,
+                }),
+            })
+        };
+        let f = facts(previous(false), JoinPolicy::Approval, false);
+        assert_eq!(
+            decide(&f),
+            Decision::Renew {
+                roles: ops(),
+                rights: vec!["dht_put".to_owned()]
+            }
+        );
+        let f = facts(previous(true), JoinPolicy::Open, false);
+        assert_eq!(decide(&f), Decision::Queue(Wait::OperatorDecided));
     }
 
     #[test]
@@ -312,7 +352,13 @@ mod tests {
         assert_eq!(decide(&f), Decision::ReturnExisting);
         // One second later than the current token is enough.
         f.lifetimes.delegation_expires_at = T0 + DAY / 2 + 1;
-        assert_eq!(decide(&f), Decision::Renew { roles: ops() });
+        assert_eq!(
+            decide(&f),
+            Decision::Renew {
+                roles: ops(),
+                rights: Vec::new()
+            }
+        );
         // A token lifetime shorter than what is left is no renewal either.
         let mut f = facts(approved(T0 + DAY, false, &roles), JoinPolicy::Open, false);
         f.lifetimes.token_lifetime = Duration::from_secs(DAY);

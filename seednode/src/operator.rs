@@ -552,6 +552,7 @@ mod tests {
             network: net(network),
             peer: peer.into(),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            rights: Vec::new(),
             issued_at: NOW,
             expires_at: NOW + expires_in,
             revocation_id: "ab".into(),

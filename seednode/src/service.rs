@@ -523,6 +523,7 @@ impl<S: Store> SeedService<S> {
                     expires_at: t.expires_at,
                     revoked: t.revoked_at.is_some(),
                     roles: &t.roles,
+                    rights: &t.rights,
                 }),
             },
         });
@@ -533,7 +534,7 @@ impl<S: Store> SeedService<S> {
             lifetimes: served.lifetimes(),
             now: now_secs,
         });
-        let roles = match &decision {
+        let grant = match &decision {
             Decision::ReturnExisting => {
                 return match (&latest, &token) {
                     (Some(row), Some(token)) => self.approved_reply(row.id, token, now).await,
@@ -541,8 +542,8 @@ impl<S: Store> SeedService<S> {
                     _ => internal_code(),
                 };
             }
-            Decision::Renew { roles } => Some(roles.clone()),
-            Decision::ApproveByPolicy(_) => Some(self.config.default_roles.clone()),
+            Decision::Renew { roles, rights } => Some((roles.clone(), rights.clone())),
+            Decision::ApproveByPolicy(_) => Some((self.config.default_roles.clone(), Vec::new())),
             Decision::Queue(_) => None,
         };
 
@@ -590,11 +591,11 @@ impl<S: Store> SeedService<S> {
             }
             Err(e) => return internal(&e, "queueing a join request"),
         };
-        let (Some(policy), Some(roles)) = (decision.decided_by(), roles) else {
+        let (Some(policy), Some((roles, rights))) = (decision.decided_by(), grant) else {
             return pending(row.id);
         };
         let lifetime = served.default_lifetime(now);
-        let issued = match issue(served, &network, &peer, &roles, &[], lifetime, now) {
+        let issued = match issue(served, &network, &peer, &roles, &rights, lifetime, now) {
             Ok(issued) => issued,
             Err(e) => {
                 // The request is committed; it waits for an operator instead.
@@ -1339,6 +1340,7 @@ fn issue(
         network: network.clone(),
         peer: *peer,
         roles: issued.roles,
+        rights: issued.rights,
         issued_at: unix_secs(issued.issued_at),
         expires_at: unix_secs(issued.expires_at),
         revocation_id: issued.revocation_id.0,
@@ -1416,6 +1418,7 @@ fn token_view(row: &IssuedTokenRow) -> IssuedTokenView {
         network: row.network.clone(),
         peer: row.peer.clone(),
         roles: row.roles.clone(),
+        rights: row.rights.clone(),
         issued_at: row.issued_at,
         expires_at: row.expires_at,
         revocation_id: hex::encode(&row.revocation_id),
@@ -1533,7 +1536,7 @@ mod tests {
                 seednode: seednode.public(),
                 expires_at: at(options.delegation_ttl),
                 allowed_roles: vec!["member".to_owned(), "ops".to_owned()],
-                allowed_rights: Vec::new(),
+                allowed_rights: vec!["dht_put".to_owned()],
                 max_lifetime: Duration::from_secs(30 * DAY),
             },
             t0(),
@@ -2020,7 +2023,7 @@ mod tests {
         let id = pending_id(&f.service.on_join(peer(10), request(None), t0()).await);
         let outcome = control(
             &f.service,
-            json!({"cmd": "approve", "id": id, "roles": ["ops"]}),
+            json!({"cmd": "approve", "id": id, "roles": ["ops"], "rights": ["dht_put"]}),
             t0(),
         )
         .await;
@@ -2044,6 +2047,11 @@ mod tests {
             .verify_membership(&renewed, &peer(10), at(6 * DAY + 1))
             .unwrap();
         assert_eq!(verdict.roles, ["ops"]);
+        assert_eq!(
+            verdict.rights,
+            ["dht_put"],
+            "the renewal keeps the explicit right"
+        );
         assert_eq!(verdict.expires_at, at(13 * DAY + 1));
         // After expiry on an approval network, the operator decides again.
         pending_id(

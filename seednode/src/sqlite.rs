@@ -43,7 +43,7 @@ use crate::store::{
 };
 
 /// Schema version written to `PRAGMA user_version` by this code.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Store calls queued for the database thread at once; more callers wait for room.
 pub const SQLITE_QUEUE: usize = 64;
@@ -59,7 +59,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_PEER_BYTES: usize = 128;
 
 /// Migrations, index `i` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// Version 2: explicit rights are kept with each issued token, so a renewal keeps them. Tokens
+/// issued before had none recorded (`[]`).
+const SCHEMA_V2: &str = "
+ALTER TABLE issued_tokens ADD COLUMN rights TEXT NOT NULL DEFAULT '[]';
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -126,7 +132,7 @@ const REQUEST_COLS: &str = "id, network, peer, label, invite_used, created_at, s
      decided_at, decided_by_policy, deny_reason";
 
 const TOKEN_COLS: &str = "token_id, request_id, network, peer, roles, issued_at, expires_at, \
-     revocation_id, token, delivered_at, revoked_at";
+     revocation_id, token, delivered_at, revoked_at, rights";
 
 /// One store call, run on the database thread.
 type Job = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -1221,9 +1227,11 @@ fn insert_token(
     }
     let roles = serde_json::to_string(&token.roles)
         .map_err(|e| invalid("roles", format!("cannot be encoded: {e}")))?;
+    let rights = serde_json::to_string(&token.rights)
+        .map_err(|e| invalid("rights", format!("cannot be encoded: {e}")))?;
     conn.execute(
         "INSERT INTO issued_tokens (request_id, network, peer, roles, issued_at, expires_at, \
-         revocation_id, token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         revocation_id, token, rights) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             request_id,
             token.network.as_str(),
@@ -1232,7 +1240,8 @@ fn insert_token(
             token.issued_at,
             token.expires_at,
             token.revocation_id,
-            token.token
+            token.token,
+            rights
         ],
     )?;
     let token_id = IssuedTokenId(conn.last_insert_rowid());
@@ -1314,12 +1323,16 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<IssuedTokenRow> {
     let roles: String = row.get(4)?;
     let roles = serde_json::from_str(&roles)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, Type::Text, Box::new(e)))?;
+    let rights: String = row.get(11)?;
+    let rights = serde_json::from_str(&rights)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, Type::Text, Box::new(e)))?;
     Ok(IssuedTokenRow {
         token_id: row.get(0)?,
         request_id: row.get(1)?,
         network: stored_network(row.get(2)?, 2)?,
         peer: row.get(3)?,
         roles,
+        rights,
         issued_at: row.get(5)?,
         expires_at: row.get(6)?,
         revocation_id: row.get(7)?,
@@ -1419,6 +1432,31 @@ mod tests {
                 if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_and_keeps_its_tokens() {
+        let (_dir, path) = temp_db();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO issued_tokens (network, peer, roles, issued_at, expires_at, \
+                 revocation_id, token) VALUES ('mainnet', 'p', '[\"member\"]', 1, 2, x'01', x'02')",
+                [],
+            )
+            .unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let store = open(&path);
+        let version: u32 = pragma(&store, "user_version").await;
+        assert_eq!(version, 2);
+        let row = store.token(IssuedTokenId(1)).await.unwrap().unwrap();
+        assert_eq!(row.roles, ["member"]);
+        assert!(row.rights.is_empty(), "{row:?}");
     }
 
     #[test]

@@ -361,11 +361,14 @@ pub struct NewToken {
     pub peer: PeerId,
     /// Roles the token grants.
     pub roles: Vec<String>,
+    /// Explicit rights the token grants on top of its roles (kept so a renewal keeps them).
+    pub rights: Vec<String>,
     /// Issue time (unix seconds).
     pub issued_at: u64,
     /// Expiry (unix seconds); must be after `issued_at`.
     pub expires_at: u64,
-    /// The token's revocation id (its membership block signature).
+    /// The token's revocation id (its serial-derived id; the block-1 signature for tokens
+    /// issued before serials).
     pub revocation_id: Vec<u8>,
     /// The serialized token.
     pub token: Vec<u8>,
@@ -384,6 +387,8 @@ pub struct IssuedTokenRow {
     pub peer: String,
     /// Roles the token grants.
     pub roles: Vec<String>,
+    /// Explicit rights the token grants on top of its roles.
+    pub rights: Vec<String>,
     /// Issue time (unix seconds).
     pub issued_at: u64,
     /// Expiry (unix seconds); the token is valid while `now < expires_at`.
@@ -694,6 +699,7 @@ pub(crate) mod suite {
             network: network.clone(),
             peer: *peer,
             roles: vec!["member".to_owned()],
+            rights: Vec::new(),
             issued_at: NOW,
             expires_at: NOW + 3600,
             revocation_id: vec![rev; 64],
@@ -1280,6 +1286,18 @@ pub(crate) mod suite {
         );
     }
 
+    pub(crate) async fn rights_are_stored_with_the_token<S: Store>(
+        open: impl Fn(StoreLimits) -> S,
+    ) {
+        let store = open(StoreLimits::default());
+        let mut token = new_token(&mainnet(), &peer(1), 1);
+        token.rights = vec!["dht_put".to_owned()];
+        let row = store.issue_direct(token).await.unwrap();
+        assert_eq!(row.rights, ["dht_put"]);
+        let read = store.token(row.token_id).await.unwrap().unwrap();
+        assert_eq!(read.rights, ["dht_put"]);
+    }
+
     pub(crate) async fn revoke_peer_limited_to_one_network<S: Store>(
         open: impl Fn(StoreLimits) -> S,
     ) {
@@ -1556,6 +1574,7 @@ pub(crate) mod suite {
                 second_handle_on_same_store_sees_committed_data,
                 revocation_bumps_version_and_appears_in_snapshot,
                 revoke_peer_limited_to_one_network,
+                rights_are_stored_with_the_token,
                 revoked_entries_are_the_unexpired_revoked_tokens_of_one_network,
                 members_are_newest_unexpired_unrevoked_per_network_and_peer,
                 invites_are_single_use_by_default,
