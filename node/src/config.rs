@@ -95,6 +95,9 @@ pub struct NodeLimits {
     /// Live revocation entries kept per signer of a network; a head whose set is larger is
     /// refused. Default 100000 (about 4 MB of state).
     pub max_revocations_per_signer: usize,
+    /// Revocation requests (syncs, pushes, announces) in flight at once; more are not sent,
+    /// and the next connection or announce repeats them. Default 1024.
+    pub max_revocation_requests: usize,
 }
 
 impl Default for NodeLimits {
@@ -123,6 +126,7 @@ impl Default for NodeLimits {
             max_join_backoff: Duration::from_secs(60),
             max_pending_joins: 256,
             max_revocations_per_signer: 100_000,
+            max_revocation_requests: 1024,
         }
     }
 }
@@ -204,6 +208,12 @@ impl NodeLimits {
             self.max_revocations_per_signer,
             16,
             10_000_000,
+        )?;
+        in_range(
+            "max_revocation_requests",
+            self.max_revocation_requests,
+            16,
+            100_000,
         )
     }
 

@@ -211,6 +211,7 @@ impl Node {
             RevocationLimits {
                 max_entries_per_signer: config.limits.max_revocations_per_signer,
                 max_state_bytes: state_file_cap(config.limits.max_revocations_per_signer),
+                max_requests: config.limits.max_revocation_requests,
             },
             &mut report,
         );

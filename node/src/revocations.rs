@@ -52,10 +52,6 @@ fn unix_secs(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Most outbound revocation requests tracked at once; more are not sent (the next
-/// connection or push repeats them).
-const MAX_OUTBOUND: usize = 1024;
-
 /// Shortest time between two rounds of `Sync` sent because a network's heads are stale, in
 /// seconds.
 const STALE_SYNC_INTERVAL: u64 = 10;
@@ -67,6 +63,9 @@ pub(crate) struct RevocationLimits {
     pub(crate) max_entries_per_signer: usize,
     /// Largest persisted state file per network, in bytes.
     pub(crate) max_state_bytes: u64,
+    /// Revocation requests in flight at once (more are not sent: the next connection or
+    /// announce repeats them), and peers whose head versions are remembered for `status`.
+    pub(crate) max_requests: usize,
 }
 
 /// One network's view and the credentials of its seednode signers.
@@ -108,7 +107,7 @@ pub struct Revocations {
     networks: BTreeMap<NetworkName, NetState>,
     limits: RevocationLimits,
     outbound: HashMap<OutboundRequestId, (PeerId, NetworkName)>,
-    /// Head versions peers told us they hold, for `status` (bounded by `MAX_OUTBOUND`).
+    /// Head versions peers told us they hold, for `status` (bounded by `max_requests`).
     known: HashMap<(PeerId, NetworkName), BTreeMap<Vec<u8>, u64>>,
     /// Networks whose revocations are stale.
     stale: BTreeSet<NetworkName>,
@@ -305,7 +304,9 @@ impl Revocations {
 
     /// Remembers which head versions `peer` holds for `network` (from its `Sync` or answer).
     fn note_heads(&mut self, peer: PeerId, network: &NetworkName, heads: &[HeadVersion]) {
-        if self.known.len() >= MAX_OUTBOUND && !self.known.contains_key(&(peer, network.clone())) {
+        if self.known.len() >= self.limits.max_requests
+            && !self.known.contains_key(&(peer, network.clone()))
+        {
             // Bounded: forget everything; it is refilled by the next syncs.
             self.known.clear();
         }
@@ -373,7 +374,7 @@ impl Revocations {
         network: &NetworkName,
         request: RevocationRequest,
     ) {
-        if self.outbound.len() >= MAX_OUTBOUND {
+        if self.outbound.len() >= self.limits.max_requests {
             tracing::debug!(%peer, network = %network, "revocation request not sent: too many in flight");
             return;
         }
@@ -923,6 +924,7 @@ pub fn held_version(data: &DataDir, network: &NetworkName, signer: &PublicKey) -
     let limits = RevocationLimits {
         max_entries_per_signer: usize::MAX,
         max_state_bytes: 1 << 30,
+        max_requests: 0,
     };
     match load_one(data, network, limits) {
         Ok(Some(state)) => state.set.version_of(signer),
