@@ -150,6 +150,7 @@ pub struct IssuedToken {
 pub struct Issuer {
     delegation: Biscuit,
     delegation_bytes: Vec<u8>,
+    delegation_id: RevocationId,
     facts: DelegationFacts,
     key: SecretKey,
     revocation_floor: std::sync::atomic::AtomicU64,
@@ -180,6 +181,7 @@ impl Issuer {
         Ok(Self {
             delegation: parsed,
             delegation_bytes: delegation.to_vec(),
+            delegation_id: verdict.revocation_id,
             facts: verdict.facts,
             key,
             revocation_floor: std::sync::atomic::AtomicU64::new(0),
@@ -207,6 +209,11 @@ impl Issuer {
     pub fn revocation_floor(&self) -> u64 {
         self.revocation_floor
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The delegation's revocation id: every token this issuer issues chains to it.
+    pub fn delegation_id(&self) -> &RevocationId {
+        &self.delegation_id
     }
 
     /// The delegation's bytes (presented to nodes so they can check this seednode).

@@ -49,6 +49,7 @@ use cordon_protocol::{
 };
 use libp2p_identity::PeerId;
 
+use crate::keys::PublicKey;
 use crate::revocation::RevocationId;
 use crate::token::TokenId;
 use crate::verify::{RefusalCode, Verifier};
@@ -135,6 +136,8 @@ pub struct Proof {
     /// The issuer's revocation-head version when it issued the token (0 for a delegation or
     /// a legacy token): a head of that issuer older than this is a rollback.
     pub revocation_floor: u64,
+    /// The trust anchor the token chains to.
+    pub anchor: PublicKey,
 }
 
 impl Proof {
@@ -213,6 +216,7 @@ pub fn verify_token(
                 rights: v.rights,
                 expires_at: v.expires_at,
                 revocation_floor: v.revocation_floor,
+                anchor: v.anchor,
             })
         }
         TokenKind::Delegation => {
@@ -232,6 +236,7 @@ pub fn verify_token(
                 rights: Vec::new(),
                 expires_at: v.facts.expires_at,
                 revocation_floor: 0,
+                anchor: v.anchor,
             })
         }
     }
@@ -255,6 +260,8 @@ pub enum EndReason {
     Revoked,
     /// The peer presented another network on a connection where it proved a strict network.
     StrictNetwork,
+    /// Its token chains to an anchor the network no longer trusts (the operator removed it).
+    Untrusted,
 }
 
 impl EndReason {
@@ -264,6 +271,7 @@ impl EndReason {
             Self::Expired => "expired",
             Self::Revoked => "revoked",
             Self::StrictNetwork => "strict_network",
+            Self::Untrusted => "anchor_removed",
         }
     }
 }
@@ -281,6 +289,8 @@ pub enum CloseReason {
     AuthTimeout,
     /// The peer proved something with a token that is now revoked.
     Revoked,
+    /// The peer proved something with a token whose anchor is no longer trusted.
+    Untrusted,
 }
 
 impl CloseReason {
@@ -289,6 +299,7 @@ impl CloseReason {
         match self {
             Self::AuthTimeout => "auth_timeout",
             Self::Revoked => "revoked",
+            Self::Untrusted => "anchor_removed",
         }
     }
 }
@@ -455,6 +466,8 @@ struct Route {
     expires_at: SystemTime,
     /// The ids of the proof that set `expires_at`.
     revocation_ids: Vec<RevocationId>,
+    /// The anchor of that proof.
+    anchor: PublicKey,
 }
 
 #[derive(Debug, Default)]
@@ -516,6 +529,10 @@ pub struct Sessions<C> {
     epoch: u64,
     /// Ids revoked at each epoch, kept while a verification started before it is in flight.
     revoked_since: Vec<(u64, BTreeSet<RevocationId>)>,
+    /// The anchors each network trusts, once [`Sessions::set_trusted_anchors`] narrowed them
+    /// (`None`: whatever the verifier accepts). Checked again when a verification finishes, so
+    /// one started under the previous list cannot admit a removed anchor.
+    trusted: Option<BTreeMap<NetworkName, BTreeSet<PublicKey>>>,
     timers: BTreeSet<(SystemTime, Timer<C>)>,
     actions: VecDeque<Action<C>>,
     stats: SessionStats,
@@ -551,6 +568,7 @@ where
             next_presentation: 0,
             epoch: 0,
             revoked_since: Vec::new(),
+            trusted: None,
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             stats: SessionStats::default(),
@@ -921,6 +939,12 @@ where
                 "revoked while its verification was in flight",
             ));
         }
+        if !self.trusts(&proof.network, &proof.anchor) {
+            return Err(Rejection::new(
+                ReasonCode::BadSignature,
+                "its anchor was removed from the descriptor while it was verified",
+            ));
+        }
         if proof.expires_at <= now {
             return Err(Rejection::new(ReasonCode::Expired, "expired on arrival"));
         }
@@ -987,6 +1011,7 @@ where
         let first = conn.proofs.is_empty();
         let expires_at = proof.expires_at;
         let ids = proof.revocation_ids.clone();
+        let anchor = proof.anchor;
         let previous = conn.proofs.insert(network.clone(), proof.clone());
         if first && let Some(at) = conn.auth_deadline.take() {
             self.timers.remove(&(at, Timer::Auth(connection)));
@@ -1017,7 +1042,7 @@ where
             connection,
             proof,
         });
-        self.route(peer, &network, expires_at, ids);
+        self.route(peer, &network, expires_at, ids, anchor);
         // Answer a proven dialer with our own token for the network it proved.
         if self.intents.contains_key(&peer) || self.intents.len() < self.config.max_dial_intents {
             self.intents
@@ -1034,16 +1059,20 @@ where
         network: &NetworkName,
         expires_at: SystemTime,
         revocation_ids: Vec<RevocationId>,
+        anchor: PublicKey,
     ) {
         let table = self.routes.entry(network.clone()).or_default();
         let full = table.len() >= self.config.max_routes_per_network;
         match table.get_mut(&peer) {
             Some(route) => {
-                if expires_at > route.expires_at {
+                // A token under a new anchor replaces the entry even if it ends sooner: the
+                // old anchor is about to be removed.
+                if expires_at > route.expires_at || anchor != route.anchor {
                     self.timers
                         .remove(&(route.expires_at, Timer::Route(network.clone(), peer)));
                     route.expires_at = expires_at;
                     route.revocation_ids = revocation_ids;
+                    route.anchor = anchor;
                     self.timers
                         .insert((expires_at, Timer::Route(network.clone(), peer)));
                 }
@@ -1057,6 +1086,7 @@ where
                     Route {
                         expires_at,
                         revocation_ids,
+                        anchor,
                     },
                 );
                 self.timers
@@ -1239,7 +1269,51 @@ where
         if !self.pending.is_empty() {
             self.revoked_since.push((self.epoch, ids.clone()));
         }
-        let mut hit: Vec<(C, Vec<NetworkName>)> = self
+        self.end_where(
+            |_, ids_of, _| ids_of.iter().any(|id| ids.contains(id)),
+            EndReason::Revoked,
+            CloseReason::Revoked,
+            now,
+        )
+    }
+
+    /// Narrows the anchors each network trusts to `anchors` (the operator reloaded the
+    /// descriptor): every proof and routing entry whose token chains to an anchor no longer
+    /// listed for its network ends as [`EndReason::Untrusted`], each connection that proved
+    /// anything with one is closed, and verifications in flight are checked against the new
+    /// list when they finish. Returns the number of connections asked to close.
+    pub fn set_trusted_anchors(
+        &mut self,
+        anchors: BTreeMap<NetworkName, BTreeSet<PublicKey>>,
+        now: SystemTime,
+    ) -> usize {
+        self.trusted = Some(anchors);
+        let trusted = self.trusted.clone().unwrap_or_default();
+        self.end_where(
+            |network, _, anchor| !trusted.get(network).is_some_and(|a| a.contains(anchor)),
+            EndReason::Untrusted,
+            CloseReason::Untrusted,
+            now,
+        )
+    }
+
+    fn trusts(&self, network: &NetworkName, anchor: &PublicKey) -> bool {
+        self.trusted
+            .as_ref()
+            .is_none_or(|t| t.get(network).is_some_and(|a| a.contains(anchor)))
+    }
+
+    /// Ends every proof and routing entry `hit` selects (by network, revocation ids and
+    /// anchor): their gates close, they leave the routing tables, and each connection that
+    /// proved anything with one is closed.
+    fn end_where(
+        &mut self,
+        hit: impl Fn(&NetworkName, &[RevocationId], &PublicKey) -> bool,
+        reason: EndReason,
+        close: CloseReason,
+        now: SystemTime,
+    ) -> usize {
+        let mut closing: Vec<(C, Vec<NetworkName>)> = self
             .connections
             .iter()
             .filter(|(_, c)| !c.closing)
@@ -1247,17 +1321,17 @@ where
                 let networks = c
                     .proofs
                     .iter()
-                    .filter(|(_, p)| p.revoked_by(ids))
+                    .filter(|(n, p)| hit(n, &p.revocation_ids, &p.anchor))
                     .map(|(n, _)| n.clone())
                     .collect::<Vec<_>>();
                 (*id, networks)
             })
             .filter(|(_, networks)| !networks.is_empty())
             .collect();
-        hit.sort_by_key(|(id, _)| *id);
-        for (connection, networks) in &hit {
+        closing.sort_by_key(|(id, _)| *id);
+        for (connection, networks) in &closing {
             for network in networks {
-                self.withdraw(*connection, network, EndReason::Revoked, now);
+                self.withdraw(*connection, network, reason, now);
             }
             if let Some(conn) = self.connections.get_mut(connection) {
                 conn.closing = true;
@@ -1267,7 +1341,7 @@ where
                 self.actions.push_back(Action::CloseConnection {
                     peer: conn.peer,
                     connection: *connection,
-                    reason: CloseReason::Revoked,
+                    reason: close,
                 });
             }
         }
@@ -1278,14 +1352,14 @@ where
             .flat_map(|(network, table)| {
                 table
                     .iter()
-                    .filter(|(_, r)| r.revocation_ids.iter().any(|id| ids.contains(id)))
+                    .filter(|(_, r)| hit(network, &r.revocation_ids, &r.anchor))
                     .map(|(peer, _)| (network.clone(), *peer))
             })
             .collect();
         for (network, peer) in stale {
-            self.unroute(peer, &network, EndReason::Revoked);
+            self.unroute(peer, &network, reason);
         }
-        hit.len()
+        closing.len()
     }
 
     fn prune_revoked_since(&mut self) {

@@ -10,7 +10,8 @@
 //! block makes the block count wrong.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use biscuit_auth::{AuthorizerLimits, Biscuit};
@@ -241,6 +242,8 @@ pub struct Verdict {
     /// The issuer's revocation-head version when it issued this token (0 for a legacy token):
     /// heads of that issuer older than this are never accepted by whoever holds the token.
     pub revocation_floor: u64,
+    /// The trust anchor the token chains to (it signed the delegation).
+    pub anchor: PublicKey,
 }
 
 /// A verified delegation, as presented by a seednode.
@@ -254,6 +257,8 @@ pub struct DelegationVerdict {
     pub token_id: TokenId,
     /// The delegation's revocation id.
     pub revocation_id: RevocationId,
+    /// The trust anchor that signed it.
+    pub anchor: PublicKey,
 }
 
 #[derive(Debug)]
@@ -261,6 +266,8 @@ struct CacheEntry {
     verdict: Verdict,
     delegation_expires_at: SystemTime,
     revocation_version: u64,
+    /// The access-list generation the verdict was reached under.
+    access_epoch: u64,
 }
 
 /// A bounded verdict cache keyed by token digest, valid for one revocation-set version.
@@ -271,10 +278,10 @@ struct VerifyCache {
 }
 
 impl VerifyCache {
-    fn get(&self, id: &TokenId, revocation_version: u64) -> Option<&CacheEntry> {
-        self.entries
-            .get(id)
-            .filter(|e| e.revocation_version == revocation_version)
+    fn get(&self, id: &TokenId, revocation_version: u64, access_epoch: u64) -> Option<&CacheEntry> {
+        self.entries.get(id).filter(|e| {
+            e.revocation_version == revocation_version && e.access_epoch == access_epoch
+        })
     }
 
     fn insert(&mut self, capacity: usize, id: TokenId, entry: CacheEntry) {
@@ -303,12 +310,16 @@ impl VerifyCache {
 /// The offline verifier: an access list, a revocation set and a verdict cache.
 ///
 /// Sans-IO: callers pass `now`. Verification takes `&self` (the cache is behind a mutex, the
-/// revocation set behind a read-write lock) so one verifier can serve a pool of workers while
-/// its owner revokes through a shared reference.
+/// revocation set and the access list behind read-write locks) so one verifier can serve a
+/// pool of workers while its owner revokes, or swaps the access list, through a shared
+/// reference. Each verification reads one snapshot of the access list; a verdict reached under
+/// an older access list is never served from the cache.
 #[derive(Debug)]
 pub struct Verifier {
     config: VerifierConfig,
-    access: AccessList,
+    access: RwLock<Arc<AccessList>>,
+    /// Bumped by every [`Verifier::set_access`]; cached verdicts carry the value they saw.
+    access_epoch: AtomicU64,
     revocations: RwLock<RevocationSet>,
     cache: Mutex<VerifyCache>,
 }
@@ -318,7 +329,8 @@ impl Verifier {
     pub fn new(config: VerifierConfig, access: AccessList) -> Self {
         Self {
             config,
-            access,
+            access: RwLock::new(Arc::new(access)),
+            access_epoch: AtomicU64::new(0),
             revocations: RwLock::new(RevocationSet::new()),
             cache: Mutex::new(VerifyCache::default()),
         }
@@ -329,15 +341,37 @@ impl Verifier {
         &self.config
     }
 
-    /// The access list.
-    pub fn access(&self) -> &AccessList {
-        &self.access
+    /// The access list (a snapshot: a later [`Verifier::set_access`] does not change it).
+    pub fn access(&self) -> Arc<AccessList> {
+        match self.access.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
-    /// Replaces the access list and drops every cached verdict.
-    pub fn set_access(&mut self, access: AccessList) {
-        self.access = access;
-        self.cache_mut().clear();
+    /// Replaces the access list (an operator reloaded the descriptor) and drops every cached
+    /// verdict: from now on every verification, cached or not, answers under the new list.
+    pub fn set_access(&self, access: AccessList) {
+        {
+            let mut current = match self.access.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *current = Arc::new(access);
+            // Under the write lock: a verification that read the old list also read the old
+            // epoch, so its verdict is cached as stale.
+            self.access_epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.with_cache(VerifyCache::clear);
+    }
+
+    /// One consistent view of the access list and its epoch.
+    fn access_snapshot(&self) -> (Arc<AccessList>, u64) {
+        let guard = match self.access.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (guard.clone(), self.access_epoch.load(Ordering::SeqCst))
     }
 
     /// A copy of the revocation set.
@@ -378,13 +412,6 @@ impl Verifier {
         f(&set)
     }
 
-    fn cache_mut(&mut self) -> &mut VerifyCache {
-        match self.cache.get_mut() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     fn with_cache<T>(&self, f: impl FnOnce(&mut VerifyCache) -> T) -> T {
         let mut guard = match self.cache.lock() {
             Ok(g) => g,
@@ -404,16 +431,18 @@ impl Verifier {
         self.check_size(token)?;
         let id = TokenId::of(token);
         let version = self.revocation_version();
+        let (access, epoch) = self.access_snapshot();
         let cached = self.with_cache(|c| {
-            c.get(&id, version)
+            c.get(&id, version, epoch)
                 .map(|e| (e.verdict.clone(), e.delegation_expires_at))
         });
         if let Some((verdict, delegation_expires_at)) = cached {
-            self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+            self.check_time_bound(&access, &verdict, delegation_expires_at, presenter, now)?;
             return Ok(verdict);
         }
-        let (verdict, delegation_expires_at) = self.verify_membership_cold(token, id, now)?;
-        self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+        let (verdict, delegation_expires_at) =
+            self.verify_membership_cold(&access, token, id, now)?;
+        self.check_time_bound(&access, &verdict, delegation_expires_at, presenter, now)?;
         self.with_cache(|c| {
             c.insert(
                 self.config.cache_capacity,
@@ -422,6 +451,7 @@ impl Verifier {
                     verdict: verdict.clone(),
                     delegation_expires_at,
                     revocation_version: version,
+                    access_epoch: epoch,
                 },
             )
         });
@@ -436,9 +466,10 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<Verdict, Refusal> {
         self.check_size(token)?;
+        let access = self.access();
         let (verdict, delegation_expires_at) =
-            self.verify_membership_cold(token, TokenId::of(token), now)?;
-        self.check_time_bound(&verdict, delegation_expires_at, presenter, now)?;
+            self.verify_membership_cold(&access, token, TokenId::of(token), now)?;
+        self.check_time_bound(&access, &verdict, delegation_expires_at, presenter, now)?;
         Ok(verdict)
     }
 
@@ -456,11 +487,12 @@ impl Verifier {
     /// not-yet-valid check that needs `now` and is cheap.
     fn verify_membership_cold(
         &self,
+        access: &AccessList,
         token: &[u8],
         id: TokenId,
         now: SystemTime,
     ) -> Result<(Verdict, SystemTime), Refusal> {
-        let biscuit = self.parse(token)?;
+        let biscuit = parse(access, token)?;
         // Structure: exactly the delegation and one membership block.
         if biscuit.block_count() != 2 {
             return Err(Refusal::Malformed {
@@ -523,7 +555,7 @@ impl Verifier {
                 signer: Some(signer),
             });
         }
-        self.check_anchor_for_network(&biscuit, &delegation.network)?;
+        let anchor = check_anchor_for_network(access, &biscuit, &delegation.network)?;
         check_roles(&membership.roles, &delegation.allowed_roles)?;
         check_rights(&membership.rights, &delegation.allowed_rights)?;
         let lifetime = membership
@@ -557,6 +589,7 @@ impl Verifier {
             token_id: id,
             revocation_ids,
             revocation_floor: membership.revocation_floor,
+            anchor,
         };
         Ok((verdict, delegation.expires_at))
     }
@@ -564,6 +597,7 @@ impl Verifier {
     /// Subject, network and expiry: the checks that depend on who presents the token and when.
     fn check_time_bound(
         &self,
+        access: &AccessList,
         verdict: &Verdict,
         delegation_expires_at: SystemTime,
         presenter: &PeerId,
@@ -574,7 +608,7 @@ impl Verifier {
                 token_subject: verdict.subject,
             });
         }
-        if self.access.network(&verdict.network).is_none() {
+        if access.network(&verdict.network).is_none() {
             return Err(Refusal::UnknownNetwork {
                 network: verdict.network.clone(),
             });
@@ -601,7 +635,8 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<DelegationVerdict, Refusal> {
         self.check_size(token)?;
-        let biscuit = self.parse(token)?;
+        let access = self.access();
+        let biscuit = parse(&access, token)?;
         if biscuit.block_count() != 1 {
             return Err(Refusal::Malformed {
                 detail: "a delegation has exactly one block",
@@ -611,7 +646,7 @@ impl Verifier {
         let revocation_id = self.check_revocation(delegation_revocation_id(&biscuit)?)?;
         let (facts, _) =
             extract(&biscuit, None, false, self.config.limits()).map_err(policy_refusal)?;
-        self.check_anchor_for_network(&biscuit, &facts.network)?;
+        let anchor = check_anchor_for_network(&access, &biscuit, &facts.network)?;
         let seednode = PublicKey::from_bytes(&facts.delegate)
             .ok_or(Refusal::Malformed {
                 detail: "delegate key is not an Ed25519 point",
@@ -622,7 +657,7 @@ impl Verifier {
                 token_subject: seednode,
             });
         }
-        if self.access.network(&facts.network).is_none() {
+        if access.network(&facts.network).is_none() {
             return Err(Refusal::UnknownNetwork {
                 network: facts.network,
             });
@@ -638,35 +673,7 @@ impl Verifier {
             seednode,
             token_id: TokenId::of(token),
             revocation_id,
-        })
-    }
-
-    fn parse(&self, token: &[u8]) -> Result<Biscuit, Refusal> {
-        let access = &self.access;
-        let asked = std::cell::Cell::new(None);
-        let provider = |id: Option<u32>| {
-            asked.set(id);
-            id.and_then(|id| access.anchor_by_id(id))
-                .map(PublicKey::to_biscuit)
-                .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
-        };
-        Biscuit::from(token, provider).map_err(|e| {
-            use biscuit_auth::error::{Format, Token};
-            match e {
-                Token::Format(Format::UnknownPublicKey) => Refusal::UnknownAnchor {
-                    key_id: asked.get(),
-                },
-                Token::Format(
-                    Format::Signature(_)
-                    | Format::SealedSignature
-                    | Format::InvalidSignatureSize(_)
-                    | Format::SignatureDeserializationError(_)
-                    | Format::BlockSignatureDeserializationError(_),
-                ) => Refusal::BadSignature,
-                _ => Refusal::Malformed {
-                    detail: "not a valid biscuit",
-                },
-            }
+            anchor,
         })
     }
 
@@ -676,24 +683,59 @@ impl Verifier {
         }
         Ok(id)
     }
+}
 
-    fn check_anchor_for_network(&self, biscuit: &Biscuit, network: &str) -> Result<(), Refusal> {
-        let key_id = biscuit.root_key_id().ok_or(Refusal::Malformed {
-            detail: "no root key id",
-        })?;
-        let Some(net) = self.access.network(network) else {
-            return Err(Refusal::UnknownNetwork {
-                network: network.to_owned(),
-            });
-        };
-        if !net.anchors.iter().any(|k| k.key_id() == key_id) {
-            return Err(Refusal::AnchorNotForNetwork {
-                network: network.to_owned(),
-                key_id,
-            });
+/// Parses `token`, checking every signature with the anchor keys `access` trusts.
+fn parse(access: &AccessList, token: &[u8]) -> Result<Biscuit, Refusal> {
+    let asked = std::cell::Cell::new(None);
+    let provider = |id: Option<u32>| {
+        asked.set(id);
+        id.and_then(|id| access.anchor_by_id(id))
+            .map(PublicKey::to_biscuit)
+            .ok_or(biscuit_auth::error::Format::UnknownPublicKey)
+    };
+    Biscuit::from(token, provider).map_err(|e| {
+        use biscuit_auth::error::{Format, Token};
+        match e {
+            Token::Format(Format::UnknownPublicKey) => Refusal::UnknownAnchor {
+                key_id: asked.get(),
+            },
+            Token::Format(
+                Format::Signature(_)
+                | Format::SealedSignature
+                | Format::InvalidSignatureSize(_)
+                | Format::SignatureDeserializationError(_)
+                | Format::BlockSignatureDeserializationError(_),
+            ) => Refusal::BadSignature,
+            _ => Refusal::Malformed {
+                detail: "not a valid biscuit",
+            },
         }
-        Ok(())
-    }
+    })
+}
+
+/// The anchor key that signed `biscuit`'s root, if the access list trusts it for `network`.
+fn check_anchor_for_network(
+    access: &AccessList,
+    biscuit: &Biscuit,
+    network: &str,
+) -> Result<PublicKey, Refusal> {
+    let key_id = biscuit.root_key_id().ok_or(Refusal::Malformed {
+        detail: "no root key id",
+    })?;
+    let Some(net) = access.network(network) else {
+        return Err(Refusal::UnknownNetwork {
+            network: network.to_owned(),
+        });
+    };
+    net.anchors
+        .iter()
+        .find(|k| k.key_id() == key_id)
+        .copied()
+        .ok_or(Refusal::AnchorNotForNetwork {
+            network: network.to_owned(),
+            key_id,
+        })
 }
 
 /// The signature of block `index` (0 is the authority block).
@@ -734,6 +776,15 @@ pub fn read_delegation(
 /// The revocation id of a delegation token (for the anchor's CLI and the seednode).
 pub fn delegation_id_of(biscuit: &Biscuit) -> Option<RevocationId> {
     delegation_revocation_id(biscuit).ok()
+}
+
+/// The revocation id of the delegation a token (membership or delegation) chains to, read
+/// without checking any signature: for a seednode comparing tokens it issued itself, from its
+/// own store, with the delegation it holds now. Never use it on a token from the network.
+pub fn delegation_id_unverified(token: &[u8]) -> Option<RevocationId> {
+    let biscuit = biscuit_auth::UnverifiedBiscuit::from(token).ok()?;
+    let first = biscuit.revocation_identifiers().into_iter().next()?;
+    Some(RevocationId::delegation(&first))
 }
 
 fn check_contexts(biscuit: &Biscuit, expected: &[&str]) -> Result<(), Refusal> {

@@ -143,6 +143,53 @@ fn rotated_anchor_is_accepted_while_listed_and_refused_once_removed() {
     assert!(matches!(err, Refusal::UnknownAnchor { .. }), "{err}");
 }
 
+#[test]
+fn swapping_the_access_list_live_refuses_cached_tokens_of_a_removed_anchor() {
+    let old = Net::new("mainnet", 1, 2);
+    let new = Net::new("mainnet", 4, 2);
+    let node = key(10).peer_id();
+    let old_token = old.member(&node);
+    let new_token = new.member(&node);
+    let trust = |anchors| {
+        AccessList::new([NetworkTrust {
+            name: "mainnet".into(),
+            anchors,
+            strict: false,
+        }])
+        .unwrap()
+    };
+    // One verifier for the whole rotation, as a running node has.
+    let verifier = Verifier::new(VerifierConfig::default(), trust(vec![old.anchor.public()]));
+    let verdict = verifier.verify_membership(&old_token, &node, t0()).unwrap();
+    assert_eq!(verdict.anchor, old.anchor.public());
+    assert!(matches!(
+        verifier.verify_membership(&new_token, &node, t0()),
+        Err(Refusal::UnknownAnchor { .. })
+    ));
+
+    verifier.set_access(trust(vec![old.anchor.public(), new.anchor.public()]));
+    verifier.verify_membership(&old_token, &node, t0()).unwrap();
+    let verdict = verifier.verify_membership(&new_token, &node, t0()).unwrap();
+    assert_eq!(verdict.anchor, new.anchor.public());
+
+    verifier.set_access(trust(vec![new.anchor.public()]));
+    verifier.verify_membership(&new_token, &node, t0()).unwrap();
+    // The old token's verdict was cached: the new list still refuses it.
+    let err = verifier
+        .verify_membership(&old_token, &node, t0())
+        .unwrap_err();
+    assert!(matches!(err, Refusal::UnknownAnchor { .. }), "{err}");
+    let delegation = verifier
+        .verify_delegation(&new.delegation, &new.seednode.peer_id(), t0())
+        .unwrap();
+    assert_eq!(delegation.anchor, new.anchor.public());
+    assert!(
+        verifier
+            .verify_delegation(&old.delegation, &old.seednode.peer_id(), t0())
+            .is_err()
+    );
+}
+
 /// Appends a third-party block signed by `signer` to a delegation.
 fn append_third_party(
     net: &Net,

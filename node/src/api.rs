@@ -48,7 +48,7 @@ pub enum Request {
         #[serde(with = "peer_text")]
         peer: PeerId,
     },
-    /// Re-read the connection-filter file ([`Reloaded`]).
+    /// Re-read the descriptor and the connection-filter file ([`Reloaded`]).
     Reload {},
     /// Apply a signed revocation update (an anchor's, from `seednode anchor
     /// revoke-delegation`) and push it to the network's members ([`Published`]).
@@ -361,6 +361,9 @@ pub struct NetworkStatus {
     pub roles: Vec<String>,
     /// When our token expires (unix seconds).
     pub token_expires_at: Option<u64>,
+    /// The trust anchor our token chains to (`ed25519/<hex>`): after an anchor rotation, every
+    /// member shows the new one before the old is removed.
+    pub token_anchor: Option<String>,
     /// Our pending join request's id.
     pub pending_request: Option<u64>,
     /// Peers in its routing table.
@@ -452,10 +455,73 @@ pub struct PeerEntry {
 /// Answer to `reload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reloaded {
-    /// The file re-read.
-    pub reloaded: PathBuf,
-    /// Connections the new rules closed.
+    /// The filter rules file re-read, if the node runs with one.
+    pub filter: Option<PathBuf>,
+    /// Connections the new filter rules closed.
     pub closed_connections: usize,
+    /// What re-reading the descriptor changed, if the node was started from a file.
+    pub descriptor: Option<DescriptorReloaded>,
+}
+
+/// What `reload` changed from the descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DescriptorReloaded {
+    /// The file re-read.
+    pub path: PathBuf,
+    /// Anchors now trusted that were not (`network ed25519/<hex>`), for the networks run.
+    pub anchors_added: Vec<String>,
+    /// Anchors no longer trusted (`network ed25519/<hex>`), for the networks run.
+    pub anchors_removed: Vec<String>,
+    /// Connections closed because the peer's token chains to a removed anchor.
+    pub untrusted_connections: usize,
+    /// Networks whose own membership no longer verifies: a new one is being requested.
+    pub memberships_dropped: Vec<NetworkName>,
+    /// Changed settings that take effect only at the next start (`network: field`).
+    pub needs_restart: Vec<String>,
+}
+
+impl Reloaded {
+    /// What `node reload` prints.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if let Some(d) = &self.descriptor {
+            let _ = writeln!(out, "descriptor reloaded from {}", d.path.display());
+            for a in &d.anchors_added {
+                let _ = writeln!(out, "  anchor added:   {a}");
+            }
+            for a in &d.anchors_removed {
+                let _ = writeln!(out, "  anchor removed: {a}");
+            }
+            if d.anchors_added.is_empty() && d.anchors_removed.is_empty() {
+                let _ = writeln!(out, "  anchors unchanged");
+            }
+            let _ = writeln!(
+                out,
+                "  {} connection(s) closed: the peer's token chains to a removed anchor",
+                d.untrusted_connections
+            );
+            for n in &d.memberships_dropped {
+                let _ = writeln!(
+                    out,
+                    "  our {n} membership chains to a removed anchor: dropped, asking a seednode \
+                     for a new one"
+                );
+            }
+            for r in &d.needs_restart {
+                let _ = writeln!(out, "  changed, applies at the next start: {r}");
+            }
+        }
+        if let Some(path) = &self.filter {
+            let _ = writeln!(
+                out,
+                "filter rules reloaded from {}; {} connection(s) closed",
+                path.display(),
+                self.closed_connections
+            );
+        }
+        out
+    }
 }
 
 /// A seednode join service's status.
@@ -554,6 +620,10 @@ pub struct IssuedTokenView {
     pub delivered_at: Option<u64>,
     /// When it was revoked (unix seconds).
     pub revoked_at: Option<u64>,
+    /// Whether it chains to the delegation the seednode holds now (`false` after an anchor
+    /// rotation until the member renews; `None` if the seednode cannot tell).
+    #[serde(default)]
+    pub current_delegation: Option<bool>,
 }
 
 /// Answer to `invite`: the code is shown once, here.

@@ -3,13 +3,11 @@
 //! the rules file. The filter itself ([`crate::filter`]) decides; this module carries it out and
 //! reports it.
 
-use std::path::Path;
 use std::time::Instant;
 
 use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
 
-use crate::api::Reloaded;
 use crate::filter::{BanTarget, FilterRules};
 use crate::report::Report;
 use crate::swarm::Behaviour;
@@ -74,16 +72,9 @@ pub fn lift_expired(swarm: &mut Swarm<Behaviour>, report: &mut Report, now: Inst
     }
 }
 
-/// Reloads the rules file at `path` and closes what the new rules refuse.
-pub fn reload(
-    swarm: &mut Swarm<Behaviour>,
-    report: &mut Report,
-    path: Option<&Path>,
-) -> Result<Reloaded, String> {
-    let Some(path) = path else {
-        return Err("this node runs without --filter FILE; nothing to reload".into());
-    };
-    let rules = FilterRules::load(path).map_err(|e| e.to_string())?;
+/// Replaces the filter rules (reloaded by the operator) and closes what they now refuse.
+/// Returns the connections closed.
+pub fn apply_rules(swarm: &mut Swarm<Behaviour>, report: &mut Report, rules: FilterRules) -> usize {
     let refused = swarm.behaviour_mut().filter.set_rules(rules);
     let closed = refused.len();
     for r in refused {
@@ -92,8 +83,5 @@ pub fn reload(
     report.audit(AuditEvent::new(AuditKind::Other).detail(format!(
         "filter rules reloaded; {closed} connection(s) closed"
     )));
-    Ok(Reloaded {
-        reloaded: path.to_owned(),
-        closed_connections: closed,
-    })
+    closed
 }

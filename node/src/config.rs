@@ -245,6 +245,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The access list and per-network settings.
     pub descriptor: Descriptor,
+    /// The file `descriptor` was read from, re-read by `node reload`; `None` when it was handed
+    /// over in memory (in-process tests).
+    pub descriptor_file: Option<PathBuf>,
     /// Networks to join (a node) or serve (a seednode); each must be in the descriptor.
     pub networks: Vec<NetworkName>,
     /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0`.
@@ -291,6 +294,7 @@ impl NodeConfig {
         Self {
             data_dir,
             descriptor,
+            descriptor_file: None,
             networks,
             listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr")],
             label: String::new(),
@@ -610,6 +614,7 @@ impl<S: Section> DaemonFile<S> {
             self.limits.max_networks
         );
         let mut config = NodeConfig::new(data, descriptor, networks);
+        config.descriptor_file = Some(descriptor_path.to_owned());
         config.listen = self
             .listen
             .iter()

@@ -84,6 +84,7 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             strict: entry.is_some_and(|e| e.strict),
             roles: token.map(|t| t.roles.clone()).unwrap_or_default(),
             token_expires_at: token.map(|t| unix_secs(t.expires_at)),
+            token_anchor: token.map(|t| t.anchor.to_string()),
             pending_request: client.pending(&name).map(|p| p.request_id),
             routing_table,
             verified_peers,

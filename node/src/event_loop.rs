@@ -25,6 +25,7 @@ use crate::control_handler::{self, StatusContext};
 use crate::filter::FilterEvent;
 use crate::join::ServerInput;
 use crate::join::{self, JoinServer, Joiner};
+use crate::reload;
 use crate::report::Report;
 use crate::revocations::Revocations;
 use crate::routing::Routing;
@@ -177,7 +178,16 @@ impl EventLoop {
                 self.calls
                     .on_verified(&mut self.swarm, peer, &proof.network);
                 if proof.kind == ProofKind::Seednode {
-                    self.joiner.poll(&mut self.swarm, now);
+                    match proof.revocation_ids.first() {
+                        Some(delegation) => self.joiner.on_seednode(
+                            &mut self.swarm,
+                            &proof.network,
+                            peer,
+                            delegation,
+                            now,
+                        ),
+                        None => self.joiner.poll(&mut self.swarm, now),
+                    }
                 }
             }
             session::Event::Refused {
@@ -398,10 +408,12 @@ impl EventLoop {
                     .publish_file(&mut self.swarm, &mut self.report, &self.data, update, now)
                     .map(Response::Published)
             }
-            Request::Reload {} => bans::reload(
+            Request::Reload {} => reload::reload(
                 &mut self.swarm,
                 &mut self.report,
-                self.config.filter_file.as_deref(),
+                &mut self.joiner,
+                &mut self.config,
+                now,
             )
             .map(Response::Reloaded),
             operator => match &mut self.server {

@@ -70,14 +70,7 @@ impl Joiner {
                         Ok(v) => {
                             tracing::info!(network = %network, expires_at = cordon_host::clock::unix_secs(v.expires_at), "loaded membership token");
                             session.set_membership(&network, Some(bytes.clone()));
-                            self.client.load_token(
-                                &network,
-                                OwnToken {
-                                    bytes,
-                                    expires_at: v.expires_at,
-                                    roles: v.roles,
-                                },
-                            );
+                            self.client.load_token(&network, OwnToken::new(bytes, v));
                         }
                         Err(e) => {
                             tracing::warn!(network = %network, reason = %e.code(), "stored token no longer verifies; requesting a new one");
@@ -91,6 +84,53 @@ impl Joiner {
             Ok(joins) => joins.into_iter().for_each(|j| self.client.load_pending(j)),
             Err(e) => tracing::warn!(error = %e, "cannot read pending join requests"),
         }
+    }
+
+    /// Changes how long before expiry `network`'s token is renewed.
+    pub fn set_renewal_margin(&mut self, network: &NetworkName, margin: std::time::Duration) {
+        self.client.set_renewal_margin(network, margin);
+    }
+
+    /// A seednode proved `network` with the delegation `delegation`: if it issued our token
+    /// under another one, renew there now.
+    pub fn on_seednode(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        network: &NetworkName,
+        peer: PeerId,
+        delegation: &cordon_membership::RevocationId,
+        now: SystemTime,
+    ) {
+        self.client.on_seednode(network, peer, delegation);
+        self.poll(swarm, now);
+    }
+
+    /// The access list changed: checks our own tokens again. One that no longer verifies (its
+    /// anchor was removed) is dropped, no longer presented, and its network asks again.
+    /// Returns the networks whose token was dropped.
+    pub fn recheck(&mut self, swarm: &mut Swarm<Behaviour>, now: SystemTime) -> Vec<NetworkName> {
+        let networks: Vec<NetworkName> = swarm.behaviour().session.networks().cloned().collect();
+        let mut dropped = Vec::new();
+        for network in networks {
+            let Some(token) = self.client.token(&network) else {
+                continue;
+            };
+            let verdict = swarm.behaviour().session.verifier().verify_membership(
+                &token.bytes,
+                &self.local,
+                now,
+            );
+            if let Err(e) = verdict
+                && e.code() != cordon_membership::RefusalCode::Expired
+            {
+                tracing::warn!(network = %network, reason = %e.code(), detail = %e, "our membership no longer verifies under the new descriptor; requesting a new one");
+                self.client.drop_token(&network);
+                swarm.behaviour_mut().session.set_membership(&network, None);
+                dropped.push(network);
+            }
+        }
+        self.poll(swarm, now);
+        dropped
     }
 
     /// Sends the join requests, polls and renewals that are due.

@@ -15,10 +15,13 @@
 //! - A network this process serves as a seednode is never joined.
 //! - After `n` consecutive failures the next attempt waits `poll_interval * 2^n`, at most
 //!   `max_backoff`; renewals of a still-valid token are asked at most once per `renewal_retry`.
+//! - When the seednode that issued our token presents another delegation than the one the
+//!   token chains to (its anchor was rotated, or its delegation renewed), we renew at that
+//!   seednode at once, margin or not: the old anchor may be removed next.
 
 use std::time::{Duration, SystemTime};
 
-use cordon_membership::{PeerId, Verifier};
+use cordon_membership::{PeerId, PublicKey, RevocationId, Verifier};
 use cordon_protocol::{DenyReason, JoinMessage, JoinReply, JoinRequest, NetworkName, ReasonCode};
 
 use cordon_host::clock::unix_secs;
@@ -54,6 +57,12 @@ pub struct OwnToken {
     pub expires_at: SystemTime,
     /// Roles it grants.
     pub roles: Vec<String>,
+    /// The seednode that issued it.
+    pub issuer: PeerId,
+    /// The delegation it chains to (its revocation id).
+    pub delegation: RevocationId,
+    /// The trust anchor it chains to.
+    pub anchor: PublicKey,
 }
 
 /// What the driver must do.
@@ -122,6 +131,8 @@ struct Net<R> {
     last_renewal: Option<SystemTime>,
     failures: u32,
     retry_at: Option<SystemTime>,
+    /// Our token's issuer now presents another delegation: renew there, margin or not.
+    reissue_from: Option<PeerId>,
 }
 
 /// See the [module documentation](self).
@@ -169,6 +180,7 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                     last_renewal: None,
                     failures: 0,
                     retry_at: None,
+                    reissue_from: None,
                 })
                 .collect(),
         }
@@ -195,6 +207,51 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
             && net.token.is_none()
         {
             net.pending = Some(join);
+        }
+    }
+
+    /// A seednode of `network` proved itself with the delegation `delegation`. If it issued
+    /// our token under another delegation, we renew at it next (see the module docs). Returns
+    /// whether that started a renewal.
+    pub fn on_seednode(
+        &mut self,
+        network: &NetworkName,
+        peer: PeerId,
+        delegation: &RevocationId,
+    ) -> bool {
+        let Some(net) = self.net_mut(network) else {
+            return false;
+        };
+        let moved = net
+            .token
+            .as_ref()
+            .is_some_and(|t| t.issuer == peer && &t.delegation != delegation);
+        if moved && net.reissue_from.is_none() {
+            tracing::info!(network = %network, seednode = %peer, "our seednode presents a new delegation; renewing under it");
+            net.reissue_from = Some(peer);
+            // Not the renewal of an expiring token: ask now.
+            net.last_renewal = None;
+            net.retry_at = None;
+            return true;
+        }
+        false
+    }
+
+    /// Our token of `network` no longer verifies (the operator removed its anchor): forget it
+    /// and ask again. Returns whether we held one.
+    pub fn drop_token(&mut self, network: &NetworkName) -> bool {
+        let Some(net) = self.net_mut(network) else {
+            return false;
+        };
+        net.last_renewal = None;
+        net.reissue_from = None;
+        net.token.take().is_some()
+    }
+
+    /// Changes how long before expiry `network`'s token is renewed (the descriptor changed).
+    pub fn set_renewal_margin(&mut self, network: &NetworkName, margin: Duration) {
+        if let Some(net) = self.net_mut(network) {
+            net.renewal_margin = margin;
         }
     }
 
@@ -259,9 +316,12 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
             if net.retry_at.is_some_and(|at| now < at) {
                 continue;
             }
+            let seeds = seednodes(&net.name);
+            // Renewing under our issuer's new delegation, if it is here.
+            let reissuer = net.reissue_from.filter(|p| seeds.contains(p));
             if let Some(t) = &net.token {
                 let valid = t.expires_at > now;
-                let due = t.expires_at <= now + net.renewal_margin;
+                let due = t.expires_at <= now + net.renewal_margin || reissuer.is_some();
                 let recently = net.last_renewal.is_some_and(|at| {
                     now.duration_since(at)
                         .is_ok_and(|d| d < self.config.renewal_retry)
@@ -270,7 +330,6 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                     continue;
                 }
             }
-            let seeds = seednodes(&net.name);
             let (peer, message) = match &net.pending {
                 // Request ids belong to the seednode that issued them.
                 Some(p) => {
@@ -285,7 +344,7 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                     )
                 }
                 None => {
-                    let Some(seed) = seeds.first() else {
+                    let Some(seed) = reissuer.as_ref().or(seeds.first()) else {
                         continue;
                     };
                     (
@@ -387,6 +446,7 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
         net.denied = false;
         net.failures = 0;
         net.retry_at = None;
+        net.reissue_from = None;
         vec![JoinAction::SavePending(self.pending_list())]
     }
 
@@ -435,11 +495,25 @@ pub fn accept_token(
         tracing::error!(network = %network, error = %e, "cannot store the membership token");
         return Err(ReasonCode::Internal);
     }
-    Ok(OwnToken {
-        bytes: token,
-        expires_at: verdict.expires_at,
-        roles: verdict.roles,
-    })
+    Ok(OwnToken::new(token, verdict))
+}
+
+impl OwnToken {
+    /// Our token `bytes`, as the verifier found it.
+    pub fn new(bytes: Vec<u8>, verdict: cordon_membership::Verdict) -> Self {
+        Self {
+            bytes,
+            expires_at: verdict.expires_at,
+            roles: verdict.roles,
+            issuer: verdict.issuer.peer_id(),
+            anchor: verdict.anchor,
+            delegation: verdict
+                .revocation_ids
+                .into_iter()
+                .next()
+                .unwrap_or(RevocationId(Vec::new())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -489,7 +563,56 @@ mod tests {
             bytes: b"t".to_vec(),
             expires_at,
             roles: vec!["member".into()],
+            issuer: seed(),
+            delegation: RevocationId(vec![1; 16]),
+            anchor: SecretKey::from_seed([9; 32]).public(),
         }
+    }
+
+    #[test]
+    fn a_new_delegation_at_our_issuer_renews_there_at_once() {
+        let mut c = client(false);
+        let other = SecretKey::from_seed([2; 32]).peer_id();
+        let expires = t0() + Duration::from_secs(3600);
+        c.adopt(&mainnet(), own(expires));
+        // Far outside the margin, and the same delegation or another seednode: nothing.
+        assert!(!c.on_seednode(&mainnet(), seed(), &RevocationId(vec![1; 16])));
+        assert!(!c.on_seednode(&mainnet(), other, &RevocationId(vec![2; 16])));
+        assert!(sends(&c.poll(t0(), |_| vec![other, seed()])).is_empty());
+        // Our issuer presents a new delegation: one request, to it, though another comes first.
+        assert!(c.on_seednode(&mainnet(), seed(), &RevocationId(vec![2; 16])));
+        let actions = c.poll(t0(), |_| vec![other, seed()]);
+        assert!(
+            matches!(&actions[..], [JoinAction::Send { peer, message: JoinMessage::Request(_), .. }] if *peer == seed()),
+            "{actions:?}"
+        );
+        c.sent(&mainnet(), 1);
+        c.handle_failure(1, t0());
+        // A failure retries after the back-off, still at the issuer, not every poll.
+        assert!(sends(&c.poll(t0() + SECOND, |_| vec![other, seed()])).is_empty());
+        assert_eq!(
+            sends(&c.poll(t0() + 61 * SECOND, |_| vec![other, seed()])).len(),
+            1
+        );
+        c.sent(&mainnet(), 2);
+        let mut renewed = own(expires + Duration::from_secs(60));
+        renewed.delegation = RevocationId(vec![2; 16]);
+        c.adopt(&mainnet(), renewed);
+        assert!(sends(&c.poll(t0() + 200 * SECOND, |_| vec![seed()])).is_empty());
+        assert!(!c.on_seednode(&mainnet(), seed(), &RevocationId(vec![2; 16])));
+    }
+
+    #[test]
+    fn a_dropped_token_is_asked_for_again() {
+        let mut c = client(false);
+        c.adopt(&mainnet(), own(t0() + Duration::from_secs(3600)));
+        assert!(sends(&c.poll(t0(), |_| vec![seed()])).is_empty());
+        assert!(c.drop_token(&mainnet()));
+        assert_eq!(c.state(&mainnet(), t0()), Some(JoinState::Joining));
+        assert!(matches!(
+            &sends(&c.poll(t0(), |_| vec![seed()]))[..],
+            [JoinMessage::Request(_)]
+        ));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod join_client;
 pub mod keyed;
 pub mod metrics;
 pub mod ratelimit;
+mod reload;
 pub mod report;
 pub mod revocations;
 pub mod routing;

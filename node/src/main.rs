@@ -78,7 +78,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Re-read the running node's --filter file (connections the new rules refuse are closed).
+    /// Re-read the running node's descriptor and --filter file. New anchors are trusted at
+    /// once; peers whose token chains only to a removed anchor are disconnected. Settings that
+    /// need a restart are named.
     Reload {
         /// Data directory of the running node.
         #[arg(long, env = "CORDON_DATA")]
@@ -202,11 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reload { data } => {
             let reloaded: Reloaded = call(&data, &Request::Reload {})?;
-            println!(
-                "filter rules reloaded from {}; {} connection(s) closed",
-                reloaded.reloaded.display(),
-                reloaded.closed_connections
-            );
+            print!("{}", reloaded.text());
             Ok(())
         }
         Command::Call {

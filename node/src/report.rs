@@ -112,10 +112,13 @@ impl Report {
     /// A proof ended on a live connection.
     pub fn ended(&mut self, peer: PeerId, network: &NetworkName, reason: EndReason) {
         tracing::info!(%peer, network = %network, reason = %reason, "membership ended on a connection");
-        // A strict violation or revocation is a refusal of what the peer proved before.
+        // A strict violation, revocation or removed anchor is a refusal of what the peer
+        // proved before.
         let kind = match reason {
             EndReason::Expired => AuditKind::Other,
-            EndReason::Revoked | EndReason::StrictNetwork => AuditKind::MembershipRefused,
+            EndReason::Revoked | EndReason::StrictNetwork | EndReason::Untrusted => {
+                AuditKind::MembershipRefused
+            }
         };
         self.audit(
             AuditEvent::new(kind)

@@ -294,6 +294,24 @@ impl Behaviour {
         closed
     }
 
+    /// Replaces the access list (the descriptor was reloaded): the verifier answers under the
+    /// new list from now on, and every connection and routing entry whose token chains to an
+    /// anchor no longer trusted for its network ends. Returns the connections closed.
+    pub fn set_access(&mut self, access: cordon_membership::AccessList) -> usize {
+        // Names in an access list built from a descriptor are valid network names.
+        let anchors = access
+            .networks()
+            .filter_map(|n| {
+                let name = NetworkName::new(&n.name).ok()?;
+                Some((name, n.anchors.iter().copied().collect()))
+            })
+            .collect();
+        self.pool.verifier().set_access(access);
+        let closed = self.sessions.set_trusted_anchors(anchors, self.clock.now());
+        self.apply();
+        closed
+    }
+
     /// Listen addresses a peer announced (identify), already filtered by the caller. Routes
     /// the peer where it is proven but could not be inserted for want of an address.
     pub fn set_listen_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {

@@ -83,10 +83,12 @@ pub fn new_anchor(
     }
     let encrypted = passphrase.is_some();
     let public_key = key.public();
+    // The public key is no secret (it goes into every descriptor), but like everything the
+    // anchor writes it is owner-only where it is made: copy it out to distribute it.
     write_new(
         &out.join(ANCHOR_PUB_FILE),
         format!("{public_key}\n").as_bytes(),
-        0o644,
+        0o600,
     )?;
     Ok(NewAnchor {
         network: network.to_string(),

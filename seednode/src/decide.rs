@@ -13,6 +13,9 @@
 //! - within the margin it gets a fresh token with the same roles, whatever the policy
 //!   ([`Decision::Renew`]), but only if the fresh token would expire later than the one it
 //!   replaces (a near-expiry delegation would otherwise make every request issue a token);
+//! - a live token issued under another delegation than the seednode holds now (the anchor
+//!   was rotated, or the delegation renewed) is renewed at once, margin or not, so members
+//!   move to the new delegation before the old anchor is removed;
 //! - an operator's denial of the latest request, or a revocation of its token, sticks: the
 //!   request waits for an operator even on `open` and `invite` networks
 //!   ([`Wait::OperatorDecided`]), and no invite is consumed;
@@ -52,6 +55,8 @@ pub struct PreviousToken<'a> {
     pub roles: &'a [String],
     /// Its explicit rights (a renewal keeps them too).
     pub rights: &'a [String],
+    /// Whether it chains to the delegation the seednode holds now.
+    pub current_delegation: bool,
 }
 
 /// The lifetime settings of a network and the bounds of the seednode's delegation for it.
@@ -164,7 +169,8 @@ pub fn decide(facts: &JoinFacts<'_>) -> Decision {
                 .clamp(facts.lifetimes.token_lifetime, now)
                 .as_secs();
             let renewal_expires = now.saturating_add(lifetime);
-            if now < renew_from || renewal_expires <= token.expires_at {
+            let due = now >= renew_from && renewal_expires > token.expires_at;
+            if token.current_delegation && !due {
                 return Decision::ReturnExisting;
             }
             return Decision::Renew {
@@ -218,6 +224,7 @@ mod tests {
                 revoked,
                 roles,
                 rights: &[],
+                current_delegation: true,
             }),
         })
     }
@@ -293,6 +300,53 @@ mod tests {
     }
 
     #[test]
+    fn a_live_token_of_an_earlier_delegation_is_renewed_at_once_with_its_rights() {
+        let roles = ops();
+        let rights = vec!["dht_put".to_owned()];
+        for policy in POLICIES {
+            // Far outside the margin, and even when the new token would end sooner.
+            for expires_at in [T0 + 5 * DAY, T0 + 400 * DAY] {
+                let f = facts(
+                    Some(Previous::Approved {
+                        token: Some(PreviousToken {
+                            expires_at,
+                            revoked: false,
+                            roles: &roles,
+                            rights: &rights,
+                            current_delegation: false,
+                        }),
+                    }),
+                    policy,
+                    false,
+                );
+                assert_eq!(
+                    decide(&f),
+                    Decision::Renew {
+                        roles: ops(),
+                        rights: rights.clone()
+                    },
+                    "{policy}"
+                );
+            }
+            // A revoked one is not, whatever its delegation.
+            let f = facts(
+                Some(Previous::Approved {
+                    token: Some(PreviousToken {
+                        expires_at: T0 + 5 * DAY,
+                        revoked: true,
+                        roles: &roles,
+                        rights: &rights,
+                        current_delegation: false,
+                    }),
+                }),
+                policy,
+                false,
+            );
+            assert_eq!(decide(&f), Decision::Queue(Wait::OperatorDecided));
+        }
+    }
+
+    #[test]
     fn renewal_inside_the_margin_keeps_the_roles_under_every_policy() {
         let roles = ops();
         for policy in POLICIES {
@@ -324,6 +378,7 @@ mod tests {
                     revoked,
                     roles: &roles,
                     rights: &rights,
+                    current_delegation: true,
                 }),
             })
         };

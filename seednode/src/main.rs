@@ -152,6 +152,13 @@ enum Command {
     /// Audit-trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Re-read the running seednode's descriptor and filter rules, as `node reload` does: new
+    /// anchors are trusted at once, peers whose token chains only to a removed anchor are
+    /// disconnected. A new delegation (an anchor rotation) needs a restart with it.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show the running seednode's status: networks, connections, queue and token counts.
     Status {
         #[command(flatten)]
@@ -196,7 +203,7 @@ enum AnchorCommand {
         /// Network the anchor roots (e.g. mainnet).
         #[arg(long)]
         network: String,
-        /// Directory to write anchor.key (0600) and anchor.pub into.
+        /// Directory to write anchor.key and anchor.pub into (both 0600, the directory 0700).
         #[arg(long)]
         out: PathBuf,
         /// File whose first line is the passphrase (must be owner-only, e.g. mode 0600).
@@ -371,6 +378,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (OperatorCommand::Revoke { target, reason }, client)
         }
         Command::Status { client } => (OperatorCommand::Status, client),
+        Command::Reload { client } => (OperatorCommand::Reload, client),
         Command::PublishRevocation { file, client } => {
             let bytes = std::fs::read(&file)
                 .with_context(|| format!("reading revocation file {}", file.display()))?;

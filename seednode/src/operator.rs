@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use cordon_host::control::{ControlError, call_blocking, socket_path};
 use cordon_node::api::{
-    InviteCreated, IssuedTokenView, JoinRequestView, Published, Request, Revoked, Status,
+    InviteCreated, IssuedTokenView, JoinRequestView, Published, Reloaded, Request, Revoked, Status,
 };
 use cordon_protocol::NetworkName;
 use libp2p::PeerId;
@@ -93,6 +93,8 @@ pub enum OperatorCommand {
     },
     /// The daemon's status.
     Status,
+    /// Re-read the descriptor and filter rules (a new delegation needs a restart).
+    Reload,
 }
 
 fn secs(ttl: Option<&Duration>, flag: &str) -> anyhow::Result<Option<u64>> {
@@ -150,6 +152,7 @@ impl OperatorCommand {
                 },
             },
             Self::Status => Request::Status {},
+            Self::Reload => Request::Reload {},
             Self::PublishRevocation { update } => Request::PublishRevocation {
                 update: hex::encode(update),
             },
@@ -195,6 +198,11 @@ impl OperatorCommand {
                         safe(&p.signer)
                     )
                 })
+            }
+            Self::Reload => {
+                let reloaded: Reloaded = call(data_dir, &request)?;
+                // Local facts only (paths, keys, network names): nothing from the network.
+                output(json, &reloaded, |r| r.text().trim_end().to_owned())
             }
             Self::Status => {
                 let status: Status = call(data_dir, &request)?;
@@ -383,12 +391,26 @@ fn member_rows(list: &[IssuedTokenView], now: u64) -> Vec<Vec<String>> {
                     "no"
                 }
                 .to_owned(),
+                match t.current_delegation {
+                    Some(true) => "current",
+                    Some(false) => "earlier",
+                    None => "-",
+                }
+                .to_owned(),
             ]
         })
         .collect()
 }
 
-const MEMBER_HEADERS: &[&str] = &["TOKEN", "NETWORK", "PEER", "ROLES", "EXPIRES", "DELIVERED"];
+const MEMBER_HEADERS: &[&str] = &[
+    "TOKEN",
+    "NETWORK",
+    "PEER",
+    "ROLES",
+    "EXPIRES",
+    "DELIVERED",
+    "DELEGATION",
+];
 
 fn render_members(list: &[IssuedTokenView], network: Option<&NetworkName>, now: u64) -> String {
     if list.is_empty() {
@@ -558,6 +580,7 @@ mod tests {
             revocation_id: "ab".into(),
             delivered_at: delivered.then_some(NOW - 5),
             revoked_at: None,
+            current_delegation: Some(delivered),
         }
     }
 
@@ -633,9 +656,9 @@ mod tests {
         let out = render_members(&result, None, NOW);
         assert_eq!(
             out,
-            "TOKEN  NETWORK  PEER   ROLES       EXPIRES  DELIVERED\n\
-             7      mainnet  peerA  member,ops  in 30d   yes\n\
-             8      testnet  peerB  member      in 1m    no"
+            "TOKEN  NETWORK  PEER   ROLES       EXPIRES  DELIVERED  DELEGATION\n\
+             7      mainnet  peerA  member,ops  in 30d   yes        current\n\
+             8      testnet  peerB  member      in 1m    no         earlier"
         );
     }
 

@@ -524,6 +524,10 @@ impl<S: Store> SeedService<S> {
                     revoked: t.revoked_at.is_some(),
                     roles: &t.roles,
                     rights: &t.rights,
+                    current_delegation: cordon_membership::verify::delegation_id_unverified(
+                        &t.token,
+                    )
+                    .is_none_or(|id| &id == served.issuer.delegation_id()),
                 }),
             },
         });
@@ -913,7 +917,7 @@ impl<S: Store> SeedService<S> {
             token_id: row.token_id.wire(),
             token: row.token.clone(),
         };
-        Ok((Response::Approved(token_view(&row)), vec![delivery]))
+        Ok((Response::Approved(self.token_view(&row)), vec![delivery]))
     }
 
     async fn cmd_deny(
@@ -943,6 +947,14 @@ impl<S: Store> SeedService<S> {
         Ok((Response::Denied(request_view(&row)), Vec::new()))
     }
 
+    fn token_view(&self, row: &IssuedTokenRow) -> IssuedTokenView {
+        let current = self
+            .networks
+            .get(&row.network)
+            .map(|served| served.issuer.delegation_id());
+        token_view(row, current)
+    }
+
     async fn cmd_members(&self, network: Option<NetworkName>, now: SystemTime) -> CommandResult {
         let network = self.served_network(network)?;
         let rows = self
@@ -951,7 +963,7 @@ impl<S: Store> SeedService<S> {
             .await
             .map_err(store_err)?;
         Ok((
-            Response::Members(rows.iter().map(token_view).collect()),
+            Response::Members(rows.iter().map(|r| self.token_view(r)).collect()),
             Vec::new(),
         ))
     }
@@ -1057,7 +1069,7 @@ impl<S: Store> SeedService<S> {
         }
         Ok((
             Response::Revoked(Revoked {
-                revoked: revoked.iter().map(token_view).collect(),
+                revoked: revoked.iter().map(|r| self.token_view(r)).collect(),
                 revocation_version: version,
             }),
             Vec::new(),
@@ -1410,8 +1422,9 @@ fn request_view(row: &JoinRequestRow) -> JoinRequestView {
     }
 }
 
-/// An issued token as shown to operators: every column, the token bytes left out.
-fn token_view(row: &IssuedTokenRow) -> IssuedTokenView {
+/// An issued token as shown to operators: every column, the token bytes left out, and whether
+/// it chains to `current`, the delegation the seednode holds for its network now.
+fn token_view(row: &IssuedTokenRow, current: Option<&RevocationId>) -> IssuedTokenView {
     IssuedTokenView {
         token_id: row.token_id.wire(),
         request_id: row.request_id.map(RequestId::wire),
@@ -1424,6 +1437,9 @@ fn token_view(row: &IssuedTokenRow) -> IssuedTokenView {
         revocation_id: hex::encode(&row.revocation_id),
         delivered_at: row.delivered_at,
         revoked_at: row.revoked_at,
+        current_delegation: current.and_then(|current| {
+            cordon_membership::verify::delegation_id_unverified(&row.token).map(|id| &id == current)
+        }),
     }
 }
 

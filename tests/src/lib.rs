@@ -440,6 +440,30 @@ pub fn hold_for(duration: Duration, mut check: impl FnMut()) {
     }
 }
 
+/// Every file and directory under `roots` (recursively; a root may be a single file) that its
+/// group or others may access in any way, with its mode: what `seednode anchor` and the
+/// daemons write must be owner-only.
+pub fn group_or_world_accessible(roots: &[&Path]) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack: Vec<PathBuf> = roots.iter().map(|p| p.to_path_buf()).collect();
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)
+            .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()));
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            found.push((path.clone(), mode));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
 /// Another process may take it before it is used: retry on "address in use".
 pub fn free_port() -> u16 {
@@ -589,6 +613,25 @@ pub fn approve(seed_data: &Path, id: i64) -> Value {
     .json()
 }
 
+/// `seednode approve ID --right RIGHT --data D --json` (roles: the seednode's defaults);
+/// panics on failure. Returns the issued token record.
+pub fn approve_with_right(seed_data: &Path, id: i64, right: &str) -> Value {
+    cli(
+        "seednode",
+        &[
+            "approve",
+            &id.to_string(),
+            "--right",
+            right,
+            "--data",
+            path_str(seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json()
+}
+
 /// `seednode deny ID --data D --reason R --json`; panics on failure.
 pub fn deny(seed_data: &Path, id: i64, reason: &str) -> Value {
     cli(
@@ -651,6 +694,9 @@ pub struct Network {
     pub join: String,
     /// The anchor's public key (`ed25519/<hex>`).
     pub anchor_public_key: String,
+    /// The anchors the descriptor lists (`ed25519/<hex>`); starts as `[anchor_public_key]`,
+    /// and holds two while a test rotates the anchor.
+    pub anchors: Vec<String>,
     /// The directory holding `anchor.key` (plaintext, written with `--insecure-plaintext`) and
     /// `anchor.pub`.
     pub anchor_dir: PathBuf,
@@ -745,6 +791,7 @@ impl NetBuilder {
                 name,
                 join,
                 anchor_public_key: anchor["public_key"].as_str().unwrap().to_owned(),
+                anchors: vec![anchor["public_key"].as_str().unwrap().to_owned()],
                 anchor_dir,
                 seed_data,
                 seed_peer_id: seed["peer_id"].as_str().unwrap().to_owned(),
@@ -803,10 +850,16 @@ impl Net {
     pub fn write_descriptor(&self) {
         let mut text = String::new();
         for n in &self.networks {
+            let anchors = n
+                .anchors
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             text.push_str(&format!(
-                "[[network]]\nname = \"{}\"\nanchors = [\"{}\"]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n{}\n",
+                "[[network]]\nname = \"{}\"\nanchors = [{}]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n{}\n",
                 n.name,
-                n.anchor_public_key,
+                anchors,
                 n.bootstrap(),
                 n.join,
                 n.descriptor_extra

@@ -46,18 +46,7 @@ fn members_renew_two_minute_tokens_without_a_gap_and_keep_their_rights() {
     let id = wait_pending(&seed.seed_data, "mainnet", &a.peer_id, JOIN);
     approve(&seed.seed_data, id);
     let id = wait_pending(&seed.seed_data, "mainnet", &b.peer_id, JOIN);
-    cli(
-        "seednode",
-        &[
-            "approve",
-            &id.to_string(),
-            "--right",
-            "dht_put",
-            "--data",
-            path_str(&seed.seed_data),
-        ],
-    )
-    .success();
+    cordon_tests::approve_with_right(&seed.seed_data, id, "dht_put");
     a.wait_state("mainnet", "member", JOIN);
     b.wait_state("mainnet", "member", JOIN);
     wait_until(JOIN, "a and b to route each other", || {

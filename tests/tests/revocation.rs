@@ -75,18 +75,7 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
     }
     // x may store records (so the test can see them dropped).
     let id = wait_pending(&seed.seed_data, "mainnet", &nodes[3].peer_id, JOIN);
-    cli(
-        "seednode",
-        &[
-            "approve",
-            &id.to_string(),
-            "--right",
-            "dht_put",
-            "--data",
-            path_str(&seed.seed_data),
-        ],
-    )
-    .success();
+    cordon_tests::approve_with_right(&seed.seed_data, id, "dht_put");
     for n in &nodes {
         n.wait_state("mainnet", "member", JOIN);
     }
@@ -260,19 +249,21 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
     let mut net = Net::builder(dir.path())
         .network("mainnet", "approval")
         .build();
-    let mut seed_daemon = net.start_seednode("mainnet");
+    let _seed_daemon = net.start_seednode("mainnet");
     let seed = net.network("mainnet").clone();
 
-    // a joins under the seednode's first delegation.
-    let a = net.start_node("a", &["mainnet"], &[]);
-    let id = wait_pending(&seed.seed_data, "mainnet", &a.peer_id, JOIN);
-    approve(&seed.seed_data, id);
-    a.wait_state("mainnet", "member", JOIN);
-
-    // The anchor re-delegates to the same seednode; it restarts on the new delegation and c
-    // joins under it.
-    let first = dir.path().join("mainnet.delegation.first");
-    std::fs::copy(&seed.delegation, &first).unwrap();
+    // A second seednode of mainnet, delegated by the same anchor; a joins through it (its
+    // descriptor names only that seednode). This is the delegation the anchor revokes, and the
+    // seednode is not re-delegated, so a's token cannot be renewed anywhere.
+    let second_data = dir.path().join("seed-second");
+    let second = cordon_tests::run(
+        "seednode",
+        &["init", "--data", path_str(&second_data), "--json"],
+    )
+    .success()
+    .json();
+    let second_peer = second["peer_id"].as_str().unwrap().to_owned();
+    let first = dir.path().join("mainnet-second.delegation");
     cordon_tests::run(
         "seednode",
         &[
@@ -281,37 +272,94 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
             "--anchor-key",
             path_str(&seed.anchor_dir.join("anchor.key")),
             "--seednode",
-            &seed.seed_public_key,
+            second["public_key"].as_str().unwrap(),
             "--network",
             "mainnet",
             "--roles",
             "member,operator",
             "--out",
-            path_str(&seed.delegation),
+            path_str(&first),
         ],
     )
     .success();
-    seed_daemon.stop();
-    seed_daemon.restart();
-    seed_daemon
-        .wait_ready(Duration::from_secs(30), "the seednode to restart", || {
-            cordon_tests::seednode_ready(&seed.seed_data)
-        })
-        .unwrap();
+    let second_port = cordon_tests::free_port();
+    let _second_daemon = cordon_tests::Daemon::spawn(
+        "seed-second",
+        "seednode",
+        &[
+            "run",
+            "--data",
+            path_str(&second_data),
+            "--networks",
+            path_str(&net.descriptor),
+            "--delegation",
+            path_str(&first),
+            "--listen",
+            &format!("/ip4/127.0.0.1/tcp/{second_port}"),
+            "--label",
+            "second",
+        ],
+        &net.logs,
+    );
+    wait_until(JOIN, "the second seednode to start", || {
+        cordon_tests::seednode_ready(&second_data).ok_or("not yet".to_owned())
+    });
+    let a_descriptor = dir.path().join("a-networks.toml");
+    std::fs::write(
+        &a_descriptor,
+        format!(
+            "[[network]]\nname = \"mainnet\"\nanchors = [\"{}\"]\nbootstrap = \
+             [\"/ip4/127.0.0.1/tcp/{second_port}/p2p/{second_peer}\"]\njoin = \"approval\"\n",
+            seed.anchor_public_key
+        ),
+    )
+    .unwrap();
+    let (a_data, a_peer) = net.init_node("a");
+    let _a = cordon_tests::Daemon::spawn(
+        "a",
+        "node",
+        &[
+            "run",
+            "--data",
+            path_str(&a_data),
+            "--networks",
+            path_str(&a_descriptor),
+            "--network",
+            "mainnet",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--label",
+            "a",
+        ],
+        &net.logs,
+    );
+    let id = wait_pending(&second_data, "mainnet", &a_peer, JOIN);
+    approve(&second_data, id);
+    wait_until(
+        JOIN,
+        "a to become a member",
+        || match cordon_tests::node_state(&a_data, "mainnet") {
+            Some(s) if s == "member" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // c joins through the first seednode, and reaches a.
     let c = net.start_node("c", &["mainnet"], &[]);
     let id = wait_pending(&seed.seed_data, "mainnet", &c.peer_id, JOIN);
     approve(&seed.seed_data, id);
     c.wait_state("mainnet", "member", JOIN);
     wait_until(CONVERGE, "c to route a", || {
         let peers = c.peers("mainnet");
-        if peers.contains(&a.peer_id) {
+        if peers.contains(&a_peer) {
             Ok(())
         } else {
             Err(format!("{peers:?}"))
         }
     });
 
-    // Offline, the anchor revokes the first delegation; the seednode publishes it.
+    // Offline, the anchor revokes the second seednode's delegation; the first seednode
+    // publishes it.
     let file = dir.path().join("revoke-first.update");
     let written = cordon_tests::run(
         "seednode",
@@ -346,10 +394,11 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
     .json();
     assert_eq!(published["version"], 1, "{published}");
 
-    // c (under the new delegation) and the seednode drop a (under the revoked one).
+    // c and the first seednode drop a (issued under the revoked delegation), and a cannot
+    // renew: its seednode's delegation is revoked too.
     wait_until(DROP, "c to drop a", || {
         let peers = c.peers("mainnet");
-        if peers.contains(&a.peer_id) {
+        if peers.contains(&a_peer) {
             Err(format!("{peers:?}"))
         } else {
             Ok(())
@@ -357,11 +406,15 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
     });
     wait_until(DROP, "the seednode to drop a", || {
         let peers = cordon_tests::node_peers(&seed.seed_data, "mainnet");
-        if peers.contains(&a.peer_id) {
+        if peers.contains(&a_peer) {
             Err(format!("{peers:?}"))
         } else {
             Ok(())
         }
+    });
+    // a has no way back: nobody can renew a token of a revoked delegation.
+    hold_for(Duration::from_secs(5), || {
+        assert!(!c.peers("mainnet").contains(&a_peer));
     });
     let anchor_peer = seed
         .anchor_public_key
@@ -376,7 +429,7 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
         "c holds the anchor's head: {:?}",
         mainnet_heads(&c)
     );
-    // c itself is unaffected: the seednode (on its new delegation) stays in its table.
+    // c itself is unaffected: the first seednode stays in its table.
     assert!(c.peers("mainnet").contains(&seed.seed_peer_id));
     // Publishing the same file again changes nothing.
     let again = cli(

@@ -49,7 +49,12 @@ fn proof(network: &str, kind: ProofKind, expires_at: SystemTime, id: u8) -> Proo
         rights: Vec::new(),
         expires_at,
         revocation_floor: 0,
+        anchor: anchor(1),
     }
+}
+
+fn anchor(n: u8) -> PublicKey {
+    SecretKey::from_seed([n; 32]).public()
 }
 
 fn member(network: &str, expires_at: SystemTime, id: u8) -> Proof {
@@ -551,6 +556,65 @@ fn a_verdict_in_flight_during_a_revocation_is_refused() {
     assert!(s.proof(1, &net("mainnet")).is_none());
     // Once nothing is in flight the revoked ids are forgotten (the verifier holds them).
     assert!(s.revoked_since.is_empty());
+}
+
+#[test]
+fn removing_an_anchor_ends_exactly_the_proofs_and_routes_that_chain_to_it() {
+    let mut s = sessions(false);
+    let under = |a: u8, id: u8| {
+        move |n: &str| {
+            let mut p = member(n, t0() + HOUR, id);
+            p.anchor = anchor(a);
+            Ok(p)
+        }
+    };
+    // Peer 1 renewed under the new anchor 2; peers 2 and 3 still hold tokens of anchor 1;
+    // peer 3 proved earlier and left, its routing entry remains.
+    s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
+    prove(&mut s, 1, &["mainnet"], t0(), under(2, 1));
+    s.handle_established(2, peer(2), Endpoint::Listener, [], t0());
+    prove(&mut s, 2, &["mainnet"], t0(), under(1, 2));
+    s.handle_established(3, peer(3), Endpoint::Listener, [], t0());
+    prove(&mut s, 3, &["mainnet"], t0(), under(1, 3));
+    s.handle_closed(3);
+    // A verification of an old-anchor token is in flight across the change.
+    s.handle_established(4, peer(4), Endpoint::Listener, [], t0());
+    let in_flight = s
+        .handle_presentation(4, request(&["mainnet"]), t0())
+        .unwrap();
+    drain(&mut s);
+
+    // During the overlap both anchors are trusted: nothing ends.
+    let both = BTreeMap::from([(net("mainnet"), BTreeSet::from([anchor(1), anchor(2)]))]);
+    assert_eq!(s.set_trusted_anchors(both, t0()), 0);
+    assert!(drain(&mut s).is_empty());
+
+    let new_only = BTreeMap::from([(net("mainnet"), BTreeSet::from([anchor(2)]))]);
+    assert_eq!(s.set_trusted_anchors(new_only, t0() + SECOND), 1);
+    let actions = drain(&mut s);
+    assert_eq!(
+        closed_connections(&actions),
+        vec![(2, CloseReason::Untrusted)]
+    );
+    for p in [peer(2), peer(3)] {
+        assert!(actions.contains(&Action::RemoveRoute {
+            peer: p,
+            network: net("mainnet"),
+            reason: EndReason::Untrusted
+        }));
+    }
+    assert!(s.is_routed(&net("mainnet"), &peer(1)));
+    assert!(s.proof(1, &net("mainnet")).is_some());
+
+    let mut old = member("mainnet", t0() + HOUR, 4);
+    old.anchor = anchor(1);
+    s.handle_verdicts(in_flight, vec![Ok(old)], t0() + SECOND);
+    let actions = drain(&mut s);
+    assert_eq!(
+        response(&actions),
+        vec![("mainnet".into(), rejected(ReasonCode::BadSignature))]
+    );
+    assert!(!s.is_routed(&net("mainnet"), &peer(4)));
 }
 
 #[test]
