@@ -24,8 +24,10 @@
 //! - This process presents a network's membership only to a peer it chose to reach in that
 //!   network ([`Sessions::dial_intent`]: dialled for it, or asked for by the operator or the
 //!   network's Kademlia) or that proved that network first on the connection, so memberships
-//!   do not leak across networks. A seednode also presents its delegations, once, on every
-//!   connection.
+//!   do not leak across networks. A seednode presents a network's delegation by the same rule,
+//!   and also to a peer that asked for it (`want`: a joining node names the networks it is
+//!   joining), so it never tells a stranger which networks it serves. A dialer that holds
+//!   neither a membership nor a delegation of a network it dialed for asks for it (`want`).
 //! - A verdict computed before a [`Sessions::revoke`] is checked against the revoked ids again
 //!   when it arrives, so a verification in flight cannot admit a revoked token.
 //!
@@ -457,7 +459,6 @@ struct Connection {
     named: Named,
     /// Networks whose token we presented here.
     presented: BTreeSet<NetworkName>,
-    delegations_presented: bool,
     proofs: BTreeMap<NetworkName, Proof>,
 }
 
@@ -714,7 +715,6 @@ where
                 closing: false,
                 named: Named::default(),
                 presented: BTreeSet::new(),
-                delegations_presented: false,
                 proofs: BTreeMap::new(),
             },
         ) {
@@ -783,6 +783,13 @@ where
         for t in &request.tokens {
             conn.named.note(&t.network);
         }
+        // A joining peer asks for our delegations of the networks it names; only those.
+        let wanted: BTreeSet<NetworkName> = request
+            .want
+            .iter()
+            .filter(|n| self.local.get(*n).is_some_and(|l| l.delegation.is_some()))
+            .cloned()
+            .collect();
         let several = conn.named.several;
         if several {
             let strict: Vec<NetworkName> = conn
@@ -826,6 +833,9 @@ where
                     tokens.push(t);
                 }
             }
+        }
+        if !wanted.is_empty() {
+            self.present(connection, &wanted);
         }
         if tokens.is_empty() {
             self.finish(id, pending);
@@ -1162,8 +1172,9 @@ where
         }
     }
 
-    /// Sends our tokens for `wanted` (not yet presented here), and on a seednode its
-    /// delegations once per connection.
+    /// Sends our token for each network of `wanted` not yet presented here: our membership,
+    /// else (on a seednode) our delegation; a dialer holding neither asks for the peer's
+    /// delegation of that network instead.
     fn present(&mut self, connection: C, wanted: &BTreeSet<NetworkName>) {
         let Some(conn) = self.connections.get_mut(&connection) else {
             return;
@@ -1172,39 +1183,37 @@ where
             return;
         }
         let mut tokens = Vec::new();
+        let mut want = Vec::new();
         for network in wanted {
             if conn.presented.contains(network) {
                 continue;
             }
-            if let Some(token) = self.local.get(network).and_then(|l| l.membership.as_ref()) {
-                tokens.push(PresentedToken {
-                    network: network.clone(),
-                    kind: TokenKind::Membership,
-                    token: token.clone(),
-                });
-                conn.presented.insert(network.clone());
-            }
-        }
-        if !conn.delegations_presented {
-            conn.delegations_presented = true;
-            for (network, local) in &self.local {
-                if let Some(token) = &local.delegation
-                    && tokens.iter().all(|t| &t.network != network)
-                {
-                    tokens.push(PresentedToken {
-                        network: network.clone(),
-                        kind: TokenKind::Delegation,
-                        token: token.clone(),
-                    });
-                    conn.presented.insert(network.clone());
+            let Some(local) = self.local.get(network) else {
+                continue;
+            };
+            let (kind, token) = match (&local.membership, &local.delegation) {
+                (Some(token), _) => (TokenKind::Membership, token),
+                (None, Some(token)) => (TokenKind::Delegation, token),
+                (None, None) => {
+                    if conn.endpoint == Endpoint::Dialer {
+                        want.push(network.clone());
+                        conn.presented.insert(network.clone());
+                    }
+                    continue;
                 }
-            }
+            };
+            tokens.push(PresentedToken {
+                network: network.clone(),
+                kind,
+                token: token.clone(),
+            });
+            conn.presented.insert(network.clone());
         }
-        if !tokens.is_empty() {
+        if !tokens.is_empty() || !want.is_empty() {
             self.actions.push_back(Action::Present {
                 peer: conn.peer,
                 connection,
-                request: MembershipRequest { tokens },
+                request: MembershipRequest { want, tokens },
             });
         }
     }

@@ -66,7 +66,14 @@ fn present(
     );
     s.handle_established(1, w.peer, Endpoint::Listener, [], t0());
     let id = s
-        .handle_presentation(1, MembershipRequest { tokens }, t0())
+        .handle_presentation(
+            1,
+            MembershipRequest {
+                want: Vec::new(),
+                tokens,
+            },
+            t0(),
+        )
         .unwrap();
     let mut actions: Vec<Action<u32>> = std::iter::from_fn(|| s.poll_action()).collect();
     let verify = actions.iter().find_map(|a| match a {
@@ -206,6 +213,7 @@ fn a_seednode_delegation_proves_a_seednode() {
             .handle_presentation(
                 1,
                 MembershipRequest {
+                    want: Vec::new(),
                     tokens: vec![token.clone()],
                 },
                 t0(),

@@ -203,7 +203,7 @@ impl Node {
             local,
         );
         let started = clock.instant();
-        let mut report = Report::new(audit, metrics, clock.clone());
+        let mut report = Report::new(audit, config.audit.aggregate(), metrics, clock.clone());
         let revocations = Revocations::load(
             &data,
             network_names,

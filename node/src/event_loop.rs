@@ -104,6 +104,7 @@ impl EventLoop {
             }
         }
         self.on_persist();
+        self.report.close();
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -112,11 +113,8 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.routing.on_expired_listen_addr(&address);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished { .. } => {
                 self.report.metrics().connection("established");
-                if let Some(server) = &mut self.server {
-                    server.on_connected(peer_id);
-                }
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } => {
                 self.report.metrics().connection("closed");
@@ -146,6 +144,7 @@ impl EventLoop {
                 self.server.as_mut(),
                 event,
                 now,
+                self.clock.instant(),
             ),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.routing
@@ -243,6 +242,16 @@ impl EventLoop {
                 reason,
             } => self.routing.on_unrouted(peer, &network, reason),
             session::Event::Answered { peer, response } => {
+                // A seednode pushes what it owes a peer once the peer accepted its delegation:
+                // the peer takes deliveries only from a seednode proven on the connection.
+                if response
+                    .results
+                    .iter()
+                    .any(|r| r.outcome == Outcome::Accepted)
+                    && let Some(server) = &mut self.server
+                {
+                    server.on_connected(peer);
+                }
                 for r in response.results {
                     match r.outcome {
                         Outcome::Accepted => {
@@ -290,10 +299,11 @@ impl EventLoop {
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetRecord(result),
+                step,
                 ..
             } => self
                 .rpc
-                .on_record_lookup(&mut self.swarm, &network, id, result),
+                .on_record_lookup(&mut self.swarm, &network, id, result, step.last),
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetClosestPeers(result),
@@ -465,6 +475,7 @@ impl EventLoop {
     }
 
     fn on_housekeeping(&mut self) {
+        self.report.tick();
         let now = self.clock.now();
         let instant = self.clock.instant();
         self.calls.tick(&mut self.swarm, &self.routing, instant);

@@ -15,10 +15,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+use cordon_membership::ProofKind;
 use cordon_protocol::{DenyReason, JoinMessage, JoinReply, NetworkName, ReasonCode};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::ConnectionId;
 use libp2p::{PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -204,6 +206,7 @@ impl Joiner {
             &self.local,
             network,
             token,
+            self.client.token(network),
             now,
         )?;
         let bytes = own.bytes.clone();
@@ -216,22 +219,65 @@ impl Joiner {
         Ok(())
     }
 
-    /// A seednode pushed a token.
+    /// A peer pushed a token on `connection`. Accepted only from a peer proven as a seednode of
+    /// `network` on that connection while we expect one (see
+    /// [`JoinClient::expects_delivery`]); anything else is refused before any verification and
+    /// counts toward the sender's ban, as does a delivered token that does not verify. The
+    /// token we already hold is acknowledged without being stored again.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_deliver(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
+        report: &mut Report,
         peer: PeerId,
+        connection: ConnectionId,
         network: &NetworkName,
         request_id: u64,
         token: Vec<u8>,
         now: SystemTime,
+        instant: std::time::Instant,
     ) -> JoinReply {
+        let from_seednode = swarm
+            .behaviour()
+            .session
+            .sessions()
+            .proof(connection, network)
+            .is_some_and(|p| p.kind == ProofKind::Seednode);
+        let refusal = if !from_seednode {
+            Some("the sender is not proven as a seednode of the network on this connection")
+        } else if !self.client.expects_delivery(network, &peer, now) {
+            Some("no join or renewal of the network is pending")
+        } else {
+            None
+        };
+        if let Some(detail) = refusal {
+            tracing::debug!(%peer, network = %network, reason = "unsolicited_delivery", detail, "token delivery refused");
+            refused_delivery(swarm, report, peer, connection, network, detail, instant);
+            return JoinReply::Error {
+                code: ReasonCode::Policy,
+            };
+        }
+        if self.client.token(network).is_some_and(|t| t.bytes == token) {
+            return JoinReply::Ack;
+        }
         match self.accept(swarm, network, token, now) {
             Ok(()) => {
                 tracing::info!(%peer, network = %network, request_id, "membership token delivered");
                 JoinReply::Ack
             }
-            Err(code) => JoinReply::Error { code },
+            Err(code) => {
+                tracing::warn!(%peer, network = %network, reason = %code, "delivered token refused");
+                refused_delivery(
+                    swarm,
+                    report,
+                    peer,
+                    connection,
+                    network,
+                    "the delivered token does not verify",
+                    instant,
+                );
+                JoinReply::Error { code }
+            }
         }
     }
 
@@ -337,7 +383,7 @@ impl JoinServer {
         }
     }
 
-    /// `peer` connected: the service pushes what it owes it.
+    /// `peer` accepted our delegation on a connection: the service pushes what it owes it.
     pub fn on_connected(&mut self, peer: PeerId) {
         if self
             .requests
@@ -432,6 +478,26 @@ fn refuse(swarm: &mut Swarm<Behaviour>, channel: ResponseChannel<JoinReply>) {
     );
 }
 
+/// Audits a refused token delivery and counts it toward the sender's ban.
+fn refused_delivery(
+    swarm: &mut Swarm<Behaviour>,
+    report: &mut Report,
+    peer: PeerId,
+    connection: ConnectionId,
+    network: &NetworkName,
+    detail: &str,
+    instant: std::time::Instant,
+) {
+    report.audit(
+        AuditEvent::new(AuditKind::MembershipRefused)
+            .peer(peer)
+            .network(network)
+            .reason("unsolicited_delivery")
+            .detail(detail),
+    );
+    crate::bans::record_failure(swarm, report, peer, connection, instant);
+}
+
 /// Routes a `/cordon/join/1` event to the joiner or the join server.
 pub fn on_event(
     swarm: &mut Swarm<Behaviour>,
@@ -440,15 +506,16 @@ pub fn on_event(
     server: Option<&mut JoinServer>,
     event: request_response::Event<JoinMessage, JoinReply>,
     now: SystemTime,
+    instant: std::time::Instant,
 ) {
     match event {
         request_response::Event::Message {
             peer,
+            connection_id,
             message:
                 request_response::Message::Request {
                     request, channel, ..
                 },
-            ..
         } => match (request, server) {
             (
                 JoinMessage::Deliver {
@@ -458,7 +525,17 @@ pub fn on_event(
                 },
                 _,
             ) => {
-                let reply = joiner.on_deliver(swarm, peer, &network, request_id, token, now);
+                let reply = joiner.on_deliver(
+                    swarm,
+                    report,
+                    peer,
+                    connection_id,
+                    &network,
+                    request_id,
+                    token,
+                    now,
+                    instant,
+                );
                 let _ = swarm.behaviour_mut().join.send_response(channel, reply);
             }
             (other, Some(server)) => server.on_request(swarm, peer, other, channel),

@@ -53,6 +53,8 @@ impl Default for JoinConfig {
 pub struct OwnToken {
     /// Standard biscuit bytes.
     pub bytes: Vec<u8>,
+    /// When it was issued.
+    pub issued_at: SystemTime,
     /// When it ends.
     pub expires_at: SystemTime,
     /// Roles it grants.
@@ -287,17 +289,24 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
             .is_some_and(|n| !n.serving && n.token.is_none())
     }
 
-    /// Whether `peer` may deliver a token for `network` now: we asked it (a request or poll is
-    /// in flight, or it holds our pending request) or we are renewing.
-    pub fn expects_delivery(&self, network: &NetworkName, peer: &PeerId) -> bool {
+    /// Whether a seednode of `network` may deliver a token now: we have none (joining), a
+    /// request or poll of ours is in flight, `peer` holds our pending request, or we are
+    /// renewing (inside the margin, or under our issuer's new delegation). A member with a
+    /// token it is not renewing expects nothing, so a delivery then is refused unverified.
+    pub fn expects_delivery(&self, network: &NetworkName, peer: &PeerId, now: SystemTime) -> bool {
         self.net(network).is_some_and(|n| {
+            let renewing = n.reissue_from.is_some()
+                || n.token
+                    .as_ref()
+                    .is_some_and(|t| t.expires_at <= now + n.renewal_margin);
             !n.serving
+                && !n.denied
                 && (n.in_flight.is_some()
                     || n.pending
                         .as_ref()
                         .is_some_and(|p| p.seednode == peer.to_string())
                     || n.token.is_none()
-                    || n.last_renewal.is_some())
+                    || renewing)
         })
     }
 
@@ -476,13 +485,15 @@ fn back_off<R>(net: &mut Net<R>, now: SystemTime, base: Duration, max: Duration)
 }
 
 /// Verifies a token for ourselves (`local`) and stores it in the data directory: what the driver
-/// does with a [`JoinAction::Accept`] or a delivered token before [`JoinClient::adopt`].
+/// does with a [`JoinAction::Accept`] or a delivered token before [`JoinClient::adopt`]. A token
+/// issued before `current` (the one we hold) is refused: we never roll back.
 pub fn accept_token(
     verifier: &Verifier,
     data: &DataDir,
     local: &PeerId,
     network: &NetworkName,
     token: Vec<u8>,
+    current: Option<&OwnToken>,
     now: SystemTime,
 ) -> Result<OwnToken, ReasonCode> {
     let verdict = verifier
@@ -490,6 +501,13 @@ pub fn accept_token(
         .map_err(|e| cordon_membership::session::reason_code(e.code()))?;
     if verdict.network != network.as_str() {
         return Err(ReasonCode::UnknownNetwork);
+    }
+    if let Some(current) = current
+        && verdict.issued_at < current.issued_at
+        && current.expires_at > now
+    {
+        tracing::warn!(network = %network, "refused a token issued before the one we hold");
+        return Err(ReasonCode::Policy);
     }
     if let Err(e) = data.save_token(network, &token) {
         tracing::error!(network = %network, error = %e, "cannot store the membership token");
@@ -503,6 +521,7 @@ impl OwnToken {
     pub fn new(bytes: Vec<u8>, verdict: cordon_membership::Verdict) -> Self {
         Self {
             bytes,
+            issued_at: verdict.issued_at,
             expires_at: verdict.expires_at,
             roles: verdict.roles,
             issuer: verdict.issuer.peer_id(),
@@ -561,6 +580,7 @@ mod tests {
     fn own(expires_at: SystemTime) -> OwnToken {
         OwnToken {
             bytes: b"t".to_vec(),
+            issued_at: expires_at - Duration::from_secs(7200),
             expires_at,
             roles: vec!["member".into()],
             issuer: seed(),
@@ -600,6 +620,96 @@ mod tests {
         c.adopt(&mainnet(), renewed);
         assert!(sends(&c.poll(t0() + 200 * SECOND, |_| vec![seed()])).is_empty());
         assert!(!c.on_seednode(&mainnet(), seed(), &RevocationId(vec![2; 16])));
+    }
+
+    #[test]
+    fn deliveries_are_expected_only_while_joining_or_renewing() {
+        let mut c = client(false);
+        let other = SecretKey::from_seed([2; 32]).peer_id();
+        // Joining: any seednode may deliver.
+        assert!(c.expects_delivery(&mainnet(), &other, t0()));
+        let expires = t0() + Duration::from_secs(3600);
+        c.adopt(&mainnet(), own(expires));
+        // A member outside its 10-minute margin expects nothing, from anyone.
+        assert!(!c.expects_delivery(&mainnet(), &seed(), t0()));
+        assert!(!c.expects_delivery(&mainnet(), &other, t0()));
+        // Inside the margin it does.
+        let inside = expires - Duration::from_secs(300);
+        assert!(c.expects_delivery(&mainnet(), &seed(), inside));
+        // So it does while renewing under its issuer's new delegation.
+        c.on_seednode(&mainnet(), seed(), &RevocationId(vec![2; 16]));
+        assert!(c.expects_delivery(&mainnet(), &seed(), t0()));
+        // A network we serve never takes deliveries.
+        let served = client(true);
+        assert!(!served.expects_delivery(&mainnet(), &seed(), t0()));
+    }
+
+    #[test]
+    fn accept_token_never_rolls_back_to_an_older_token() {
+        use cordon_membership::{
+            AccessList, DelegationRequest, Issuer, NetworkTrust, VerifierConfig, issue_delegation,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (data, identity) = DataDir::init(&dir.path().join("data")).unwrap();
+        let local = identity.peer_id();
+        let anchor = SecretKey::from_seed([3; 32]);
+        let seednode = SecretKey::from_seed([4; 32]);
+        let verifier = Verifier::new(
+            VerifierConfig::default(),
+            AccessList::new([NetworkTrust {
+                name: "mainnet".into(),
+                anchors: vec![anchor.public()],
+                strict: false,
+            }])
+            .unwrap(),
+        );
+        let delegation = issue_delegation(
+            &anchor,
+            &DelegationRequest {
+                network: "mainnet".into(),
+                seednode: seednode.public(),
+                expires_at: t0() + Duration::from_secs(365 * 86_400),
+                allowed_roles: vec!["member".into()],
+                allowed_rights: Vec::new(),
+                max_lifetime: Duration::from_secs(30 * 86_400),
+            },
+            t0(),
+        )
+        .unwrap();
+        let issuer = Issuer::new(&delegation, &verifier, seednode, t0()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let roles = ["member".to_owned()];
+        let older = issuer.issue(&local, &roles, day, t0()).unwrap().bytes;
+        let newer = issuer
+            .issue(&local, &roles, day, t0() + SECOND * 60)
+            .unwrap()
+            .bytes;
+        let now = t0() + SECOND * 120;
+
+        let held = accept_token(
+            &verifier,
+            &data,
+            &local,
+            &mainnet(),
+            newer.clone(),
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            accept_token(
+                &verifier,
+                &data,
+                &local,
+                &mainnet(),
+                older,
+                Some(&held),
+                now
+            ),
+            Err(ReasonCode::Policy)
+        );
+        // The refused token was not stored: the newer one stays on disk.
+        assert_eq!(data.tokens().unwrap(), vec![(mainnet(), newer)]);
     }
 
     #[test]

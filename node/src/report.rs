@@ -2,7 +2,9 @@
 //!
 //! Every module that observes something worth recording calls one method here, so each event is
 //! worded once: the same reason code reaches the log line (`reason` field), the audit record and
-//! the metric label. A failing audit log is reported and never stops the node.
+//! the metric label. A failing audit log is reported and never stops the node. Events a remote
+//! party can cause at will are aggregated per source and window before they reach the audit
+//! log ([`cordon_host::aggregate`]), so a flood cannot rotate the evidence away.
 
 use cordon_membership::session::{CloseReason, EndReason, Proof, ProofKind, Refused};
 use cordon_protocol::{NetworkName, ReasonCode};
@@ -10,6 +12,7 @@ use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
 
 use crate::metrics::Metrics;
+use cordon_host::aggregate::{AggregateConfig, Aggregator};
 use cordon_host::audit::{AuditEvent, AuditKind, AuditLog};
 use cordon_host::clock::Clock;
 
@@ -24,27 +27,64 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Report {
     audit: AuditLog,
+    aggregator: Aggregator,
     metrics: Metrics,
     clock: Clock,
     counters: Counters,
 }
 
 impl Report {
-    /// Reports into `audit` and `metrics`, timestamping with `clock`.
-    pub fn new(audit: AuditLog, metrics: Metrics, clock: Clock) -> Self {
+    /// Reports into `audit` (aggregating per `aggregate`) and `metrics`, timestamping with
+    /// `clock`.
+    pub fn new(
+        audit: AuditLog,
+        aggregate: AggregateConfig,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> Self {
         Self {
             audit,
+            aggregator: Aggregator::new(aggregate),
             metrics,
             clock,
             counters: Counters::default(),
         }
     }
 
-    /// Appends an audit record.
+    /// Appends an audit record, unless it repeats a source's event of this window (then it is
+    /// counted into the window's summary).
     pub fn audit(&mut self, event: AuditEvent) {
+        let now = self.clock.now();
+        self.flush_aggregated(now);
+        if self.aggregator.admit(&event, now) {
+            self.append(event);
+        }
+    }
+
+    /// Writes the summaries of an aggregation window that ended (called periodically).
+    pub fn tick(&mut self) {
+        let now = self.clock.now();
+        self.flush_aggregated(now);
+    }
+
+    fn flush_aggregated(&mut self, now: std::time::SystemTime) {
+        for summary in self.aggregator.flush(now) {
+            self.append(summary);
+        }
+    }
+
+    fn append(&mut self, event: AuditEvent) {
         if let Err(e) = self.audit.append(event, self.clock.now()) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
+    }
+
+    /// Writes what the current aggregation window counted so far, then syncs (at shutdown).
+    pub fn close(&mut self) {
+        for summary in self.aggregator.drain() {
+            self.append(summary);
+        }
+        self.sync();
     }
 
     /// Flushes the audit log to disk.

@@ -30,6 +30,22 @@ fn max_encoded_record(limits: &cordon_protocol::Limits) -> usize {
     limits.max_record_value_bytes * 2 + 1024
 }
 
+/// Records counted before a Kademlia `dht_get` answers (valid ones for the key asked).
+pub const GET_ANSWERS: u32 = 3;
+
+/// A `dht_get` answered from the network's Kademlia.
+#[derive(Debug)]
+struct PendingGet {
+    channel: ResponseChannel<RpcResponse>,
+    network: NetworkName,
+    /// The key asked for.
+    key: Vec<u8>,
+    /// The best valid record so far.
+    best: Option<SignedRecord>,
+    /// Valid records counted so far.
+    answers: u32,
+}
+
 /// See the [module documentation](self).
 #[derive(Debug)]
 pub struct RpcServer {
@@ -38,7 +54,7 @@ pub struct RpcServer {
     per_peer: KeyedLimiter<PeerId>,
     per_command: KeyedLimiter<(PeerId, &'static str)>,
     /// `dht_get`s waiting for a Kademlia lookup.
-    pending_gets: HashMap<kad::QueryId, (ResponseChannel<RpcResponse>, NetworkName)>,
+    pending_gets: HashMap<kad::QueryId, PendingGet>,
     max_pending_gets: usize,
     started: Instant,
 }
@@ -197,7 +213,16 @@ impl RpcServer {
             {
                 if let Some(kad) = session.kad(&network) {
                     let id = kad.get_record(kad::RecordKey::new(&key));
-                    self.pending_gets.insert(id, (channel, network));
+                    self.pending_gets.insert(
+                        id,
+                        PendingGet {
+                            channel,
+                            network,
+                            key,
+                            best: None,
+                            answers: 0,
+                        },
+                    );
                     return;
                 }
             }
@@ -250,39 +275,71 @@ impl RpcServer {
         }
     }
 
-    /// A `dht_get` that missed locally, answered from the network's Kademlia.
+    /// A `dht_get` that missed locally, answered from the network's Kademlia. A record counts
+    /// only if it is for the key asked (both the Kademlia record's key and the signed one) and
+    /// its signature verifies for the network; of those, the highest `seq` (then the newest
+    /// timestamp) wins. The lookup ends once [`GET_ANSWERS`] records counted or Kademlia has
+    /// nothing more; a hostile member's answers cannot end it early.
     pub fn on_record_lookup(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         network: &NetworkName,
         id: kad::QueryId,
         result: Result<kad::GetRecordOk, kad::GetRecordError>,
+        last: bool,
     ) {
-        let Some((channel, asked)) = self.pending_gets.remove(&id) else {
+        let Some(pending) = self.pending_gets.get_mut(&id) else {
             return;
         };
         let limits = &self.limits;
-        let session = &mut swarm.behaviour_mut().session;
-        let found = match result {
-            Ok(kad::GetRecordOk::FoundRecord(peer_record)) => {
-                if let Some(kad) = session.kad(network)
-                    && let Some(mut query) = kad.query_mut(&id)
-                {
-                    query.finish();
+        if let Ok(kad::GetRecordOk::FoundRecord(peer_record)) = &result {
+            let found = cordon_protocol::decode::<SignedRecord>(
+                &peer_record.record.value,
+                max_encoded_record(limits),
+                limits,
+            )
+            .ok()
+            .filter(|r| {
+                peer_record.record.key.as_ref() == pending.key.as_slice()
+                    && r.key == pending.key
+                    && r.verify(&pending.network).is_ok()
+            });
+            match found {
+                Some(record) => {
+                    pending.answers += 1;
+                    let newer = pending
+                        .best
+                        .as_ref()
+                        .is_none_or(|b| (record.seq, record.timestamp) > (b.seq, b.timestamp));
+                    if newer {
+                        pending.best = Some(record);
+                    }
                 }
-                cordon_protocol::decode::<SignedRecord>(
-                    &peer_record.record.value,
-                    max_encoded_record(limits),
-                    limits,
-                )
-                .ok()
-                .filter(|r| r.verify(&asked).is_ok())
+                None => {
+                    let from = peer_record.peer.map(|p| p.to_string()).unwrap_or_default();
+                    tracing::warn!(peer = %from, network = %network, reason = "record_mismatch", "a Kademlia answer is not a valid record for the key asked; ignored");
+                }
             }
-            _ => None,
+        }
+        let enough = pending.answers >= GET_ANSWERS;
+        if !(last || enough || result.is_err()) {
+            return;
+        }
+        let Some(pending) = self.pending_gets.remove(&id) else {
+            return;
         };
+        let session = &mut swarm.behaviour_mut().session;
+        if !last
+            && let Some(kad) = session.kad(network)
+            && let Some(mut query) = kad.query_mut(&id)
+        {
+            query.finish();
+        }
         let _ = session.rpc().send_response(
-            channel,
-            RpcResponse::Ok(RpcResult::Record { record: found }),
+            pending.channel,
+            RpcResponse::Ok(RpcResult::Record {
+                record: pending.best,
+            }),
         );
     }
 }

@@ -356,6 +356,7 @@ mod tests {
 
     fn sample_request() -> MembershipRequest {
         MembershipRequest {
+            want: Vec::new(),
             tokens: vec![PresentedToken {
                 network: net("acme"),
                 kind: TokenKind::Membership,
@@ -473,6 +474,7 @@ mod tests {
         let limits = Limits::default();
         let long_net = |i: usize| net(&format!("{i}{}", "n".repeat(62)));
         let request = MembershipRequest {
+            want: Vec::new(),
             tokens: (0..limits.max_tokens_per_message)
                 .map(|i| PresentedToken {
                     network: long_net(i),
@@ -746,6 +748,7 @@ mod tests {
     #[test]
     fn too_many_tokens_are_refused() {
         let request = MembershipRequest {
+            want: Vec::new(),
             tokens: (0..9)
                 .map(|i| PresentedToken {
                     network: net(&format!("n{i}")),

@@ -47,6 +47,12 @@ pub struct MembershipRequest {
     /// At most `Limits::max_tokens_per_message`, at most one per network and
     /// kind. May be empty (a node that only wants to join).
     pub tokens: Vec<PresentedToken>,
+    /// Networks whose seednode delegation the sender asks for (it is joining them and holds
+    /// no token yet). A seednode presents a network's delegation only to a peer that asked for
+    /// it here or proved the network, so it never tells a stranger which networks it serves.
+    /// At most `Limits::max_tokens_per_message`, no repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub want: Vec<NetworkName>,
 }
 
 /// The answer to a [`MembershipRequest`].
@@ -109,6 +115,21 @@ impl Validate for MembershipRequest {
                 count: self.tokens.len(),
                 max: limits.max_tokens_per_message,
             });
+        }
+        if self.want.len() > limits.max_tokens_per_message {
+            return Err(ProtocolError::TooManyTokens {
+                count: self.want.len(),
+                max: limits.max_tokens_per_message,
+            });
+        }
+        let mut wanted = BTreeSet::new();
+        for network in &self.want {
+            if !wanted.insert(network) {
+                return Err(ProtocolError::DuplicateToken {
+                    network: network.clone(),
+                    kind: TokenKind::Delegation,
+                });
+            }
         }
         // Two tokens of one kind for one network would leave the verifier to
         // guess which one counts; refuse the ambiguity.
@@ -194,7 +215,10 @@ pub(crate) mod tests {
                 .into_iter()
                 .filter(|t| seen.insert((t.network.clone(), t.kind)))
                 .collect();
-            MembershipRequest { tokens }
+            MembershipRequest {
+                want: Vec::new(),
+                tokens,
+            }
         })
     }
 
@@ -238,9 +262,42 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn wanted_networks_are_bounded_and_unique() {
+        let limits = Limits::default();
+        let ask = |names: &[&str]| MembershipRequest {
+            want: names.iter().map(|n| net(n)).collect(),
+            tokens: Vec::new(),
+        };
+        assert_eq!(ask(&["mainnet", "testnet"]).validate(&limits), Ok(()));
+        let nine: Vec<String> = (0..9).map(|i| format!("n{i}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert_eq!(
+            ask(&nine).validate(&limits),
+            Err(ProtocolError::TooManyTokens { count: 9, max: 8 })
+        );
+        assert!(matches!(
+            ask(&["mainnet", "mainnet"]).validate(&limits),
+            Err(ProtocolError::DuplicateToken { .. })
+        ));
+        // An old peer's request (no `want` field) still decodes, and an empty `want` is not
+        // sent at all.
+        let encoded = crate::codec::encode(&ask(&[]), 1024).unwrap();
+        let plain =
+            crate::codec::encode(&MembershipRequestWithoutWant { tokens: Vec::new() }, 1024)
+                .unwrap();
+        assert_eq!(encoded, plain);
+    }
+
+    #[derive(serde::Serialize)]
+    struct MembershipRequestWithoutWant {
+        tokens: Vec<PresentedToken>,
+    }
+
+    #[test]
     fn request_limits() {
         let limits = Limits::default();
         let ok = MembershipRequest {
+            want: Vec::new(),
             tokens: vec![
                 token("a", TokenKind::Membership, 1),
                 token("a", TokenKind::Delegation, 4096),
@@ -249,6 +306,7 @@ pub(crate) mod tests {
         assert_eq!(ok.validate(&limits), Ok(()));
 
         let too_many = MembershipRequest {
+            want: Vec::new(),
             tokens: (0..9)
                 .map(|i| token(&format!("n{i}"), TokenKind::Membership, 1))
                 .collect(),
@@ -260,6 +318,7 @@ pub(crate) mod tests {
 
         for len in [0, 4097] {
             let bad = MembershipRequest {
+                want: Vec::new(),
                 tokens: vec![token("a", TokenKind::Membership, len)],
             };
             assert!(matches!(
@@ -269,6 +328,7 @@ pub(crate) mod tests {
         }
 
         let dup = MembershipRequest {
+            want: Vec::new(),
             tokens: vec![
                 token("a", TokenKind::Membership, 1),
                 token("a", TokenKind::Membership, 2),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cordon_tests::{Net, approve, node_peers, run, wait_for, wait_pending};
+use cordon_tests::{Net, approve, node_peers, run, wait_for, wait_pending, wait_until};
 
 const JOIN: Duration = Duration::from_secs(60);
 
@@ -143,4 +143,143 @@ fn daemons_record_security_events_and_verify_catches_tampering() {
         "{}",
         broken.stderr
     );
+}
+
+/// Every record of `data`'s audit log and its rotated files, oldest file first.
+fn all_records(data: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<std::path::PathBuf> = (1..=8)
+        .rev()
+        .map(|i| data.join(format!("audit.log.{i}")))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(data.join("audit.log"));
+    files.iter().flat_map(|p| records(p)).collect()
+}
+
+/// How many join refusals the records of `data` account for: each written `join_denied`
+/// record counts once, plus what the aggregation summaries say they stand for.
+fn join_refusals_accounted(data: &std::path::Path) -> u64 {
+    all_records(data)
+        .iter()
+        .filter(|r| r["kind"] == "join_denied")
+        .map(|r| match r["detail"].as_str() {
+            // "repeated N more times in Ws": the first was written on its own.
+            Some(d) if d.starts_with("repeated ") => {
+                d.split(' ').nth(1).unwrap().parse::<u64>().unwrap()
+            }
+            // "N events from M more sources in Ws (sources not listed)".
+            Some(d) if d.contains("more sources") => {
+                d.split(' ').next().unwrap().parse::<u64>().unwrap()
+            }
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Issue 11, item 8: events strangers cause at will used to be written one line each, so a
+/// flood rotated every earlier record away. Here a member's denied command is planted in a
+/// node's audit log (64 KiB files, one rotated file kept), then 300 fresh identities send 20
+/// stray join requests each to the node (not a seednode: each is refused `not_serving`). The
+/// flood is aggregated (summary records account for every refusal), the planted record
+/// survives, and `audit verify` passes.
+#[test]
+fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("small-audit.toml");
+    std::fs::write(
+        &config,
+        "[audit]\nmax_bytes = 65536\nkeep = 1\naggregate_window = \"10s\"\n",
+    )
+    .unwrap();
+    let a = net.start_node("a", &["mainnet"], &["--config", config.to_str().unwrap()]);
+    let b = net.start_node("b", &["mainnet"], &[]);
+    for n in [&a, &b] {
+        let id = wait_pending(&seed.seed_data, "mainnet", &n.peer_id, JOIN);
+        approve(&seed.seed_data, id);
+    }
+    wait_for(JOIN, "a and b to route each other", || {
+        node_peers(&a.data, "mainnet")
+            .contains(&b.peer_id)
+            .then_some(())
+    });
+
+    // The evidence: b, a plain member, tries a command its role does not allow.
+    let denied = cordon_tests::cli(
+        "node",
+        &[
+            "call",
+            "--data",
+            b.data.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            &a.peer_id,
+            "dht_put",
+            "k",
+            "v",
+        ],
+    );
+    assert!(!denied.ok, "b's dht_put was allowed: {}", denied.stdout);
+    let planted = |r: &serde_json::Value| {
+        r["kind"] == "command_denied"
+            && r["peer"] == b.peer_id.as_str()
+            && r["command"] == "dht_put"
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the denial in a's audit log",
+        || all_records(&a.data).iter().any(planted).then_some(()),
+    );
+
+    // The flood: 300 fresh identities, 20 stray join requests each.
+    let status = cordon_tests::node_status(&a.data);
+    let listen = status["listen"][0].as_str().unwrap().to_owned();
+    let target = if listen.contains("/p2p/") {
+        listen
+    } else {
+        format!("{listen}/p2p/{}", a.peer_id)
+    };
+    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
+        .env("FLOOD_TARGET", &target)
+        .env("FLOOD_KIND", "join")
+        .env("FLOOD_COUNT", "300")
+        .env("FLOOD_MESSAGES", "20")
+        .env("FLOOD_CONCURRENCY", "16")
+        .env("FLOOD_SECS", "120")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&flood.stdout);
+    eprintln!("flood: {summary}");
+    assert!(flood.status.success(), "{flood:?}");
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    let answered = summary["answered"].as_u64().unwrap();
+    assert!(answered >= 3_000, "the flood did not reach a: {summary}");
+
+    // Once the last window closes, the records account for every refusal.
+    let accounted = wait_until(
+        Duration::from_secs(30),
+        "a's audit records to account for the flood",
+        || {
+            let n = join_refusals_accounted(&a.data);
+            if n >= answered {
+                Ok(n)
+            } else {
+                Err(format!("{n} of {answered} accounted for"))
+            }
+        },
+    );
+    eprintln!("join refusals answered {answered}, accounted for in the audit log {accounted}");
+    assert!(
+        all_records(&a.data).iter().any(planted),
+        "the planted denial was rotated away"
+    );
+    run(
+        "node",
+        &["audit", "verify", "--data", a.data.to_str().unwrap()],
+    )
+    .success();
 }

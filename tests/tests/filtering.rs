@@ -145,6 +145,7 @@ fn tcp_probe(port: u16) -> TcpProbe {
 /// A membership presentation of `token` for mainnet.
 fn presentation(token: Vec<u8>) -> MembershipRequest {
     MembershipRequest {
+        want: Vec::new(),
         tokens: vec![PresentedToken {
             network: "mainnet".parse().unwrap(),
             kind: TokenKind::Membership,

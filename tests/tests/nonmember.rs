@@ -309,6 +309,7 @@ fn other_network_token_is_refused_with_unknown_network() {
                 Duration::from_secs(3600),
             );
             MembershipRequest {
+                want: Vec::new(),
                 tokens: vec![membership("testnet", token)],
             }
         },
@@ -329,6 +330,7 @@ fn other_network_token_labelled_mainnet_is_refused_with_unknown_network() {
                 Duration::from_secs(3600),
             );
             MembershipRequest {
+                want: Vec::new(),
                 tokens: vec![membership("mainnet", token)],
             }
         },
@@ -346,6 +348,7 @@ fn expired_token_is_refused_with_expired() {
             let issued = SystemTime::now() - Duration::from_secs(2 * 3600);
             let token = net.mint("mainnet", peer, issued, Duration::from_secs(3600));
             MembershipRequest {
+                want: Vec::new(),
                 tokens: vec![membership("mainnet", token)],
             }
         },
@@ -363,6 +366,7 @@ fn copied_token_is_refused_with_wrong_subject() {
             let token =
                 std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
             MembershipRequest {
+                want: Vec::new(),
                 tokens: vec![membership("mainnet", token)],
             }
         },
@@ -388,6 +392,7 @@ fn valid_token_is_accepted_and_kad_answers() {
             Duration::from_secs(3600),
         );
         let request = MembershipRequest {
+            want: Vec::new(),
             tokens: vec![membership("mainnet", token)],
         };
         let established = client.connect(&member.addr, &member.peer);
@@ -532,6 +537,7 @@ fn strict_network_holds_across_presentations_on_one_connection() {
             .present(
                 &target.peer,
                 MembershipRequest {
+                    want: Vec::new(),
                     tokens: vec![main, test],
                 },
             )
@@ -571,7 +577,13 @@ fn strict_network_holds_across_presentations_on_one_connection() {
 
         // 2a. Mainnet alone is accepted and opens the mainnet gate: the setup works.
         let response = client
-            .present(&target.peer, MembershipRequest { tokens: vec![main] })
+            .present(
+                &target.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![main],
+                },
+            )
             .expect("the target answers the mainnet presentation");
         assert_eq!(
             response.results,
@@ -600,7 +612,13 @@ fn strict_network_holds_across_presentations_on_one_connection() {
         // 2b. Testnet alone, on the same connection. Whatever the testnet verdict, strict
         // mainnet must now be withdrawn on this connection.
         let response = client
-            .present(&target.peer, MembershipRequest { tokens: vec![test] })
+            .present(
+                &target.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![test],
+                },
+            )
             .expect("the target answers the testnet presentation");
         eprintln!("[{name}] testnet presentation on the same connection: {response:?}");
         let window = Duration::from_secs(15);
@@ -683,6 +701,7 @@ fn member_feeding_an_old_revocation_head_is_ignored() {
             .present(
                 &member.peer,
                 MembershipRequest {
+                    want: Vec::new(),
                     tokens: vec![membership("mainnet", token)],
                 },
             )
@@ -749,5 +768,249 @@ fn member_feeding_an_old_revocation_head_is_ignored() {
                 "the revoked member is routed again after the old head"
             );
         });
+    });
+}
+
+/// The records of `kind` in a process's audit log.
+fn audit_of(proc: &Proc, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(proc.data.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == kind)
+        .collect()
+}
+
+/// A member's ping to another, through the CLI.
+fn ping(from: &Proc, to: &PeerId) -> cordon_tests::Run {
+    cordon_tests::cli(
+        "node",
+        &[
+            "call",
+            "--data",
+            from.data.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            &to.to_string(),
+            "ping",
+        ],
+    )
+}
+
+/// Issue 11, item 1: a stranger floods a member with `Deliver` messages on `/cordon/join/1`
+/// carrying a copy of the member's own token (every peer it presented to has one). Before the
+/// fix each was verified on the event loop, stored (two fsyncs) and answered `ack`, and the
+/// stranger was never cut off. Now a delivery is accepted only from a peer proven as a seednode
+/// of the network on that connection while a join or renewal is pending: the flood is refused
+/// unverified, counts toward bans (the stranger is banned and disconnected), writes nothing to
+/// the data directory, and calls between members keep answering throughout.
+#[test]
+fn unsolicited_token_deliveries_are_refused_and_the_flooder_is_banned() {
+    use cordon_protocol::JoinMessage;
+
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let member = &net.members[0];
+        let other = &net.members[1];
+        let token_file = member.data.join("tokens").join("mainnet.biscuit");
+        let own_token = std::fs::read(&token_file).expect("the member holds its token");
+        let written = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
+        let token_mtime = written(&token_file).unwrap();
+        let pending_file = member.data.join("join_state.json");
+        let pending_before = written(&pending_file).ok();
+
+        client.connect(&member.addr, &member.peer);
+        client.join_flood(
+            &member.peer,
+            JoinMessage::Deliver {
+                network: net_name("mainnet"),
+                request_id: 1,
+                token: own_token.clone(),
+            },
+            2_000,
+            16,
+        );
+        // Calls between members keep answering during the flood.
+        for i in 0..5 {
+            let answer = ping(other, &member.peer);
+            assert!(answer.ok, "ping {i} during the flood: {}", answer.stderr);
+        }
+        let flood = fixture::wait_for(
+            "the flood to end (answered, refused or cut off)",
+            Duration::from_secs(60),
+            || {
+                let s = client.state();
+                let f = s.join_flood.clone();
+                let cut_off = !s.connected(&member.peer);
+                let answered = f.answers.values().sum::<u64>() + f.failures;
+                (cut_off || answered >= 2_000).then_some(f)
+            },
+        );
+        eprintln!("flood: {flood:?}");
+        assert!(
+            !flood.answers.contains_key("Ack"),
+            "an unsolicited delivery was accepted: {flood:?}"
+        );
+        // The stranger is banned, and the connection it flooded on is closed.
+        fixture::wait_for(
+            "the member to ban the flooder",
+            Duration::from_secs(20),
+            || {
+                audit_of(member, "ban_applied")
+                    .iter()
+                    .any(|r| r["peer"] == client.peer.to_string().as_str())
+                    .then_some(())
+            },
+        );
+        fixture::wait_for(
+            "the flooder to be disconnected",
+            Duration::from_secs(20),
+            || (!client.state().connected(&member.peer)).then_some(()),
+        );
+        // Nothing was written to the data directory: the token file and the pending requests
+        // are as they were, and the member still holds the same token.
+        assert_eq!(
+            written(&token_file).unwrap(),
+            token_mtime,
+            "token file rewritten"
+        );
+        assert_eq!(std::fs::read(&token_file).unwrap(), own_token);
+        assert_eq!(
+            written(&pending_file).ok(),
+            pending_before,
+            "pending requests rewritten"
+        );
+        let answer = ping(other, &member.peer);
+        assert!(answer.ok, "ping after the flood: {}", answer.stderr);
+    });
+}
+
+/// Issue 11, item 4: a seednode used to present every delegation it holds on every inbound
+/// connection, so any stranger learned which networks it serves. Now a stranger that asks for
+/// nothing is shown nothing; one that asks for a network is shown that network's delegation
+/// only (the same no-leak rule members follow).
+#[test]
+fn a_seednode_shows_a_stranger_nothing_until_asked_and_then_only_what_was_asked() {
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let seed = &net.main_seed;
+        client.connect(&seed.addr, &seed.peer);
+        // Long enough for any presentation at connection time to arrive.
+        std::thread::sleep(Duration::from_secs(3));
+        let shown = client.state().presented_to_us.clone();
+        assert!(shown.is_empty(), "shown to a stranger: {shown:?}");
+
+        let answer = client
+            .present(
+                &seed.peer,
+                MembershipRequest {
+                    want: vec![net_name("testnet"), net_name("mainnet")],
+                    tokens: Vec::new(),
+                },
+            )
+            .expect("the seednode answers");
+        assert!(answer.results.is_empty(), "{answer:?}");
+        let shown = fixture::wait_for(
+            "the seednode to present what was asked",
+            Duration::from_secs(10),
+            || {
+                let s = client.state();
+                (!s.presented_to_us.is_empty()).then(|| s.presented_to_us.clone())
+            },
+        );
+        let networks: Vec<(String, TokenKind)> = shown
+            .iter()
+            .flat_map(|(_, r)| r.tokens.iter())
+            .map(|t| (t.network.to_string(), t.kind))
+            .collect();
+        assert_eq!(
+            networks,
+            vec![("mainnet".to_owned(), TokenKind::Delegation)]
+        );
+    });
+}
+
+/// Issue 11, item 3: a `dht_get` that missed locally is answered from the network's Kademlia.
+/// The answer's key used to be taken on trust and the first answer won, so a hostile member
+/// answering every GET_VALUE with a validly signed record for another key got that record served
+/// as the answer. Now a record is taken only if it is for the key asked and verifies, and the
+/// lookup keeps going past answers that are not.
+#[test]
+fn a_member_answering_get_value_with_another_keys_record_is_not_believed() {
+    use cordon_protocol::SignedRecord;
+
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let asked = &net.members[0];
+        let caller = &net.members[1];
+        // A validly signed record, but for the key "decoy", answered to every GET_VALUE.
+        let signed = SignedRecord::sign(
+            &key.libp2p_keypair(),
+            &net_name("mainnet"),
+            b"decoy".to_vec(),
+            b"planted".to_vec(),
+            1,
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let value = cordon_protocol::encode(&signed, 64 * 1024).unwrap();
+        client.answer_every_get_with(libp2p::kad::Record::new(b"decoy".to_vec(), value));
+        // The hostile peer is a member: the asked member routes it and queries it.
+        let token = net.mint(
+            "mainnet",
+            &client.peer,
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        client.connect(&asked.addr, &asked.peer);
+        let response = client
+            .present(
+                &asked.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![membership("mainnet", token)],
+                },
+            )
+            .expect("the member answers the presentation");
+        assert_eq!(response.results[0].outcome, Outcome::Accepted);
+        let client_id = client.peer.to_string();
+        fixture::wait_for(
+            "the member to route the hostile member",
+            Duration::from_secs(20),
+            || asked.mainnet_peers().contains(&client_id).then_some(()),
+        );
+
+        let got = fixture::cli_json(
+            "node",
+            &[
+                "call",
+                "--data",
+                caller.data.to_str().unwrap(),
+                "--network",
+                "mainnet",
+                "--json",
+                &asked.peer.to_string(),
+                "dht_get",
+                "wanted",
+            ],
+        )
+        .expect("the dht_get call answers");
+        eprintln!("dht_get wanted -> {got}");
+        assert!(
+            got["record"]["record"].is_null(),
+            "another key's record was served for \"wanted\": {got}"
+        );
     });
 }

@@ -71,6 +71,7 @@ fn token(network: &str) -> PresentedToken {
 
 fn request(networks: &[&str]) -> MembershipRequest {
     MembershipRequest {
+        want: Vec::new(),
         tokens: networks.iter().map(|n| token(n)).collect(),
     }
 }
@@ -233,18 +234,66 @@ fn listener_presents_only_what_the_dialer_proved() {
 }
 
 #[test]
-fn seednode_presents_its_delegations_once_per_connection() {
+fn seednode_presents_a_delegation_only_to_a_peer_that_asked_for_or_proved_its_network() {
     let mut s = sessions(false);
     s.set_delegation(&net("mainnet"), Some(b"d".to_vec()));
+    s.set_delegation(&net("testnet"), Some(b"t".to_vec()));
+    // A stranger that asks nothing learns nothing, not even which networks we serve.
     s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
+    assert!(presented(&drain(&mut s)).is_empty());
+    // A joining peer asks for mainnet (and a network we do not serve): it gets mainnet only.
+    let asked = MembershipRequest {
+        want: vec![net("mainnet"), net("labnet")],
+        tokens: Vec::new(),
+    };
+    s.handle_presentation(1, asked.clone(), t0()).unwrap();
     assert_eq!(
         presented(&drain(&mut s)),
         vec![(1, vec![("mainnet".into(), TokenKind::Delegation)])]
     );
+    // Asking again, or proving the network, does not present it twice.
+    s.handle_presentation(1, asked, t0()).unwrap();
+    assert!(presented(&drain(&mut s)).is_empty());
     let actions = prove(&mut s, 1, &["mainnet"], t0(), valid(t0() + HOUR));
     assert!(
         presented(&actions).is_empty(),
         "delegation presented twice: {actions:?}"
+    );
+    // A member that proves testnet on another connection gets testnet's delegation, only.
+    s.handle_established(2, peer(2), Endpoint::Listener, [], t0());
+    let actions = prove(&mut s, 2, &["testnet"], t0(), valid(t0() + HOUR));
+    assert_eq!(
+        presented(&actions),
+        vec![(2, vec![("testnet".into(), TokenKind::Delegation)])]
+    );
+}
+
+#[test]
+fn a_joining_dialer_asks_for_the_delegation_of_the_network_it_dialed_for() {
+    let mut s = sessions(false);
+    s.dial_intent(peer(1), &net("mainnet"));
+    s.handle_established(1, peer(1), Endpoint::Dialer, [], t0());
+    let actions = drain(&mut s);
+    let asks: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Present { request, .. } => Some(request.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        asks,
+        vec![MembershipRequest {
+            want: vec![net("mainnet")],
+            tokens: Vec::new(),
+        }]
+    );
+    // Once it holds a token it presents the token there.
+    s.set_membership(&net("mainnet"), Some(b"m".to_vec()));
+    let actions = drain(&mut s);
+    assert_eq!(
+        presented(&actions),
+        vec![(1, vec![("mainnet".into(), TokenKind::Membership)])]
     );
 }
 

@@ -318,13 +318,37 @@ pub struct AuditConfig {
     /// deleted on rotation. Default 8 ([`DEFAULT_KEEP`]). With 0, the chain still continues
     /// across files, but the link to a deleted file cannot be checked.
     pub keep: usize,
+    /// Window over which events a remote party can cause at will (refused connections and
+    /// presentations, stray join requests, denied commands) are aggregated: a source's first
+    /// such event per window is written, its repeats become one summary record (see
+    /// [`crate::aggregate`]). Default 60 s.
+    #[serde(with = "crate::config::duration")]
+    pub aggregate_window: Duration,
+    /// Sources listed individually per window; events of further sources are only counted.
+    /// Default 64.
+    pub aggregate_sources: usize,
 }
 
 impl AuditConfig {
     /// Checks the settings: files of 4 KiB to 4 GiB, at most 1,000 rotated files kept.
     pub fn validate(&self) -> Result<(), crate::config::Invalid> {
         crate::config::in_range("max_bytes", self.max_bytes, 4096, 4 << 30)?;
-        crate::config::in_range("keep", self.keep, 0, 1000)
+        crate::config::in_range("keep", self.keep, 0, 1000)?;
+        crate::config::duration_in_range(
+            "aggregate_window",
+            self.aggregate_window,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        )?;
+        crate::config::in_range("aggregate_sources", self.aggregate_sources, 1, 100_000)
+    }
+
+    /// The aggregation settings.
+    pub fn aggregate(&self) -> crate::aggregate::AggregateConfig {
+        crate::aggregate::AggregateConfig {
+            window: self.aggregate_window,
+            max_sources: self.aggregate_sources,
+        }
     }
 }
 
@@ -333,6 +357,8 @@ impl Default for AuditConfig {
         Self {
             max_bytes: DEFAULT_MAX_BYTES,
             keep: DEFAULT_KEEP,
+            aggregate_window: Duration::from_secs(60),
+            aggregate_sources: 64,
         }
     }
 }
@@ -383,9 +409,10 @@ pub enum AuditError {
         /// The path.
         path: PathBuf,
     },
-    /// Other users can write the log, so its records cannot be trusted.
+    /// Other users can read or write the log: its records may not be trusted, and they name
+    /// every peer and network this daemon dealt with.
     #[error(
-        "audit log {path} has mode {mode:03o}, so other users can rewrite it; run `chmod 600 {path}` and then `audit verify`"
+        "audit log {path} has mode {mode:03o}, so other users can read or rewrite it; run `chmod 600 {path}` and then `audit verify`"
     )]
     InsecurePermissions {
         /// The file.
@@ -507,7 +534,7 @@ impl AuditLog {
     /// Opens the log at `path`, continuing its chain, or creates it (mode 0600; the parent
     /// directory must exist).
     ///
-    /// An existing file must be a regular file not writable by group or others, and its last
+    /// An existing file must be a regular file that neither group nor others can access, and its last
     /// line must be a complete record: otherwise the operator is told to run `audit verify`
     /// and no new chain is started. A missing or empty file continues the chain of
     /// `<path>.1` if that exists (after a crash during rotation), else starts a fresh chain.
@@ -524,7 +551,7 @@ impl AuditLog {
                     });
                 }
                 let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o022 != 0 {
+                if mode & 0o077 != 0 {
                     return Err(AuditError::InsecurePermissions {
                         path: path.to_owned(),
                         mode,
@@ -1274,6 +1301,7 @@ mod tests {
         AuditConfig {
             max_bytes: 1024,
             keep: 3,
+            ..AuditConfig::default()
         }
     }
 
@@ -1337,6 +1365,7 @@ mod tests {
         let config = AuditConfig {
             max_bytes: 1024,
             keep: 1,
+            ..AuditConfig::default()
         };
         let mut log = AuditLog::open(&path, config).unwrap();
         for i in 61..=70 {
@@ -1408,19 +1437,21 @@ mod tests {
     }
 
     #[test]
-    fn created_with_mode_0600_and_refuses_writable_by_others() {
+    fn created_with_mode_0600_and_refuses_one_others_can_read_or_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
         drop(AuditLog::open(&path, AuditConfig::default()).unwrap());
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
-        let err = AuditLog::open(&path, AuditConfig::default()).unwrap_err();
-        assert!(
-            matches!(err, AuditError::InsecurePermissions { mode: 0o666, .. }),
-            "{err:?}"
-        );
+        for mode in [0o666, 0o644, 0o640] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = AuditLog::open(&path, AuditConfig::default()).unwrap_err();
+            assert!(
+                matches!(err, AuditError::InsecurePermissions { mode: m, .. } if m == mode),
+                "{mode:o}: {err:?}"
+            );
+        }
     }
 
     #[test]

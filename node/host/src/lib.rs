@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod aggregate;
 pub mod audit;
 pub mod clock;
 pub mod config;

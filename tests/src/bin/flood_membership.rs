@@ -1,5 +1,6 @@
 //! Load generator for `scripts/flood` (a benchmark, not a test): non-member libp2p clients that
-//! send oversized or garbage messages on `/cordon/membership/1` to one loopback target.
+//! send oversized or garbage messages on `/cordon/membership/1`, or floods of unsolicited token
+//! `Deliver`s on `/cordon/join/1`, to one loopback target.
 
 #![allow(
     clippy::unwrap_used,
@@ -19,7 +20,11 @@ use libp2p::multiaddr::Protocol;
 /// `i / FLOOD_COUNT * FLOOD_SPREAD_SECS` (default 0: all at once), for at most `FLOOD_SECS`
 /// (default 60). Each client has a fresh identity, dials the target and sends on `/cordon/membership/1` either an
 /// oversized message (256 KiB) or 512 bytes of garbage (alternately), waits at most 5 s for the
-/// outcome, and disconnects. Prints one JSON summary line.
+/// outcome, and disconnects. With `FLOOD_KIND=deliver` and `FLOOD_TOKEN_FILE` (a token, e.g. the
+/// target's own), each client instead sends up to `FLOOD_MESSAGES` (default 500, at most 100 000)
+/// `Deliver`s of that token on `/cordon/join/1`, 16 unanswered at a time, until they are answered
+/// or the target cuts it off; with `FLOOD_KIND=join`, as many join requests for mainnet (to a
+/// node that is not a seednode: stray requests). Prints one JSON summary line.
 fn main() {
     let Ok(target) = std::env::var("FLOOD_TARGET") else {
         eprintln!("usage: FLOOD_TARGET=/ip4/127.0.0.1/tcp/PORT/p2p/PEER flood_membership");
@@ -42,12 +47,38 @@ fn main() {
     let concurrency = env("FLOOD_CONCURRENCY", 16).clamp(1, 256);
     let secs = env("FLOOD_SECS", 60).min(3600);
     let spread = Duration::from_secs(env("FLOOD_SPREAD_SECS", 0).min(secs));
+    let messages = env("FLOOD_MESSAGES", 500).clamp(1, 100_000);
+    let mainnet: cordon_protocol::NetworkName = "mainnet".parse().expect("network name");
+    let join = match std::env::var("FLOOD_KIND").as_deref() {
+        Ok("deliver") => {
+            let file = std::env::var("FLOOD_TOKEN_FILE")
+                .expect("FLOOD_KIND=deliver needs FLOOD_TOKEN_FILE");
+            let token = std::fs::read(&file).expect("FLOOD_TOKEN_FILE is readable");
+            let message = cordon_protocol::JoinMessage::Deliver {
+                network: mainnet,
+                request_id: 1,
+                token,
+            };
+            Some(("libp2p_join_deliver", message, messages))
+        }
+        Ok("join") => {
+            let message = cordon_protocol::JoinMessage::Request(cordon_protocol::JoinRequest {
+                network: mainnet,
+                label: "flood".to_owned(),
+                invite: None,
+            });
+            Some(("libp2p_join_request", message, messages))
+        }
+        Ok("garbage") | Err(_) => None,
+        Ok(other) => panic!("unknown FLOOD_KIND {other:?}: garbage | deliver | join"),
+    };
     let summary = flood::run(
         target,
         count,
         concurrency,
         spread,
         Duration::from_secs(secs),
+        join,
     );
     println!("{summary}");
 }
@@ -124,6 +155,9 @@ mod flood {
 
     #[derive(Debug, Default)]
     struct Counters {
+        /// Join messages sent, and those answered `ack` (a `Deliver` accepted: the attack works).
+        join_sent: AtomicU64,
+        join_acked: AtomicU64,
         attempted: AtomicU64,
         established: AtomicU64,
         dial_failed: AtomicU64,
@@ -218,14 +252,122 @@ mod flood {
         }
     }
 
-    /// Runs the flood; returns a JSON summary.
+    /// Sends deliveries until 16 are unanswered or none is left.
+    fn fill(
+        swarm: &mut libp2p::Swarm<request_response::Behaviour<cordon_protocol::JoinCodec>>,
+        peer: &libp2p::PeerId,
+        message: &cordon_protocol::JoinMessage,
+        left: &mut u64,
+        in_flight: &mut u64,
+        c: &Counters,
+    ) {
+        while *left > 0 && *in_flight < 16 {
+            *left -= 1;
+            *in_flight += 1;
+            swarm.behaviour_mut().send_request(peer, message.clone());
+            c.join_sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One client of a join-message flood: up to `messages` copies of `message`, 16 at a time,
+    /// until answered or cut off.
+    async fn one_join(
+        target: Multiaddr,
+        message: Arc<cordon_protocol::JoinMessage>,
+        messages: u64,
+        c: Arc<Counters>,
+    ) {
+        use cordon_protocol::{JOIN_PROTOCOL, JoinCodec, JoinReply, Limits};
+        c.attempted.fetch_add(1, Ordering::Relaxed);
+        let Ok(builder) = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+        else {
+            return;
+        };
+        let Ok(builder) = builder.with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                JoinCodec::join(Limits::default()),
+                [(JOIN_PROTOCOL, ProtocolSupport::Outbound)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(5))
+                    .with_max_concurrent_streams(64),
+            )
+        });
+        let mut swarm = builder
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
+            .build();
+        let Some(Protocol::P2p(peer)) = target.iter().last() else {
+            return;
+        };
+        if swarm.dial(target).is_err() {
+            c.dial_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let message = message.as_ref().clone();
+        let (mut left, mut in_flight) = (messages, 0u64);
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {
+                        c.established.fetch_add(1, Ordering::Relaxed);
+                        fill(&mut swarm, &peer, &message, &mut left, &mut in_flight, &c);
+                    }
+                    SwarmEvent::OutgoingConnectionError { .. } => {
+                        c.dial_failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        c.closed_by_node.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. },
+                        ..
+                    }) => {
+                        in_flight -= 1;
+                        c.answered.fetch_add(1, Ordering::Relaxed);
+                        if matches!(response, JoinReply::Ack) {
+                            c.join_acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if left == 0 && in_flight == 0 {
+                            return;
+                        }
+                        fill(&mut swarm, &peer, &message, &mut left, &mut in_flight, &c);
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                        in_flight -= 1;
+                        c.request_failed.fetch_add(1, Ordering::Relaxed);
+                        if left == 0 && in_flight == 0 {
+                            return;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if outcome.is_err() {
+            c.timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs the flood; returns a JSON summary. `join`: the kind, message and count per client
+    /// of a join-message flood; `None` for the membership garbage flood.
     pub(crate) fn run(
         target: Multiaddr,
         count: u64,
         concurrency: u64,
         spread: Duration,
         max: Duration,
+        join: Option<(&'static str, cordon_protocol::JoinMessage, u64)>,
     ) -> serde_json::Value {
+        let kind = join.as_ref().map_or("libp2p_membership_garbage", |j| j.0);
+        let join = join.map(|(_, message, n)| (Arc::new(message), n));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
             .enable_all()
@@ -238,6 +380,7 @@ mod flood {
             let workers: Vec<_> = (0..concurrency)
                 .map(|_| {
                     let (target, counters, next) = (target.clone(), counters.clone(), next.clone());
+                    let join = join.clone();
                     tokio::spawn(async move {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +389,13 @@ mod flood {
                             }
                             let at = started + spread.mul_f64(i as f64 / count as f64);
                             tokio::time::sleep_until(at.into()).await;
-                            one(target.clone(), i, counters.clone()).await;
+                            match &join {
+                                Some((token, n)) => {
+                                    one_join(target.clone(), token.clone(), *n, counters.clone())
+                                        .await;
+                                }
+                                None => one(target.clone(), i, counters.clone()).await,
+                            }
                         }
                     })
                 })
@@ -259,7 +408,9 @@ mod flood {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let c = &counters;
         serde_json::json!({
-            "kind": "libp2p_membership_garbage",
+            "kind": kind,
+            "join_sent": get(&c.join_sent),
+            "join_acked": get(&c.join_acked),
             "attempted": get(&c.attempted),
             "established": get(&c.established),
             "dial_failed": get(&c.dial_failed),

@@ -3,8 +3,9 @@
 //!
 //! Same transport stack as `node/src/swarm.rs` (TCP + Noise + Yamux), plus
 //! `request_response::Behaviour<MembershipCodec>` on `/cordon/membership/1`, a client-mode
-//! `kad::Behaviour` on `/cordon/mainnet/kad/1.0.0`, and identify (so a member learns a listen
-//! address for us: a refusal to route us must be the gate's doing, not a missing address).
+//! `kad::Behaviour` on `/cordon/mainnet/kad/1.0.0`, identify (so a member learns a listen
+//! address for us: a refusal to route us must be the gate's doing, not a missing address), and
+//! `/cordon/join/1` to send join messages (`Deliver` floods) a real node never would.
 //!
 //! The swarm runs on its own runtime as an actor; the (synchronous) test sends it commands and
 //! polls a shared [`State`] the actor keeps up to date.
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use cordon_membership::SecretKey;
 use cordon_protocol::{
-    Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, MembershipRequest, MembershipResponse,
-    NetworkName, REVOCATION_PROTOCOL, RevocationCodec, RevocationRequest, RevocationResponse,
-    kad_protocol,
+    JOIN_PROTOCOL, JoinCodec, JoinMessage, JoinReply, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec,
+    MembershipRequest, MembershipResponse, NetworkName, REVOCATION_PROTOCOL, RevocationCodec,
+    RevocationRequest, RevocationResponse, kad_protocol,
 };
 use futures::StreamExt;
 use libp2p::kad::store::MemoryStore;
@@ -32,11 +33,77 @@ pub(crate) struct RawBehaviour {
     /// Opens bare streams on mainnet's Kademlia protocol name to see whether the remote
     /// negotiates it at all (the payload is not Kademlia; only negotiation matters).
     kad_probe: request_response::Behaviour<MembershipCodec>,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<AnswerStore>,
     identify: identify::Behaviour,
     /// `/cordon/revocations/1`: answers `Sync` with nothing and `Push` with `ack`, and sends
     /// what the test chooses.
     revocations: request_response::Behaviour<RevocationCodec>,
+    /// `/cordon/join/1`, outbound only: join messages the test chooses.
+    join: request_response::Behaviour<JoinCodec>,
+}
+
+/// The raw client's Kademlia store: a plain memory store, except that once
+/// [`RawClient::answer_every_get_with`] set a record, every GET_VALUE gets that record whatever
+/// key it asked for (a hostile member's answer).
+pub(crate) struct AnswerStore {
+    inner: MemoryStore,
+    every_get: Arc<Mutex<Option<kad::Record>>>,
+}
+
+impl kad::store::RecordStore for AnswerStore {
+    type RecordsIter<'a> = <MemoryStore as kad::store::RecordStore>::RecordsIter<'a>;
+    type ProvidedIter<'a> = <MemoryStore as kad::store::RecordStore>::ProvidedIter<'a>;
+
+    fn get(&self, k: &kad::RecordKey) -> Option<std::borrow::Cow<'_, kad::Record>> {
+        let forced = self
+            .every_get
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match forced {
+            Some(record) => Some(std::borrow::Cow::Owned(record)),
+            None => self.inner.get(k),
+        }
+    }
+
+    fn put(&mut self, r: kad::Record) -> kad::store::Result<()> {
+        self.inner.put(r)
+    }
+
+    fn remove(&mut self, k: &kad::RecordKey) {
+        self.inner.remove(k);
+    }
+
+    fn records(&self) -> Self::RecordsIter<'_> {
+        self.inner.records()
+    }
+
+    fn add_provider(&mut self, record: kad::ProviderRecord) -> kad::store::Result<()> {
+        self.inner.add_provider(record)
+    }
+
+    fn providers(&self, key: &kad::RecordKey) -> Vec<kad::ProviderRecord> {
+        self.inner.providers(key)
+    }
+
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        self.inner.provided()
+    }
+
+    fn remove_provider(&mut self, k: &kad::RecordKey, p: &PeerId) {
+        self.inner.remove_provider(k, p);
+    }
+}
+
+/// Counts of a `Deliver` flood's answers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct JoinFlood {
+    /// Messages handed to the swarm.
+    pub(crate) sent: u64,
+    /// Answers, by their debug rendering (`Ack`, `Error { code: Policy }`, ...).
+    pub(crate) answers: std::collections::BTreeMap<String, u64>,
+    /// Requests that failed on the wire (connection closed, refused, timed out).
+    pub(crate) failures: u64,
 }
 
 /// One connection as the raw client saw it.
@@ -88,6 +155,10 @@ pub(crate) struct State {
     pub(crate) accepted_by: BTreeSet<PeerId>,
     /// Answers to our revocation requests, by tag.
     pub(crate) revocation_responses: HashMap<u64, Result<RevocationResponse, String>>,
+    /// The join-message flood so far.
+    pub(crate) join_flood: JoinFlood,
+    /// Presentations peers sent us (a seednode's delegations, a member's tokens).
+    pub(crate) presented_to_us: Vec<(PeerId, MembershipRequest)>,
     pub(crate) log: Vec<String>,
 }
 
@@ -120,13 +191,24 @@ enum Cmd {
         addr: Multiaddr,
     },
     AutoPresent(Option<MembershipRequest>),
+    /// Switch Kademlia to server mode (answer GET_VALUE and FIND_NODE).
+    KadServer,
     Revocation(u64, PeerId, RevocationRequest),
+    /// Send `count` copies of a join message, at most `window` unanswered at a time.
+    JoinFlood {
+        peer: PeerId,
+        message: JoinMessage,
+        count: u64,
+        window: usize,
+    },
 }
 
 /// The raw client handle; dropping it stops the swarm.
 pub(crate) struct RawClient {
     pub(crate) peer: PeerId,
     state: Arc<Mutex<State>>,
+    /// What the Kademlia store answers every GET_VALUE with, once set.
+    every_get: Arc<Mutex<Option<kad::Record>>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     next_tag: u64,
     runtime: Option<tokio::runtime::Runtime>,
@@ -154,13 +236,16 @@ impl RawClient {
             .expect("runtime");
         let keypair = key.libp2p_keypair();
         let peer = key.peer_id();
-        let swarm = runtime.block_on(async move { build(keypair) });
+        let every_get = Arc::new(Mutex::new(None));
+        let forced = every_get.clone();
+        let swarm = runtime.block_on(async move { build(keypair, forced) });
         let state = Arc::new(Mutex::new(State::default()));
         let (tx, rx) = mpsc::unbounded_channel();
         runtime.spawn(actor(swarm, rx, state.clone()));
         let client = Self {
             peer,
             state,
+            every_get,
             cmds: tx,
             next_tag: 0,
             runtime: Some(runtime),
@@ -294,6 +379,30 @@ impl RawClient {
         })
     }
 
+    /// Starts sending `count` copies of `message` to `peer` on `/cordon/join/1`, at most
+    /// `window` unanswered at a time; [`State::join_flood`] counts the answers.
+    pub(crate) fn join_flood(
+        &self,
+        peer: &PeerId,
+        message: JoinMessage,
+        count: u64,
+        window: usize,
+    ) {
+        self.send(Cmd::JoinFlood {
+            peer: *peer,
+            message,
+            count,
+            window,
+        });
+    }
+
+    /// From now on answers every GET_VALUE with `record`, whatever key it asks for, and serves
+    /// Kademlia (server mode) so members query us: a hostile member.
+    pub(crate) fn answer_every_get_with(&self, record: kad::Record) {
+        *self.every_get.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+        self.send(Cmd::KadServer);
+    }
+
     /// Presents `request` on every new connection from now on (the control case, so peers
     /// learned through FIND_NODE let us query them too).
     pub(crate) fn auto_present(&self, request: Option<MembershipRequest>) {
@@ -316,7 +425,10 @@ fn summary(request: &MembershipRequest) -> String {
     format!("[{}]", tokens.join(", "))
 }
 
-fn build(keypair: libp2p::identity::Keypair) -> Swarm<RawBehaviour> {
+fn build(
+    keypair: libp2p::identity::Keypair,
+    every_get: Arc<Mutex<Option<kad::Record>>>,
+) -> Swarm<RawBehaviour> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -330,7 +442,11 @@ fn build(keypair: libp2p::identity::Keypair) -> Swarm<RawBehaviour> {
             let mut cfg = kad::Config::new(kad_protocol(&mainnet()));
             cfg.set_query_timeout(Duration::from_secs(20));
             cfg.set_periodic_bootstrap_interval(None);
-            let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), cfg);
+            let store = AnswerStore {
+                inner: MemoryStore::new(local),
+                every_get,
+            };
+            let mut kad = kad::Behaviour::with_config(local, store, cfg);
             kad.set_mode(Some(kad::Mode::Client));
             RawBehaviour {
                 membership: request_response::Behaviour::with_codec(
@@ -359,6 +475,13 @@ fn build(keypair: libp2p::identity::Keypair) -> Swarm<RawBehaviour> {
                     request_response::Config::default()
                         .with_request_timeout(Duration::from_secs(20)),
                 ),
+                join: request_response::Behaviour::with_codec(
+                    JoinCodec::join(Limits::default()),
+                    [(JOIN_PROTOCOL, request_response::ProtocolSupport::Outbound)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10))
+                        .with_max_concurrent_streams(256),
+                ),
             }
         })
         .expect("behaviour")
@@ -380,6 +503,9 @@ struct Actor {
     queries: HashMap<kad::QueryId, (u64, PeerId, Instant, usize)>,
     auto_present: Option<MembershipRequest>,
     started: Instant,
+    /// The flood in progress: target, message, messages left to send, window.
+    flood: Option<(PeerId, JoinMessage, u64, usize)>,
+    flood_in_flight: usize,
 }
 
 async fn actor(
@@ -396,6 +522,8 @@ async fn actor(
         queries: HashMap::new(),
         auto_present: None,
         started: Instant::now(),
+        flood: None,
+        flood_in_flight: 0,
     };
     loop {
         tokio::select! {
@@ -446,6 +574,23 @@ impl Actor {
                 self.log(format!("FIND_NODE {target} via {via}"));
             }
             Cmd::AutoPresent(request) => self.auto_present = request,
+            Cmd::KadServer => {
+                self.log("kademlia in server mode".to_owned());
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .set_mode(Some(kad::Mode::Server));
+            }
+            Cmd::JoinFlood {
+                peer,
+                message,
+                count,
+                window,
+            } => {
+                self.log(format!("join flood to {peer}: {count} messages"));
+                self.flood = Some((peer, message, count, window.max(1)));
+                self.pump_flood();
+            }
             Cmd::Revocation(tag, peer, request) => {
                 self.log(format!("revocation request to {peer}"));
                 let id = self
@@ -538,6 +683,7 @@ impl Actor {
             SwarmEvent::Behaviour(RawBehaviourEvent::Kad(e)) => self.on_kad(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::KadProbe(e)) => self.on_probe(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Revocations(e)) => self.on_revocation(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::Join(e)) => self.on_join(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -553,6 +699,50 @@ impl Actor {
             }
             other => self.log(format!("event {other:?}")),
         }
+    }
+
+    /// Keeps the flood's window full while messages are left.
+    fn pump_flood(&mut self) {
+        let Some((peer, message, left, window)) = &mut self.flood else {
+            return;
+        };
+        let (peer, window) = (*peer, *window);
+        while *left > 0 && self.flood_in_flight < window {
+            *left -= 1;
+            self.flood_in_flight += 1;
+            let message = message.clone();
+            let _ = self.swarm.behaviour_mut().join.send_request(&peer, message);
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .join_flood
+                .sent += 1;
+        }
+        if *left == 0 {
+            self.flood = None;
+        }
+    }
+
+    fn on_join(&mut self, event: request_response::Event<JoinMessage, JoinReply>) {
+        match event {
+            request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => {
+                self.flood_in_flight = self.flood_in_flight.saturating_sub(1);
+                let key = match &response {
+                    JoinReply::Error { code } => format!("error:{code}"),
+                    other => format!("{other:?}").chars().take(24).collect(),
+                };
+                *self.state().join_flood.answers.entry(key).or_default() += 1;
+            }
+            request_response::Event::OutboundFailure { .. } => {
+                self.flood_in_flight = self.flood_in_flight.saturating_sub(1);
+                self.state().join_flood.failures += 1;
+            }
+            _ => return,
+        }
+        self.pump_flood();
     }
 
     fn on_revocation(
@@ -647,6 +837,7 @@ impl Actor {
                     "membership request from {peer}: {}",
                     summary(&request)
                 ));
+                self.state().presented_to_us.push((peer, request));
             }
             request_response::Event::OutboundFailure {
                 peer,
