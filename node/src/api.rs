@@ -84,6 +84,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Seednode: deny, in one step, every pending request matching all the criteria given
+    /// (none: every pending request) ([`JoinRequestView`] list of those denied).
+    DenyPending {
+        /// Only this network.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
+        /// Only requests at least this old, in seconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        older_than_secs: Option<u64>,
+        /// Only requests with exactly this label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+        /// A note kept with each denial and sent to each node that asks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Seednode: current members ([`IssuedTokenView`] list).
     Members {
         /// Only this network.
@@ -131,6 +147,7 @@ impl Request {
             Self::Pending { .. }
                 | Self::Approve { .. }
                 | Self::Deny { .. }
+                | Self::DenyPending { .. }
                 | Self::Members { .. }
                 | Self::Invite { .. }
                 | Self::Revoke { .. }
@@ -209,6 +226,8 @@ pub enum Response {
     Approved(IssuedTokenView),
     /// To `deny`.
     Denied(JoinRequestView),
+    /// To `deny_pending`.
+    DeniedPending(Vec<JoinRequestView>),
     /// To `members`.
     Members(Vec<IssuedTokenView>),
     /// To `invite`.

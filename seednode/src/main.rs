@@ -79,9 +79,30 @@ enum Command {
         client: ClientArgs,
     },
     /// Deny a pending join request.
+    ///
+    /// With --all, --older-than or --label instead of an id, denies in one step every pending
+    /// request matching all the criteria given (e.g. a flood of requests from throwaway
+    /// identities: `seednode deny --label flood`, `seednode deny --older-than 7d`).
+    #[command(group(
+        clap::ArgGroup::new("which").required(true).multiple(true)
+            .args(["id", "all", "older_than", "label"])
+    ))]
     Deny {
         /// The request id (from `seednode pending`).
-        id: u64,
+        #[arg(conflicts_with_all = ["all", "older_than", "label", "network"])]
+        id: Option<u64>,
+        /// Every pending request (of --network, if given).
+        #[arg(long)]
+        all: bool,
+        /// Only requests at least this old (e.g. 7d, 12h).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+        older_than: Option<Duration>,
+        /// Only requests whose label is exactly TEXT.
+        #[arg(long, value_name = "TEXT")]
+        label: Option<String>,
+        /// Only requests for this network.
+        #[arg(long)]
+        network: Option<NetworkName>,
         /// A note sent to the requesting node (printable text, at most 256 bytes).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
@@ -332,7 +353,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
             client,
         ),
-        Command::Deny { id, reason, client } => (OperatorCommand::Deny { id, reason }, client),
+        Command::Deny {
+            id,
+            all: _,
+            older_than,
+            label,
+            network,
+            reason,
+            client,
+        } => match id {
+            Some(id) => (OperatorCommand::Deny { id, reason }, client),
+            None => (
+                OperatorCommand::DenyPending {
+                    network,
+                    older_than,
+                    label,
+                    reason,
+                },
+                client,
+            ),
+        },
         Command::Members { network, client } => (OperatorCommand::Members { network }, client),
         Command::Invite {
             network,

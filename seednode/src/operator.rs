@@ -65,6 +65,17 @@ pub enum OperatorCommand {
         /// A note sent to the requesting node.
         reason: Option<String>,
     },
+    /// Deny every pending request matching all the criteria given.
+    DenyPending {
+        /// Only this network.
+        network: Option<NetworkName>,
+        /// Only requests at least this old.
+        older_than: Option<Duration>,
+        /// Only requests with exactly this label.
+        label: Option<String>,
+        /// A note sent to each requesting node.
+        reason: Option<String>,
+    },
     /// List current members.
     Members {
         /// Only this network.
@@ -129,6 +140,17 @@ impl OperatorCommand {
                 id: *id,
                 reason: reason.clone(),
             },
+            Self::DenyPending {
+                network,
+                older_than,
+                label,
+                reason,
+            } => Request::DenyPending {
+                network: network.clone(),
+                older_than_secs: older_than.map(|d| d.as_secs()),
+                label: label.clone(),
+                reason: reason.clone(),
+            },
             Self::Members { network } => Request::Members {
                 network: network.clone(),
             },
@@ -175,6 +197,10 @@ impl OperatorCommand {
             Self::Deny { .. } => {
                 let row: JoinRequestView = call(data_dir, &request)?;
                 output(json, &row, render_denied)
+            }
+            Self::DenyPending { .. } => {
+                let list: Vec<JoinRequestView> = call(data_dir, &request)?;
+                output(json, &list, |l| render_denied_pending(l))
             }
             Self::Members { network } => {
                 let list: Vec<IssuedTokenView> = call(data_dir, &request)?;
@@ -361,6 +387,24 @@ fn render_approved(token: &IssuedTokenView, now: u64) -> String {
         roles(&token.roles),
         expires_in(token.expires_at, now),
     )
+}
+
+fn render_denied_pending(list: &[JoinRequestView]) -> String {
+    if list.is_empty() {
+        return "no pending join request matched; nothing denied".to_owned();
+    }
+    let mut out = format!("denied {} pending join request(s):", list.len());
+    for row in list {
+        let _ = write!(
+            out,
+            "\n  {} {} {} {}",
+            row.id,
+            safe(row.network.as_str()),
+            safe(&row.peer),
+            or_dash(row.label.as_deref())
+        );
+    }
+    out
 }
 
 fn render_denied(row: &JoinRequestView) -> String {

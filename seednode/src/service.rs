@@ -766,6 +766,15 @@ impl<S: Store> SeedService<S> {
                 Ok(id) => self.cmd_deny(id, reason, now).await,
                 Err(e) => Err(e),
             },
+            Request::DenyPending {
+                network,
+                older_than_secs,
+                label,
+                reason,
+            } => {
+                self.cmd_deny_pending(network, older_than_secs, label, reason, now)
+                    .await
+            }
             Request::Members { network } => self.cmd_members(network, now).await,
             Request::Invite {
                 network,
@@ -804,16 +813,31 @@ impl<S: Store> SeedService<S> {
             },
             other => Err(format!(
                 "{:?} is not an operator request; the seednode's service answers pending, \
-                 approve, deny, members, invite and revoke",
+                 approve, deny, deny_pending, members, invite and revoke",
                 other
             )),
         };
         match result {
-            Ok((response, deliveries)) => OperatorOutcome {
-                result: Ok(response),
-                deliveries,
-                audit: audit.into_iter().collect(),
-            },
+            Ok((response, deliveries)) => {
+                // A bulk denial is one operator decision per request denied.
+                let audit = match &response {
+                    Response::DeniedPending(rows) => rows
+                        .iter()
+                        .map(|r| {
+                            AuditEvent::new(AuditKind::JoinDenied)
+                                .request_id(r.id)
+                                .network(&r.network)
+                                .detail("by operator (bulk)")
+                        })
+                        .collect(),
+                    _ => audit.into_iter().collect(),
+                };
+                OperatorOutcome {
+                    result: Ok(response),
+                    deliveries,
+                    audit,
+                }
+            }
             Err(message) => OperatorOutcome {
                 result: Err(message),
                 deliveries: Vec::new(),
@@ -945,6 +969,46 @@ impl<S: Store> SeedService<S> {
         tracing::info!(peer = %row.peer, network = %row.network, request_id = row.id.0,
             "join request denied by operator");
         Ok((Response::Denied(request_view(&row)), Vec::new()))
+    }
+
+    async fn cmd_deny_pending(
+        &self,
+        network: Option<NetworkName>,
+        older_than_secs: Option<u64>,
+        label: Option<String>,
+        reason: Option<String>,
+        now: SystemTime,
+    ) -> CommandResult {
+        let network = self.served_network(network)?;
+        if let Some(reason) = &reason {
+            let reply = JoinReply::Denied {
+                request_id: None,
+                reason: DenyReason::DeniedByOperator,
+                message: Some(reason.clone()),
+            };
+            reply
+                .validate(&self.limits)
+                .map_err(|e| format!("invalid \"reason\": {e}"))?;
+        }
+        let now_secs = unix_secs(now);
+        let filter = crate::store::PendingFilter {
+            network,
+            created_at_most: older_than_secs.map(|d| now_secs.saturating_sub(d)),
+            label,
+        };
+        let rows = self
+            .store
+            .deny_pending(filter, reason.as_deref(), now_secs)
+            .await
+            .map_err(store_err)?;
+        for row in &rows {
+            tracing::info!(peer = %row.peer, network = %row.network, request_id = row.id.0,
+                "join request denied by operator (bulk)");
+        }
+        Ok((
+            Response::DeniedPending(rows.iter().map(request_view).collect()),
+            Vec::new(),
+        ))
     }
 
     fn token_view(&self, row: &IssuedTokenRow) -> IssuedTokenView {

@@ -38,8 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
-    NewToken, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError, StoreLimits,
-    Submitted, hex,
+    NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
+    StoreLimits, Submitted, hex,
 };
 
 /// Schema version written to `PRAGMA user_version` by this code.
@@ -331,6 +331,16 @@ impl Store for SqliteStore {
         self.call(move |db| db.deny(id, reason.as_deref(), now))
     }
 
+    fn deny_pending(
+        &self,
+        filter: PendingFilter,
+        reason: Option<&str>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<JoinRequestRow>, StoreError>> + Send {
+        let reason = reason.map(owned);
+        self.call(move |db| db.deny_pending(&filter, reason.as_deref(), now))
+    }
+
     fn issue_direct(
         &self,
         issued: NewToken,
@@ -540,6 +550,7 @@ impl Engine {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        expire_pending(&tx, &self.limits, now)?;
         if let Some(existing) = pending_for(&tx, network, peer)? {
             return Ok(Submitted::Existing(existing));
         }
@@ -561,6 +572,7 @@ impl Engine {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        expire_pending(&tx, &self.limits, now)?;
         if let Some(existing) = pending_for(&tx, network, peer)? {
             if existing.invite_used {
                 return Ok(Submitted::Existing(existing));
@@ -697,6 +709,46 @@ impl Engine {
         let row = get_request(&tx, id)?.ok_or(StoreError::NotFound { id })?;
         tx.commit()?;
         Ok(row)
+    }
+
+    fn deny_pending(
+        &mut self,
+        filter: &PendingFilter,
+        reason: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<JoinRequestRow>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<i64> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM join_requests WHERE status = 'pending' \
+                 AND (?1 IS NULL OR network = ?1) AND (?2 IS NULL OR created_at <= ?2) \
+                 AND (?3 IS NULL OR label = ?3) ORDER BY id",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    filter.network.as_ref().map(NetworkName::as_str),
+                    filter.created_at_most,
+                    filter.label.as_deref()
+                ],
+                |r| r.get(0),
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut denied = Vec::with_capacity(ids.len());
+        for id in ids {
+            tx.execute(
+                "UPDATE join_requests SET status = 'denied', decided_at = ?2, deny_reason = ?3 \
+                 WHERE id = ?1",
+                params![id, now, reason],
+            )?;
+            if let Some(row) = get_request(&tx, RequestId(id))? {
+                denied.push(row);
+            }
+        }
+        tx.commit()?;
+        Ok(denied)
     }
 
     fn issue_direct(&mut self, issued: &NewToken) -> Result<IssuedTokenRow, StoreError> {
@@ -1141,6 +1193,18 @@ fn check_new_token(token: &NewToken) -> Result<(), StoreError> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Denies (policy `expired`) every pending request older than the limits' `pending_ttl`.
+fn expire_pending(conn: &Connection, limits: &StoreLimits, now: u64) -> Result<(), StoreError> {
+    let cutoff = now.saturating_sub(limits.pending_ttl.as_secs());
+    conn.execute(
+        "UPDATE join_requests SET status = 'denied', decided_at = ?1, \
+         decided_by_policy = 'expired', deny_reason = 'expired' \
+         WHERE status = 'pending' AND created_at < ?2",
+        params![now, cutoff],
+    )?;
     Ok(())
 }
 

@@ -79,6 +79,17 @@ macro_rules! wire_id {
 wire_id!(RequestId);
 wire_id!(IssuedTokenId);
 
+/// Which pending requests a bulk denial selects; every criterion given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingFilter {
+    /// Only this network.
+    pub network: Option<NetworkName>,
+    /// Only requests made at or before this time (unix seconds).
+    pub created_at_most: Option<u64>,
+    /// Only requests whose label is exactly this.
+    pub label: Option<String>,
+}
+
 /// Bounds on what the network can make the store hold (config section `[seednode.store]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,6 +100,12 @@ pub struct StoreLimits {
     pub max_pending_per_network: usize,
     /// Longest accepted join-request label, in bytes. Default: 64.
     pub max_label_bytes: usize,
+    /// How long a join request may wait for a decision. Older pending requests are denied
+    /// (policy `expired`) when the next request arrives, so requests nobody decides (a flood
+    /// from throwaway identities) cannot hold the queue for ever; their peers may ask again.
+    /// Default: 7 days.
+    #[serde(with = "cordon_host::config::duration")]
+    pub pending_ttl: std::time::Duration,
 }
 
 impl StoreLimits {
@@ -103,7 +120,13 @@ impl StoreLimits {
             1,
             self.max_pending_total,
         )?;
-        in_range("max_label_bytes", self.max_label_bytes, 1, 1024)
+        in_range("max_label_bytes", self.max_label_bytes, 1, 1024)?;
+        cordon_host::config::duration_in_range(
+            "pending_ttl",
+            self.pending_ttl,
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(365 * 86_400),
+        )
     }
 }
 
@@ -113,6 +136,7 @@ impl Default for StoreLimits {
             max_pending_total: 10_000,
             max_pending_per_network: 1_000,
             max_label_bytes: 64,
+            pending_ttl: std::time::Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -533,6 +557,15 @@ pub trait Store: Send + Sync + 'static {
         now: u64,
     ) -> impl Future<Output = Result<JoinRequestRow, StoreError>> + Send;
 
+    /// Denies, in one transaction, every pending request that `filter` selects; returns them
+    /// as denied.
+    fn deny_pending(
+        &self,
+        filter: PendingFilter,
+        reason: Option<&str>,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<JoinRequestRow>, StoreError>> + Send;
+
     /// Records a token issued without a join request (e.g. by an operator for a known peer),
     /// undelivered.
     fn issue_direct(
@@ -834,6 +867,7 @@ pub(crate) mod suite {
             max_pending_total: 3,
             max_pending_per_network: 2,
             max_label_bytes: 64,
+            ..StoreLimits::default()
         };
         let store = open(limits);
         let net = mainnet();
@@ -901,6 +935,123 @@ pub(crate) mod suite {
             .submit_request(&net, &p, Some(&"x".repeat(64)), false, NOW)
             .await
             .unwrap();
+    }
+
+    pub(crate) async fn bulk_denial_selects_by_network_age_and_label_in_one_step<S: Store>(
+        open: impl Fn(StoreLimits) -> S,
+    ) {
+        let store = open(StoreLimits::default());
+        let testnet: NetworkName = "testnet".parse().unwrap();
+        let submit = |network: &NetworkName, n: u8, label: &'static str, at: u64| {
+            let network = network.clone();
+            let store = &store;
+            async move {
+                match store
+                    .submit_request(&network, &peer(n), Some(label), false, at)
+                    .await
+                    .unwrap()
+                {
+                    Submitted::New(row) => row,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let old_spam = submit(&mainnet(), 1, "flood", NOW - 7200).await;
+        let new_spam = submit(&mainnet(), 2, "flood", NOW).await;
+        let old_real = submit(&mainnet(), 3, "laptop", NOW - 7200).await;
+        let test_spam = submit(&testnet, 4, "flood", NOW - 7200).await;
+        let approved = submit(&mainnet(), 5, "flood", NOW - 7200).await;
+        store
+            .approve(approved.id, new_token(&mainnet(), &peer(5), 1), None, NOW)
+            .await
+            .unwrap();
+
+        // Label and network: both mainnet "flood" requests, nothing else.
+        let by_label = PendingFilter {
+            network: Some(mainnet()),
+            label: Some("flood".to_owned()),
+            ..PendingFilter::default()
+        };
+        let denied = store
+            .deny_pending(by_label, Some("spam"), NOW)
+            .await
+            .unwrap();
+        let ids: Vec<_> = denied.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![old_spam.id, new_spam.id]);
+        assert!(
+            denied
+                .iter()
+                .all(|r| r.status == RequestStatus::Denied
+                    && r.deny_reason.as_deref() == Some("spam"))
+        );
+        // Age, any network: the old legitimate one and testnet's; the approved one stays.
+        let by_age = PendingFilter {
+            created_at_most: Some(NOW - 3600),
+            ..PendingFilter::default()
+        };
+        let ids: Vec<_> = store
+            .deny_pending(by_age, None, NOW)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![old_real.id, test_spam.id]);
+        assert!(store.pending(None).await.unwrap().is_empty());
+        assert_eq!(
+            store.request(approved.id).await.unwrap().unwrap().status,
+            RequestStatus::Approved
+        );
+        // Nothing left to deny: an empty answer, not an error.
+        let all = PendingFilter::default();
+        assert!(store.deny_pending(all, None, NOW).await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn expired_pending_requests_free_the_queue_at_the_next_request<S: Store>(
+        open: impl Fn(StoreLimits) -> S,
+    ) {
+        let store = open(StoreLimits {
+            max_pending_per_network: 2,
+            pending_ttl: std::time::Duration::from_secs(3600),
+            ..StoreLimits::default()
+        });
+        let net = mainnet();
+        let submit = |n: u8, at: u64| {
+            let (store, net) = (&store, net.clone());
+            async move { store.submit_request(&net, &peer(n), None, false, at).await }
+        };
+        let first = submit(1, NOW).await.unwrap();
+        submit(2, NOW + 10).await.unwrap();
+        // Full until the first request is older than the TTL.
+        assert!(matches!(
+            submit(3, NOW + 3600).await,
+            Err(StoreError::QueueFull { .. })
+        ));
+        let third = match submit(3, NOW + 3601).await.unwrap() {
+            Submitted::New(row) => row,
+            other => panic!("{other:?}"),
+        };
+        let first = match first {
+            Submitted::New(row) => store.request(row.id).await.unwrap().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(first.status, RequestStatus::Denied);
+        assert_eq!(first.decided_by_policy.as_deref(), Some("expired"));
+        let pending: Vec<_> = store
+            .pending(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.peer.clone())
+            .collect();
+        assert_eq!(pending, vec![peer(2).to_base58(), peer(3).to_base58()]);
+        assert_eq!(third.peer, peer(3).to_base58());
+        // The expired peer asks again later (peer 2's request has expired by then too): a new
+        // request, decided like any other.
+        match submit(1, NOW + 3700).await.unwrap() {
+            Submitted::New(row) => assert_ne!(row.id, first.id),
+            other => panic!("{other:?}"),
+        }
     }
 
     pub(crate) async fn approve_or_deny_of_non_pending_is_refused<S: Store>(
@@ -1566,6 +1717,8 @@ pub(crate) mod suite {
                 queue_caps_refuse_per_network_and_total,
                 hostile_labels_are_refused,
                 approve_or_deny_of_non_pending_is_refused,
+                bulk_denial_selects_by_network_age_and_label_in_one_step,
+                expired_pending_requests_free_the_queue_at_the_next_request,
                 approve_refuses_token_for_other_peer_or_network_and_changes_nothing,
                 duplicate_revocation_id_rolls_back_the_approval,
                 undelivered_until_marked_delivered_idempotently,

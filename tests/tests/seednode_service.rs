@@ -208,6 +208,16 @@ impl<S: Store> Store for Gated<S> {
         self.inner.deny(id, reason, now).await
     }
 
+    async fn deny_pending(
+        &self,
+        filter: cordon_seednode::store::PendingFilter,
+        reason: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<JoinRequestRow>, StoreError> {
+        self.gate.pass("deny_pending").await;
+        self.inner.deny_pending(filter, reason, now).await
+    }
+
     async fn issue_direct(&self, issued: NewToken) -> Result<IssuedTokenRow, StoreError> {
         self.gate.pass("issue_direct").await;
         self.inner.issue_direct(issued).await

@@ -7,7 +7,9 @@
 //! records of the window that ended.
 //!
 //! Rules, per window of [`AggregateConfig::window`]:
-//! - Events of other kinds (verified memberships, bans, operator decisions, ...) always pass.
+//! - Events of other kinds (verified memberships, bans, ...) always pass, and so do events
+//!   that name no remote party (no peer, no address): an operator's decisions are never
+//!   aggregated.
 //! - The first event of a source (its peer id, else its address with the port dropped and IPv4
 //!   cut to /24, IPv6 to /64) with a given kind, reason and network is written as it is.
 //!   Repeats are counted and written once, at the end of the window, as one record with the
@@ -112,7 +114,7 @@ impl Aggregator {
     /// Whether to write `event` now (at `now`); if not, it is counted for the window's
     /// summary. A window that ended is not flushed here: call [`Aggregator::flush`] first.
     pub fn admit(&mut self, event: &AuditEvent, now: SystemTime) -> bool {
-        if !aggregated(event.kind) {
+        if !aggregated(event.kind) || (event.peer.is_none() && event.addr.is_none()) {
             return true;
         }
         self.window_start.get_or_insert(now);
@@ -200,6 +202,7 @@ fn source_of(event: &AuditEvent) -> String {
         return peer.clone();
     }
     let Some(addr) = &event.addr else {
+        // Not reached: `admit` passes events without a peer or an address.
         return "-".to_owned();
     };
     match ip_in(addr) {
@@ -248,6 +251,18 @@ mod tests {
             window: Duration::from_secs(60),
             max_sources,
         })
+    }
+
+    #[test]
+    fn events_naming_no_remote_party_always_pass() {
+        let mut a = aggregator(1);
+        for id in 0..100 {
+            let e = AuditEvent::new(AuditKind::JoinDenied)
+                .request_id(id)
+                .detail("by operator");
+            assert!(a.admit(&e, t(0)));
+        }
+        assert!(a.flush(t(3600)).is_empty());
     }
 
     #[test]

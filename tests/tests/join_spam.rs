@@ -1,0 +1,191 @@
+//! Join spam against a seednode (issue 11, item 6, in part), with real processes: 300 fresh
+//! identities file join requests labelled `flood`; the operator clears them in one command
+//! (`seednode deny --label flood`) while a real node's request, filed among them, stays pending
+//! and is approved afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use cordon_tests::{Net, approve, cli, path_str, pending, wait_pending, wait_until};
+
+const JOIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn an_operator_denies_a_flood_of_join_requests_in_one_command_and_keeps_the_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let node = net.start_node("laptop", &["mainnet"], &[]);
+    wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
+
+    // 300 throwaway identities, one join request each, labelled "flood".
+    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
+        .env("FLOOD_TARGET", seed.bootstrap())
+        .env("FLOOD_KIND", "join")
+        .env("FLOOD_COUNT", "300")
+        .env("FLOOD_MESSAGES", "1")
+        .env("FLOOD_CONCURRENCY", "16")
+        .env("FLOOD_SECS", "120")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&flood.stdout);
+    eprintln!("flood: {summary}");
+    assert!(flood.status.success(), "{flood:?}");
+    let spam = wait_until(JOIN, "the flood's requests to be pending", || {
+        let n = pending(&seed.seed_data)
+            .iter()
+            .filter(|r| r["label"] == "flood")
+            .count();
+        if n == 300 {
+            Ok(n)
+        } else {
+            Err(format!("{n} of 300"))
+        }
+    });
+
+    // Nothing to match: an error-free no-op.
+    let none = cli(
+        "seednode",
+        &[
+            "deny",
+            "--label",
+            "nobody",
+            "--data",
+            path_str(&seed.seed_data),
+        ],
+    )
+    .success();
+    assert!(none.stdout.contains("nothing denied"), "{}", none.stdout);
+
+    let denied = cli(
+        "seednode",
+        &[
+            "deny",
+            "--label",
+            "flood",
+            "--network",
+            "mainnet",
+            "--reason",
+            "spam",
+            "--data",
+            path_str(&seed.seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    let denied = denied.as_array().unwrap();
+    assert_eq!(denied.len(), spam);
+    assert!(
+        denied
+            .iter()
+            .all(|r| r["status"] == "denied" && r["label"] == "flood")
+    );
+    let left = pending(&seed.seed_data);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["peer"], node.peer_id.as_str());
+
+    // Each bulk denial is an operator decision in the seednode's audit log.
+    let audited = std::fs::read_to_string(seed.seed_data.join("audit.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"join_denied\"") && l.contains("by operator (bulk)"))
+        .count();
+    assert_eq!(audited, spam);
+
+    let id = left[0]["id"].as_i64().unwrap();
+    approve(&seed.seed_data, id);
+    node.wait_state("mainnet", "member", JOIN);
+}
+
+/// Issue 11, item 6, in part: 300 throwaway identities fill a network's queue (capped at 300
+/// here); a real node is refused `queue_full` meanwhile, and gets its request queued once the
+/// flood's requests are older than `pending_ttl` (8 s here), with no operator action.
+#[test]
+fn a_queue_filled_by_a_flood_frees_itself_when_the_requests_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("seednode.toml");
+    std::fs::write(
+        &config,
+        "[seednode.store]\nmax_pending_per_network = 300\npending_ttl = \"8s\"\n",
+    )
+    .unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", seed.port);
+    let mut daemon = cordon_tests::Daemon::spawn(
+        "seed",
+        "seednode",
+        &[
+            "run",
+            "--config",
+            path_str(&config),
+            "--data",
+            path_str(&seed.seed_data),
+            "--networks",
+            path_str(&net.descriptor),
+            "--delegation",
+            path_str(&seed.delegation),
+            "--listen",
+            &listen,
+        ],
+        &net.logs,
+    );
+    daemon
+        .wait_ready(JOIN, "the seednode to start", || {
+            cordon_tests::seednode_ready(&seed.seed_data)
+        })
+        .unwrap_or_else(|s| panic!("seednode exited ({s}):\n{}", daemon.stderr_tail(40)));
+
+    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
+        .env("FLOOD_TARGET", seed.bootstrap())
+        .env("FLOOD_KIND", "join")
+        .env("FLOOD_COUNT", "300")
+        .env("FLOOD_MESSAGES", "1")
+        .env("FLOOD_CONCURRENCY", "16")
+        .env("FLOOD_SECS", "120")
+        .output()
+        .unwrap();
+    assert!(flood.status.success(), "{flood:?}");
+    wait_until(JOIN, "the flood to fill the queue", || {
+        let n = pending(&seed.seed_data).len();
+        if n == 300 {
+            Ok(())
+        } else {
+            Err(format!("{n} pending"))
+        }
+    });
+
+    // The real node cannot queue now...
+    let node = net.start_node("late", &["mainnet"], &[]);
+    wait_until(JOIN, "the node to be refused queue_full", || {
+        let log = node.daemon.stderr_log();
+        if log.contains("queue_full") {
+            Ok(())
+        } else {
+            Err("no queue_full denial yet".to_owned())
+        }
+    });
+    assert!(
+        !pending(&seed.seed_data)
+            .iter()
+            .any(|r| r["peer"] == node.peer_id.as_str())
+    );
+    // ... and can once the flood's requests expired: it retries by itself.
+    let id = wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
+    let left = pending(&seed.seed_data);
+    assert_eq!(
+        left.len(),
+        1,
+        "the flood's requests are still pending: {}",
+        left.len()
+    );
+    approve(&seed.seed_data, id);
+    node.wait_state("mainnet", "member", JOIN);
+}
