@@ -944,23 +944,28 @@ impl<S: Store> SeedService<S> {
         Ok((Response::Approved(self.token_view(&row)), vec![delivery]))
     }
 
+    /// An operator's denial note travels to the node in the denial: it must fit the wire
+    /// rules.
+    fn check_deny_note(&self, note: Option<&str>) -> Result<(), String> {
+        let Some(note) = note else {
+            return Ok(());
+        };
+        JoinReply::Denied {
+            request_id: None,
+            reason: DenyReason::DeniedByOperator,
+            message: Some(note.to_owned()),
+        }
+        .validate(&self.limits)
+        .map_err(|e| format!("invalid \"reason\": {e}"))
+    }
+
     async fn cmd_deny(
         &self,
         id: RequestId,
         reason: Option<String>,
         now: SystemTime,
     ) -> CommandResult {
-        if let Some(reason) = &reason {
-            // The reason travels to the node in the denial; it must fit the wire rules.
-            let reply = JoinReply::Denied {
-                request_id: None,
-                reason: DenyReason::DeniedByOperator,
-                message: Some(reason.clone()),
-            };
-            reply
-                .validate(&self.limits)
-                .map_err(|e| format!("invalid \"reason\": {e}"))?;
-        }
+        self.check_deny_note(reason.as_deref())?;
         let row = self
             .store
             .deny(id, reason.as_deref(), unix_secs(now))
@@ -980,16 +985,7 @@ impl<S: Store> SeedService<S> {
         now: SystemTime,
     ) -> CommandResult {
         let network = self.served_network(network)?;
-        if let Some(reason) = &reason {
-            let reply = JoinReply::Denied {
-                request_id: None,
-                reason: DenyReason::DeniedByOperator,
-                message: Some(reason.clone()),
-            };
-            reply
-                .validate(&self.limits)
-                .map_err(|e| format!("invalid \"reason\": {e}"))?;
-        }
+        self.check_deny_note(reason.as_deref())?;
         let now_secs = unix_secs(now);
         let filter = crate::store::PendingFilter {
             network,

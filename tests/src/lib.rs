@@ -607,6 +607,39 @@ pub fn wait_pending(seed_data: &Path, network: &str, peer: &str, timeout: Durati
     )
 }
 
+/// `node call --data FROM --network NETWORK TO COMMAND...` (a short CLI call).
+pub fn node_call(from: &Node, to: &Node, network: &str, command: &[&str]) -> Run {
+    let mut args = vec![
+        "call",
+        "--data",
+        path_str(&from.data),
+        "--network",
+        network,
+        &to.peer_id,
+    ];
+    args.extend(command);
+    cli("node", &args)
+}
+
+/// Runs the `flood_membership` helper's join-message flood against `target` (a multiaddr with
+/// `/p2p/`): `clients` fresh identities, `messages` stray join requests each. Panics unless it
+/// ran; returns its JSON summary.
+pub fn join_flood(target: &str, clients: u32, messages: u32) -> Value {
+    let flood = Command::new(bin("flood_membership"))
+        .env("FLOOD_TARGET", target)
+        .env("FLOOD_KIND", "join")
+        .env("FLOOD_COUNT", clients.to_string())
+        .env("FLOOD_MESSAGES", messages.to_string())
+        .env("FLOOD_CONCURRENCY", "16")
+        .env("FLOOD_SECS", "120")
+        .output()
+        .expect("spawn flood_membership");
+    let summary = String::from_utf8_lossy(&flood.stdout);
+    eprintln!("flood: {summary}");
+    assert!(flood.status.success(), "{flood:?}");
+    serde_json::from_str(summary.trim()).expect("the flood prints a JSON summary")
+}
+
 /// `seednode approve ID --data D --json`; panics on failure. Returns the issued token record.
 pub fn approve(seed_data: &Path, id: i64) -> Value {
     cli(

@@ -243,19 +243,7 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
     } else {
         format!("{listen}/p2p/{}", a.peer_id)
     };
-    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
-        .env("FLOOD_TARGET", &target)
-        .env("FLOOD_KIND", "join")
-        .env("FLOOD_COUNT", "300")
-        .env("FLOOD_MESSAGES", "20")
-        .env("FLOOD_CONCURRENCY", "16")
-        .env("FLOOD_SECS", "120")
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&flood.stdout);
-    eprintln!("flood: {summary}");
-    assert!(flood.status.success(), "{flood:?}");
-    let summary: serde_json::Value = serde_json::from_str(summary.trim()).unwrap();
+    let summary = cordon_tests::join_flood(&target, 300, 20);
     let answered = summary["answered"].as_u64().unwrap();
     assert!(answered >= 3_000, "the flood did not reach a: {summary}");
 

@@ -23,18 +23,7 @@ fn an_operator_denies_a_flood_of_join_requests_in_one_command_and_keeps_the_real
     wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
 
     // 300 throwaway identities, one join request each, labelled "flood".
-    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
-        .env("FLOOD_TARGET", seed.bootstrap())
-        .env("FLOOD_KIND", "join")
-        .env("FLOOD_COUNT", "300")
-        .env("FLOOD_MESSAGES", "1")
-        .env("FLOOD_CONCURRENCY", "16")
-        .env("FLOOD_SECS", "120")
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&flood.stdout);
-    eprintln!("flood: {summary}");
-    assert!(flood.status.success(), "{flood:?}");
+    cordon_tests::join_flood(&seed.bootstrap(), 300, 1);
     let spam = wait_until(JOIN, "the flood's requests to be pending", || {
         let n = pending(&seed.seed_data)
             .iter()
@@ -143,16 +132,7 @@ fn a_queue_filled_by_a_flood_frees_itself_when_the_requests_expire() {
         })
         .unwrap_or_else(|s| panic!("seednode exited ({s}):\n{}", daemon.stderr_tail(40)));
 
-    let flood = std::process::Command::new(cordon_tests::bin("flood_membership"))
-        .env("FLOOD_TARGET", seed.bootstrap())
-        .env("FLOOD_KIND", "join")
-        .env("FLOOD_COUNT", "300")
-        .env("FLOOD_MESSAGES", "1")
-        .env("FLOOD_CONCURRENCY", "16")
-        .env("FLOOD_SECS", "120")
-        .output()
-        .unwrap();
-    assert!(flood.status.success(), "{flood:?}");
+    cordon_tests::join_flood(&seed.bootstrap(), 300, 1);
     wait_until(JOIN, "the flood to fill the queue", || {
         let n = pending(&seed.seed_data).len();
         if n == 300 {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cordon_tests::{Net, Node, approve, cli, network_status, path_str, wait_pending, wait_until};
+use cordon_tests::{Net, Node, approve, network_status, wait_pending, wait_until};
 
 const JOIN: Duration = Duration::from_secs(60);
 
@@ -17,16 +17,7 @@ fn token_expiry(node: &Node) -> Option<u64> {
 }
 
 fn call(from: &Node, to: &Node, command: &[&str]) -> cordon_tests::Run {
-    let mut args = vec![
-        "call",
-        "--data",
-        path_str(&from.data),
-        "--network",
-        "mainnet",
-        &to.peer_id,
-    ];
-    args.extend(command);
-    cli("node", &args)
+    cordon_tests::node_call(from, to, "mainnet", command)
 }
 
 #[test]

@@ -32,16 +32,7 @@ const JOIN: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(90);
 
 fn call(from: &Node, to: &Node, command: &[&str]) -> cordon_tests::Run {
-    let mut args = vec![
-        "call",
-        "--data",
-        path_str(&from.data),
-        "--network",
-        "mainnet",
-        &to.peer_id,
-    ];
-    args.extend(command);
-    cli("node", &args)
+    cordon_tests::node_call(from, to, "mainnet", command)
 }
 
 fn token_anchor(node: &Node) -> Option<String> {

@@ -16,7 +16,8 @@
 //!   same fields and the detail `repeated N more times in Ws`.
 //! - At most [`AggregateConfig::max_sources`] sources are tracked per window; events of further
 //!   sources are counted per kind and reason only and summarised as
-//!   `N events from M more sources in Ws (sources not listed)`.
+//!   `N events from M more sources in Ws (sources not listed)`; past
+//!   [`MAX_OVERFLOW_SOURCES`] distinct sources, `M` reads `at least M`.
 //!
 //! So a flood from any number of sources writes at most `max_sources` plus a few summary
 //! records per window, whatever its rate, and the first record of each of the first sources
@@ -96,8 +97,10 @@ struct Overflow {
 
 /// Most distinct kind-and-reason pairs counted for untracked sources in one window.
 const MAX_OVERFLOW_KEYS: usize = 64;
-/// Most distinct untracked sources counted per kind and reason in one window.
-const MAX_OVERFLOW_SOURCES: usize = 100_000;
+/// Most distinct untracked sources remembered per kind and reason in one window (their count
+/// is then a lower bound): with at most [`MAX_OVERFLOW_KEYS`] pairs this bounds the memory of a
+/// window to a few MB whatever the flood.
+pub const MAX_OVERFLOW_SOURCES: usize = 4_096;
 
 impl Aggregator {
     /// An aggregator with `config`.
@@ -180,10 +183,14 @@ impl Aggregator {
             }
         }
         for ((_, reason), o) in std::mem::take(&mut self.overflow) {
+            let sources = if o.sources.len() >= MAX_OVERFLOW_SOURCES {
+                format!("at least {}", o.sources.len())
+            } else {
+                o.sources.len().to_string()
+            };
             let mut event = AuditEvent::new(o.kind).detail(format!(
-                "{} events from {} more sources in {secs}s (sources not listed)",
-                o.count,
-                o.sources.len()
+                "{} events from {sources} more sources in {secs}s (sources not listed)",
+                o.count
             ));
             if let Some(reason) = reason {
                 event = event.reason(reason);
@@ -311,9 +318,21 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(
             out[0].detail.as_deref(),
-            Some("9998 events from 9998 more sources in 60s (sources not listed)")
+            Some("9998 events from at least 4096 more sources in 60s (sources not listed)")
         );
         assert_eq!(out[0].reason.as_deref(), Some("malformed"));
+    }
+
+    #[test]
+    fn untracked_sources_below_the_cap_are_counted_exactly() {
+        let mut a = aggregator(2);
+        for i in 0..102 {
+            a.admit(&refused(&format!("p{i}")), t(0));
+        }
+        assert_eq!(
+            a.flush(t(60))[0].detail.as_deref(),
+            Some("100 events from 100 more sources in 60s (sources not listed)")
+        );
     }
 
     #[test]
