@@ -181,6 +181,39 @@ pub fn reason_code(code: RefusalCode) -> ReasonCode {
     }
 }
 
+fn refused(e: crate::verify::Refusal) -> Rejection {
+    Rejection::new(reason_code(e.code()), e.to_string())
+}
+
+fn mislabelled(presented: &PresentedToken, actual: &str) -> Rejection {
+    Rejection::new(
+        ReasonCode::UnknownNetwork,
+        format!(
+            "token of network {actual:?} presented as {}",
+            presented.network
+        ),
+    )
+}
+
+/// The proof a verified membership gives, if it is of the network it was presented as.
+fn member_proof(presented: &PresentedToken, v: crate::verify::Verdict) -> Result<Proof, Rejection> {
+    if v.network != presented.network.as_str() {
+        return Err(mislabelled(presented, &v.network));
+    }
+    Ok(Proof {
+        network: presented.network.clone(),
+        kind: ProofKind::Member,
+        issuer: Some(v.issuer.peer_id()),
+        token: v.token_id,
+        revocation_ids: v.revocation_ids,
+        roles: v.roles,
+        rights: v.rights,
+        expires_at: v.expires_at,
+        revocation_floor: v.revocation_floor,
+        anchor: v.anchor,
+    })
+}
+
 /// Verifies one presented token for `presenter`, the Noise-authenticated peer: what a
 /// verification worker runs for each token of an [`Action::Verify`]. A token that verifies for
 /// another network than the one it is labelled with is refused as `unknown_network`.
@@ -190,43 +223,19 @@ pub fn verify_token(
     presented: &PresentedToken,
     now: SystemTime,
 ) -> Result<Proof, Rejection> {
-    let refused = |e: crate::verify::Refusal| Rejection::new(reason_code(e.code()), e.to_string());
-    let mislabelled = |actual: &str| {
-        Rejection::new(
-            ReasonCode::UnknownNetwork,
-            format!(
-                "token of network {actual:?} presented as {}",
-                presented.network
-            ),
-        )
-    };
     match presented.kind {
         TokenKind::Membership => {
             let v = verifier
                 .verify_membership(&presented.token, presenter, now)
                 .map_err(refused)?;
-            if v.network != presented.network.as_str() {
-                return Err(mislabelled(&v.network));
-            }
-            Ok(Proof {
-                network: presented.network.clone(),
-                kind: ProofKind::Member,
-                issuer: Some(v.issuer.peer_id()),
-                token: v.token_id,
-                revocation_ids: v.revocation_ids,
-                roles: v.roles,
-                rights: v.rights,
-                expires_at: v.expires_at,
-                revocation_floor: v.revocation_floor,
-                anchor: v.anchor,
-            })
+            member_proof(presented, v)
         }
         TokenKind::Delegation => {
             let v = verifier
                 .verify_delegation(&presented.token, presenter, now)
                 .map_err(refused)?;
             if v.facts.network != presented.network.as_str() {
-                return Err(mislabelled(&v.facts.network));
+                return Err(mislabelled(presented, &v.facts.network));
             }
             Ok(Proof {
                 network: presented.network.clone(),
@@ -242,6 +251,37 @@ pub fn verify_token(
             })
         }
     }
+}
+
+/// What [`verify_token`] would answer, decided without signature checks where that is
+/// possible: from the verdict cache (a membership verified before, under the current
+/// revocation set and access list), or by a refusal of [`Verifier::precheck`]. `None` when
+/// only a full verification can tell; the driver then queues the token for the pool.
+pub fn verify_token_cheaply(
+    verifier: &Verifier,
+    presenter: &PeerId,
+    presented: &PresentedToken,
+    now: SystemTime,
+) -> Option<Result<Proof, Rejection>> {
+    let membership = presented.kind == TokenKind::Membership;
+    if membership
+        && let Some(cached) = verifier.verify_membership_cached(&presented.token, presenter, now)
+    {
+        return Some(
+            cached
+                .map_err(refused)
+                .and_then(|v| member_proof(presented, v)),
+        );
+    }
+    verifier
+        .precheck(
+            &presented.token,
+            membership,
+            presented.network.as_str(),
+            presenter,
+        )
+        .err()
+        .map(|e| Err(refused(e)))
 }
 
 /// A gate the driver opens or closes on one connection.
@@ -642,6 +682,11 @@ where
         if let Some(local) = self.local.get_mut(network) {
             local.stale = stale;
         }
+    }
+
+    /// Our membership token of `network`, if we hold one.
+    pub fn membership(&self, network: &NetworkName) -> Option<&[u8]> {
+        self.local.get(network)?.membership.as_deref()
     }
 
     /// Whether we hold a membership token of `network`.

@@ -23,7 +23,7 @@ use crate::token::{
     DELEGATION_CONTEXT, DelegationFacts, ExtractError, LEGACY_MEMBERSHIP_CONTEXT, MAX_ROLES,
     MEMBERSHIP_CONTEXT, TokenId, extract, valid_role,
 };
-use crate::trust::AccessList;
+use crate::trust::{AccessList, NetworkTrust};
 
 /// Limits and tolerances of the verifier.
 #[derive(Debug, Clone)]
@@ -458,6 +458,117 @@ impl Verifier {
         Ok(verdict)
     }
 
+    /// The verdict on a membership token if the cache holds it: what
+    /// [`Verifier::verify_membership`] would answer, without any cryptography. `None` when the
+    /// token was not verified under the current revocation set and access list (a cold
+    /// verification is needed).
+    pub fn verify_membership_cached(
+        &self,
+        token: &[u8],
+        presenter: &PeerId,
+        now: SystemTime,
+    ) -> Option<Result<Verdict, Refusal>> {
+        if let Err(e) = self.check_size(token) {
+            return Some(Err(e));
+        }
+        let id = TokenId::of(token);
+        let version = self.revocation_version();
+        let (access, epoch) = self.access_snapshot();
+        let (verdict, delegation_expires_at) = self.with_cache(|c| {
+            c.get(&id, version, epoch)
+                .map(|e| (e.verdict.clone(), e.delegation_expires_at))
+        })?;
+        Some(
+            self.check_time_bound(&access, &verdict, delegation_expires_at, presenter, now)
+                .map(|()| verdict),
+        )
+    }
+
+    /// Checks, without any signature verification, what a token presented as `network` by
+    /// `presenter` must show to be worth verifying: its size, that it parses as a biscuit with
+    /// the block count of its kind (two for a membership, one for a delegation), that its root
+    /// key id names an anchor trusted for `network`, and, for a membership, that it names
+    /// `presenter` as its subject and that its membership block claims the signature of the
+    /// seednode its delegation names. A token failing here would fail verification; one
+    /// passing may still fail it. Costs a parse, no Ed25519.
+    pub fn precheck(
+        &self,
+        token: &[u8],
+        membership: bool,
+        network: &str,
+        presenter: &PeerId,
+    ) -> Result<(), Refusal> {
+        self.check_size(token)?;
+        let unverified =
+            biscuit_auth::UnverifiedBiscuit::from(token).map_err(|_| Refusal::Malformed {
+                detail: "not a valid biscuit",
+            })?;
+        let blocks = if membership { 2 } else { 1 };
+        if unverified.block_count() != blocks {
+            return Err(Refusal::Malformed {
+                detail: if membership {
+                    "a membership token has exactly two blocks"
+                } else {
+                    "a delegation has exactly one block"
+                },
+            });
+        }
+        let access = self.access();
+        let key_id = unverified.root_key_id();
+        let Some(anchor) = key_id.and_then(|id| access.anchor_by_id(id)) else {
+            return Err(Refusal::UnknownAnchor { key_id });
+        };
+        let trusted = |t: &NetworkTrust| t.anchors.contains(anchor);
+        if !access.network(network).is_some_and(trusted) {
+            // Verification would find the token is another network's (or no network's).
+            let actual = access
+                .networks()
+                .find(|t| trusted(t))
+                .map(|t| t.name.clone());
+            return Err(Refusal::UnknownNetwork {
+                network: actual.unwrap_or_else(|| network.to_owned()),
+            });
+        }
+        if membership {
+            // The subject is the fact `node(hex:<peer id bytes>)` of the membership block.
+            let source = unverified
+                .print_block_source(1)
+                .map_err(|_| Refusal::Malformed {
+                    detail: "membership block",
+                })?;
+            let subject = source
+                .split_once("node(hex:")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .and_then(|(hex, _)| decode_hex(hex))
+                .and_then(|bytes| PeerId::from_bytes(&bytes).ok())
+                .ok_or(Refusal::Malformed {
+                    detail: "the membership block names no subject",
+                })?;
+            if &subject != presenter {
+                return Err(Refusal::WrongSubject {
+                    token_subject: subject,
+                });
+            }
+            // Block 1 must be signed by the seednode the delegation names (its `delegate`
+            // fact); the signature itself is checked by verification.
+            let delegate = unverified.print_block_source(0).ok().and_then(|source| {
+                let (_, rest) = source.split_once("delegate(hex:")?;
+                decode_hex(rest.split_once(')')?.0)
+            });
+            let signer = unverified.external_public_keys().get(1).cloned().flatten();
+            let endorsed = matches!(
+                (&delegate, &signer),
+                (Some(d), Some(k)) if k.to_bytes().as_slice() == d.as_slice()
+            );
+            if !endorsed {
+                return Err(Refusal::UnendorsedIssuer {
+                    signer: signer.as_ref().and_then(PublicKey::from_biscuit),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Verifies a membership token without consulting or filling the cache.
     pub fn verify_membership_uncached(
         &self,
@@ -677,12 +788,28 @@ impl Verifier {
         })
     }
 
+    /// Whether `id` is revoked.
+    pub fn is_revoked(&self, id: &RevocationId) -> bool {
+        self.read_revocations(|set| set.contains(&id.0))
+    }
+
     fn check_revocation(&self, id: RevocationId) -> Result<RevocationId, Refusal> {
         if self.read_revocations(|set| set.contains(&id.0)) {
             return Err(Refusal::Revoked { id });
         }
         Ok(id)
     }
+}
+
+/// Lower-case hex to bytes; `None` for an odd length or a non-hex digit.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || hex.len() > 256 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Parses `token`, checking every signature with the anchor keys `access` trusts.

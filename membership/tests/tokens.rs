@@ -700,3 +700,125 @@ fn issued_tokens_carry_a_distinct_serial_and_the_issuers_floor() {
     assert_eq!(verdict.revocation_floor, 7);
     assert_eq!(verdict.revocation_ids[1], a.revocation_id);
 }
+
+/// Issue 11, item 7: the signature-free pre-check passes what verification would accept and
+/// refuses, with the code verification would give, what is not worth verifying.
+#[test]
+fn precheck_refuses_cheaply_what_verification_would_refuse() {
+    let main = Net::new("mainnet", 1, 2);
+    let test = Net::new("testnet", 3, 4);
+    let verifier = Verifier::new(
+        VerifierConfig::default(),
+        AccessList::new([main.trust(), test.trust()]).unwrap(),
+    );
+    let node = key(10).peer_id();
+    let token = main.member(&node);
+    verifier.precheck(&token, true, "mainnet", &node).unwrap();
+    // A seednode's delegation passes as a delegation, not as a membership.
+    verifier
+        .precheck(&main.delegation, false, "mainnet", &main.seednode.peer_id())
+        .unwrap();
+    let err = verifier
+        .precheck(&main.delegation, true, "mainnet", &node)
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Malformed, "{err}");
+    // A copied token names another subject.
+    let thief = key(11).peer_id();
+    let err = verifier
+        .precheck(&token, true, "mainnet", &thief)
+        .unwrap_err();
+    assert!(matches!(err, Refusal::WrongSubject { token_subject } if token_subject == node));
+    // Another network's token labelled mainnet.
+    let testnet_token = test.member(&node);
+    let err = verifier
+        .precheck(&testnet_token, true, "mainnet", &node)
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refusal::UnknownNetwork { network } if network == "testnet"),
+        "{err}"
+    );
+    // An anchor nobody trusts.
+    let stranger = Net::new("mainnet", 5, 6);
+    let err = verifier
+        .precheck(&stranger.member(&node), true, "mainnet", &node)
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::BadSignature, "{err}");
+    // Garbage, and a valid membership with a block appended (three blocks).
+    let err = verifier
+        .precheck(b"garbage", true, "mainnet", &node)
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Malformed);
+    let appended = Biscuit::from(&token, main.anchor.public().to_biscuit())
+        .unwrap()
+        .append(block!("extra(true);"))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let err = verifier
+        .precheck(&appended, true, "mainnet", &node)
+        .unwrap_err();
+    assert_eq!(err.code(), RefusalCode::Malformed, "{err}");
+    assert!(verifier.verify_membership(&appended, &node, t0()).is_err());
+    // A delegation with a membership block the presenter signed itself (anyone holding a
+    // delegation can make one): refused before any signature is checked.
+    let rogue = key(66);
+    let forged = append_third_party(
+        &main,
+        &rogue,
+        membership_block(&rogue.peer_id(), "member", DAY),
+    );
+    let err = verifier
+        .precheck(&forged, true, "mainnet", &rogue.peer_id())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Refusal::UnendorsedIssuer { signer: Some(k) } if *k == rogue.public()),
+        "{err}"
+    );
+    // The genuine seednode's block passes (and verifies).
+    let genuine = append_third_party(
+        &main,
+        &main.seednode,
+        membership_block(&node, "member", DAY),
+    );
+    verifier.precheck(&genuine, true, "mainnet", &node).unwrap();
+}
+
+/// The cache-only lookup answers exactly when a full verification would hit the cache.
+#[test]
+fn cached_verdicts_are_answered_without_cryptography_until_the_cache_is_stale() {
+    let net = Net::new("mainnet", 1, 2);
+    let node = key(10).peer_id();
+    let token = net.member(&node);
+    let verifier = net.verifier();
+    assert!(
+        verifier
+            .verify_membership_cached(&token, &node, t0())
+            .is_none()
+    );
+    let verdict = verifier.verify_membership(&token, &node, t0()).unwrap();
+    assert_eq!(
+        verifier.verify_membership_cached(&token, &node, t0()),
+        Some(Ok(verdict.clone()))
+    );
+    // The presenter and the clock are still checked on a cached verdict.
+    let thief = key(11).peer_id();
+    assert!(matches!(
+        verifier.verify_membership_cached(&token, &thief, t0()),
+        Some(Err(Refusal::WrongSubject { .. }))
+    ));
+    assert!(matches!(
+        verifier.verify_membership_cached(&token, &node, t0() + 2 * DAY),
+        Some(Err(Refusal::MembershipExpired { .. }))
+    ));
+    // A revocation (of anything) makes the cached verdict stale.
+    verifier.revoke([verdict.revocation_ids[1].clone()]);
+    assert!(
+        verifier
+            .verify_membership_cached(&token, &node, t0())
+            .is_none()
+    );
+    assert!(matches!(
+        verifier.verify_membership(&token, &node, t0()),
+        Err(Refusal::Revoked { .. })
+    ));
+}

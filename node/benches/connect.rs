@@ -312,6 +312,7 @@ impl Fixture {
             clock: Clock::system(),
             transport: Transport::Tcp,
             protocol: cordon_protocol::Limits::default(),
+            records: cordon_node::rpc::RecordStoreConfig::default(),
         })
         .expect("swarm::build");
         swarm

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, SignedRecord};
+use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, RpcResult, SignedRecord};
 use libp2p::kad;
 use libp2p::request_response::{OutboundFailure, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
@@ -229,7 +229,10 @@ impl Calls {
                     secs,
                 )
                 .map_err(|e| format!("cannot sign the record: {e}"))?;
-                Command::DhtPut { record }
+                // Storers keep (and replicate) the record only with our token proving us a
+                // member allowed `dht_put`.
+                let token = sessions.membership(&network).unwrap_or_default().to_vec();
+                Command::DhtPut { record, token }
             }
         };
         Ok(RpcRequest { network, command })
@@ -301,10 +304,19 @@ impl Calls {
         self.finds.contains_key(&id) || self.waiting.iter().any(|w| w.lookup == Some(id))
     }
 
-    /// The peer answered a call.
-    pub fn on_response(&mut self, id: OutboundRequestId, response: RpcResponse) {
-        let Some(call) = self.in_flight.remove(&id) else {
-            return;
+    /// The peer answered a call. Returns the network and record of a `dht_put` it stored (we
+    /// republish our records).
+    pub fn on_response(
+        &mut self,
+        id: OutboundRequestId,
+        response: RpcResponse,
+    ) -> Option<(NetworkName, SignedRecord)> {
+        let call = self.in_flight.remove(&id)?;
+        let stored = match (&call.request.command, &response) {
+            (Command::DhtPut { record, .. }, RpcResponse::Ok(RpcResult::Stored)) => {
+                Some((call.request.network.clone(), record.clone()))
+            }
+            _ => None,
         };
         let answer = match response {
             RpcResponse::Ok(result) => Ok(Response::Called(result.into())),
@@ -314,6 +326,7 @@ impl Calls {
             }),
         };
         let _ = call.reply.send(answer);
+        stored
     }
 
     /// A call failed on the wire.

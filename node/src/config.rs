@@ -50,6 +50,13 @@ pub struct NodeLimits {
     /// Token verifications queued or running at once; more are refused as rate limited.
     /// Default 64.
     pub max_pending_verifications: usize,
+    /// Of those, most from one source address (IPv4 address, IPv6 /64) at once: presentations
+    /// that cannot be decided without signature checks (no cached verdict) from that source
+    /// are refused as rate limited past it. Connections we dialed are not counted. Default 8.
+    pub verifications_per_address: usize,
+    /// Of those, most from one source prefix (IPv4 /24, IPv6 /48) at once. Default 32, so
+    /// one prefix never holds more than half the queue.
+    pub verifications_per_prefix: usize,
     /// Worker threads verifying tokens concurrently. Default 2.
     pub verify_workers: usize,
     /// Timeout of one request-response exchange. Default 10 s.
@@ -109,6 +116,8 @@ impl Default for NodeLimits {
             max_pending_incoming: 64,
             max_streams_per_protocol: 16,
             max_pending_verifications: 64,
+            verifications_per_address: 8,
+            verifications_per_prefix: 32,
             verify_workers: 2,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
@@ -161,6 +170,18 @@ impl NodeLimits {
             self.max_pending_verifications,
             1,
             100_000,
+        )?;
+        in_range(
+            "verifications_per_prefix",
+            self.verifications_per_prefix,
+            1,
+            self.max_pending_verifications,
+        )?;
+        in_range(
+            "verifications_per_address",
+            self.verifications_per_address,
+            1,
+            self.verifications_per_prefix,
         )?;
         in_range("verify_workers", self.verify_workers, 1, 256)?;
         duration_in_range("request_timeout", self.request_timeout, secs(1), secs(600))?;

@@ -143,6 +143,7 @@ impl Node {
             clock: clock.clone(),
             transport: config.transport,
             protocol: config.protocol.clone(),
+            records: config.records.clone(),
         })?;
         for d in &delegations {
             swarm
@@ -174,6 +175,8 @@ impl Node {
         };
         let audit = AuditLog::open(&data.audit_log(), config.audit.clone())
             .context("opening the audit log")?;
+        let peers_audit = AuditLog::open(&data.peers_audit_log(), config.audit.clone())
+            .context("opening the peers' audit log")?;
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         if let Some(addr) = config.metrics {
@@ -203,7 +206,13 @@ impl Node {
             local,
         );
         let started = clock.instant();
-        let mut report = Report::new(audit, config.audit.aggregate(), metrics, clock.clone());
+        let mut report = Report::new(
+            audit,
+            peers_audit,
+            config.audit.aggregate(),
+            metrics,
+            clock.clone(),
+        );
         let revocations = Revocations::load(
             &data,
             network_names,
@@ -231,6 +240,7 @@ impl Node {
                 handler,
                 config.protocol.clone(),
                 &config.rate_limits,
+                &config.records,
                 config.limits.max_calls_in_flight,
                 started,
             ),
@@ -240,7 +250,8 @@ impl Node {
                 config.limits.call_timeout,
             ),
             report,
-            server: service.map(|s| JoinServer::new(s, config.limits.max_pending_joins)),
+            server: service
+                .map(|s| JoinServer::new(s, config.limits.max_pending_joins, &config.rate_limits)),
             swarm,
             clock,
             data,

@@ -295,6 +295,7 @@ impl EventLoop {
                 source,
                 record,
                 now,
+                instant,
             ),
             kad::Event::OutboundQueryProgressed {
                 id,
@@ -303,7 +304,7 @@ impl EventLoop {
                 ..
             } => self
                 .rpc
-                .on_record_lookup(&mut self.swarm, &network, id, result, step.last),
+                .on_record_lookup(&mut self.swarm, &network, id, result, step.last, now),
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetClosestPeers(result),
@@ -359,7 +360,11 @@ impl EventLoop {
                         response,
                     },
                 ..
-            } => self.calls.on_response(request_id, response),
+            } => {
+                if let Some((network, record)) = self.calls.on_response(request_id, response) {
+                    self.rpc.remember_published(network, record);
+                }
+            }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => self.calls.on_failure(request_id, &error),
@@ -479,6 +484,7 @@ impl EventLoop {
         let now = self.clock.now();
         let instant = self.clock.instant();
         self.calls.tick(&mut self.swarm, &self.routing, instant);
+        self.rpc.tick(&mut self.swarm, now, instant);
         let descriptor = &self.config.descriptor;
         self.revocations.check_staleness(
             &mut self.swarm,

@@ -96,6 +96,15 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The source prefix `ip` belongs to, for shares wider than one address: its IPv4 /24 or
+/// IPv6 /48.
+pub fn prefix_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask32(24))),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask128(48))),
+    }
+}
+
 fn mask32(prefix: u8) -> u32 {
     u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::time::SystemTime;
 
@@ -25,7 +26,9 @@ use libp2p::{PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{Request, Response, ServiceStatus};
+use crate::filter::{limit_key, prefix_key};
 use crate::join_client::{JoinAction, JoinClient, OwnToken, accept_token};
+use crate::ratelimit::{KeyedLimiter, LimitsConfig};
 use crate::report::Report;
 use crate::service::{Delivery, ServiceEvent, ServiceHandle, ServiceRequest};
 use crate::swarm::Behaviour;
@@ -323,6 +326,9 @@ pub struct JoinServer {
     max_pending: usize,
     /// Deliveries pushed and not yet acknowledged, by request.
     in_flight: HashMap<OutboundRequestId, u64>,
+    /// Join requests taken per source address and per source prefix.
+    per_ip: KeyedLimiter<IpAddr>,
+    per_prefix: KeyedLimiter<IpAddr>,
 }
 
 impl std::fmt::Debug for JoinServer {
@@ -336,8 +342,9 @@ impl std::fmt::Debug for JoinServer {
 
 impl JoinServer {
     /// Serves the service behind `handle`, with at most `max_pending` join messages awaiting
-    /// its answer (more are refused as `rate_limited`).
-    pub fn new(handle: ServiceHandle, max_pending: usize) -> Self {
+    /// its answer (more are refused as `rate_limited`), and join requests limited per source
+    /// as `limits` say.
+    pub fn new(handle: ServiceHandle, max_pending: usize, limits: &LimitsConfig) -> Self {
         Self {
             requests: handle.requests,
             events: handle.events,
@@ -345,7 +352,30 @@ impl JoinServer {
             replies: FuturesUnordered::new(),
             max_pending: max_pending.max(1),
             in_flight: HashMap::new(),
+            per_ip: KeyedLimiter::new(limits.join_requests_per_ip, limits.max_tracked_keys),
+            per_prefix: KeyedLimiter::new(limits.join_requests_per_prefix, limits.max_tracked_keys),
         }
+    }
+
+    /// Whether a join request from `connection` is within its source's quotas (per address and
+    /// per prefix; `unlimited_ips` and connections without an IP are not limited).
+    fn within_quota(
+        &mut self,
+        swarm: &Swarm<Behaviour>,
+        connection: ConnectionId,
+        instant: std::time::Instant,
+    ) -> bool {
+        let filter = &swarm.behaviour().filter;
+        let Some(ip) = filter.remote_ip(connection) else {
+            return true;
+        };
+        if filter.rules().is_unlimited(ip) {
+            return true;
+        }
+        // Both are charged, so a prefix's quota counts every address in it.
+        let address = self.per_ip.check(&limit_key(ip), instant).is_ok();
+        let prefix = self.per_prefix.check(&prefix_key(ip), instant).is_ok();
+        address && prefix
     }
 
     /// The service's latest published status.
@@ -354,14 +384,34 @@ impl JoinServer {
     }
 
     /// A join request or status poll from `peer`: handed to the service, answered when it
-    /// answers, or refused at once when the service is saturated.
+    /// answers, or refused at once when the service is saturated. A join request past its
+    /// source's quota is refused `rate_limited`, audited, and counts toward the source's ban.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_request(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
+        report: &mut Report,
         peer: PeerId,
+        connection: ConnectionId,
         message: JoinMessage,
         channel: ResponseChannel<JoinReply>,
+        instant: std::time::Instant,
     ) {
+        if let JoinMessage::Request(request) = &message
+            && !self.within_quota(swarm, connection, instant)
+        {
+            report.metrics().rate_limited.inc();
+            report.audit(
+                AuditEvent::new(AuditKind::JoinDenied)
+                    .reason("rate_limited")
+                    .peer(peer)
+                    .network(&request.network)
+                    .detail("over the source's join request quota"),
+            );
+            refuse(swarm, channel);
+            crate::bans::record_failure(swarm, report, peer, connection, instant);
+            return;
+        }
         if self.replies.len() >= self.max_pending {
             tracing::warn!(%peer, reason = "rate_limited", "join service saturated; refusing a join message");
             refuse(swarm, channel);
@@ -538,7 +588,9 @@ pub fn on_event(
                 );
                 let _ = swarm.behaviour_mut().join.send_response(channel, reply);
             }
-            (other, Some(server)) => server.on_request(swarm, peer, other, channel),
+            (other, Some(server)) => {
+                server.on_request(swarm, report, peer, connection_id, other, channel, instant)
+            }
             (other, None) => {
                 let reason = DenyReason::NotServing;
                 if let JoinMessage::Request(r) = &other {

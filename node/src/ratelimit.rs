@@ -544,6 +544,17 @@ pub struct LimitsConfig {
     pub rpc_per_peer: Rate,
     /// Remote commands per `(peer, command)`. Default burst 10, 5 per second.
     pub rpc_per_command: Rate,
+    /// Records a peer may replicate to us through Kademlia (PUT_VALUE). Default burst 200,
+    /// 20 per second: enough for a publisher republishing its 100 records at once, far below
+    /// what would fill the record store.
+    pub replicated_records_per_peer: Rate,
+    /// Join requests a seednode takes per source IP (per /64 for IPv6); past it a request is
+    /// refused `rate_limited` and counts toward the IP's ban. Status polls are not counted, and
+    /// `unlimited_ips` are exempt. Default burst 16, one per 10 seconds.
+    pub join_requests_per_ip: Rate,
+    /// Join requests a seednode takes per source prefix (IPv4 /24, IPv6 /48), likewise.
+    /// Default burst 64, one per 2 seconds.
+    pub join_requests_per_prefix: Rate,
     /// Concurrent inbound streams per peer. Default 16.
     pub max_streams_per_peer: u32,
     /// Established inbound connections per source IP (per /64 for IPv6). Default 8.
@@ -570,6 +581,9 @@ impl Default for LimitsConfig {
         Self {
             rpc_per_peer: Rate::new(20, 10.0),
             rpc_per_command: Rate::new(10, 5.0),
+            replicated_records_per_peer: Rate::new(200, 20.0),
+            join_requests_per_ip: Rate::new(16, 0.1),
+            join_requests_per_prefix: Rate::new(64, 0.5),
             max_streams_per_peer: 16,
             connections_per_ip: 8,
             connection_rate_per_ip: Rate::new(10, 2.0),
@@ -638,6 +652,11 @@ impl LimitsConfig {
     pub fn validate(&self) -> Result<(), LimitsError> {
         self.rpc_per_peer.validate("rpc_per_peer")?;
         self.rpc_per_command.validate("rpc_per_command")?;
+        self.replicated_records_per_peer
+            .validate("replicated_records_per_peer")?;
+        self.join_requests_per_ip.validate("join_requests_per_ip")?;
+        self.join_requests_per_prefix
+            .validate("join_requests_per_prefix")?;
         self.connection_rate_per_ip
             .validate("connection_rate_per_ip")?;
         let range = |field, value: u64, min: u64, max: u64| {

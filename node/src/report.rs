@@ -13,7 +13,7 @@ use libp2p::swarm::ConnectionId;
 
 use crate::metrics::Metrics;
 use cordon_host::aggregate::{AggregateConfig, Aggregator};
-use cordon_host::audit::{AuditEvent, AuditKind, AuditLog};
+use cordon_host::audit::{AuditEvent, AuditKind, AuditLog, kept_for_peers};
 use cordon_host::clock::Clock;
 
 /// Counters shown by `status`.
@@ -27,6 +27,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct Report {
     audit: AuditLog,
+    /// The authenticated peers' log (`cordon_host::audit::PEERS_LOG`).
+    peers: AuditLog,
     aggregator: Aggregator,
     metrics: Metrics,
     clock: Clock,
@@ -34,16 +36,18 @@ pub struct Report {
 }
 
 impl Report {
-    /// Reports into `audit` (aggregating per `aggregate`) and `metrics`, timestamping with
-    /// `clock`.
+    /// Reports into `audit` (aggregating per `aggregate`), records about authenticated peers
+    /// also into `peers`, and into `metrics`, timestamping with `clock`.
     pub fn new(
         audit: AuditLog,
+        peers: AuditLog,
         aggregate: AggregateConfig,
         metrics: Metrics,
         clock: Clock,
     ) -> Self {
         Self {
             audit,
+            peers,
             aggregator: Aggregator::new(aggregate),
             metrics,
             clock,
@@ -74,7 +78,13 @@ impl Report {
     }
 
     fn append(&mut self, event: AuditEvent) {
-        if let Err(e) = self.audit.append(event, self.clock.now()) {
+        let now = self.clock.now();
+        if kept_for_peers(event.kind)
+            && let Err(e) = self.peers.append(event.clone(), now)
+        {
+            tracing::error!(error = %e, "cannot write the peers' audit log");
+        }
+        if let Err(e) = self.audit.append(event, now) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
@@ -91,6 +101,9 @@ impl Report {
     pub fn sync(&mut self) {
         if let Err(e) = self.audit.sync() {
             tracing::error!(error = %e, "cannot sync the audit log");
+        }
+        if let Err(e) = self.peers.sync() {
+            tracing::error!(error = %e, "cannot sync the peers' audit log");
         }
     }
 

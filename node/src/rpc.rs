@@ -36,11 +36,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use biscuit_auth::builder::Fact;
 use biscuit_auth::macros::fact;
 use biscuit_auth::{AuthorizerBuilder, AuthorizerLimits};
+use cordon_membership::RevocationId;
 use cordon_membership::token::{MAX_ROLES, valid_role};
 use cordon_protocol::rpc::{check_echo_data, check_record_key};
 use cordon_protocol::{
-    Command, Limits, NetworkName, ProtocolError, RpcErrorCode, RpcRequest, RpcResponse, RpcResult,
-    SignedRecord, Validate,
+    Command, Limits, NetworkName, ProtocolError, ReplicatedRecord, RpcErrorCode, RpcRequest,
+    RpcResponse, RpcResult, SignedRecord, Validate,
 };
 use libp2p::PeerId;
 
@@ -399,11 +400,19 @@ pub struct RecordStoreConfig {
     /// How far in the future a record's timestamp may be. Default 5 minutes.
     #[serde(with = "cordon_host::config::duration")]
     pub max_future_skew: Duration,
+    /// Longest a record is kept after it was stored or last republished; it also ends when its
+    /// publisher's membership token expires. Default 24 hours.
+    #[serde(with = "cordon_host::config::duration")]
+    pub ttl: Duration,
+    /// How often a node republishes the records it published, with its current token (it also
+    /// republishes at once when its token is renewed). Default 1 hour; at most `ttl`.
+    #[serde(with = "cordon_host::config::duration")]
+    pub republish_interval: Duration,
 }
 
 impl RecordStoreConfig {
     /// Checks the bounds: 1 to 10,000,000 records, at most as many per publisher, a skew of
-    /// 1 s to 1 day.
+    /// 1 s to 1 day, a ttl of 1 minute to 30 days, republishing every 10 s up to the ttl.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
         use cordon_host::config::{duration_in_range, in_range};
         in_range("max_records", self.max_records, 1, 10_000_000)?;
@@ -418,6 +427,18 @@ impl RecordStoreConfig {
             self.max_future_skew,
             Duration::from_secs(1),
             Duration::from_secs(86_400),
+        )?;
+        duration_in_range(
+            "ttl",
+            self.ttl,
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 86_400),
+        )?;
+        duration_in_range(
+            "republish_interval",
+            self.republish_interval,
+            Duration::from_secs(10),
+            self.ttl,
         )
     }
 }
@@ -428,20 +449,64 @@ impl Default for RecordStoreConfig {
             max_records: 10_000,
             max_per_publisher: 100,
             max_future_skew: Duration::from_secs(5 * 60),
+            ttl: Duration::from_secs(86_400),
+            republish_interval: Duration::from_secs(3600),
         }
     }
+}
+
+/// A publisher's membership as its token verified: what [`Handler`] needs to decide whether
+/// the publisher may store records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherMembership {
+    /// Roles the token grants in the network.
+    pub roles: Vec<String>,
+    /// Explicit rights the token grants.
+    pub rights: Vec<String>,
+    /// When the membership ends.
+    pub expires_at: SystemTime,
+    /// The token's revocation ids: revoking any ends the publisher's records.
+    pub revocation_ids: Vec<RevocationId>,
+}
+
+/// Verifies a publisher's membership token of the request's network: `Some` if `token` proves
+/// `peer` a member there now (signature chain, subject, expiry, revocation). The event loop
+/// passes its verifier (offline, cached); tests pass what they need.
+pub type CheckToken<'a> = &'a dyn Fn(&PeerId, &[u8]) -> Option<PublisherMembership>;
+
+/// Why a record may be kept: its publisher's token, and when the publisher's membership ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The publisher's membership token, replicated with the record.
+    pub token: Vec<u8>,
+    /// When the membership (and so the record) ends.
+    pub expires_at: SystemTime,
+    /// The token's revocation ids.
+    pub revocation_ids: Vec<RevocationId>,
 }
 
 #[derive(Debug)]
 struct StoredRecord {
     record: SignedRecord,
     publisher: PeerId,
+    token: Vec<u8>,
+    expires_at: SystemTime,
+    revocation_ids: Vec<RevocationId>,
 }
 
 #[derive(Debug, Default)]
 struct NetworkRecords {
     records: HashMap<Vec<u8>, StoredRecord>,
     per_publisher: HashMap<PeerId, usize>,
+}
+
+fn release(per_publisher: &mut HashMap<PeerId, usize>, publisher: &PeerId) {
+    if let Entry::Occupied(mut count) = per_publisher.entry(*publisher) {
+        *count.get_mut() -= 1;
+        if *count.get() == 0 {
+            count.remove();
+        }
+    }
 }
 
 /// Signed records per network, bounded in total and per publisher.
@@ -490,16 +555,18 @@ impl RecordStore {
 
     /// Stores `record` in `network`, or says why not. Checks, in order: sizes (`too_large`,
     /// `invalid_params`), timestamp at most `max_future_skew` ahead of `now` (`invalid_params`),
-    /// signature for `network` (`bad_signature`), publisher a member of `network` according to
-    /// `publisher_is_member` (`not_member_signer`), key owned by another publisher (`denied`),
-    /// not newer than the stored version (`replay`), capacity (`rate_limited`).
+    /// signature for `network` (`bad_signature`), publisher allowed to store by `grant`
+    /// (`not_member_signer`), key owned by another publisher (`denied`), not newer than the
+    /// stored version (`replay`), capacity (`rate_limited`, after dropping expired records).
+    /// The record is kept until the grant's membership ends or `ttl` passes, whichever is
+    /// first; returns when that is.
     pub fn put(
         &mut self,
         record: SignedRecord,
         network: &NetworkName,
-        publisher_is_member: impl Fn(&PeerId) -> bool,
+        grant: impl Fn(&PeerId) -> Option<Grant>,
         now: SystemTime,
-    ) -> Result<(), RpcErrorCode> {
+    ) -> Result<SystemTime, RpcErrorCode> {
         record.validate(&self.limits).map_err(|e| params_code(&e))?;
         let horizon = unix_secs(now).saturating_add(self.config.max_future_skew.as_secs());
         if record.timestamp > horizon {
@@ -508,22 +575,51 @@ impl RecordStore {
         let publisher = record
             .verify(network)
             .map_err(|_| RpcErrorCode::BadSignature)?;
-        if !publisher_is_member(&publisher) {
+        let Some(grant) = grant(&publisher).filter(|g| g.expires_at > now) else {
             return Err(RpcErrorCode::NotMemberSigner);
-        }
-        if let Some(stored) = self
-            .networks
-            .get_mut(network)
-            .and_then(|net| net.records.get_mut(&record.key))
+        };
+        let expires_at = grant.expires_at.min(now + self.config.ttl);
+        let max_per_publisher = self.config.max_per_publisher;
+        if let Some(net) = self.networks.get_mut(network)
+            && let Some(stored) = net.records.get_mut(&record.key)
         {
-            if stored.publisher != publisher {
+            let taken_over = stored.publisher != publisher;
+            if taken_over && stored.expires_at > now {
                 return Err(RpcErrorCode::Denied);
             }
-            if record.seq <= stored.record.seq || record.timestamp < stored.record.timestamp {
+            // The same record again is a republication (with a renewed token, say); an older
+            // version of the owner's record is a replay even once the stored one expired.
+            let republished = record == stored.record;
+            if !taken_over
+                && !republished
+                && (record.seq <= stored.record.seq || record.timestamp < stored.record.timestamp)
+            {
                 return Err(RpcErrorCode::Replay);
             }
-            stored.record = record;
-            return Ok(());
+            if taken_over
+                && net.per_publisher.get(&publisher).copied().unwrap_or(0) >= max_per_publisher
+            {
+                return Err(RpcErrorCode::RateLimited);
+            }
+            let previous = std::mem::replace(
+                stored,
+                StoredRecord {
+                    record,
+                    publisher,
+                    token: grant.token,
+                    expires_at,
+                    revocation_ids: grant.revocation_ids,
+                },
+            );
+            if taken_over {
+                // The previous owner's record had expired: the key was free again.
+                release(&mut net.per_publisher, &previous.publisher);
+                *net.per_publisher.entry(publisher).or_insert(0) += 1;
+            }
+            return Ok(expires_at);
+        }
+        if self.total >= self.config.max_records {
+            self.prune(now);
         }
         // A new key. Capacity is checked before any map entry is made, so refusals leave
         // nothing behind.
@@ -538,13 +634,72 @@ impl RecordStore {
         }
         let net = self.networks.entry(network.clone()).or_default();
         *net.per_publisher.entry(publisher).or_insert(0) += 1;
-        net.records
-            .insert(record.key.clone(), StoredRecord { record, publisher });
+        net.records.insert(
+            record.key.clone(),
+            StoredRecord {
+                record,
+                publisher,
+                token: grant.token,
+                expires_at,
+                revocation_ids: grant.revocation_ids,
+            },
+        );
         self.total += 1;
-        Ok(())
+        Ok(expires_at)
     }
 
-    /// The record stored under `key` in `network`.
+    /// Drops every record whose time is up (its ttl passed or its publisher's membership
+    /// ended); returns their networks and keys.
+    pub fn prune(&mut self, now: SystemTime) -> Vec<(NetworkName, Vec<u8>)> {
+        self.drop_where(|stored| stored.expires_at <= now)
+    }
+
+    /// Drops every record whose publisher token has a revoked id; returns their networks and
+    /// keys.
+    pub fn drop_revoked(
+        &mut self,
+        is_revoked: impl Fn(&RevocationId) -> bool,
+    ) -> Vec<(NetworkName, Vec<u8>)> {
+        self.drop_where(|stored| stored.revocation_ids.iter().any(&is_revoked))
+    }
+
+    fn drop_where(
+        &mut self,
+        condemned: impl Fn(&StoredRecord) -> bool,
+    ) -> Vec<(NetworkName, Vec<u8>)> {
+        let mut dropped = Vec::new();
+        for (network, net) in &mut self.networks {
+            let per_publisher = &mut net.per_publisher;
+            net.records.retain(|key, stored| {
+                let live = !condemned(stored);
+                if !live {
+                    release(per_publisher, &stored.publisher);
+                    dropped.push((network.clone(), key.clone()));
+                }
+                live
+            });
+        }
+        self.networks.retain(|_, net| !net.records.is_empty());
+        self.total -= dropped.len();
+        dropped
+    }
+
+    /// The live record under `key` in `network`, with its publisher's token and when it ends.
+    pub fn get_live(
+        &self,
+        network: &NetworkName,
+        key: &[u8],
+        now: SystemTime,
+    ) -> Option<(&SignedRecord, &[u8], SystemTime)> {
+        self.networks
+            .get(network)?
+            .records
+            .get(key)
+            .filter(|stored| stored.expires_at > now)
+            .map(|stored| (&stored.record, stored.token.as_slice(), stored.expires_at))
+    }
+
+    /// The record stored under `key` in `network`, live or not (see [`Self::get_live`]).
     pub fn get(&self, network: &NetworkName, key: &[u8]) -> Option<&SignedRecord> {
         self.networks
             .get(network)?
@@ -610,7 +765,7 @@ pub struct Call<'a> {
 }
 
 /// What the event loop knows about this node, for one rpc.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Local<'a> {
     /// This node's software version, e.g. `cordon 0.1.0`: 1 to 64 bytes of printable text.
     pub version: &'a str,
@@ -619,9 +774,21 @@ pub struct Local<'a> {
     /// Time since this node started.
     pub uptime: Duration,
     /// Peers verified as members of the request's network (on any live connection), and this
-    /// node itself if it is a member. `peers` lists them (minus the caller); `dht_put` accepts
-    /// only records published by one of them.
+    /// node itself if it is a member. `peers` lists them (minus the caller).
     pub members: &'a BTreeSet<PeerId>,
+    /// Verifies a record publisher's membership token (`dht_put`).
+    pub check_token: CheckToken<'a>,
+}
+
+impl std::fmt::Debug for Local<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("version", &self.version)
+            .field("networks", &self.networks)
+            .field("uptime", &self.uptime)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Answers rpc calls: authorizes, validates and runs them. Owns the policy and the record
@@ -631,6 +798,26 @@ pub struct Handler {
     limits: Limits,
     policy: Policy,
     store: RecordStore,
+}
+
+fn grant(
+    policy: &Policy,
+    publisher: &PeerId,
+    token: &[u8],
+    check_token: CheckToken<'_>,
+) -> Option<Grant> {
+    if token.is_empty() {
+        return None;
+    }
+    let membership = check_token(publisher, token)?;
+    policy
+        .authorize(&membership.roles, &membership.rights, "dht_put")
+        .ok()?;
+    Some(Grant {
+        token: token.to_vec(),
+        expires_at: membership.expires_at,
+        revocation_ids: membership.revocation_ids,
+    })
 }
 
 fn ok(result: RpcResult) -> RpcResponse {
@@ -692,8 +879,10 @@ impl Handler {
             Command::Info => self.info(local.version, local.networks, call.verified, local.uptime),
             Command::Peers => self.peers(&call.caller, local.members),
             Command::Echo { data } => self.echo(data),
-            Command::DhtPut { record } => self.dht_put(record, &network, local.members, now),
-            Command::DhtGet { key } => self.dht_get(&network, &key),
+            Command::DhtPut { record, token } => {
+                self.dht_put(record, &token, &network, local.check_token, now)
+            }
+            Command::DhtGet { key } => self.dht_get(&network, &key, now),
         }
     }
 
@@ -751,32 +940,89 @@ impl Handler {
         }
     }
 
-    /// `dht_put`: stores the record in `network` if its publisher is one of `members` (see
-    /// [`RecordStore::put`] for every refusal).
+    /// `dht_put`: stores the record in `network` if `token` proves its publisher a member there
+    /// whom the policy allows `dht_put` (see [`Handler::store_record`]).
     pub fn dht_put(
         &mut self,
         record: SignedRecord,
+        token: &[u8],
         network: &NetworkName,
-        members: &BTreeSet<PeerId>,
+        check_token: CheckToken<'_>,
         now: SystemTime,
     ) -> RpcResponse {
-        match self
-            .store
-            .put(record, network, |p| members.contains(p), now)
-        {
-            Ok(()) => ok(RpcResult::Stored),
+        match self.store_record(record, token, network, check_token, now) {
+            Ok(_) => ok(RpcResult::Stored),
             Err(code) => err(code),
         }
     }
 
+    /// Whether `token` proves `publisher` a member of the network (through `check_token`) whom
+    /// the local policy allows `dht_put`: the same rule for a record put by rpc, pushed by
+    /// Kademlia replication, or found by a lookup.
+    pub fn grant(
+        &self,
+        publisher: &PeerId,
+        token: &[u8],
+        check_token: CheckToken<'_>,
+    ) -> Option<Grant> {
+        grant(&self.policy, publisher, token, check_token)
+    }
+
+    /// Stores `record` in `network` if `token` proves its publisher a member allowed `dht_put`
+    /// ([`Handler::grant`]); every other check is [`RecordStore::put`]'s. Returns when the
+    /// record ends.
+    pub fn store_record(
+        &mut self,
+        record: SignedRecord,
+        token: &[u8],
+        network: &NetworkName,
+        check_token: CheckToken<'_>,
+        now: SystemTime,
+    ) -> Result<SystemTime, RpcErrorCode> {
+        if token.len() > self.limits.max_token_bytes {
+            return Err(RpcErrorCode::TooLarge);
+        }
+        let policy = &self.policy;
+        self.store.put(
+            record,
+            network,
+            |publisher| grant(policy, publisher, token, check_token),
+            now,
+        )
+    }
+
+    /// Whether a record found in `network`'s Kademlia is to be believed for `key`: it is for
+    /// that key, its signature verifies, and its token proves the publisher a member allowed
+    /// `dht_put`.
+    pub fn believe(
+        &self,
+        found: &ReplicatedRecord,
+        network: &NetworkName,
+        key: &[u8],
+        check_token: CheckToken<'_>,
+        now: SystemTime,
+    ) -> bool {
+        found.validate(&self.limits).is_ok()
+            && found.record.key == key
+            && found
+                .record
+                .verify(network)
+                .ok()
+                .and_then(|publisher| self.grant(&publisher, &found.token, check_token))
+                .is_some_and(|g| g.expires_at > now)
+    }
+
     /// `dht_get`: the record under `key` in `network`, or `record: None`. An empty key is
     /// `invalid_params`, an overlong one `too_large`.
-    pub fn dht_get(&self, network: &NetworkName, key: &[u8]) -> RpcResponse {
+    pub fn dht_get(&self, network: &NetworkName, key: &[u8], now: SystemTime) -> RpcResponse {
         if let Err(e) = check_record_key(key, &self.limits) {
             return err(params_code(&e));
         }
         ok(RpcResult::Record {
-            record: self.store.get(network, key).cloned(),
+            record: self
+                .store
+                .get_live(network, key, now)
+                .map(|(record, _, _)| record.clone()),
         })
     }
 }
@@ -819,9 +1065,39 @@ mod tests {
         SignedRecord::sign(kp, &net(network), key.to_vec(), b"value".to_vec(), seq, ts).unwrap()
     }
 
-    fn member_of(kp: &Keypair) -> impl Fn(&PeerId) -> bool + use<> {
+    /// A grant lasting beyond every test's clock.
+    fn forever() -> Grant {
+        Grant {
+            token: b"token".to_vec(),
+            expires_at: at(T0 + 86_400 * 365),
+            revocation_ids: Vec::new(),
+        }
+    }
+
+    fn member_of(kp: &Keypair) -> impl Fn(&PeerId) -> Option<Grant> + use<> {
         let peer = kp.public().to_peer_id();
-        move |p: &PeerId| *p == peer
+        move |p: &PeerId| (*p == peer).then(forever)
+    }
+
+    /// A stand-in token naming its subject and its rights: `<peer>|<right>,<right>`.
+    fn fake_token(kp: &Keypair, rights: &[&str]) -> Vec<u8> {
+        format!("{}|{}", kp.public().to_peer_id(), rights.join(",")).into_bytes()
+    }
+
+    /// Checks [`fake_token`]s: a member with the rights it names, until a year after `T0`.
+    fn check_fake(peer: &PeerId, token: &[u8]) -> Option<PublisherMembership> {
+        let text = std::str::from_utf8(token).ok()?;
+        let (subject, rights) = text.split_once('|')?;
+        (subject == peer.to_string()).then(|| PublisherMembership {
+            roles: vec!["member".to_owned()],
+            rights: rights
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            expires_at: at(T0 + 86_400 * 365),
+            revocation_ids: Vec::new(),
+        })
     }
 
     // ---- policy ----
@@ -1088,7 +1364,7 @@ mod tests {
         let mut garbage = sign(&alice, "acme", b"k", 1, T0);
         garbage.publisher = vec![0xff; 36];
         assert_eq!(
-            store.put(garbage, &acme, |_: &PeerId| true, at(T0)),
+            store.put(garbage, &acme, |_: &PeerId| Some(forever()), at(T0)),
             Err(RpcErrorCode::BadSignature)
         );
         assert!(store.is_empty());
@@ -1103,10 +1379,21 @@ mod tests {
         store
             .put(first.clone(), &acme, member_of(&alice), at(T0))
             .unwrap();
-        // The very same record again.
+        // The very same record again is a republication: it stays, with the newer grant's
+        // token and end (Kademlia re-replicates, the publisher republishes after a renewal).
+        let renewed = |_: &PeerId| {
+            Some(Grant {
+                token: b"renewed".to_vec(),
+                expires_at: at(T0 + 50),
+                revocation_ids: Vec::new(),
+            })
+        };
+        assert_eq!(store.put(first, &acme, renewed, at(T0)), Ok(at(T0 + 50)));
         assert_eq!(
-            store.put(first, &acme, member_of(&alice), at(T0)),
-            Err(RpcErrorCode::Replay)
+            store
+                .get_live(&acme, b"k", at(T0))
+                .map(|(_, token, _)| token),
+            Some(&b"renewed"[..])
         );
         // A lower sequence number, even with a newer timestamp.
         assert_eq!(
@@ -1154,8 +1441,9 @@ mod tests {
         let alice = Keypair::generate_ed25519();
         let bob = Keypair::generate_ed25519();
         let acme = net("acme");
-        let both =
-            |p: &PeerId| *p == alice.public().to_peer_id() || *p == bob.public().to_peer_id();
+        let both = |p: &PeerId| {
+            (*p == alice.public().to_peer_id() || *p == bob.public().to_peer_id()).then(forever)
+        };
         let mut store = store();
         store
             .put(sign(&alice, "acme", b"k", 1, T0), &acme, both, at(T0))
@@ -1223,7 +1511,7 @@ mod tests {
         let alice = Keypair::generate_ed25519();
         let bob = Keypair::generate_ed25519();
         let acme = net("acme");
-        let anyone = |_: &PeerId| true;
+        let anyone = |_: &PeerId| Some(forever());
         let mut store = RecordStore::new(
             RecordStoreConfig {
                 max_records: 5,
@@ -1279,6 +1567,175 @@ mod tests {
         assert_eq!(store.len(), 3);
     }
 
+    #[test]
+    fn records_end_with_their_publishers_membership_or_the_ttl() {
+        let alice = Keypair::generate_ed25519();
+        let bob = Keypair::generate_ed25519();
+        let acme = net("acme");
+        let mut store = store();
+        let until = |secs: u64| {
+            move |_: &PeerId| {
+                Some(Grant {
+                    token: b"t".to_vec(),
+                    expires_at: at(T0 + secs),
+                    revocation_ids: Vec::new(),
+                })
+            }
+        };
+        // Alice's membership ends in 60 s: so does her record.
+        let ends = store
+            .put(sign(&alice, "acme", b"k", 1, T0), &acme, until(60), at(T0))
+            .unwrap();
+        assert_eq!(ends, at(T0 + 60));
+        assert!(store.get_live(&acme, b"k", at(T0 + 59)).is_some());
+        assert!(store.get_live(&acme, b"k", at(T0 + 60)).is_none());
+        // Expired, her record still refuses an older version of itself.
+        assert_eq!(
+            store.put(
+                sign(&alice, "acme", b"k", 0, T0),
+                &acme,
+                until(1000),
+                at(T0 + 61)
+            ),
+            Err(RpcErrorCode::Replay)
+        );
+        // A grant already over is no grant.
+        assert_eq!(
+            store.put(
+                sign(&bob, "acme", b"j", 1, T0),
+                &acme,
+                until(60),
+                at(T0 + 61)
+            ),
+            Err(RpcErrorCode::NotMemberSigner)
+        );
+        // Once Alice's record expired, Bob may take the key over.
+        store
+            .put(
+                sign(&bob, "acme", b"k", 1, T0),
+                &acme,
+                until(1000),
+                at(T0 + 61),
+            )
+            .unwrap();
+        assert_eq!(store.keys_of(&acme, &alice.public().to_peer_id()).len(), 0);
+        assert_eq!(store.keys_of(&acme, &bob.public().to_peer_id()).len(), 1);
+        // The ttl caps a long membership, and pruning drops what is over.
+        let far = at(T0 + 61) + store.config.ttl;
+        let ends = store
+            .put(
+                sign(&bob, "acme", b"long", 1, T0),
+                &acme,
+                until(u64::from(u32::MAX)),
+                at(T0 + 61),
+            )
+            .unwrap();
+        assert_eq!(ends, far);
+        assert_eq!(store.len(), 2);
+        let dropped = store.prune(at(T0 + 1000));
+        assert_eq!(dropped, vec![(acme.clone(), b"k".to_vec())]);
+        assert_eq!(store.len(), 1);
+        assert!(store.prune(far).len() == 1 && store.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_publishers_records_are_dropped() {
+        let alice = Keypair::generate_ed25519();
+        let bob = Keypair::generate_ed25519();
+        let acme = net("acme");
+        let mut store = store();
+        let with_id = |id: u8| {
+            move |_: &PeerId| {
+                Some(Grant {
+                    revocation_ids: vec![RevocationId(vec![id; 32])],
+                    ..forever()
+                })
+            }
+        };
+        store
+            .put(sign(&alice, "acme", b"a", 1, T0), &acme, with_id(1), at(T0))
+            .unwrap();
+        store
+            .put(sign(&bob, "acme", b"b", 1, T0), &acme, with_id(2), at(T0))
+            .unwrap();
+        let dropped = store.drop_revoked(|id| id.0 == vec![1; 32]);
+        assert_eq!(dropped, vec![(acme.clone(), b"a".to_vec())]);
+        assert!(store.get(&acme, b"a").is_none() && store.get(&acme, b"b").is_some());
+        // Alice's key is free again.
+        assert!(
+            store
+                .keys_of(&acme, &alice.public().to_peer_id())
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_full_store_makes_room_by_dropping_expired_records() {
+        let alice = Keypair::generate_ed25519();
+        let acme = net("acme");
+        let mut store = RecordStore::new(
+            RecordStoreConfig {
+                max_records: 2,
+                max_per_publisher: 2,
+                ..RecordStoreConfig::default()
+            },
+            Limits::default(),
+        );
+        let until = |secs: u64| {
+            move |_: &PeerId| {
+                Some(Grant {
+                    token: b"t".to_vec(),
+                    expires_at: at(T0 + secs),
+                    revocation_ids: Vec::new(),
+                })
+            }
+        };
+        for key in [b"a", b"b"] {
+            store
+                .put(sign(&alice, "acme", key, 1, T0), &acme, until(10), at(T0))
+                .unwrap();
+        }
+        assert_eq!(
+            store.put(sign(&alice, "acme", b"c", 1, T0), &acme, until(10), at(T0)),
+            Err(RpcErrorCode::RateLimited)
+        );
+        store
+            .put(
+                sign(&alice, "acme", b"c", 1, T0),
+                &acme,
+                until(100),
+                at(T0 + 10),
+            )
+            .unwrap();
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_found_record_is_believed_only_with_a_token_allowing_dht_put() {
+        let handler = handler();
+        let acme = net("acme");
+        let alice = Keypair::generate_ed25519();
+        let mallory = Keypair::generate_ed25519();
+        let found = |kp: &Keypair, key: &[u8], token: Vec<u8>| ReplicatedRecord {
+            record: sign(kp, "acme", key, 1, T0),
+            token,
+        };
+        let good = found(&alice, b"k", fake_token(&alice, &["dht_put"]));
+        assert!(handler.believe(&good, &acme, b"k", &check_fake, at(T0)));
+        // Another key's record, a token without the right, someone else's token, no token, the
+        // wrong network.
+        assert!(!handler.believe(&good, &acme, b"other", &check_fake, at(T0)));
+        let plain = found(&mallory, b"k", fake_token(&mallory, &[]));
+        assert!(!handler.believe(&plain, &acme, b"k", &check_fake, at(T0)));
+        let borrowed = found(&mallory, b"k", fake_token(&alice, &["dht_put"]));
+        assert!(!handler.believe(&borrowed, &acme, b"k", &check_fake, at(T0)));
+        let bare = found(&alice, b"k", Vec::new());
+        assert!(!handler.believe(&bare, &acme, b"k", &check_fake, at(T0)));
+        assert!(!handler.believe(&good, &net("other"), b"k", &check_fake, at(T0)));
+        // Past the membership's end.
+        assert!(!handler.believe(&good, &acme, b"k", &check_fake, at(T0 + 86_400 * 366)));
+    }
+
     // ---- handler ----
 
     struct Fixture {
@@ -1320,6 +1777,7 @@ mod tests {
                 networks: &self.networks,
                 uptime: Duration::from_millis(90_500),
                 members: &self.members,
+                check_token: &check_fake,
             }
         }
     }
@@ -1379,7 +1837,10 @@ mod tests {
         // Members may not store records under the default policy.
         let record = sign(&fx.caller, "acme", b"k", 1, T0);
         assert_eq!(
-            code(&run(Command::DhtPut { record })),
+            code(&run(Command::DhtPut {
+                record,
+                token: fake_token(&fx.caller, &["dht_put"])
+            })),
             Some(RpcErrorCode::Denied)
         );
     }
@@ -1393,18 +1854,26 @@ mod tests {
         let call = fx.call(&member, &put);
         let local = fx.local();
         let record = sign(&fx.caller, "acme", b"k", 1, T0);
+        let token = fake_token(&fx.caller, &["dht_put"]);
+        let put_request = |record: &SignedRecord, token: &[u8]| {
+            request(
+                "acme",
+                Command::DhtPut {
+                    record: record.clone(),
+                    token: token.to_vec(),
+                },
+            )
+        };
+        // Without its token, or with a token that does not allow `dht_put`, the publisher's
+        // record is refused even though the caller may call `dht_put`.
+        for token in [Vec::new(), fake_token(&fx.caller, &[])] {
+            assert_eq!(
+                code(&handler.handle(put_request(&record, &token), &call, &local, at(T0))),
+                Some(RpcErrorCode::NotMemberSigner)
+            );
+        }
         assert_eq!(
-            handler.handle(
-                request(
-                    "acme",
-                    Command::DhtPut {
-                        record: record.clone()
-                    }
-                ),
-                &call,
-                &local,
-                at(T0)
-            ),
+            handler.handle(put_request(&record, &token), &call, &local, at(T0)),
             RpcResponse::Ok(RpcResult::Stored)
         );
         assert_eq!(
@@ -1418,25 +1887,21 @@ mod tests {
                 record: Some(record.clone())
             })
         );
+        // The same record again is a republication; an older one is a replay.
         assert_eq!(
-            code(&handler.handle(
-                request("acme", Command::DhtPut { record }),
-                &call,
-                &local,
-                at(T0)
-            )),
+            handler.handle(put_request(&record, &token), &call, &local, at(T0)),
+            RpcResponse::Ok(RpcResult::Stored)
+        );
+        let older = sign(&fx.caller, "acme", b"k", 1, T0 - 1);
+        assert_eq!(
+            code(&handler.handle(put_request(&older, &token), &call, &local, at(T0))),
             Some(RpcErrorCode::Replay)
         );
-        // A record by a non-member, relayed by a member.
+        // A record by a non-member, relayed by a member with its own token.
         let outsider = Keypair::generate_ed25519();
         let foreign = sign(&outsider, "acme", b"x", 1, T0);
         assert_eq!(
-            code(&handler.handle(
-                request("acme", Command::DhtPut { record: foreign }),
-                &call,
-                &local,
-                at(T0)
-            )),
+            code(&handler.handle(put_request(&foreign, &token), &call, &local, at(T0))),
             Some(RpcErrorCode::NotMemberSigner)
         );
         assert_eq!(handler.store().len(), 1);
@@ -1478,26 +1943,38 @@ mod tests {
 
         // dht_get
         assert_eq!(
-            code(&handler.dht_get(&acme, &[])),
+            code(&handler.dht_get(&acme, &[], at(T0))),
             Some(RpcErrorCode::InvalidParams)
         );
         assert_eq!(
-            code(&handler.dht_get(&acme, &[0; 129])),
+            code(&handler.dht_get(&acme, &[0; 129], at(T0))),
             Some(RpcErrorCode::TooLarge)
         );
-        assert!(code(&handler.dht_get(&acme, &[0; 128])).is_none());
+        assert!(code(&handler.dht_get(&acme, &[0; 128], at(T0))).is_none());
 
         // dht_put
         let mut bad = sign(&fx.caller, "acme", b"k", 1, T0);
         bad.key = Vec::new();
         assert_eq!(
-            code(&handler.dht_put(bad, &acme, &fx.members, at(T0))),
+            code(&handler.dht_put(
+                bad,
+                &fake_token(&fx.caller, &["dht_put"]),
+                &acme,
+                &check_fake,
+                at(T0)
+            )),
             Some(RpcErrorCode::InvalidParams)
         );
         let mut bad = sign(&fx.caller, "acme", b"k", 1, T0);
         bad.key = vec![0; 129];
         assert_eq!(
-            code(&handler.dht_put(bad, &acme, &fx.members, at(T0))),
+            code(&handler.dht_put(
+                bad,
+                &fake_token(&fx.caller, &["dht_put"]),
+                &acme,
+                &check_fake,
+                at(T0)
+            )),
             Some(RpcErrorCode::TooLarge)
         );
 
@@ -1548,6 +2025,7 @@ mod tests {
             },
             Command::DhtPut {
                 record: sign(&fx.caller, "acme", b"k", 1, T0),
+                token: fake_token(&fx.caller, &["dht_put"]),
             },
             Command::DhtGet { key: b"k".to_vec() },
         ];

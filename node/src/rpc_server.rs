@@ -4,14 +4,22 @@
 //!
 //! Only callers that proved a network reach this: the rpc protocol is gated
 //! ([`crate::session`]). Replicated records arrive through the gated Kademlia, so their source
-//! proved the network too; each is re-verified before it is kept.
+//! proved the network too; but Kademlia's PUT_VALUE is open to every member whatever the rpc
+//! policy says, so a record travels as a [`ReplicatedRecord`] carrying its publisher's
+//! membership token, and is kept, served or believed only if that token proves the publisher a
+//! member allowed `dht_put` by the local policy ([`Handler::grant`]). Replicated puts are
+//! rate-limited per source; records end with their publisher's membership (or the store's
+//! `ttl`), go at once when it is revoked, and the publisher republishes its own with its
+//! current token, periodically and whenever the token is renewed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
+use cordon_membership::Verifier;
 use cordon_membership::session::ProofKind;
 use cordon_protocol::{
-    Command, NetworkName, RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord,
+    Command, NetworkName, ReplicatedRecord, RpcErrorCode, RpcRequest, RpcResponse, RpcResult,
+    SignedRecord,
 };
 use libp2p::kad::{self, store::RecordStore as _};
 use libp2p::request_response::ResponseChannel;
@@ -21,13 +29,58 @@ use libp2p::{PeerId, Swarm};
 use crate::metrics::CommandLabels;
 use crate::ratelimit::{KeyedLimiter, LimitsConfig};
 use crate::report::Report;
-use crate::rpc::{Call, Handler, Local};
+use crate::rpc::{Call, Handler, Local, PublisherMembership};
 use crate::swarm::Behaviour;
 use cordon_host::audit::{AuditEvent, AuditKind};
 
-/// The largest encoded record Kademlia carries (value cap, twice for encoding, plus framing).
+/// The largest encoded record Kademlia carries.
 fn max_encoded_record(limits: &cordon_protocol::Limits) -> usize {
-    limits.max_record_value_bytes * 2 + 1024
+    ReplicatedRecord::max_encoded_bytes(limits)
+}
+
+/// Checks record publishers' tokens of `network` with the node's verifier (offline, cached):
+/// the token must verify for the publisher as subject, now, and be of `network`.
+fn token_checker<'a>(
+    verifier: &'a Verifier,
+    network: &'a NetworkName,
+    now: SystemTime,
+) -> impl Fn(&PeerId, &[u8]) -> Option<PublisherMembership> + 'a {
+    move |publisher, token| {
+        let verdict = verifier.verify_membership(token, publisher, now).ok()?;
+        (verdict.network == network.as_str()).then_some(PublisherMembership {
+            roles: verdict.roles,
+            rights: verdict.rights,
+            expires_at: verdict.expires_at,
+            revocation_ids: verdict.revocation_ids,
+        })
+    }
+}
+
+/// A Kademlia record for `record` with its publisher's `token`, ending at `expires_at`.
+fn kad_record(
+    record: &SignedRecord,
+    token: &[u8],
+    expires_at: SystemTime,
+    limits: &cordon_protocol::Limits,
+    now: SystemTime,
+    instant: Instant,
+) -> Option<kad::Record> {
+    let replicated = ReplicatedRecord {
+        record: record.clone(),
+        token: token.to_vec(),
+    };
+    let value = cordon_protocol::encode(&replicated, max_encoded_record(limits)).ok()?;
+    let mut kad_record = kad::Record::new(record.key.clone(), value);
+    kad_record.expires = Some(instant + expires_at.duration_since(now).unwrap_or_default());
+    Some(kad_record)
+}
+
+/// Records this node published, republished with its current token.
+#[derive(Debug, Default)]
+struct Published {
+    records: BTreeMap<NetworkName, BTreeMap<Vec<u8>, SignedRecord>>,
+    /// Per network: the token the records were last republished with, and when.
+    last: HashMap<NetworkName, (Vec<u8>, Instant)>,
 }
 
 /// Records counted before a Kademlia `dht_get` answers (valid ones for the key asked).
@@ -56,6 +109,13 @@ pub struct RpcServer {
     /// `dht_get`s waiting for a Kademlia lookup.
     pending_gets: HashMap<kad::QueryId, PendingGet>,
     max_pending_gets: usize,
+    /// Replicated records accepted per source peer.
+    per_source: KeyedLimiter<PeerId>,
+    published: Published,
+    max_published: usize,
+    republish_interval: Duration,
+    /// The verifier's revocation-set version the stored records were last checked against.
+    revocation_version: u64,
     started: Instant,
 }
 
@@ -81,11 +141,13 @@ impl RpcServer {
     }
 
     /// A server executing with `handler`, limited by `limits`, with at most `max_pending_gets`
-    /// lookups waiting at once.
+    /// lookups waiting at once; it remembers at most `records.max_per_publisher` of its own
+    /// records per network and republishes them every `records.republish_interval`.
     pub fn new(
         handler: Handler,
         protocol: cordon_protocol::Limits,
         limits: &LimitsConfig,
+        records: &crate::rpc::RecordStoreConfig,
         max_pending_gets: usize,
         started: Instant,
     ) -> Self {
@@ -97,7 +159,77 @@ impl RpcServer {
             per_command: KeyedLimiter::new(limits.rpc_per_command, max_keys),
             pending_gets: HashMap::new(),
             max_pending_gets,
+            per_source: KeyedLimiter::new(limits.replicated_records_per_peer, max_keys),
+            published: Published::default(),
+            max_published: records.max_per_publisher,
+            republish_interval: records.republish_interval,
+            revocation_version: 0,
             started,
+        }
+    }
+
+    /// One of our `dht_put` calls stored `record` in `network`: remember it, to republish it
+    /// with our current token (at most `max_per_publisher` per network, like every storer).
+    pub fn remember_published(&mut self, network: NetworkName, record: SignedRecord) {
+        let records = self.published.records.entry(network).or_default();
+        if records.len() < self.max_published || records.contains_key(&record.key) {
+            records.insert(record.key.clone(), record);
+        }
+    }
+
+    /// Housekeeping: drops expired records and, when revocations arrived, records whose
+    /// publisher token is revoked (here and from Kademlia's store), and republishes our own
+    /// records where our token changed or `republish_interval` passed.
+    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, now: SystemTime, instant: Instant) {
+        let session = &mut swarm.behaviour_mut().session;
+        let mut dropped = self.handler.store_mut().prune(now);
+        let verifier = session.verifier().clone();
+        let version = verifier.revocation_version();
+        if version != self.revocation_version {
+            self.revocation_version = version;
+            let revoked = self
+                .handler
+                .store_mut()
+                .drop_revoked(|id| verifier.is_revoked(id));
+            if !revoked.is_empty() {
+                tracing::info!(
+                    records = revoked.len(),
+                    "dropped the records of revoked publishers"
+                );
+            }
+            dropped.extend(revoked);
+        }
+        for (network, key) in dropped {
+            if let Some(kad) = session.kad(&network) {
+                kad.store_mut().remove(&kad::RecordKey::new(&key));
+            }
+        }
+        for (network, records) in &self.published.records {
+            let Some(token) = session.sessions().membership(network).map(<[u8]>::to_vec) else {
+                continue;
+            };
+            let due = self.published.last.get(network).is_none_or(|(last, at)| {
+                *last != token || instant.duration_since(*at) >= self.republish_interval
+            });
+            if !due {
+                continue;
+            }
+            self.published
+                .last
+                .insert(network.clone(), (token.clone(), instant));
+            let Some(kad) = session.kad(network) else {
+                continue;
+            };
+            let expires_at = now + self.republish_interval.saturating_mul(2);
+            for record in records.values() {
+                if let Some(kad_record) =
+                    kad_record(record, &token, expires_at, &self.limits, now, instant)
+                    && let Err(e) = kad.put_record(kad_record, kad::Quorum::One)
+                {
+                    tracing::debug!(network = %network, error = ?e, "record not republished");
+                }
+            }
+            tracing::debug!(network = %network, records = records.len(), "own records republished");
         }
     }
 
@@ -122,7 +254,7 @@ impl RpcServer {
         let command = request.command.name();
         let network = request.network.clone();
         let replicate = match &request.command {
-            Command::DhtPut { record } => Some(record.clone()),
+            Command::DhtPut { record, token } => Some((record.clone(), token.clone())),
             _ => None,
         };
         let lookup = match &request.command {
@@ -153,11 +285,13 @@ impl RpcServer {
                 members.insert(local_peer);
             }
             let networks: Vec<NetworkName> = session.networks().cloned().collect();
+            let check_token = token_checker(session.verifier(), &network, now);
             let local = Local {
                 version: concat!("cordon ", env!("CARGO_PKG_VERSION")),
                 networks: &networks,
                 uptime: self.uptime(instant),
                 members: &members,
+                check_token: &check_token,
             };
             let call = Call {
                 caller: peer,
@@ -194,13 +328,18 @@ impl RpcServer {
         report.audit(event);
         let session = &mut swarm.behaviour_mut().session;
         match (&response, replicate, lookup) {
-            // Stored here: replicate to the members closest to the key.
-            (RpcResponse::Ok(RpcResult::Stored), Some(record), _) => {
-                if let Ok(value) =
-                    cordon_protocol::encode(&record, max_encoded_record(&self.limits))
+            // Stored here: replicate to the members closest to the key, with the token.
+            (RpcResponse::Ok(RpcResult::Stored), Some((record, token)), _) => {
+                let expires_at = self
+                    .handler
+                    .store()
+                    .get_live(&network, &record.key, now)
+                    .map(|(_, _, at)| at);
+                if let Some(expires_at) = expires_at
+                    && let Some(kad_record) =
+                        kad_record(&record, &token, expires_at, &self.limits, now, instant)
                     && let Some(kad) = session.kad(&network)
                 {
-                    let kad_record = kad::Record::new(record.key.clone(), value);
                     let _ = kad.store_mut().put(kad_record.clone());
                     if let Err(e) = kad.put_record(kad_record, kad::Quorum::One) {
                         tracing::debug!(network = %network, error = ?e, "record not replicated");
@@ -231,8 +370,11 @@ impl RpcServer {
         let _ = session.rpc().send_response(channel, response);
     }
 
-    /// A member replicated a signed record to us through Kademlia: keep it only if it verifies
-    /// (signature, size, ownership, no replay).
+    /// A member replicated a record to us through Kademlia (PUT_VALUE): keep it only if the
+    /// source is within its quota, the record is for the Kademlia key it came under, and its
+    /// publisher's token proves a member allowed `dht_put` (then signature, size, ownership and
+    /// no replay, as for an rpc `dht_put`). A refusal is audited (aggregated per source).
+    #[allow(clippy::too_many_arguments)]
     pub fn on_replicated_record(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -241,29 +383,42 @@ impl RpcServer {
         source: PeerId,
         record: kad::Record,
         now: SystemTime,
+        instant: Instant,
     ) {
         let limits = &self.limits;
-        let signed = match cordon_protocol::decode::<SignedRecord>(
-            &record.value,
-            max_encoded_record(limits),
-            limits,
-        ) {
-            Ok(signed) if signed.key == record.key.to_vec() => signed,
-            _ => {
-                tracing::warn!(peer = %source, network = %network, reason = "malformed", "replicated record refused");
-                return;
+        let outcome = if self.per_source.check(&source, instant).is_err() {
+            report.metrics().rate_limited.inc();
+            Err(RpcErrorCode::RateLimited)
+        } else {
+            match cordon_protocol::decode::<ReplicatedRecord>(
+                &record.value,
+                max_encoded_record(limits),
+                limits,
+            ) {
+                Ok(replicated) if replicated.record.key == record.key.to_vec() => {
+                    let session = &swarm.behaviour().session;
+                    let check_token = token_checker(session.verifier(), network, now);
+                    let ReplicatedRecord {
+                        record: signed,
+                        token,
+                    } = replicated;
+                    self.handler
+                        .store_record(signed, &token, network, &check_token, now)
+                }
+                _ => Err(RpcErrorCode::InvalidParams),
             }
         };
-        // The source proved this network's membership to open the gate; it vouches for the
-        // publisher's membership, which we may not be able to check ourselves.
-        match self.handler.store_mut().put(signed, network, |_| true, now) {
-            Ok(()) => {
+        match outcome {
+            Ok(expires_at) => {
                 if let Some(kad) = swarm.behaviour_mut().session.kad(network) {
+                    let mut record = record;
+                    record.expires =
+                        Some(instant + expires_at.duration_since(now).unwrap_or_default());
                     let _ = kad.store_mut().put(record);
                 }
             }
             Err(code) => {
-                tracing::warn!(peer = %source, network = %network, reason = %code, "replicated record refused");
+                tracing::debug!(peer = %source, network = %network, reason = %code, "replicated record refused");
                 report.audit(
                     AuditEvent::new(AuditKind::CommandDenied)
                         .peer(source)
@@ -276,8 +431,9 @@ impl RpcServer {
     }
 
     /// A `dht_get` that missed locally, answered from the network's Kademlia. A record counts
-    /// only if it is for the key asked (both the Kademlia record's key and the signed one) and
-    /// its signature verifies for the network; of those, the highest `seq` (then the newest
+    /// only if it is for the key asked (both the Kademlia record's key and the signed one), its
+    /// signature verifies for the network and its token proves the publisher a member allowed
+    /// `dht_put` ([`Handler::believe`]); of those, the highest `seq` (then the newest
     /// timestamp) wins. The lookup ends once [`GET_ANSWERS`] records counted or Kademlia has
     /// nothing more; a hostile member's answers cannot end it early.
     pub fn on_record_lookup(
@@ -287,13 +443,16 @@ impl RpcServer {
         id: kad::QueryId,
         result: Result<kad::GetRecordOk, kad::GetRecordError>,
         last: bool,
+        now: SystemTime,
     ) {
         let Some(pending) = self.pending_gets.get_mut(&id) else {
             return;
         };
         let limits = &self.limits;
         if let Ok(kad::GetRecordOk::FoundRecord(peer_record)) = &result {
-            let found = cordon_protocol::decode::<SignedRecord>(
+            let session = &swarm.behaviour().session;
+            let check_token = token_checker(session.verifier(), network, now);
+            let found = cordon_protocol::decode::<ReplicatedRecord>(
                 &peer_record.record.value,
                 max_encoded_record(limits),
                 limits,
@@ -301,9 +460,11 @@ impl RpcServer {
             .ok()
             .filter(|r| {
                 peer_record.record.key.as_ref() == pending.key.as_slice()
-                    && r.key == pending.key
-                    && r.verify(&pending.network).is_ok()
-            });
+                    && self
+                        .handler
+                        .believe(r, &pending.network, &pending.key, &check_token, now)
+            })
+            .map(|r| r.record);
             match found {
                 Some(record) => {
                     pending.answers += 1;

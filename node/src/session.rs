@@ -15,10 +15,13 @@
 //! - A peer is inserted into a network's routing table only on the machine's `AddRoute`, with
 //!   addresses learned from our own dial or the peer's identify, and is removed on `RemoveRoute`
 //!   whether or not it is still connected.
-//! - Verification never runs on the swarm's task and never queues without bound: a presentation
-//!   that finds the pool full is refused as `rate_limited`.
+//! - Signature verification never runs on the swarm's task and never queues without bound: only
+//!   what needs no cryptography is decided here (a cached verdict, a token failing the
+//!   structural pre-checks); a presentation that finds the pool full, or its source address or
+//!   prefix holding its share of it, is refused as `rate_limited`.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -26,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use cordon_membership::session::{
     Action, CloseReason, EndReason, Endpoint, Gate, PresentationId, Proof, Refused, Rejection,
-    SessionConfig, Sessions,
+    SessionConfig, Sessions, verify_token_cheaply,
 };
 use cordon_membership::{RevocationId, Verifier};
 use cordon_protocol::{
@@ -48,6 +51,24 @@ use crate::gate::Gated;
 use crate::keyed::Keyed;
 use crate::verify_pool::{Done, Job, VerifyPool};
 use cordon_host::clock::Clock;
+
+/// Where an inbound connection comes from, as the verification shares count it: its address
+/// (IPv4 address, IPv6 /64) and its prefix (IPv4 /24, IPv6 /48).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Source {
+    address: IpAddr,
+    prefix: IpAddr,
+}
+
+impl Source {
+    fn of(addr: &Multiaddr) -> Option<Self> {
+        let ip = crate::filter::ip_of(addr)?;
+        Some(Self {
+            address: crate::filter::limit_key(ip),
+            prefix: crate::filter::prefix_key(ip),
+        })
+    }
+}
 
 /// Longest the behaviour sleeps before looking at the session machine's deadlines again.
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
@@ -84,6 +105,10 @@ pub struct Config {
     pub session: SessionConfig,
     /// Verifications queued or running at once; more are refused as `rate_limited`.
     pub max_pending_verifications: usize,
+    /// Of those, most from one inbound source address (IPv4 address, IPv6 /64).
+    pub verifications_per_address: usize,
+    /// Of those, most from one inbound source prefix (IPv4 /24, IPv6 /48).
+    pub verifications_per_prefix: usize,
     /// Verification threads.
     pub verify_workers: usize,
     /// Addresses kept per peer for its routing entry.
@@ -185,6 +210,15 @@ pub struct Behaviour {
     answers: Vec<(ResponseChannel<MembershipResponse>, MembershipResponse)>,
     /// Addresses of connected peers: where we dialed them and what their identify listed.
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Inbound connections' source address and prefix keys (see [`Source`]).
+    sources: HashMap<ConnectionId, Source>,
+    /// Verification jobs in the pool per source address and per source prefix, and each job's
+    /// source.
+    verifying_per_address: HashMap<IpAddr, usize>,
+    verifying_per_prefix: HashMap<IpAddr, usize>,
+    job_sources: HashMap<PresentationId, Source>,
+    verifications_per_address: usize,
+    verifications_per_prefix: usize,
     events: VecDeque<Event>,
     to_swarm: VecDeque<ToSwarm<Event, THandlerInEvent<Self>>>,
     timer: Option<(SystemTime, Pin<Box<tokio::time::Sleep>>)>,
@@ -223,6 +257,12 @@ impl Behaviour {
             channels: HashMap::new(),
             answers: Vec::new(),
             addrs: HashMap::new(),
+            sources: HashMap::new(),
+            verifying_per_address: HashMap::new(),
+            verifying_per_prefix: HashMap::new(),
+            job_sources: HashMap::new(),
+            verifications_per_address: config.verifications_per_address,
+            verifications_per_prefix: config.verifications_per_prefix,
             events: VecDeque::new(),
             to_swarm: VecDeque::new(),
             timer: None,
@@ -338,6 +378,80 @@ impl Behaviour {
         }
     }
 
+    /// Verifies a presentation's tokens. What can be decided without signature checks is
+    /// decided at once, on this thread: a membership verified before (a cached verdict; members
+    /// reconnecting never wait behind strangers), or a token that fails the structural
+    /// pre-checks. The rest goes to the pool, within the presenter's share of it: an inbound
+    /// source address or prefix already holding its share is refused `rate_limited`, as is any
+    /// presentation when the pool is full.
+    fn verify(
+        &mut self,
+        id: PresentationId,
+        peer: PeerId,
+        connection: ConnectionId,
+        tokens: Vec<cordon_protocol::PresentedToken>,
+    ) {
+        let now = self.clock.now();
+        let verifier = self.pool.verifier().clone();
+        let known: Vec<Option<Result<Proof, Rejection>>> = tokens
+            .iter()
+            .map(|t| verify_token_cheaply(&verifier, &peer, t, now))
+            .collect();
+        if known.iter().all(Option::is_some) {
+            self.sessions
+                .handle_verdicts(id, known.into_iter().flatten().collect(), now);
+            return;
+        }
+        let source = self.sources.get(&connection).copied();
+        let over_share = source.is_some_and(|s| {
+            self.verifying_per_address
+                .get(&s.address)
+                .copied()
+                .unwrap_or(0)
+                >= self.verifications_per_address
+                || self
+                    .verifying_per_prefix
+                    .get(&s.prefix)
+                    .copied()
+                    .unwrap_or(0)
+                    >= self.verifications_per_prefix
+        });
+        let job = Job {
+            id,
+            peer,
+            tokens,
+            known,
+        };
+        let submitted = if over_share {
+            Err(Box::new(job))
+        } else {
+            self.pool.submit(job)
+        };
+        match submitted {
+            Ok(()) => {
+                if let Some(s) = source {
+                    *self.verifying_per_address.entry(s.address).or_insert(0) += 1;
+                    *self.verifying_per_prefix.entry(s.prefix).or_insert(0) += 1;
+                    self.job_sources.insert(id, s);
+                }
+            }
+            Err(job) => {
+                let why = if over_share {
+                    "this source's share of the verification queue is taken"
+                } else {
+                    "verification queue full"
+                };
+                tracing::warn!(%peer, reason = "rate_limited", detail = why, "refusing presentation");
+                let verdicts = job
+                    .known
+                    .into_iter()
+                    .map(|k| k.unwrap_or_else(|| Err(Rejection::new(ReasonCode::RateLimited, why))))
+                    .collect();
+                self.sessions.handle_verdicts(job.id, verdicts, now);
+            }
+        }
+    }
+
     /// Carries out the machine's actions.
     fn apply(&mut self) {
         let mut any = false;
@@ -348,24 +462,11 @@ impl Behaviour {
                     self.protocols.exchange.send_request(&peer, request);
                 }
                 Action::Verify {
-                    id, peer, tokens, ..
-                } => {
-                    if let Err(job) = self.pool.submit(Job { id, peer, tokens }) {
-                        tracing::warn!(%peer, reason = "rate_limited", "verification queue full; refusing presentation");
-                        let verdicts = job
-                            .tokens
-                            .iter()
-                            .map(|_| {
-                                Err(Rejection::new(
-                                    ReasonCode::RateLimited,
-                                    "verification queue full",
-                                ))
-                            })
-                            .collect();
-                        self.sessions
-                            .handle_verdicts(job.id, verdicts, self.clock.now());
-                    }
-                }
+                    id,
+                    peer,
+                    connection,
+                    tokens,
+                } => self.verify(id, peer, connection, tokens),
                 Action::Respond { id, response, .. } => {
                     if let Some((_, channel)) = self.channels.remove(&id) {
                         self.answers.push((channel, response));
@@ -557,6 +658,10 @@ impl Behaviour {
     }
 
     fn on_done(&mut self, done: Done) {
+        if let Some(s) = self.job_sources.remove(&done.id) {
+            release(&mut self.verifying_per_address, &s.address);
+            release(&mut self.verifying_per_prefix, &s.prefix);
+        }
         self.events.push_back(Event::VerificationTime(done.elapsed));
         self.sessions
             .handle_verdicts(done.id, done.verdicts, self.clock.now());
@@ -578,6 +683,15 @@ impl Behaviour {
                     .min(MAX_TIMER_SLEEP);
                 self.timer = Some((at, Box::pin(tokio::time::sleep(wait))));
             }
+        }
+    }
+}
+
+fn release(counts: &mut HashMap<IpAddr, usize>, key: &IpAddr) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }
@@ -663,7 +777,12 @@ impl NetworkBehaviour for Behaviour {
                     ConnectedPoint::Dialer { address, .. } => {
                         (Endpoint::Dialer, Some(without_peer_id(address)))
                     }
-                    ConnectedPoint::Listener { .. } => (Endpoint::Listener, None),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        if let Some(source) = Source::of(send_back_addr) {
+                            self.sources.insert(connection_id, source);
+                        }
+                        (Endpoint::Listener, None)
+                    }
                 };
                 let known = self.addrs.entry(peer_id).or_default();
                 if let Some(a) = dialed
@@ -696,6 +815,7 @@ impl NetworkBehaviour for Behaviour {
                 ..
             }) => {
                 self.sessions.handle_closed(connection_id);
+                self.sources.remove(&connection_id);
                 self.channels.retain(|_, (c, _)| *c != connection_id);
                 self.answers.retain(|(channel, _)| channel.is_open());
                 if remaining_established == 0 {

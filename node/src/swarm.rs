@@ -80,9 +80,17 @@ pub struct SwarmConfig {
     pub transport: Transport,
     /// Message size bounds of every protocol.
     pub protocol: Limits,
+    /// The record store's bounds (Kademlia's store mirrors it).
+    pub records: crate::rpc::RecordStoreConfig,
 }
 
-fn network_kad(local: PeerId, network: &NetworkName, limits: &NodeLimits) -> NetworkKad {
+fn network_kad(
+    local: PeerId,
+    network: &NetworkName,
+    limits: &NodeLimits,
+    protocol: &Limits,
+    records: &crate::rpc::RecordStoreConfig,
+) -> NetworkKad {
     let mut cfg = kad::Config::new(kad_protocol(network));
     cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
     cfg.set_max_packet_size(limits.max_kad_packet_bytes);
@@ -94,7 +102,21 @@ fn network_kad(local: PeerId, network: &NetworkName, limits: &NodeLimits) -> Net
     if let Some(k) = NonZeroUsize::new(20) {
         cfg.set_replication_factor(k);
     }
-    let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), cfg);
+    // Records end with their publisher's membership or the store's ttl; a publisher republishes
+    // its own with its current token (the event loop does, not kad, whose copy would carry the
+    // token it was first put with). Kad still re-replicates what it holds, hourly, to the
+    // members now closest to each key.
+    cfg.set_record_ttl(Some(records.ttl));
+    cfg.set_publication_interval(None);
+    let store = MemoryStore::with_config(
+        local,
+        kad::store::MemoryStoreConfig {
+            max_records: records.max_records,
+            max_value_bytes: cordon_protocol::ReplicatedRecord::max_encoded_bytes(protocol),
+            ..Default::default()
+        },
+    );
+    let mut kad = kad::Behaviour::with_config(local, store, cfg);
     // Serve queries from verified peers even before any external address is confirmed
     // (loopback and private deployments); the gate decides who may ask.
     kad.set_mode(Some(kad::Mode::Server));
@@ -110,6 +132,7 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
         verifier,
         clock,
         protocol,
+        records,
         ..
     } = config;
     let local = key.public().to_peer_id();
@@ -140,11 +163,12 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
                 .with_request_timeout(limits.request_timeout)
                 .with_max_concurrent_streams(max_streams_per_peer),
         )),
-        kad: Keyed::new(
-            networks
-                .iter()
-                .map(|(n, _)| (n.clone(), network_kad(local, n, &limits))),
-        ),
+        kad: Keyed::new(networks.iter().map(|(n, _)| {
+            (
+                n.clone(),
+                network_kad(local, n, &limits, &protocol_limits, &records),
+            )
+        })),
     };
     let session = session::Behaviour::new(
         protocols,
@@ -154,6 +178,8 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
         session::Config {
             session: limits.session(),
             max_pending_verifications: limits.max_pending_verifications,
+            verifications_per_address: limits.verifications_per_address,
+            verifications_per_prefix: limits.verifications_per_prefix,
             verify_workers: limits.verify_workers,
             max_addrs_per_peer: limits.max_addrs_per_peer,
         },

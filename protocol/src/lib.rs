@@ -64,6 +64,7 @@ pub use network::{MAX_NETWORK_NAME_BYTES, NetworkName, NetworkNameError};
 pub use reason::{DenyReason, ReasonCode, UnknownCodeError};
 pub use revocation::{HeadVersion, RevocationRequest, RevocationResponse, SignedUpdate};
 pub use rpc::{
-    Command, RecordError, RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord,
+    Command, RecordError, ReplicatedRecord, RpcErrorCode, RpcRequest, RpcResponse, RpcResult,
+    SignedRecord,
 };
 pub use validate::Validate;

@@ -113,6 +113,17 @@ pub enum Command {
     DhtPut {
         /// The record, signed for the request's network.
         record: SignedRecord,
+        /// The publisher's membership token of the request's network: up to
+        /// `Limits::max_token_bytes` bytes. A record is kept (and replicated,
+        /// with this token) only if the token proves its publisher a member
+        /// allowed `dht_put`. A CBOR byte string; may be omitted (the record is
+        /// then refused with `not_member_signer`).
+        #[serde(
+            default,
+            with = "crate::byte_string",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        token: Vec<u8>,
     },
     /// Looks up a record by key in the request's network.
     DhtGet {
@@ -246,6 +257,50 @@ impl fmt::Debug for SignedRecord {
             .field("timestamp", &self.timestamp)
             .field("signature_len", &self.signature.len())
             .finish()
+    }
+}
+
+/// A record as it travels through a network's Kademlia: the value of every
+/// PUT_VALUE and GET_VALUE record is one of these, CBOR-encoded, under the
+/// record's key.
+///
+/// The token lets every member check, offline, that the publisher is a
+/// member of the network allowed `dht_put` before it keeps or believes the
+/// record: Kademlia's own PUT_VALUE would otherwise let any member write
+/// around the rpc policy.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicatedRecord {
+    /// The signed record.
+    pub record: SignedRecord,
+    /// The publisher's membership token of the network: 1..=
+    /// `Limits::max_token_bytes` bytes. A CBOR byte string.
+    #[serde(with = "crate::byte_string")]
+    pub token: Vec<u8>,
+}
+
+impl ReplicatedRecord {
+    /// The largest encoding of a valid replicated record under `limits`.
+    pub fn max_encoded_bytes(limits: &Limits) -> usize {
+        // Byte strings encode with at most a 9-byte header each; the slack
+        // covers field names, integers and the publisher key.
+        limits.max_record_key_bytes + limits.max_record_value_bytes + limits.max_token_bytes + 512
+    }
+}
+
+impl fmt::Debug for ReplicatedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatedRecord")
+            .field("record", &self.record)
+            .field("token_len", &self.token.len())
+            .finish()
+    }
+}
+
+impl Validate for ReplicatedRecord {
+    fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        self.record.validate(limits)?;
+        check_bytes("token", &self.token, 1, limits.max_token_bytes)
     }
 }
 
@@ -440,7 +495,10 @@ impl Validate for Command {
         match self {
             Command::Ping | Command::Info | Command::Peers => Ok(()),
             Command::Echo { data } => check_echo_data(data, limits),
-            Command::DhtPut { record } => record.validate(limits),
+            Command::DhtPut { record, token } => {
+                record.validate(limits)?;
+                check_bytes("token", token, 0, limits.max_token_bytes)
+            }
             Command::DhtGet { key } => check_record_key(key, limits),
         }
     }
@@ -584,7 +642,8 @@ pub(crate) mod tests {
             Just(Command::Info),
             Just(Command::Peers),
             bytes(0..=l.max_echo_bytes).prop_map(|data| Command::Echo { data }),
-            signed_record().prop_map(|record| Command::DhtPut { record }),
+            (signed_record(), bytes(0..=64))
+                .prop_map(|(record, token)| Command::DhtPut { record, token }),
             bytes(1..=l.max_record_key_bytes).prop_map(|key| Command::DhtGet { key }),
         ]
     }
@@ -758,6 +817,7 @@ pub(crate) mod tests {
                     timestamp: 0,
                     signature: vec![0; 64],
                 },
+                token: Vec::new(),
             },
             Command::DhtGet { key: vec![1] },
         ];
@@ -1095,6 +1155,7 @@ pub(crate) mod tests {
                 network: long_net(0),
                 command: Command::DhtPut {
                     record: record.clone(),
+                    token: vec![0xff; limits.max_token_bytes],
                 },
             },
             RpcRequest {

@@ -480,7 +480,12 @@ fn owned(text: &str) -> String {
 struct Engine {
     conn: Connection,
     limits: StoreLimits,
+    /// When history was last pruned (unix seconds; 0: not yet).
+    last_prune: u64,
 }
+
+/// How often old history is pruned, at most.
+const PRUNE_EVERY_SECS: u64 = 3600;
 
 impl Engine {
     fn open(path: &Path, limits: StoreLimits) -> Result<Engine, StoreError> {
@@ -535,7 +540,11 @@ impl Engine {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn, path)?;
-        Ok(Engine { conn, limits })
+        Ok(Engine {
+            conn,
+            limits,
+            last_prune: 0,
+        })
     }
 
     fn submit_request(
@@ -551,6 +560,7 @@ impl Engine {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         expire_pending(&tx, &self.limits, now)?;
+        prune_history(&tx, &self.limits, &mut self.last_prune, now)?;
         if let Some(existing) = pending_for(&tx, network, peer)? {
             return Ok(Submitted::Existing(existing));
         }
@@ -573,6 +583,7 @@ impl Engine {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         expire_pending(&tx, &self.limits, now)?;
+        prune_history(&tx, &self.limits, &mut self.last_prune, now)?;
         if let Some(existing) = pending_for(&tx, network, peer)? {
             if existing.invite_used {
                 return Ok(Submitted::Existing(existing));
@@ -1208,6 +1219,35 @@ fn expire_pending(conn: &Connection, limits: &StoreLimits, now: u64) -> Result<(
     Ok(())
 }
 
+/// Deletes history older than the limits' `retention` (see [`StoreLimits::retention`]), at
+/// most once per [`PRUNE_EVERY_SECS`]; `last` is when it last ran. Returns the rows deleted.
+fn prune_history(
+    conn: &Connection,
+    limits: &StoreLimits,
+    last: &mut u64,
+    now: u64,
+) -> Result<usize, StoreError> {
+    if now < last.saturating_add(PRUNE_EVERY_SECS) {
+        return Ok(0);
+    }
+    *last = now;
+    let cutoff = now.saturating_sub(limits.retention.as_secs());
+    let tokens = conn.execute(
+        "DELETE FROM issued_tokens WHERE expires_at < ?1 AND revoked_at IS NULL",
+        [cutoff],
+    )?;
+    let requests = conn.execute(
+        "DELETE FROM join_requests WHERE status != 'pending' AND decided_at < ?1 \
+         AND (status = 'approved' OR decided_by_policy IS NOT NULL) \
+         AND NOT EXISTS (SELECT 1 FROM issued_tokens t WHERE t.request_id = join_requests.id)",
+        [cutoff],
+    )?;
+    if tokens + requests > 0 {
+        tracing::info!(tokens, requests, "pruned history older than the retention");
+    }
+    Ok(tokens + requests)
+}
+
 fn check_caps(
     conn: &Connection,
     limits: &StoreLimits,
@@ -1412,7 +1452,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::suite::{NOW, mainnet, peer};
+    use crate::store::suite::{NOW, mainnet, new_token, peer};
     use tempfile::TempDir;
 
     // The back-end-independent suite (store.rs), on database files.
@@ -1534,6 +1574,89 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = SqliteStore::open(&path, StoreLimits::default()).unwrap_err();
         assert!(matches!(err, StoreError::ForeignDatabase { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn history_past_the_retention_is_pruned_but_operator_decisions_stay() {
+        let limits = StoreLimits::default();
+        let retention = limits.retention.as_secs();
+        let mut engine = Engine::open_in_memory(limits).unwrap();
+        let net = mainnet();
+        // An approved member (token expiring in an hour), a request expired unanswered, an
+        // operator denial and a revoked member.
+        let approved = submit(&mut engine, &net, 1);
+        engine
+            .approve(approved, &new_token(&net, &peer(1), 1), Some("open"), NOW)
+            .unwrap();
+        let denied = submit(&mut engine, &net, 2);
+        engine.deny(denied, Some("no"), NOW).unwrap();
+        let revoked = submit(&mut engine, &net, 3);
+        let token = engine
+            .approve(revoked, &new_token(&net, &peer(3), 3), None, NOW)
+            .unwrap();
+        engine.revoke_token(token.token_id, None, NOW).unwrap();
+        engine
+            .conn
+            .execute(
+                "INSERT INTO join_requests (network, peer, invite_used, created_at, status, \
+                 decided_at, decided_by_policy, deny_reason) \
+                 VALUES ('mainnet', 'x', 0, ?1, 'denied', ?1, 'expired', 'expired')",
+                [NOW],
+            )
+            .unwrap();
+        let rows = |e: &Engine| -> (i64, i64) {
+            let count = |table: &str| {
+                e.conn
+                    .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                    .unwrap()
+            };
+            (count("join_requests"), count("issued_tokens"))
+        };
+        assert_eq!(rows(&engine), (4, 2));
+        // Within the retention nothing goes.
+        let mut last = 0;
+        let soon = NOW + retention - 1;
+        assert_eq!(
+            prune_history(&engine.conn, &engine.limits, &mut last, soon).unwrap(),
+            0
+        );
+        // Past it: the expired token, its request and the unanswered request go; the operator's
+        // denial and the revoked member stay.
+        let later = NOW + 3600 + retention + 1;
+        let mut last = 0;
+        assert_eq!(
+            prune_history(&engine.conn, &engine.limits, &mut last, later).unwrap(),
+            3
+        );
+        assert_eq!(rows(&engine), (2, 1));
+        // And it runs at most once an hour.
+        engine
+            .conn
+            .execute(
+                "INSERT INTO join_requests (network, peer, invite_used, created_at, status, \
+                 decided_at, decided_by_policy, deny_reason) \
+                 VALUES ('mainnet', 'y', 0, ?1, 'denied', ?1, 'expired', 'expired')",
+                [NOW],
+            )
+            .unwrap();
+        assert_eq!(
+            prune_history(&engine.conn, &engine.limits, &mut last, later + 60).unwrap(),
+            0
+        );
+        assert_eq!(
+            prune_history(&engine.conn, &engine.limits, &mut last, later + 3600).unwrap(),
+            1
+        );
+    }
+
+    fn submit(engine: &mut Engine, net: &NetworkName, n: u8) -> RequestId {
+        match engine
+            .submit_request(net, &peer(n).to_string(), None, false, NOW)
+            .unwrap()
+        {
+            Submitted::New(row) => row.id,
+            Submitted::Existing(row) => row.id,
+        }
     }
 
     #[test]

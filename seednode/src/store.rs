@@ -106,11 +106,20 @@ pub struct StoreLimits {
     /// Default: 7 days.
     #[serde(with = "cordon_host::config::duration")]
     pub pending_ttl: std::time::Duration,
+    /// How long history is kept: issued tokens that expired longer ago than this (unless
+    /// revoked), and requests decided longer ago by a policy (`open`, `invite`, `expired`) or
+    /// approved with such a token, are deleted (at most once an hour, when a request arrives).
+    /// Operator denials and revoked tokens are kept: they are decisions a returning peer must
+    /// meet again. So under `open`, where every fresh identity adds rows, the store holds what
+    /// the per-source join quotas let in over a token's lifetime plus this. Default: 30 days.
+    #[serde(with = "cordon_host::config::duration")]
+    pub retention: std::time::Duration,
 }
 
 impl StoreLimits {
     /// Checks the bounds: 1 to 10,000,000 pending requests, at most as many per network, a
-    /// label of 1 to 1,024 bytes.
+    /// label of 1 to 1,024 bytes, a pending ttl of 1 s to a year, a retention of 1 hour to ten
+    /// years.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
         use cordon_host::config::in_range;
         in_range("max_pending_total", self.max_pending_total, 1, 10_000_000)?;
@@ -126,6 +135,12 @@ impl StoreLimits {
             self.pending_ttl,
             std::time::Duration::from_secs(1),
             std::time::Duration::from_secs(365 * 86_400),
+        )?;
+        cordon_host::config::duration_in_range(
+            "retention",
+            self.retention,
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(10 * 365 * 86_400),
         )
     }
 }
@@ -137,6 +152,7 @@ impl Default for StoreLimits {
             max_pending_per_network: 1_000,
             max_label_bytes: 64,
             pending_ttl: std::time::Duration::from_secs(7 * 86_400),
+            retention: std::time::Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -16,6 +16,8 @@
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bound_tcp;
+pub mod forge;
 pub mod inprocess;
 
 use std::cell::{Cell, RefCell};
@@ -625,7 +627,17 @@ pub fn node_call(from: &Node, to: &Node, network: &str, command: &[&str]) -> Run
 /// `/p2p/`): `clients` fresh identities, `messages` stray join requests each. Panics unless it
 /// ran; returns its JSON summary.
 pub fn join_flood(target: &str, clients: u32, messages: u32) -> Value {
-    let flood = Command::new(bin("flood_membership"))
+    join_flood_from(target, clients, messages, None)
+}
+
+/// Like [`join_flood`], the clients' source addresses spread over `sources`
+/// (`127.0.0.A-127.0.0.B`).
+pub fn join_flood_from(target: &str, clients: u32, messages: u32, sources: Option<&str>) -> Value {
+    let mut flood = Command::new(bin("flood_membership"));
+    if let Some(range) = sources {
+        flood.env("FLOOD_SOURCE_IPS", range);
+    }
+    let flood = flood
         .env("FLOOD_TARGET", target)
         .env("FLOOD_KIND", "join")
         .env("FLOOD_COUNT", clients.to_string())

@@ -271,3 +271,117 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
     )
     .success();
 }
+
+/// Issue 11, item 8: when a flood does rotate the audit log (here 4 KiB files, none kept, one
+/// source listed per 1-second window), the records about authenticated peers survive: they are
+/// also written to `audit-peers.log`, which nothing a stranger can cause writes to. b, a member,
+/// is verified and tries a command its role does not allow; rounds of 100 fresh identities then
+/// send 20 stray join requests each until the records are gone from `audit.log`. They are still
+/// in `audit-peers.log`, and `audit verify` passes over both.
+#[test]
+fn a_flood_that_rotates_the_log_leaves_authenticated_peers_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("tiny-audit.toml");
+    std::fs::write(
+        &config,
+        "[audit]\nmax_bytes = 4096\nkeep = 0\naggregate_window = \"1s\"\naggregate_sources = 1\n",
+    )
+    .unwrap();
+    let a = net.start_node("a", &["mainnet"], &["--config", config.to_str().unwrap()]);
+    let b = net.start_node("b", &["mainnet"], &[]);
+    for n in [&a, &b] {
+        let id = wait_pending(&seed.seed_data, "mainnet", &n.peer_id, JOIN);
+        approve(&seed.seed_data, id);
+    }
+    wait_for(JOIN, "a and b to route each other", || {
+        node_peers(&a.data, "mainnet")
+            .contains(&b.peer_id)
+            .then_some(())
+    });
+    let denied = cordon_tests::cli(
+        "node",
+        &[
+            "call",
+            "--data",
+            b.data.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            &a.peer_id,
+            "dht_put",
+            "k",
+            "v",
+        ],
+    );
+    assert!(!denied.ok, "b's dht_put was allowed: {}", denied.stdout);
+    let planted = |r: &serde_json::Value| {
+        r["kind"] == "command_denied"
+            && r["peer"] == b.peer_id.as_str()
+            && r["command"] == "dht_put"
+    };
+    let verified = |r: &serde_json::Value| {
+        r["kind"] == "membership_verified" && r["peer"] == b.peer_id.as_str()
+    };
+    let peers_log = a.data.join("audit-peers.log");
+    wait_for(
+        Duration::from_secs(10),
+        "the denial in a's audit logs",
+        || {
+            (records(&a.data.join("audit.log")).iter().any(planted)
+                && records(&peers_log).iter().any(planted))
+            .then_some(())
+        },
+    );
+
+    let status = cordon_tests::node_status(&a.data);
+    let listen = status["listen"][0].as_str().unwrap().to_owned();
+    let target = if listen.contains("/p2p/") {
+        listen
+    } else {
+        format!("{listen}/p2p/{}", a.peer_id)
+    };
+    // Flood in rounds (100 fresh identities, 20 stray join requests each) until the main log
+    // has rotated past the planted records (no rotated file is kept); at most 20 rounds.
+    let rotated_away = |data: &std::path::Path| {
+        let main = records(&data.join("audit.log"));
+        !main.iter().any(planted) && !main.iter().any(verified)
+    };
+    let mut rounds = 0;
+    while !rotated_away(&a.data) {
+        assert!(rounds < 20, "20 flood rounds did not rotate audit.log");
+        let summary = cordon_tests::join_flood(&target, 100, 20);
+        assert!(
+            summary["answered"].as_u64().unwrap() >= 1_000,
+            "the flood did not reach a: {summary}"
+        );
+        rounds += 1;
+    }
+    eprintln!("audit.log rotated past the planted records after {rounds} flood round(s)");
+    let kept = records(&peers_log);
+    assert!(
+        kept.iter().any(planted),
+        "b's denied command is gone from audit-peers.log too"
+    );
+    assert!(
+        kept.iter().any(verified),
+        "b's verification is gone from audit-peers.log"
+    );
+    assert!(
+        kept.iter().all(|r| r["kind"] != "join_denied"),
+        "a stranger's refusal reached audit-peers.log"
+    );
+    let verify = run(
+        "node",
+        &["audit", "verify", "--data", a.data.to_str().unwrap()],
+    )
+    .success();
+    assert!(
+        verify.stdout.contains("audit-peers.log ok"),
+        "{}",
+        verify.stdout
+    );
+}

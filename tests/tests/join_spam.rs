@@ -169,3 +169,48 @@ fn a_queue_filled_by_a_flood_frees_itself_when_the_requests_expire() {
     approve(&seed.seed_data, id);
     node.wait_state("mainnet", "member", JOIN);
 }
+
+/// Issue 11, item 6: 1,001 fresh identities, one join request each, from 253 loopback
+/// addresses (127.0.0.2 to 127.0.0.254; only 127.0.0.1 is exempt from per-address limits by
+/// default), about four per address.
+/// Before the per-source quotas every request was queued: 1,000 filled mainnet's queue and a
+/// real node started afterwards could not get its request queued. Now each source address and
+/// prefix has a quota of join requests; past it a request is refused, audited, and counts
+/// toward the address's ban: the flood queues a bounded few and the real node's request is
+/// queued.
+#[test]
+fn fresh_identities_from_other_addresses_cannot_fill_the_join_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+
+    let summary =
+        cordon_tests::join_flood_from(&seed.bootstrap(), 1001, 1, Some("127.0.0.2-127.0.0.254"));
+    // Wait for the seednode to settle: the flood's last answered requests are recorded.
+    std::thread::sleep(Duration::from_secs(2));
+    let queued = pending(&seed.seed_data)
+        .iter()
+        .filter(|r| r["label"] == "flood")
+        .count();
+    eprintln!("flood summary: {summary}; queued: {queued}");
+    // The prefix quota is 64 (burst) plus one every 2 s while the flood lasts.
+    let secs = summary["secs"].as_f64().unwrap_or(0.0);
+    let bound = 64 + (secs / 2.0).ceil() as usize + 1;
+    assert!(
+        queued <= bound,
+        "{queued} flood requests queued; the quotas allow at most {bound}"
+    );
+    // The flood reached the seednode: some of its requests were queued, and more were
+    // answered than queued (the rest were refused past the quotas).
+    let answered = summary["answered"].as_u64().unwrap_or(0) as usize;
+    assert!(
+        queued > 0 && answered > queued,
+        "{queued} queued of {answered} answered: the flood did not reach the quotas"
+    );
+
+    let node = net.start_node("laptop", &["mainnet"], &[]);
+    wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
+}

@@ -952,45 +952,37 @@ fn a_member_answering_get_value_with_another_keys_record_is_not_believed() {
     checked(&net, &shared, || {
         let asked = &net.members[0];
         let caller = &net.members[1];
-        // A validly signed record, but for the key "decoy", answered to every GET_VALUE.
+        // The hostile peer is a member the policy allows to put (an operator), so its record
+        // would be believed for its own key: only the key check stands in the way.
+        let token = net.mint_with_role(
+            "mainnet",
+            &client.peer,
+            "operator",
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        // A validly signed record, with its publisher's token, but for the key "decoy",
+        // answered to every GET_VALUE.
         let signed = SignedRecord::sign(
             &key.libp2p_keypair(),
             &net_name("mainnet"),
             b"decoy".to_vec(),
             b"planted".to_vec(),
             1,
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
+            unix_now(),
         )
         .unwrap();
-        let value = cordon_protocol::encode(&signed, 64 * 1024).unwrap();
+        let value = cordon_protocol::encode(
+            &cordon_protocol::ReplicatedRecord {
+                record: signed,
+                token: token.clone(),
+            },
+            64 * 1024,
+        )
+        .unwrap();
         client.answer_every_get_with(libp2p::kad::Record::new(b"decoy".to_vec(), value));
         // The hostile peer is a member: the asked member routes it and queries it.
-        let token = net.mint(
-            "mainnet",
-            &client.peer,
-            SystemTime::now(),
-            Duration::from_secs(3600),
-        );
-        client.connect(&asked.addr, &asked.peer);
-        let response = client
-            .present(
-                &asked.peer,
-                MembershipRequest {
-                    want: Vec::new(),
-                    tokens: vec![membership("mainnet", token)],
-                },
-            )
-            .expect("the member answers the presentation");
-        assert_eq!(response.results[0].outcome, Outcome::Accepted);
-        let client_id = client.peer.to_string();
-        fixture::wait_for(
-            "the member to route the hostile member",
-            Duration::from_secs(20),
-            || asked.mainnet_peers().contains(&client_id).then_some(()),
-        );
+        become_member(&mut client, asked, token);
 
         let got = fixture::cli_json(
             "node",
@@ -1011,6 +1003,357 @@ fn a_member_answering_get_value_with_another_keys_record_is_not_believed() {
         assert!(
             got["record"]["record"].is_null(),
             "another key's record was served for \"wanted\": {got}"
+        );
+        // The control: asked for its own key, the same answer is believed (the lookup reached
+        // the hostile member, and only the key check refused its answer above).
+        let decoy = dht_get(caller, &asked.peer, "decoy");
+        assert_eq!(decoy["record"]["record"]["value"], "planted", "{decoy}");
+    });
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A member's `dht_get KEY` on `on`, through the CLI: the JSON answer.
+fn dht_get(from: &Proc, on: &PeerId, key: &str) -> serde_json::Value {
+    fixture::cli_json(
+        "node",
+        &[
+            "call",
+            "--data",
+            from.data.to_str().unwrap(),
+            "--network",
+            "mainnet",
+            "--json",
+            &on.to_string(),
+            "dht_get",
+            key,
+        ],
+    )
+    .unwrap_or_else(|| panic!("dht_get {key} answers"))
+}
+
+/// The raw client presents `token` to `member` and waits until the member routes it.
+fn become_member(client: &mut RawClient, member: &Proc, token: Vec<u8>) {
+    client.connect(&member.addr, &member.peer);
+    let response = client
+        .present(
+            &member.peer,
+            MembershipRequest {
+                want: Vec::new(),
+                tokens: vec![membership("mainnet", token)],
+            },
+        )
+        .expect("the member answers the presentation");
+    assert_eq!(response.results[0].outcome, Outcome::Accepted);
+    let id = client.peer.to_string();
+    fixture::wait_for(
+        "the member to route the raw member",
+        Duration::from_secs(20),
+        || member.mainnet_peers().contains(&id).then_some(()),
+    );
+}
+
+/// Issue 11, item 2: a plain member, whose rpc `dht_put` the default policy denies, pushes
+/// records straight into another member's Kademlia by raw PUT_VALUE: records signed by
+/// throw-away keys and records it signed itself, bare (as they travelled before the fix) and
+/// wrapped with its own membership token. Before the fix every bare one was stored, served to
+/// other members' `dht_get` and re-replicated. Now a replicated record must carry its
+/// publisher's membership token and is kept only if that token proves the publisher a member
+/// allowed `dht_put`: nothing is stored or served, each refusal is audited, the rpc `dht_put`
+/// stays denied, and the store still takes a record from a member allowed to put.
+#[test]
+fn a_member_without_dht_put_cannot_store_records_through_raw_put_value() {
+    use cordon_protocol::{
+        Command, ReplicatedRecord, RpcErrorCode, RpcRequest, RpcResponse, RpcResult, SignedRecord,
+    };
+
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        let target = &net.members[0];
+        let reader = &net.members[1];
+        let mainnet = net_name("mainnet");
+        let hour = Duration::from_secs(3600);
+        let token = net.mint("mainnet", &client.peer, SystemTime::now(), hour);
+        become_member(&mut client, target, token.clone());
+
+        let sign = |keypair: &libp2p::identity::Keypair, k: &str, value: &[u8], seq: u64| {
+            SignedRecord::sign(
+                keypair,
+                &mainnet,
+                k.as_bytes().to_vec(),
+                value.to_vec(),
+                seq,
+                unix_now(),
+            )
+            .unwrap()
+        };
+        let own = key.libp2p_keypair();
+        let put_request = |record: SignedRecord, token: &[u8]| RpcRequest {
+            network: mainnet.clone(),
+            command: Command::DhtPut {
+                record,
+                token: token.to_vec(),
+            },
+        };
+        let denied = |response: &RpcResponse| {
+            matches!(
+                response,
+                RpcResponse::Err {
+                    code: RpcErrorCode::Denied,
+                    ..
+                }
+            )
+        };
+        // The rpc path is closed to a plain member by the default policy.
+        let put = client
+            .rpc(
+                &target.peer,
+                put_request(sign(&own, "rpc-key", b"v", 1), &token),
+            )
+            .expect("the rpc answers");
+        assert!(
+            denied(&put),
+            "the plain member's rpc dht_put was not denied: {put:?}"
+        );
+
+        // The raw path: 10 records each of four kinds.
+        let mut keys = Vec::new();
+        for i in 0..40 {
+            let k = format!("junk-{i}");
+            let throwaway = SecretKey::generate().libp2p_keypair();
+            let value = match i % 4 {
+                // Signed by a throw-away key, bare.
+                0 => cordon_protocol::encode(&sign(&throwaway, &k, b"junk", 1), 64 * 1024),
+                // Signed by the member itself, bare.
+                1 => cordon_protocol::encode(&sign(&own, &k, b"squat", 1), 64 * 1024),
+                // Signed by a throw-away key, with the member's (valid) token.
+                2 => cordon_protocol::encode(
+                    &ReplicatedRecord {
+                        record: sign(&throwaway, &k, b"junk", 1),
+                        token: token.clone(),
+                    },
+                    64 * 1024,
+                ),
+                // Signed by the member, with its own token: a member, but without `dht_put`.
+                _ => cordon_protocol::encode(
+                    &ReplicatedRecord {
+                        record: sign(&own, &k, b"squat", 1),
+                        token: token.clone(),
+                    },
+                    64 * 1024,
+                ),
+            }
+            .unwrap();
+            let outcome = client.put_record_to(
+                &target.peer,
+                libp2p::kad::Record::new(k.clone().into_bytes(), value),
+            );
+            eprintln!("PUT_VALUE {k}: {outcome:?}");
+            keys.push(k);
+        }
+        // Another member asks for one of each kind, and more: none is served.
+        for k in keys.iter().take(8) {
+            let got = dht_get(reader, &target.peer, k);
+            assert!(
+                got["record"]["record"].is_null(),
+                "a record pushed by raw PUT_VALUE was served for {k}: {got}"
+            );
+        }
+        // Each refusal is in the target's audit.
+        let client_id = client.peer.to_string();
+        fixture::wait_for(
+            "the target to audit the refused replicated records",
+            Duration::from_secs(30),
+            || {
+                audit_of(target, "command_denied")
+                    .iter()
+                    .any(|r| r["peer"] == client_id.as_str() && r["command"] == "dht_replicate")
+                    .then_some(())
+            },
+        );
+        // The rpc path is still closed.
+        let again = client
+            .rpc(
+                &target.peer,
+                put_request(sign(&own, "rpc-key", b"v", 2), &token),
+            )
+            .expect("the rpc answers");
+        assert!(
+            denied(&again),
+            "the plain member's rpc dht_put was not denied after the pushes: {again:?}"
+        );
+
+        // A member the policy allows to put (an operator) still stores, with its token, and
+        // the record is served.
+        let operator_key = SecretKey::generate();
+        let mut operator = RawClient::start(&operator_key);
+        let operator_token = net.mint_with_role(
+            "mainnet",
+            &operator.peer,
+            "operator",
+            SystemTime::now(),
+            hour,
+        );
+        become_member(&mut operator, target, operator_token.clone());
+        let stored = operator
+            .rpc(
+                &target.peer,
+                put_request(
+                    sign(&operator_key.libp2p_keypair(), "junk-0", b"legit", 1),
+                    &operator_token,
+                ),
+            )
+            .expect("the rpc answers");
+        assert_eq!(stored, RpcResponse::Ok(RpcResult::Stored));
+        let got = dht_get(reader, &target.peer, "junk-0");
+        assert_eq!(got["record"]["record"]["value"], "legit", "{got}");
+    });
+}
+
+/// Issue 11, item 7: strangers on 120 source addresses (127.0.0.2 to 127.0.0.121; only
+/// 127.0.0.1 is exempt from per-address limits) flood a member with forged memberships, each
+/// distinct: a quarter with a membership block they signed themselves, the rest with one
+/// claiming the seednode's signature, which only signature checks refuse. Meanwhile a member presents its
+/// own token 200 times, and 20 members never verified before (on 127.0.1.1 to 127.0.1.20, so
+/// another /24 prefix) present theirs once each. Before the fix every forged presentation took
+/// a place in the 64-place verification queue, and members were refused `rate_limited` while
+/// it was full. Now a membership verified before is answered from the verdict cache without
+/// queueing, a self-signed block fails the signature-free pre-check, and each source address
+/// (8 places) and prefix (32) gets only a share of the queue: no member's presentation is
+/// refused, and no stranger's is accepted.
+#[test]
+fn presentations_from_many_addresses_never_refuse_a_member() {
+    const ATTACKERS: u32 = 120;
+    const NEWCOMERS: u32 = 20;
+    let net = Network::start();
+    let key = SecretKey::generate();
+    let mut member = RawClient::start(&key);
+    let shared = member.shared();
+    checked(&net, &shared, || {
+        let target = &net.members[0];
+        let hour = Duration::from_secs(3600);
+        let token = net.mint("mainnet", &member.peer, SystemTime::now(), hour);
+        become_member(&mut member, target, token.clone());
+
+        let delegation =
+            std::fs::read(net.dir.path().join("mainnet.delegation")).expect("the delegation");
+        let seednode = SecretKey::load(&net.dir.path().join("seed-mainnet").join("identity.key"))
+            .expect("the seednode's key")
+            .public();
+        let attackers: Vec<(RawClient, Vec<u8>)> = (2..=ATTACKERS + 1)
+            .map(|i| {
+                let key = SecretKey::generate();
+                let client = RawClient::start_at(&key, &format!("127.0.0.{i}"));
+                client.connect(&target.addr, &target.peer);
+                // A quarter sign their block themselves, the rest claim the seednode's signature.
+                let claim = (i % 4 != 0).then_some(&seednode);
+                let forged = cordon_tests::forge::membership(&delegation, &key, claim);
+                (client, forged)
+            })
+            .collect();
+        let newcomers: Vec<(RawClient, Vec<u8>)> = (1..=NEWCOMERS)
+            .map(|i| {
+                let key = SecretKey::generate();
+                let client = RawClient::start_at(&key, &format!("127.0.1.{i}"));
+                let token = net.mint("mainnet", &client.peer, SystemTime::now(), hour);
+                client.connect(&target.addr, &target.peer);
+                (client, token)
+            })
+            .collect();
+        for (client, forged) in &attackers {
+            client.present_flood(
+                &target.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![membership("mainnet", forged.clone())],
+                },
+                200,
+                16,
+            );
+        }
+        member.present_flood(
+            &target.peer,
+            MembershipRequest {
+                want: Vec::new(),
+                tokens: vec![membership("mainnet", token)],
+            },
+            200,
+            2,
+        );
+        for (client, token) in &newcomers {
+            client.present_flood(
+                &target.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![membership("mainnet", token.clone())],
+                },
+                1,
+                1,
+            );
+        }
+        let answers = member.wait(
+            "the member's 200 presentations to be answered",
+            Duration::from_secs(120),
+            |s| (s.present_flood.values().sum::<u64>() >= 200).then(|| s.present_flood.clone()),
+        );
+        let mut newcomer_answers = std::collections::BTreeMap::<String, u64>::new();
+        for (client, _) in &newcomers {
+            let got = client.wait(
+                "a newcomer's presentation to be answered",
+                Duration::from_secs(60),
+                |s| (!s.present_flood.is_empty()).then(|| s.present_flood.clone()),
+            );
+            for (outcome, n) in got {
+                *newcomer_answers.entry(outcome).or_default() += n;
+            }
+        }
+        let mut strangers_answers = std::collections::BTreeMap::<String, u64>::new();
+        for (a, _) in &attackers {
+            for (outcome, n) in &a.state().present_flood {
+                *strangers_answers.entry(outcome.clone()).or_default() += n;
+            }
+        }
+        eprintln!(
+            "member's answers: {answers:?}; newcomers' answers: {newcomer_answers:?}; \
+             strangers' answers so far: {strangers_answers:?}"
+        );
+        // The flood reached the member: it refused the strangers and banned them.
+        let strangers: BTreeSet<String> =
+            attackers.iter().map(|(a, _)| a.peer.to_string()).collect();
+        let banned: BTreeSet<String> = fixture::wait_for(
+            "the member to ban most of the strangers",
+            Duration::from_secs(30),
+            || {
+                let banned: BTreeSet<String> = audit_of(target, "ban_applied")
+                    .iter()
+                    .filter_map(|r| r["peer"].as_str().map(str::to_owned))
+                    .filter(|p| strangers.contains(p))
+                    .collect();
+                (banned.len() >= strangers.len() / 2).then_some(banned)
+            },
+        );
+        eprintln!("{} of {} strangers banned", banned.len(), strangers.len());
+        assert_eq!(
+            answers,
+            std::collections::BTreeMap::from([("accepted".to_owned(), 200)]),
+            "a member's presentation was refused during the flood"
+        );
+        assert_eq!(
+            newcomer_answers,
+            std::collections::BTreeMap::from([("accepted".to_owned(), u64::from(NEWCOMERS))]),
+            "a new member's presentation was refused during the flood"
+        );
+        assert!(
+            !strangers_answers.contains_key("accepted"),
+            "a forged membership was accepted: {strangers_answers:?}"
         );
     });
 }

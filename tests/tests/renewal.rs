@@ -49,6 +49,11 @@ fn members_renew_two_minute_tokens_without_a_gap_and_keep_their_rights() {
         }
     });
 
+    // A record b stores now carries b's first token; it must outlive that token, because b
+    // republishes its records with each renewed one.
+    let early = call(&b, &a, &["dht_put", "early-key", "put-before-renewal"]);
+    assert!(early.ok, "b's first dht_put: {}", early.stderr);
+
     // Sample every second until both tokens renewed twice (at most 200 s).
     let mut expiries: [BTreeSet<u64>; 2] = Default::default();
     let deadline = Instant::now() + Duration::from_secs(200);
@@ -86,6 +91,26 @@ fn members_renew_two_minute_tokens_without_a_gap_and_keep_their_rights() {
         let v: Vec<u64> = e.iter().copied().collect();
         assert!(v.windows(2).all(|w| w[0] < w[1]), "{v:?}");
     }
+    // b's first token has expired by now (wait for it if not): its record is still served.
+    let first = *expiries[1].iter().next().expect("b's first expiry");
+    wait_until(Duration::from_secs(60), "b's first token to expire", || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if now > first {
+            Ok(())
+        } else {
+            Err(format!("now {now}, first expiry {first}"))
+        }
+    });
+    let got = call(&b, &a, &["dht_get", "early-key"]);
+    assert!(
+        got.ok && got.stdout.contains("put-before-renewal"),
+        "the record b put with its first token is gone after that token expired: {} {}",
+        got.stdout,
+        got.stderr
+    );
     // b's explicit right survived both renewals.
     let put = call(&b, &a, &["dht_put", "renewed-key", "value-of-b"]);
     assert!(put.ok, "b's dht_put after renewals: {}", put.stderr);

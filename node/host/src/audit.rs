@@ -1082,17 +1082,49 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
     })
 }
 
-/// Verifies the audit log of a data directory and returns the line an operator reads; the error
-/// names the file, the line and what is wrong with it.
+/// The second audit log of a data directory, beside `audit.log`: a copy of every record about
+/// authenticated peers and operator decisions ([`kept_for_peers`]), in a hash chain and
+/// rotation of its own. Nothing a stranger can cause is written there, so no flood of refused
+/// connections, presentations or join requests can rotate those records away.
+pub const PEERS_LOG: &str = "audit-peers.log";
+
+/// Whether records of `kind` also go to [`PEERS_LOG`]: they are about a peer that proved a
+/// membership (verified, its commands, its revocation heads) or record a decision that
+/// admitted or removed a member (approval, issue, revocation). What strangers can cause
+/// (refused connections and presentations, join requests and refusals, bans) does not.
+pub fn kept_for_peers(kind: AuditKind) -> bool {
+    matches!(
+        kind,
+        AuditKind::MembershipVerified
+            | AuditKind::CommandExecuted
+            | AuditKind::CommandDenied
+            | AuditKind::JoinApproved
+            | AuditKind::TokenIssued
+            | AuditKind::TokenRevoked
+            | AuditKind::RevocationHead
+    )
+}
+
+/// Verifies the audit logs of a data directory (`audit.log` and, when it exists,
+/// [`PEERS_LOG`]) and returns the line an operator reads; the error names the file, the line
+/// and what is wrong with it.
 pub fn verify_data_dir(data_dir: &Path) -> Result<String, AuditError> {
-    let path = data_dir.join("audit.log");
-    let report = verify(&path)?;
-    Ok(format!(
-        "audit log ok: {} records in {} file(s); head {}",
-        report.records,
-        report.files,
-        report.head.as_deref().unwrap_or("(empty)")
-    ))
+    let line = |name: &str, report: &VerifyReport| {
+        format!(
+            "{name} ok: {} records in {} file(s); head {}",
+            report.records,
+            report.files,
+            report.head.as_deref().unwrap_or("(empty)")
+        )
+    };
+    let main = verify(&data_dir.join("audit.log"))?;
+    let mut text = line("audit log", &main);
+    let peers = data_dir.join(PEERS_LOG);
+    if fs::symlink_metadata(&peers).is_ok() {
+        text.push('\n');
+        text.push_str(&line(PEERS_LOG, &verify(&peers)?));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -239,6 +239,12 @@ impl DataDir {
         self.root.join("audit.log")
     }
 
+    /// The audit log of authenticated peers' and operators' records
+    /// ([`crate::audit::PEERS_LOG`]).
+    pub fn peers_audit_log(&self) -> PathBuf {
+        self.root.join(crate::audit::PEERS_LOG)
+    }
+
     /// The directory for log files (not created here).
     pub fn log_dir(&self) -> PathBuf {
         self.root.join(LOG_DIR)

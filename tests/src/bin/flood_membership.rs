@@ -24,7 +24,14 @@ use libp2p::multiaddr::Protocol;
 /// target's own), each client instead sends up to `FLOOD_MESSAGES` (default 500, at most 100 000)
 /// `Deliver`s of that token on `/cordon/join/1`, 16 unanswered at a time, until they are answered
 /// or the target cuts it off; with `FLOOD_KIND=join`, as many join requests for mainnet (to a
-/// node that is not a seednode: stray requests). Prints one JSON summary line.
+/// node that is not a seednode: stray requests). With `FLOOD_KIND=present`,
+/// `FLOOD_DELEGATION_FILE` (a network's delegation, which its seednodes present to whoever asks)
+/// and `FLOOD_SEEDNODE_KEY` (that seednode's public key), each client forges a membership whose
+/// block claims the seednode's signature (`cordon_tests::forge`: only signature checks refuse
+/// it) and presents it up to `FLOOD_MESSAGES` times on `/cordon/membership/1`, 16 unanswered at
+/// a time. `FLOOD_SOURCE_IPS=127.0.0.A-127.0.0.B` spreads the join and present clients' source
+/// addresses over that loopback range (client `i` dials from address `A + i mod (B - A + 1)`).
+/// Prints one JSON summary line.
 fn main() {
     let Ok(target) = std::env::var("FLOOD_TARGET") else {
         eprintln!("usage: FLOOD_TARGET=/ip4/127.0.0.1/tcp/PORT/p2p/PEER flood_membership");
@@ -69,9 +76,25 @@ fn main() {
             });
             Some(("libp2p_join_request", message, messages))
         }
+        Ok("present") => None,
         Ok("garbage") | Err(_) => None,
-        Ok(other) => panic!("unknown FLOOD_KIND {other:?}: garbage | deliver | join"),
+        Ok(other) => panic!("unknown FLOOD_KIND {other:?}: garbage | deliver | join | present"),
     };
+    let present = (std::env::var("FLOOD_KIND").as_deref() == Ok("present")).then(|| {
+        let delegation = std::fs::read(
+            std::env::var("FLOOD_DELEGATION_FILE")
+                .expect("FLOOD_KIND=present needs FLOOD_DELEGATION_FILE"),
+        )
+        .expect("FLOOD_DELEGATION_FILE is readable");
+        let seednode: cordon_membership::PublicKey = std::env::var("FLOOD_SEEDNODE_KEY")
+            .expect("FLOOD_KIND=present needs FLOOD_SEEDNODE_KEY")
+            .parse()
+            .expect("FLOOD_SEEDNODE_KEY is a public key (ed25519/<hex>)");
+        (delegation, seednode, messages)
+    });
+    let sources = std::env::var("FLOOD_SOURCE_IPS")
+        .ok()
+        .map(|range| parse_sources(&range));
     let summary = flood::run(
         target,
         count,
@@ -79,8 +102,27 @@ fn main() {
         spread,
         Duration::from_secs(secs),
         join,
+        present,
+        sources,
     );
     println!("{summary}");
+}
+
+/// `127.0.0.A-127.0.0.B` as the addresses it spans (loopback only, at most 254).
+fn parse_sources(range: &str) -> Vec<std::net::Ipv4Addr> {
+    let (from, to) = range
+        .split_once('-')
+        .expect("FLOOD_SOURCE_IPS is 127.0.0.A-127.0.0.B");
+    let from: std::net::Ipv4Addr = from.parse().expect("a source address");
+    let to: std::net::Ipv4Addr = to.parse().expect("a source address");
+    assert!(
+        from.is_loopback() && to.is_loopback() && from <= to,
+        "FLOOD_SOURCE_IPS must be an ascending loopback range"
+    );
+    (u32::from(from)..=u32::from(to))
+        .take(254)
+        .map(std::net::Ipv4Addr::from)
+        .collect()
 }
 
 /// Clients that send raw bytes on the membership protocol (see `main`).
@@ -158,6 +200,9 @@ mod flood {
         /// Join messages sent, and those answered `ack` (a `Deliver` accepted: the attack works).
         join_sent: AtomicU64,
         join_acked: AtomicU64,
+        /// Forged presentations sent, and those accepted (the attack works).
+        presented: AtomicU64,
+        presented_accepted: AtomicU64,
         attempted: AtomicU64,
         established: AtomicU64,
         dial_failed: AtomicU64,
@@ -252,55 +297,65 @@ mod flood {
         }
     }
 
-    /// Sends deliveries until 16 are unanswered or none is left.
-    fn fill(
-        swarm: &mut libp2p::Swarm<request_response::Behaviour<cordon_protocol::JoinCodec>>,
-        peer: &libp2p::PeerId,
-        message: &cordon_protocol::JoinMessage,
-        left: &mut u64,
-        in_flight: &mut u64,
-        c: &Counters,
-    ) {
-        while *left > 0 && *in_flight < 16 {
-            *left -= 1;
-            *in_flight += 1;
-            swarm.behaviour_mut().send_request(peer, message.clone());
-            c.join_sent.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// One client of a join-message flood: up to `messages` copies of `message`, 16 at a time,
-    /// until answered or cut off.
-    async fn one_join(
-        target: Multiaddr,
-        message: Arc<cordon_protocol::JoinMessage>,
-        messages: u64,
-        c: Arc<Counters>,
-    ) {
-        use cordon_protocol::{JOIN_PROTOCOL, JoinCodec, JoinReply, Limits};
-        c.attempted.fetch_add(1, Ordering::Relaxed);
-        let Ok(builder) = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-        else {
-            return;
-        };
-        let Ok(builder) = builder.with_behaviour(|_| {
+    /// A swarm of one request-response protocol (outbound only) for `key`, dialing from
+    /// `source` when given (`cordon_tests::bound_tcp`), else from 127.0.0.1.
+    fn client_swarm<C>(
+        key: libp2p::identity::Keypair,
+        codec: C,
+        protocol: StreamProtocol,
+        source: Option<std::net::Ipv4Addr>,
+    ) -> Option<libp2p::Swarm<request_response::Behaviour<C>>>
+    where
+        C: request_response::Codec<Protocol = StreamProtocol> + Clone + Send + 'static,
+    {
+        let behaviour = move |_: &libp2p::identity::Keypair| {
             request_response::Behaviour::with_codec(
-                JoinCodec::join(Limits::default()),
-                [(JOIN_PROTOCOL, ProtocolSupport::Outbound)],
+                codec,
+                [(protocol, ProtocolSupport::Outbound)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(5))
                     .with_max_concurrent_streams(64),
             )
-        });
-        let mut swarm = builder
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(10)))
-            .build();
+        };
+        let idle =
+            |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(10));
+        let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
+        match source {
+            Some(ip) => builder
+                .with_other_transport(|key| cordon_tests::bound_tcp::transport(key, ip))
+                .ok()
+                .and_then(|b| b.with_behaviour(behaviour).ok())
+                .map(|b| b.with_swarm_config(idle).build()),
+            None => builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .ok()
+                .and_then(|b| b.with_behaviour(behaviour).ok())
+                .map(|b| b.with_swarm_config(idle).build()),
+        }
+    }
+
+    /// One flooding client: dials `target` and sends up to `messages` copies of `request`, 16
+    /// unanswered at a time, until all are answered or the target cuts it off (at most 30 s).
+    /// Counts each request into `sent` and each answer `accepted` says the attack worked
+    /// with into `worked`.
+    #[allow(clippy::too_many_arguments)]
+    async fn windowed<C>(
+        mut swarm: libp2p::Swarm<request_response::Behaviour<C>>,
+        target: Multiaddr,
+        request: C::Request,
+        messages: u64,
+        accepted: impl Fn(&C::Response) -> bool,
+        sent: &AtomicU64,
+        worked: &AtomicU64,
+        c: &Counters,
+    ) where
+        C: request_response::Codec + Send + Clone + 'static,
+        C::Request: Clone,
+    {
         let Some(Protocol::P2p(peer)) = target.iter().last() else {
             return;
         };
@@ -308,14 +363,23 @@ mod flood {
             c.dial_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let message = message.as_ref().clone();
         let (mut left, mut in_flight) = (messages, 0u64);
+        let fill = |swarm: &mut libp2p::Swarm<request_response::Behaviour<C>>,
+                    left: &mut u64,
+                    in_flight: &mut u64| {
+            while *left > 0 && *in_flight < 16 {
+                *left -= 1;
+                *in_flight += 1;
+                swarm.behaviour_mut().send_request(&peer, request.clone());
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let outcome = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 match swarm.select_next_some().await {
                     SwarmEvent::ConnectionEstablished { .. } => {
                         c.established.fetch_add(1, Ordering::Relaxed);
-                        fill(&mut swarm, &peer, &message, &mut left, &mut in_flight, &c);
+                        fill(&mut swarm, &mut left, &mut in_flight);
                     }
                     SwarmEvent::OutgoingConnectionError { .. } => {
                         c.dial_failed.fetch_add(1, Ordering::Relaxed);
@@ -331,13 +395,13 @@ mod flood {
                     }) => {
                         in_flight -= 1;
                         c.answered.fetch_add(1, Ordering::Relaxed);
-                        if matches!(response, JoinReply::Ack) {
-                            c.join_acked.fetch_add(1, Ordering::Relaxed);
+                        if accepted(&response) {
+                            worked.fetch_add(1, Ordering::Relaxed);
                         }
                         if left == 0 && in_flight == 0 {
                             return;
                         }
-                        fill(&mut swarm, &peer, &message, &mut left, &mut in_flight, &c);
+                        fill(&mut swarm, &mut left, &mut in_flight);
                     }
                     SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
                         in_flight -= 1;
@@ -356,8 +420,85 @@ mod flood {
         }
     }
 
+    /// One client of a join-message flood: up to `messages` copies of `message` from a fresh
+    /// identity, 16 at a time, until answered or cut off.
+    async fn one_join(
+        target: Multiaddr,
+        message: Arc<cordon_protocol::JoinMessage>,
+        messages: u64,
+        source: Option<std::net::Ipv4Addr>,
+        c: Arc<Counters>,
+    ) {
+        use cordon_protocol::{JOIN_PROTOCOL, JoinCodec, JoinReply, Limits};
+        c.attempted.fetch_add(1, Ordering::Relaxed);
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let codec = JoinCodec::join(Limits::default());
+        let Some(swarm) = client_swarm(key, codec, JOIN_PROTOCOL, source) else {
+            return;
+        };
+        let message = message.as_ref().clone();
+        let ack = |r: &JoinReply| matches!(r, JoinReply::Ack);
+        windowed(
+            swarm,
+            target,
+            message,
+            messages,
+            ack,
+            &c.join_sent,
+            &c.join_acked,
+            &c,
+        )
+        .await;
+    }
+
+    /// One client of a presentation flood: a fresh identity with a forged membership (see
+    /// `main`), presented up to `messages` times, 16 at a time, until answered or cut off.
+    async fn one_present(
+        target: Multiaddr,
+        forge: Arc<(Vec<u8>, cordon_membership::PublicKey, u64)>,
+        source: Option<std::net::Ipv4Addr>,
+        c: Arc<Counters>,
+    ) {
+        use cordon_protocol::{
+            Limits, MEMBERSHIP_PROTOCOL, MembershipCodec, MembershipRequest, MembershipResponse,
+            Outcome, PresentedToken, TokenKind,
+        };
+        c.attempted.fetch_add(1, Ordering::Relaxed);
+        let key = cordon_membership::SecretKey::generate();
+        let (delegation, seednode, messages) = forge.as_ref();
+        let token = cordon_tests::forge::membership(delegation, &key, Some(seednode));
+        let request = MembershipRequest {
+            want: Vec::new(),
+            tokens: vec![PresentedToken {
+                network: "mainnet".parse().expect("network name"),
+                kind: TokenKind::Membership,
+                token,
+            }],
+        };
+        let codec = MembershipCodec::membership(Limits::default());
+        let Some(swarm) = client_swarm(key.libp2p_keypair(), codec, MEMBERSHIP_PROTOCOL, source)
+        else {
+            return;
+        };
+        let accepted =
+            |r: &MembershipResponse| r.results.iter().any(|r| r.outcome == Outcome::Accepted);
+        windowed(
+            swarm,
+            target,
+            request,
+            *messages,
+            accepted,
+            &c.presented,
+            &c.presented_accepted,
+            &c,
+        )
+        .await;
+    }
+
     /// Runs the flood; returns a JSON summary. `join`: the kind, message and count per client
-    /// of a join-message flood; `None` for the membership garbage flood.
+    /// of a join-message flood; `present`: the delegation, seednode key and count per client
+    /// of a forged-presentation flood; neither for the membership garbage flood.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         target: Multiaddr,
         count: u64,
@@ -365,8 +506,16 @@ mod flood {
         spread: Duration,
         max: Duration,
         join: Option<(&'static str, cordon_protocol::JoinMessage, u64)>,
+        present: Option<(Vec<u8>, cordon_membership::PublicKey, u64)>,
+        sources: Option<Vec<std::net::Ipv4Addr>>,
     ) -> serde_json::Value {
-        let kind = join.as_ref().map_or("libp2p_membership_garbage", |j| j.0);
+        let kind = if present.is_some() {
+            "libp2p_forged_presentations"
+        } else {
+            join.as_ref().map_or("libp2p_membership_garbage", |j| j.0)
+        };
+        let present = present.map(Arc::new);
+        let sources = Arc::new(sources.unwrap_or_default());
         let join = join.map(|(_, message, n)| (Arc::new(message), n));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
@@ -381,6 +530,8 @@ mod flood {
                 .map(|_| {
                     let (target, counters, next) = (target.clone(), counters.clone(), next.clone());
                     let join = join.clone();
+                    let present = present.clone();
+                    let sources = sources.clone();
                     tokio::spawn(async move {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -389,10 +540,28 @@ mod flood {
                             }
                             let at = started + spread.mul_f64(i as f64 / count as f64);
                             tokio::time::sleep_until(at.into()).await;
+                            let source = (!sources.is_empty())
+                                .then(|| sources[(i as usize) % sources.len()]);
+                            if let Some(forge) = &present {
+                                one_present(
+                                    target.clone(),
+                                    forge.clone(),
+                                    source,
+                                    counters.clone(),
+                                )
+                                .await;
+                                continue;
+                            }
                             match &join {
                                 Some((token, n)) => {
-                                    one_join(target.clone(), token.clone(), *n, counters.clone())
-                                        .await;
+                                    one_join(
+                                        target.clone(),
+                                        token.clone(),
+                                        *n,
+                                        source,
+                                        counters.clone(),
+                                    )
+                                    .await;
                                 }
                                 None => one(target.clone(), i, counters.clone()).await,
                             }
@@ -411,6 +580,8 @@ mod flood {
             "kind": kind,
             "join_sent": get(&c.join_sent),
             "join_acked": get(&c.join_acked),
+            "presented": get(&c.presented),
+            "presented_accepted": get(&c.presented_accepted),
             "attempted": get(&c.attempted),
             "established": get(&c.established),
             "dial_failed": get(&c.dial_failed),

@@ -554,8 +554,20 @@ impl Network {
         issued_at: SystemTime,
         lifetime: Duration,
     ) -> Vec<u8> {
+        self.mint_with_role(network, subject, "member", issued_at, lifetime)
+    }
+
+    /// Like [`Network::mint`], granting `role` (the delegation allows `member` and `operator`).
+    pub(crate) fn mint_with_role(
+        &self,
+        network: &str,
+        subject: &PeerId,
+        role: &str,
+        issued_at: SystemTime,
+        lifetime: Duration,
+    ) -> Vec<u8> {
         self.issuer(network)
-            .issue(subject, &["member".to_owned()], lifetime, issued_at)
+            .issue(subject, &[role.to_owned()], lifetime, issued_at)
             .unwrap_or_else(|e| panic!("minting a {network} token: {e}"))
             .bytes
     }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use cordon_membership::SecretKey;
 use cordon_protocol::{
     JOIN_PROTOCOL, JoinCodec, JoinMessage, JoinReply, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec,
-    MembershipRequest, MembershipResponse, NetworkName, REVOCATION_PROTOCOL, RevocationCodec,
-    RevocationRequest, RevocationResponse, kad_protocol,
+    MembershipRequest, MembershipResponse, NetworkName, REVOCATION_PROTOCOL, RPC_PROTOCOL,
+    RevocationCodec, RevocationRequest, RevocationResponse, RpcCodec, RpcRequest, RpcResponse,
+    kad_protocol,
 };
 use futures::StreamExt;
 use libp2p::kad::store::MemoryStore;
@@ -40,6 +41,8 @@ pub(crate) struct RawBehaviour {
     revocations: request_response::Behaviour<RevocationCodec>,
     /// `/cordon/join/1`, outbound only: join messages the test chooses.
     join: request_response::Behaviour<JoinCodec>,
+    /// `/cordon/rpc/1`, outbound only: remote commands the test chooses.
+    rpc: request_response::Behaviour<RpcCodec>,
 }
 
 /// The raw client's Kademlia store: a plain memory store, except that once
@@ -159,6 +162,15 @@ pub(crate) struct State {
     pub(crate) join_flood: JoinFlood,
     /// Presentations peers sent us (a seednode's delegations, a member's tokens).
     pub(crate) presented_to_us: Vec<(PeerId, MembershipRequest)>,
+    /// The presentation flood so far: answers by outcome (`accepted`, a refusal's reason code,
+    /// `failure`).
+    pub(crate) present_flood: std::collections::BTreeMap<String, u64>,
+    /// Presentations of the flood handed to the swarm.
+    pub(crate) present_flood_sent: u64,
+    /// Answers to our remote commands, by tag.
+    pub(crate) rpc_responses: HashMap<u64, Result<RpcResponse, String>>,
+    /// Raw Kademlia PUT_VALUEs: by tag, `Ok` once the peer acknowledged the record.
+    pub(crate) puts: HashMap<u64, Result<(), String>>,
     pub(crate) log: Vec<String>,
 }
 
@@ -194,6 +206,21 @@ enum Cmd {
     /// Switch Kademlia to server mode (answer GET_VALUE and FIND_NODE).
     KadServer,
     Revocation(u64, PeerId, RevocationRequest),
+    /// A remote command on `/cordon/rpc/1`.
+    Rpc(u64, PeerId, RpcRequest),
+    /// Present `request` `count` times, at most `window` unanswered at a time.
+    PresentFlood {
+        peer: PeerId,
+        request: MembershipRequest,
+        count: u64,
+        window: usize,
+    },
+    /// A raw Kademlia PUT_VALUE of `record` to `peer` alone.
+    PutRecordTo {
+        tag: u64,
+        peer: PeerId,
+        record: kad::Record,
+    },
     /// Send `count` copies of a join message, at most `window` unanswered at a time.
     JoinFlood {
         peer: PeerId,
@@ -229,6 +256,12 @@ fn mainnet() -> NetworkName {
 impl RawClient {
     /// Starts a raw client with identity `key`, listening on a loopback port.
     pub(crate) fn start(key: &SecretKey) -> Self {
+        Self::start_at(key, "127.0.0.1")
+    }
+
+    /// Starts a raw client with identity `key` whose connections leave from `ip` (a loopback
+    /// address); other than 127.0.0.1 it does not listen.
+    pub(crate) fn start_at(key: &SecretKey, ip: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -238,7 +271,9 @@ impl RawClient {
         let peer = key.peer_id();
         let every_get = Arc::new(Mutex::new(None));
         let forced = every_get.clone();
-        let swarm = runtime.block_on(async move { build(keypair, forced) });
+        let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+        let source = (ip != std::net::Ipv4Addr::LOCALHOST).then_some(ip);
+        let swarm = runtime.block_on(async move { build(keypair, forced, source) });
         let state = Arc::new(Mutex::new(State::default()));
         let (tx, rx) = mpsc::unbounded_channel();
         runtime.spawn(actor(swarm, rx, state.clone()));
@@ -250,9 +285,11 @@ impl RawClient {
             next_tag: 0,
             runtime: Some(runtime),
         };
-        client.wait("the raw client to listen", Duration::from_secs(10), |s| {
-            (!s.listen.is_empty()).then_some(())
-        });
+        if source.is_none() {
+            client.wait("the raw client to listen", Duration::from_secs(10), |s| {
+                (!s.listen.is_empty()).then_some(())
+            });
+        }
         client
     }
 
@@ -396,6 +433,56 @@ impl RawClient {
         });
     }
 
+    /// Sends `request` to `peer` on `/cordon/rpc/1` and waits for its answer (or failure).
+    pub(crate) fn rpc(
+        &mut self,
+        peer: &PeerId,
+        request: RpcRequest,
+    ) -> Result<RpcResponse, String> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.send(Cmd::Rpc(tag, *peer, request));
+        self.wait("an rpc response", Duration::from_secs(30), |s| {
+            s.rpc_responses.get(&tag).cloned()
+        })
+    }
+
+    /// Starts presenting `request` to `peer` `count` times, at most `window` unanswered at a
+    /// time; [`State::present_flood`] counts the answers.
+    pub(crate) fn present_flood(
+        &self,
+        peer: &PeerId,
+        request: MembershipRequest,
+        count: u64,
+        window: usize,
+    ) {
+        self.send(Cmd::PresentFlood {
+            peer: *peer,
+            request,
+            count,
+            window,
+        });
+    }
+
+    /// Pushes `record` to `peer` by a raw Kademlia PUT_VALUE, as any member's Kademlia can,
+    /// whatever the rpc policy says; waits until the peer acknowledged it (or the put failed).
+    pub(crate) fn put_record_to(
+        &mut self,
+        peer: &PeerId,
+        record: kad::Record,
+    ) -> Result<(), String> {
+        self.next_tag += 1;
+        let tag = self.next_tag;
+        self.send(Cmd::PutRecordTo {
+            tag,
+            peer: *peer,
+            record,
+        });
+        self.wait("a PUT_VALUE to finish", Duration::from_secs(30), |s| {
+            s.puts.get(&tag).cloned()
+        })
+    }
+
     /// From now on answers every GET_VALUE with `record`, whatever key it asks for, and serves
     /// Kademlia (server mode) so members query us: a hostile member.
     pub(crate) fn answer_every_get_with(&self, record: kad::Record) {
@@ -425,73 +512,95 @@ fn summary(request: &MembershipRequest) -> String {
     format!("[{}]", tokens.join(", "))
 }
 
+fn behaviour(
+    key: &libp2p::identity::Keypair,
+    every_get: Arc<Mutex<Option<kad::Record>>>,
+) -> RawBehaviour {
+    let local = key.public().to_peer_id();
+    let mut cfg = kad::Config::new(kad_protocol(&mainnet()));
+    cfg.set_query_timeout(Duration::from_secs(20));
+    cfg.set_periodic_bootstrap_interval(None);
+    let store = AnswerStore {
+        inner: MemoryStore::new(local),
+        every_get,
+    };
+    let mut kad = kad::Behaviour::with_config(local, store, cfg);
+    kad.set_mode(Some(kad::Mode::Client));
+    RawBehaviour {
+        membership: request_response::Behaviour::with_codec(
+            MembershipCodec::membership(Limits::default()),
+            [(MEMBERSHIP_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+        ),
+        kad_probe: request_response::Behaviour::with_codec(
+            MembershipCodec::membership(Limits::default()),
+            [(
+                kad_protocol(&mainnet()),
+                request_response::ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+        ),
+        kad,
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/cordon/id/1".into(),
+            key.public(),
+        )),
+        revocations: request_response::Behaviour::with_codec(
+            RevocationCodec::revocations(Limits::default()),
+            [(REVOCATION_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+        ),
+        join: request_response::Behaviour::with_codec(
+            JoinCodec::join(Limits::default()),
+            [(JOIN_PROTOCOL, request_response::ProtocolSupport::Outbound)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(256),
+        ),
+        rpc: request_response::Behaviour::with_codec(
+            RpcCodec::rpc(Limits::default()),
+            [(RPC_PROTOCOL, request_response::ProtocolSupport::Outbound)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+        ),
+    }
+}
+
+/// The client's swarm: listening on a loopback port of 127.0.0.1, or, with `source`, dialing
+/// from that address and not listening (see `cordon_tests::bound_tcp`).
 fn build(
     keypair: libp2p::identity::Keypair,
     every_get: Arc<Mutex<Option<kad::Record>>>,
+    source: Option<std::net::Ipv4Addr>,
 ) -> Swarm<RawBehaviour> {
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp transport")
-        .with_behaviour(|key| {
-            let local = key.public().to_peer_id();
-            let mut cfg = kad::Config::new(kad_protocol(&mainnet()));
-            cfg.set_query_timeout(Duration::from_secs(20));
-            cfg.set_periodic_bootstrap_interval(None);
-            let store = AnswerStore {
-                inner: MemoryStore::new(local),
-                every_get,
-            };
-            let mut kad = kad::Behaviour::with_config(local, store, cfg);
-            kad.set_mode(Some(kad::Mode::Client));
-            RawBehaviour {
-                membership: request_response::Behaviour::with_codec(
-                    MembershipCodec::membership(Limits::default()),
-                    [(MEMBERSHIP_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(20)),
-                ),
-                kad_probe: request_response::Behaviour::with_codec(
-                    MembershipCodec::membership(Limits::default()),
-                    [(
-                        kad_protocol(&mainnet()),
-                        request_response::ProtocolSupport::Outbound,
-                    )],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
-                ),
-                kad,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/cordon/id/1".into(),
-                    key.public(),
-                )),
-                revocations: request_response::Behaviour::with_codec(
-                    RevocationCodec::revocations(Limits::default()),
-                    [(REVOCATION_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(20)),
-                ),
-                join: request_response::Behaviour::with_codec(
-                    JoinCodec::join(Limits::default()),
-                    [(JOIN_PROTOCOL, request_response::ProtocolSupport::Outbound)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10))
-                        .with_max_concurrent_streams(256),
-                ),
-            }
-        })
-        .expect("behaviour")
-        // The raw client never closes a connection itself: any close is the remote's doing.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
-    swarm
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
-        .expect("listen");
-    swarm
+    // The raw client never closes a connection itself: any close is the remote's doing.
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(300));
+    let builder = libp2p::SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    match source {
+        Some(ip) => builder
+            .with_other_transport(|key| cordon_tests::bound_tcp::transport(key, ip))
+            .expect("bound transport")
+            .with_behaviour(|key| behaviour(key, every_get))
+            .expect("behaviour")
+            .with_swarm_config(idle)
+            .build(),
+        None => {
+            let mut swarm = builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .expect("tcp transport")
+                .with_behaviour(|key| behaviour(key, every_get))
+                .expect("behaviour")
+                .with_swarm_config(idle)
+                .build();
+            swarm
+                .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"))
+                .expect("listen");
+            swarm
+        }
+    }
 }
 
 struct Actor {
@@ -501,11 +610,16 @@ struct Actor {
     revocation_requests: HashMap<OutboundRequestId, u64>,
     probes: HashMap<OutboundRequestId, u64>,
     queries: HashMap<kad::QueryId, (u64, PeerId, Instant, usize)>,
+    rpc_requests: HashMap<OutboundRequestId, u64>,
+    puts: HashMap<kad::QueryId, u64>,
     auto_present: Option<MembershipRequest>,
     started: Instant,
     /// The flood in progress: target, message, messages left to send, window.
     flood: Option<(PeerId, JoinMessage, u64, usize)>,
     flood_in_flight: usize,
+    /// The presentation flood in progress, like `flood`, and its requests in flight.
+    present_flood: Option<(PeerId, MembershipRequest, u64, usize)>,
+    present_flood_ids: std::collections::HashSet<OutboundRequestId>,
 }
 
 async fn actor(
@@ -520,10 +634,14 @@ async fn actor(
         revocation_requests: HashMap::new(),
         probes: HashMap::new(),
         queries: HashMap::new(),
+        rpc_requests: HashMap::new(),
+        puts: HashMap::new(),
         auto_present: None,
         started: Instant::now(),
         flood: None,
         flood_in_flight: 0,
+        present_flood: None,
+        present_flood_ids: std::collections::HashSet::new(),
     };
     loop {
         tokio::select! {
@@ -599,6 +717,35 @@ impl Actor {
                     .revocations
                     .send_request(&peer, request);
                 self.revocation_requests.insert(id, tag);
+            }
+            Cmd::PresentFlood {
+                peer,
+                request,
+                count,
+                window,
+            } => {
+                self.log(format!(
+                    "presentation flood to {peer}: {count} presentations"
+                ));
+                self.present_flood = Some((peer, request, count, window.max(1)));
+                self.pump_present_flood();
+            }
+            Cmd::Rpc(tag, peer, request) => {
+                self.log(format!("rpc {} to {peer}", request.command.name()));
+                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
+                self.rpc_requests.insert(id, tag);
+            }
+            Cmd::PutRecordTo { tag, peer, record } => {
+                self.log(format!(
+                    "PUT_VALUE of {} bytes to {peer}",
+                    record.value.len()
+                ));
+                let id = self.swarm.behaviour_mut().kad.put_record_to(
+                    record,
+                    std::iter::once(peer),
+                    kad::Quorum::One,
+                );
+                self.puts.insert(id, tag);
             }
             Cmd::KadProbe(tag, peer) => {
                 self.log(format!("kad protocol probe to {peer}"));
@@ -684,6 +831,7 @@ impl Actor {
             SwarmEvent::Behaviour(RawBehaviourEvent::KadProbe(e)) => self.on_probe(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Revocations(e)) => self.on_revocation(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Join(e)) => self.on_join(e),
+            SwarmEvent::Behaviour(RawBehaviourEvent::Rpc(e)) => self.on_rpc(e),
             SwarmEvent::Behaviour(RawBehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -721,6 +869,40 @@ impl Actor {
         if *left == 0 {
             self.flood = None;
         }
+    }
+
+    /// Keeps the presentation flood's window full while presentations are left.
+    fn pump_present_flood(&mut self) {
+        let Some((peer, request, left, window)) = &mut self.present_flood else {
+            return;
+        };
+        let (peer, window) = (*peer, *window);
+        while *left > 0 && self.present_flood_ids.len() < window {
+            *left -= 1;
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .membership
+                .send_request(&peer, request.clone());
+            self.present_flood_ids.insert(id);
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .present_flood_sent += 1;
+        }
+        if *left == 0 {
+            self.present_flood = None;
+        }
+    }
+
+    /// Counts an answer (or failure) of the presentation flood; `false` if `id` is not one.
+    fn on_present_flood(&mut self, id: OutboundRequestId, outcome: String) -> bool {
+        if !self.present_flood_ids.remove(&id) {
+            return false;
+        }
+        *self.state().present_flood.entry(outcome).or_default() += 1;
+        self.pump_present_flood();
+        true
     }
 
     fn on_join(&mut self, event: request_response::Event<JoinMessage, JoinReply>) {
@@ -805,6 +987,26 @@ impl Actor {
     ) {
         match event {
             request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } if self.present_flood_ids.contains(&request_id) => {
+                let outcome = match response.results.first().map(|r| &r.outcome) {
+                    Some(cordon_protocol::Outcome::Accepted) => "accepted".to_owned(),
+                    Some(cordon_protocol::Outcome::Rejected { reason }) => reason.to_string(),
+                    None => "empty".to_owned(),
+                };
+                self.on_present_flood(request_id, outcome);
+            }
+            request_response::Event::OutboundFailure { request_id, .. }
+                if self.present_flood_ids.contains(&request_id) =>
+            {
+                self.on_present_flood(request_id, "failure".to_owned());
+            }
+            request_response::Event::Message {
                 peer,
                 message:
                     request_response::Message::Response {
@@ -879,8 +1081,43 @@ impl Actor {
         }
     }
 
+    fn on_rpc(&mut self, event: request_response::Event<RpcRequest, RpcResponse>) {
+        let (request_id, outcome) = match event {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => (request_id, Ok(response)),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => (request_id, Err(error.to_string())),
+            other => {
+                self.log(format!("rpc event {other:?}"));
+                return;
+            }
+        };
+        self.log(format!("rpc answer: {outcome:?}"));
+        if let Some(tag) = self.rpc_requests.remove(&request_id) {
+            self.state().rpc_responses.insert(tag, outcome);
+        }
+    }
+
     fn on_kad(&mut self, event: kad::Event) {
         match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::PutRecord(result),
+                ..
+            } => {
+                self.log(format!("PUT_VALUE result: {result:?}"));
+                if let Some(tag) = self.puts.remove(&id) {
+                    let outcome = result.map(|_| ()).map_err(|e| e.to_string());
+                    self.state().puts.insert(tag, outcome);
+                }
+            }
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetClosestPeers(result),
