@@ -668,7 +668,13 @@ impl Actor {
         match cmd {
             Cmd::Dial(addr) => {
                 self.log(format!("dial {addr}"));
-                if let Err(e) = self.swarm.dial(addr) {
+                // From a fresh port: reusing the listening port collides (EADDRINUSE) with a
+                // connection the member may be opening to that port at the same moment.
+                let opts = libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                    .address(addr)
+                    .allocate_new_port()
+                    .build();
+                if let Err(e) = self.swarm.dial(opts) {
                     self.log(format!("dial failed to start: {e}"));
                 }
             }
