@@ -148,8 +148,8 @@ impl Proof {
     }
 }
 
-/// Why a token did not prove its network: the stable code for the wire and the local detail for
-/// logs and the audit.
+/// Why a token did not prove its network: the stable code for logs and the audit (the wire shows
+/// [`Rejection::disclosed`]) and the local detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Stable reason code.
@@ -164,6 +164,26 @@ impl Rejection {
         Self {
             reason,
             detail: detail.into(),
+        }
+    }
+
+    /// The code the presenter is told (DESIGN.md section 4). A token that did not verify as a
+    /// real token of the network (undecodable, a signature that fails, an unknown anchor or
+    /// network) gets one code, [`ReasonCode::NotMember`], whatever this node's networks are:
+    /// a stranger learns nothing about them from a refusal. So does a delegation presented by
+    /// anyone but its seednode, because a seednode hands its delegation to whoever asks.
+    /// Specific codes (`expired`, `revoked`, `wrong_subject`, `policy`, `strict_network`,
+    /// `stale_revocations`) reach only a presenter whose token verified up to that check, who
+    /// already holds a real token of the network; transient codes (`rate_limited`,
+    /// `internal`) tell it to present again.
+    pub fn disclosed(&self, kind: TokenKind) -> ReasonCode {
+        match self.reason {
+            ReasonCode::Malformed
+            | ReasonCode::BadSignature
+            | ReasonCode::UnknownNetwork
+            | ReasonCode::NotMember => ReasonCode::NotMember,
+            ReasonCode::WrongSubject if kind == TokenKind::Delegation => ReasonCode::NotMember,
+            reason => reason,
         }
     }
 }
@@ -274,12 +294,7 @@ pub fn verify_token_cheaply(
         );
     }
     verifier
-        .precheck(
-            &presented.token,
-            membership,
-            presented.network.as_str(),
-            presenter,
-        )
+        .precheck(&presented.token, membership, presented.network.as_str())
         .err()
         .map(|e| Err(refused(e)))
 }
@@ -526,6 +541,8 @@ struct Pending<C> {
     peer: PeerId,
     /// Labels of every presented token, in order.
     networks: Vec<NetworkName>,
+    /// What each presented token claims to be, in order.
+    kinds: Vec<TokenKind>,
     /// Results so far; `None` while verifying.
     results: Vec<Option<Outcome>>,
     refused: Vec<Refused>,
@@ -853,6 +870,7 @@ where
             connection,
             peer,
             networks: request.tokens.iter().map(|t| t.network.clone()).collect(),
+            kinds: request.tokens.iter().map(|t| t.kind).collect(),
             results: vec![None; request.tokens.len()],
             refused: Vec::new(),
             verifying: Vec::new(),
@@ -860,23 +878,16 @@ where
         };
         let mut tokens = Vec::new();
         for (i, t) in request.tokens.into_iter().enumerate() {
-            let rejection = match self.local.get(&t.network) {
-                None => Some(Rejection::new(
-                    ReasonCode::UnknownNetwork,
-                    "network not joined here",
-                )),
-                Some(local) if local.strict && several => Some(Rejection::new(
-                    ReasonCode::StrictNetwork,
-                    "strict network: the peer presented other networks on this connection",
-                )),
-                Some(_) => None,
-            };
-            match rejection {
-                Some(r) => pending.reject(i, r),
-                None => {
-                    pending.verifying.push(i);
-                    tokens.push(t);
-                }
+            // A strict network's refusal waits for verification ([`Sessions::admit`]): its
+            // code would tell an unverified presenter that this node is in that network.
+            if self.local.contains_key(&t.network) {
+                pending.verifying.push(i);
+                tokens.push(t);
+            } else {
+                pending.reject(
+                    i,
+                    Rejection::new(ReasonCode::UnknownNetwork, "network not joined here"),
+                );
             }
         }
         if !wanted.is_empty() {
@@ -1533,7 +1544,7 @@ where
 impl<C> Pending<C> {
     fn reject(&mut self, index: usize, rejection: Rejection) {
         self.results[index] = Some(Outcome::Rejected {
-            reason: rejection.reason,
+            reason: rejection.disclosed(self.kinds[index]),
         });
         self.refused.push(Refused {
             network: Some(self.networks[index].clone()),

@@ -484,20 +484,17 @@ impl Verifier {
         )
     }
 
-    /// Checks, without any signature verification, what a token presented as `network` by
-    /// `presenter` must show to be worth verifying: its size, that it parses as a biscuit with
-    /// the block count of its kind (two for a membership, one for a delegation), that its root
-    /// key id names an anchor trusted for `network`, and, for a membership, that it names
-    /// `presenter` as its subject and that its membership block claims the signature of the
-    /// seednode its delegation names. A token failing here would fail verification; one
-    /// passing may still fail it. Costs a parse, no Ed25519.
-    pub fn precheck(
-        &self,
-        token: &[u8],
-        membership: bool,
-        network: &str,
-        presenter: &PeerId,
-    ) -> Result<(), Refusal> {
+    /// Checks, without any signature verification, what a token presented as `network` must
+    /// show to be worth verifying: its size, that it parses as a biscuit with the block count
+    /// of its kind (two for a membership, one for a delegation), that its root key id names an
+    /// anchor trusted for `network`, and, for a membership, that its membership block claims
+    /// the signature of the seednode its delegation names. A token failing here would fail
+    /// verification; one passing may still fail it. Costs a parse, no Ed25519.
+    ///
+    /// Every refusal here is one of a token that did not verify, which the wire shows as one
+    /// code. The subject is left to verification: a real token presented by another peer is
+    /// refused `wrong_subject`, which only a verified token may be told.
+    pub fn precheck(&self, token: &[u8], membership: bool, network: &str) -> Result<(), Refusal> {
         self.check_size(token)?;
         let unverified =
             biscuit_auth::UnverifiedBiscuit::from(token).map_err(|_| Refusal::Malformed {
@@ -530,25 +527,6 @@ impl Verifier {
             });
         }
         if membership {
-            // The subject is the fact `node(hex:<peer id bytes>)` of the membership block.
-            let source = unverified
-                .print_block_source(1)
-                .map_err(|_| Refusal::Malformed {
-                    detail: "membership block",
-                })?;
-            let subject = source
-                .split_once("node(hex:")
-                .and_then(|(_, rest)| rest.split_once(')'))
-                .and_then(|(hex, _)| decode_hex(hex))
-                .and_then(|bytes| PeerId::from_bytes(&bytes).ok())
-                .ok_or(Refusal::Malformed {
-                    detail: "the membership block names no subject",
-                })?;
-            if &subject != presenter {
-                return Err(Refusal::WrongSubject {
-                    token_subject: subject,
-                });
-            }
             // Block 1 must be signed by the seednode the delegation names (its `delegate`
             // fact); the signature itself is checked by verification.
             let delegate = unverified.print_block_source(0).ok().and_then(|source| {
@@ -754,7 +732,6 @@ impl Verifier {
             });
         }
         check_contexts(&biscuit, &[DELEGATION_CONTEXT])?;
-        let revocation_id = self.check_revocation(delegation_revocation_id(&biscuit)?)?;
         let (facts, _) =
             extract(&biscuit, None, false, self.config.limits()).map_err(policy_refusal)?;
         let anchor = check_anchor_for_network(&access, &biscuit, &facts.network)?;
@@ -763,11 +740,14 @@ impl Verifier {
                 detail: "delegate key is not an Ed25519 point",
             })?
             .peer_id();
+        // Who presents it is checked first: a delegation is public, so what follows (revoked,
+        // expired) is for its own seednode only.
         if &seednode != presenter {
             return Err(Refusal::WrongSubject {
                 token_subject: seednode,
             });
         }
+        let revocation_id = self.check_revocation(delegation_revocation_id(&biscuit)?)?;
         if access.network(&facts.network).is_none() {
             return Err(Refusal::UnknownNetwork {
                 network: facts.network,

@@ -156,7 +156,7 @@ fn non_strict_network_accepts_multi_network_peers() {
 }
 
 #[test]
-fn network_not_joined_here_is_unknown_network_even_if_the_token_verifies() {
+fn network_not_joined_here_gets_the_one_unverified_code_even_if_the_token_verifies() {
     let w = world();
     // The verifier trusts testnet's anchor, but this process joined only mainnet.
     let (answer, s) = present(
@@ -169,7 +169,7 @@ fn network_not_joined_here_is_unknown_network_even_if_the_token_verifies() {
         vec![(
             "testnet".into(),
             Outcome::Rejected {
-                reason: ReasonCode::UnknownNetwork
+                reason: ReasonCode::NotMember
             }
         )]
     );
@@ -189,7 +189,7 @@ fn token_labelled_with_another_network_is_refused() {
         vec![(
             "mainnet".into(),
             Outcome::Rejected {
-                reason: ReasonCode::UnknownNetwork
+                reason: ReasonCode::NotMember
             }
         )]
     );

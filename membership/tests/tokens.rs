@@ -713,25 +713,27 @@ fn precheck_refuses_cheaply_what_verification_would_refuse() {
     );
     let node = key(10).peer_id();
     let token = main.member(&node);
-    verifier.precheck(&token, true, "mainnet", &node).unwrap();
+    verifier.precheck(&token, true, "mainnet").unwrap();
     // A seednode's delegation passes as a delegation, not as a membership.
     verifier
-        .precheck(&main.delegation, false, "mainnet", &main.seednode.peer_id())
+        .precheck(&main.delegation, false, "mainnet")
         .unwrap();
     let err = verifier
-        .precheck(&main.delegation, true, "mainnet", &node)
+        .precheck(&main.delegation, true, "mainnet")
         .unwrap_err();
     assert_eq!(err.code(), RefusalCode::Malformed, "{err}");
-    // A copied token names another subject.
+    // A copied token passes: its refusal, `wrong_subject`, may only come from verification
+    // (a pre-check refusal is shown on the wire as the one code of unverified tokens).
     let thief = key(11).peer_id();
+    verifier.precheck(&token, true, "mainnet").unwrap();
     let err = verifier
-        .precheck(&token, true, "mainnet", &thief)
+        .verify_membership(&token, &thief, t0())
         .unwrap_err();
     assert!(matches!(err, Refusal::WrongSubject { token_subject } if token_subject == node));
     // Another network's token labelled mainnet.
     let testnet_token = test.member(&node);
     let err = verifier
-        .precheck(&testnet_token, true, "mainnet", &node)
+        .precheck(&testnet_token, true, "mainnet")
         .unwrap_err();
     assert!(
         matches!(&err, Refusal::UnknownNetwork { network } if network == "testnet"),
@@ -740,13 +742,11 @@ fn precheck_refuses_cheaply_what_verification_would_refuse() {
     // An anchor nobody trusts.
     let stranger = Net::new("mainnet", 5, 6);
     let err = verifier
-        .precheck(&stranger.member(&node), true, "mainnet", &node)
+        .precheck(&stranger.member(&node), true, "mainnet")
         .unwrap_err();
     assert_eq!(err.code(), RefusalCode::BadSignature, "{err}");
     // Garbage, and a valid membership with a block appended (three blocks).
-    let err = verifier
-        .precheck(b"garbage", true, "mainnet", &node)
-        .unwrap_err();
+    let err = verifier.precheck(b"garbage", true, "mainnet").unwrap_err();
     assert_eq!(err.code(), RefusalCode::Malformed);
     let appended = Biscuit::from(&token, main.anchor.public().to_biscuit())
         .unwrap()
@@ -754,9 +754,7 @@ fn precheck_refuses_cheaply_what_verification_would_refuse() {
         .unwrap()
         .to_vec()
         .unwrap();
-    let err = verifier
-        .precheck(&appended, true, "mainnet", &node)
-        .unwrap_err();
+    let err = verifier.precheck(&appended, true, "mainnet").unwrap_err();
     assert_eq!(err.code(), RefusalCode::Malformed, "{err}");
     assert!(verifier.verify_membership(&appended, &node, t0()).is_err());
     // A delegation with a membership block the presenter signed itself (anyone holding a
@@ -767,9 +765,7 @@ fn precheck_refuses_cheaply_what_verification_would_refuse() {
         &rogue,
         membership_block(&rogue.peer_id(), "member", DAY),
     );
-    let err = verifier
-        .precheck(&forged, true, "mainnet", &rogue.peer_id())
-        .unwrap_err();
+    let err = verifier.precheck(&forged, true, "mainnet").unwrap_err();
     assert!(
         matches!(&err, Refusal::UnendorsedIssuer { signer: Some(k) } if *k == rogue.public()),
         "{err}"
@@ -780,7 +776,7 @@ fn precheck_refuses_cheaply_what_verification_would_refuse() {
         &main.seednode,
         membership_block(&node, "member", DAY),
     );
-    verifier.precheck(&genuine, true, "mainnet", &node).unwrap();
+    verifier.precheck(&genuine, true, "mainnet").unwrap();
 }
 
 /// The cache-only lookup answers exactly when a full verification would hit the cache.

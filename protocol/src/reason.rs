@@ -104,7 +104,10 @@ wire_code! {
         Policy => "policy",
         /// The network is strict and the peer is not allowed on it.
         StrictNetwork => "strict_network",
-        /// No token was presented for a network the request needs.
+        /// No token was presented for a network the request needs, or (in the membership
+        /// exchange) the presented token did not verify: undecodable, a failing signature, an
+        /// unknown anchor or network all get this one code, so a refusal does not tell a
+        /// stranger which networks the receiver is in.
         NotMember => "not_member",
         /// The peer sends too many requests.
         RateLimited => "rate_limited",

@@ -175,10 +175,13 @@ fn assert_refusal_logged(member: &Proc, peer: &PeerId, reason: ReasonCode) {
 
 /// The shared body of the refusal tests: present `request` to member 1, expect exactly
 /// `expected`, then prove FIND_NODE learns nothing and nobody routes the client.
+/// `expected` is what the client is told; `logged` the reasons the member must log and audit
+/// (the wire shows one code for every token that did not verify, DESIGN.md section 4).
 fn refused_case(
     name: &str,
     request: impl FnOnce(&Network, &PeerId) -> MembershipRequest,
     expected: Vec<NetworkResult>,
+    logged: &[ReasonCode],
 ) {
     let started = Instant::now();
     let net = Network::start();
@@ -203,10 +206,8 @@ fn refused_case(
             response.results, expected,
             "[{name}] wrong verdict from the member"
         );
-        for r in &expected {
-            if let Outcome::Rejected { reason } = r.outcome {
-                assert_refusal_logged(member, &client.peer, reason);
-            }
+        for reason in logged {
+            assert_refusal_logged(member, &client.peer, *reason);
         }
         let found = client.find_node(&member.peer, &member.addr);
         assert_learns_nothing(&net, &member.peer, &found, name);
@@ -296,7 +297,7 @@ fn no_token_is_refused_and_learns_no_member() {
 }
 
 #[test]
-fn other_network_token_is_refused_with_unknown_network() {
+fn other_network_token_is_refused_without_naming_the_reason() {
     // A genuine testnet membership for the raw client's own PeerId, issued with the testnet
     // seednode's real key and delegation: it verifies, but member 1 is mainnet-only.
     refused_case(
@@ -313,12 +314,13 @@ fn other_network_token_is_refused_with_unknown_network() {
                 tokens: vec![membership("testnet", token)],
             }
         },
-        vec![rejected("testnet", ReasonCode::UnknownNetwork)],
+        vec![rejected("testnet", ReasonCode::NotMember)],
+        &[ReasonCode::UnknownNetwork],
     );
 }
 
 #[test]
-fn other_network_token_labelled_mainnet_is_refused_with_unknown_network() {
+fn other_network_token_labelled_mainnet_is_refused_without_naming_the_reason() {
     // The same genuine testnet token, but claimed to be for mainnet.
     refused_case(
         "other_network_labelled_mainnet",
@@ -334,7 +336,8 @@ fn other_network_token_labelled_mainnet_is_refused_with_unknown_network() {
                 tokens: vec![membership("mainnet", token)],
             }
         },
-        vec![rejected("mainnet", ReasonCode::UnknownNetwork)],
+        vec![rejected("mainnet", ReasonCode::NotMember)],
+        &[ReasonCode::UnknownNetwork],
     );
 }
 
@@ -353,6 +356,7 @@ fn expired_token_is_refused_with_expired() {
             }
         },
         vec![rejected("mainnet", ReasonCode::Expired)],
+        &[ReasonCode::Expired],
     );
 }
 
@@ -371,7 +375,89 @@ fn copied_token_is_refused_with_wrong_subject() {
             }
         },
         vec![rejected("mainnet", ReasonCode::WrongSubject)],
+        &[ReasonCode::WrongSubject],
     );
+}
+
+/// Issue 12, item 2: refusals are not an oracle for a node's networks. Clients present tokens
+/// that do not verify (garbage; memberships forged on a real mainnet or testnet delegation,
+/// claiming its seednode's signature, so only the signature checks refuse them) labelled
+/// mainnet, testnet and labnet, to a mainnet member and to the testnet seednode. Every answer
+/// is the same code, whichever network the receiver is in; the reasons (malformed,
+/// bad_signature, unknown_network) are in the receivers' logs and audit trails.
+#[test]
+fn a_stranger_cannot_tell_from_refusals_which_networks_a_node_is_in() {
+    let started = Instant::now();
+    let net = Network::start();
+    let labels = ["mainnet", "testnet", "labnet"];
+    let root = net.dir.path();
+    let forged = |network: &str, key: &SecretKey| {
+        let delegation =
+            std::fs::read(root.join(format!("{network}.delegation"))).expect("the delegation");
+        let seednode = SecretKey::load(&root.join(format!("seed-{network}")).join("identity.key"))
+            .expect("the seednode's key")
+            .public();
+        cordon_tests::forge::membership(&delegation, key, Some(&seednode))
+    };
+    let targets = [(&net.members[0], "mainnet"), (&net.test_seed, "testnet")];
+    let kinds = ["garbage", "forged mainnet", "forged testnet"];
+    let mut answers = Vec::new();
+    let mut ip = 60;
+    for (target, joined) in targets {
+        for kind in kinds {
+            // One client per kind and target, from its own address: three failed presentations
+            // stay under the ban threshold (five).
+            ip += 1;
+            let key = SecretKey::generate();
+            let mut client = RawClient::start_at(&key, &format!("127.0.0.{ip}"));
+            let shared = client.shared();
+            checked(&net, &shared, || {
+                let token = match kind {
+                    "garbage" => b"not a biscuit at all".to_vec(),
+                    "forged mainnet" => forged("mainnet", &key),
+                    _ => forged("testnet", &key),
+                };
+                client.connect(&target.addr, &target.peer);
+                for label in labels {
+                    let response = client
+                        .present(
+                            &target.peer,
+                            MembershipRequest {
+                                want: Vec::new(),
+                                tokens: vec![membership(label, token.clone())],
+                            },
+                        )
+                        .expect("the target answers");
+                    eprintln!(
+                        "{} ({joined}): {kind} labelled {label}: {:?}",
+                        target.daemon.label, response.results
+                    );
+                    answers.push(((target.daemon.label.clone(), kind, label), response.results));
+                }
+                // The reasons stay local: a label this target is not in is unknown there; its
+                // own network's label is malformed (garbage), or bad_signature (its own
+                // network's forgery) or unknown_network (the other network's, whose anchor is
+                // not trusted for it).
+                let own = match kind {
+                    "garbage" => ReasonCode::Malformed,
+                    k if k.ends_with(joined) => ReasonCode::BadSignature,
+                    _ => ReasonCode::UnknownNetwork,
+                };
+                assert_refusal_logged(target, &client.peer, own);
+                assert_refusal_logged(target, &client.peer, ReasonCode::UnknownNetwork);
+            });
+        }
+    }
+    let differ: Vec<_> = answers
+        .iter()
+        .filter(|((_, _, label), results)| *results != vec![rejected(label, ReasonCode::NotMember)])
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "refusals that tell a stranger something (every answer must be not_member): {differ:#?}"
+    );
+    assert_eq!(answers.len(), 2 * kinds.len() * labels.len());
+    eprintln!("[oracle] passed in {:.1?}", started.elapsed());
 }
 
 #[test]

@@ -511,15 +511,73 @@ fn unknown_networks_are_refused_without_verification() {
         .unwrap();
     let actions = drain(&mut s);
     assert!(!actions.iter().any(|a| matches!(a, Action::Verify { .. })));
+    // The wire shows the one code of unverified tokens; the reason stays local.
     assert_eq!(
         response(&actions),
-        vec![("labnet".into(), rejected(ReasonCode::UnknownNetwork))]
+        vec![("labnet".into(), rejected(ReasonCode::NotMember))]
     );
-    let refused = actions
+    let refused: Vec<_> = actions
         .iter()
-        .filter(|a| matches!(a, Action::Refused { .. }))
-        .count();
-    assert_eq!(refused, 1);
+        .filter_map(|a| match a {
+            Action::Refused { refused, .. } => Some(refused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0][0].rejection.reason, ReasonCode::UnknownNetwork);
+}
+
+/// Issue 12, item 2: what a refusal shows depends on whether the token verified, never on which
+/// networks this node joined; the audit keeps the reason.
+#[test]
+fn refusals_of_tokens_that_did_not_verify_look_the_same_on_the_wire() {
+    let unverified = [
+        ReasonCode::Malformed,
+        ReasonCode::BadSignature,
+        ReasonCode::UnknownNetwork,
+    ];
+    for reason in unverified {
+        let mut s = sessions(false);
+        s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
+        // mainnet is joined here (its token is verified and refused), labnet is not.
+        let actions = prove(&mut s, 1, &["mainnet", "labnet"], t0(), |_| {
+            Err(Rejection::new(reason, "forged"))
+        });
+        assert_eq!(
+            response(&actions),
+            vec![
+                ("mainnet".into(), rejected(ReasonCode::NotMember)),
+                ("labnet".into(), rejected(ReasonCode::NotMember)),
+            ],
+            "{reason}"
+        );
+        let logged: Vec<ReasonCode> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Refused { refused, .. } => Some(refused),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| r.rejection.reason)
+            .collect();
+        assert_eq!(logged, vec![ReasonCode::UnknownNetwork, reason]);
+    }
+    // A token that verified far enough is told why.
+    for reason in [
+        ReasonCode::Expired,
+        ReasonCode::Revoked,
+        ReasonCode::WrongSubject,
+        ReasonCode::Policy,
+    ] {
+        let rejection = Rejection::new(reason, "verified");
+        assert_eq!(rejection.disclosed(TokenKind::Membership), reason);
+    }
+    // A delegation is public: one presented by another peer than its seednode is not told.
+    let copied = Rejection::new(ReasonCode::WrongSubject, "someone else's delegation");
+    assert_eq!(
+        copied.disclosed(TokenKind::Delegation),
+        ReasonCode::NotMember
+    );
 }
 
 #[test]
@@ -661,7 +719,7 @@ fn removing_an_anchor_ends_exactly_the_proofs_and_routes_that_chain_to_it() {
     let actions = drain(&mut s);
     assert_eq!(
         response(&actions),
-        vec![("mainnet".into(), rejected(ReasonCode::BadSignature))]
+        vec![("mainnet".into(), rejected(ReasonCode::NotMember))]
     );
     assert!(!s.is_routed(&net("mainnet"), &peer(4)));
 }
