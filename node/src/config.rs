@@ -5,6 +5,7 @@
 //! default its doc names, unknown keys refused, every limit range-checked, relative paths
 //! resolved against the file's directory. Command-line flags override the file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use cordon_host::clock::Clock;
 use cordon_host::descriptor::Descriptor;
 
+use crate::invite::InviteCode;
 use crate::ratelimit::LimitsConfig;
 use crate::rpc::{PolicyConfig, RecordStoreConfig};
 
@@ -275,8 +277,9 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Label sent with join requests (shown to operators).
     pub label: String,
-    /// Invite code sent with join requests for `invite` networks.
-    pub invite: Option<String>,
+    /// Invite codes by network, each sent only to its network's seednodes with the first
+    /// join request (never with a renewal).
+    pub invites: BTreeMap<NetworkName, InviteCode>,
     /// Limits.
     pub limits: NodeLimits,
     /// Address of the Prometheus endpoint; `None` (the default) serves no metrics.
@@ -319,7 +322,7 @@ impl NodeConfig {
             networks,
             listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr")],
             label: String::new(),
-            invite: None,
+            invites: BTreeMap::new(),
             limits: NodeLimits::default(),
             metrics: None,
             filter_file: None,
@@ -470,8 +473,14 @@ pub struct DaemonFile<S> {
     pub listen: Vec<String>,
     /// Label sent with join requests. Default: `node-` and the end of the PeerId.
     pub label: String,
-    /// Invite code sent with join requests to `invite` networks. Default none.
-    pub invite: Option<String>,
+    /// `[invites]`: invite codes by network (`mainnet = "CODE"`), each sent only to that
+    /// network's seednodes with the first join request. Default none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub invites: BTreeMap<NetworkName, InviteCode>,
+    /// `[invite_files]`: files holding an invite code, by network (`mainnet = "PATH"`; the
+    /// file must be private to its owner). Default none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub invite_files: BTreeMap<NetworkName, PathBuf>,
     /// Prometheus endpoint, e.g. `"127.0.0.1:9464"`. Default: no metrics.
     pub metrics: Option<SocketAddr>,
     /// Connection-filter rules file, re-read by `node reload`. Default: no rules; loopback
@@ -508,7 +517,8 @@ impl<S: Default> Default for DaemonFile<S> {
             networks: Vec::new(),
             listen: vec!["/ip4/0.0.0.0/tcp/0".to_owned()],
             label: String::new(),
-            invite: None,
+            invites: BTreeMap::new(),
+            invite_files: BTreeMap::new(),
             metrics: None,
             filter: None,
             policy: None,
@@ -543,6 +553,9 @@ impl<S: Section> DaemonFile<S> {
         {
             *p = resolve(path, p);
         }
+        for p in file.invite_files.values_mut() {
+            *p = resolve(path, p);
+        }
         file.seednode.resolve_paths(path);
         file.validate().map_err(|e| e.in_file(path))?;
         Ok(file)
@@ -555,15 +568,15 @@ impl<S: Section> DaemonFile<S> {
                 Invalid::new("listen", format!("{addr:?} is not a multiaddr ({e})"))
             })?;
         }
-        if let Some(invite) = &self.invite
-            && (invite.is_empty()
-                || invite.len() > self.protocol.max_invite_bytes
-                || !invite.chars().all(|c| c.is_ascii_graphic()))
-        {
-            return Err(Invalid::new(
-                "invite",
-                "must be 1 to 64 printable ASCII characters without spaces",
-            ));
+        for (network, code) in &self.invites {
+            InviteCode::new(code.expose(), self.protocol.max_invite_bytes)
+                .map_err(|e| Invalid::new(format!("invites.{network}"), e))?;
+            if self.invite_files.contains_key(network) {
+                return Err(Invalid::new(
+                    format!("invite_files.{network}"),
+                    "the network also has a code in [invites]; keep one of the two",
+                ));
+            }
         }
         self.limits.validate().map_err(|e| e.within("limits"))?;
         self.rate_limits
@@ -605,6 +618,40 @@ impl<S: Section> DaemonFile<S> {
         Ok((path, descriptor))
     }
 
+    /// The invite codes by network, files read. An invite for a network this process does not
+    /// join is refused: it would never be sent, and is likely a typo.
+    fn invites(
+        &self,
+        networks: &[NetworkName],
+        source: &str,
+    ) -> anyhow::Result<BTreeMap<NetworkName, InviteCode>> {
+        let max = self.protocol.max_invite_bytes;
+        let mut invites = BTreeMap::new();
+        for (network, code) in &self.invites {
+            let code = InviteCode::new(code.expose(), max)
+                .map_err(|e| anyhow::anyhow!("invite for {network} in {source}: {e}"))?;
+            invites.insert(network.clone(), code);
+        }
+        for (network, path) in &self.invite_files {
+            let code = InviteCode::read(path, max)
+                .map_err(|e| anyhow::anyhow!("invite file for {network} in {source}: {e}"))?;
+            invites.insert(network.clone(), code);
+        }
+        for network in invites.keys() {
+            anyhow::ensure!(
+                networks.contains(network),
+                "an invite is given for {network}, which this node does not join (it joins {}); \
+                 an invite is bound to its network",
+                networks
+                    .iter()
+                    .map(NetworkName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(invites)
+    }
+
     /// [`DaemonFile::node_config`] with the descriptor already loaded from `descriptor_path`.
     pub fn node_config_with(
         &self,
@@ -634,7 +681,9 @@ impl<S: Section> DaemonFile<S> {
             networks.len(),
             self.limits.max_networks
         );
+        let invites = self.invites(&networks, source)?;
         let mut config = NodeConfig::new(data, descriptor, networks);
+        config.invites = invites;
         config.descriptor_file = Some(descriptor_path.to_owned());
         config.listen = self
             .listen
@@ -642,7 +691,6 @@ impl<S: Section> DaemonFile<S> {
             .map(|a| a.parse())
             .collect::<Result<_, _>>()?;
         config.label = self.label.clone();
-        config.invite = self.invite.clone();
         config.limits = self.limits.clone();
         config.metrics = self.metrics;
         config.filter_file = self.filter.clone();

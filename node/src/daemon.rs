@@ -200,7 +200,7 @@ impl Node {
                 },
                 joins,
                 label,
-                config.invite.clone(),
+                config.invites.clone(),
             ),
             data.clone(),
             local,

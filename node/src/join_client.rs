@@ -19,6 +19,7 @@
 //!   token chains to (its anchor was rotated, or its delegation renewed), we renew at that
 //!   seednode at once, margin or not: the old anchor may be removed next.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use cordon_membership::{PeerId, PublicKey, RevocationId, Verifier};
@@ -26,6 +27,8 @@ use cordon_protocol::{DenyReason, JoinMessage, JoinReply, JoinRequest, NetworkNa
 
 use cordon_host::clock::unix_secs;
 use cordon_host::datadir::{DataDir, PendingJoin};
+
+use crate::invite::InviteCode;
 
 /// Timing of the join client.
 #[derive(Debug, Clone)]
@@ -142,7 +145,7 @@ struct Net<R> {
 pub struct JoinClient<R> {
     config: JoinConfig,
     label: String,
-    invite: Option<String>,
+    invites: BTreeMap<NetworkName, InviteCode>,
     nets: Vec<Net<R>>,
 }
 
@@ -158,17 +161,18 @@ pub struct JoinNetwork {
 }
 
 impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
-    /// A client for `networks`, sending `label` (and `invite`, if any) with its requests.
+    /// A client for `networks`, sending `label` with its requests, and a network's invite code
+    /// (if any) with its first join request only.
     pub fn new(
         config: JoinConfig,
         networks: impl IntoIterator<Item = JoinNetwork>,
         label: String,
-        invite: Option<String>,
+        invites: BTreeMap<NetworkName, InviteCode>,
     ) -> Self {
         Self {
             config,
             label,
-            invite,
+            invites,
             nets: networks
                 .into_iter()
                 .map(|n| Net {
@@ -356,12 +360,18 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                     let Some(seed) = reissuer.as_ref().or(seeds.first()) else {
                         continue;
                     };
+                    // The code goes with a first join only: a renewal is decided by the
+                    // token we hold, and a code sent again is one more place it shows.
+                    let invite = match &net.token {
+                        None => self.invites.get(&net.name).map(|c| c.expose().to_owned()),
+                        Some(_) => None,
+                    };
                     (
                         *seed,
                         JoinMessage::Request(JoinRequest {
                             network: net.name.clone(),
                             label: self.label.clone(),
-                            invite: self.invite.clone(),
+                            invite,
                         }),
                     )
                 }
@@ -563,7 +573,7 @@ mod tests {
                 serving,
             }],
             "lab".into(),
-            None,
+            BTreeMap::new(),
         )
     }
 
@@ -620,6 +630,54 @@ mod tests {
         c.adopt(&mainnet(), renewed);
         assert!(sends(&c.poll(t0() + 200 * SECOND, |_| vec![seed()])).is_empty());
         assert!(!c.on_seednode(&mainnet(), seed(), &RevocationId(vec![2; 16])));
+    }
+
+    /// Issue 12, item 1: a network's invite goes with its first join request, not to another
+    /// network's seednode and not with a renewal.
+    #[test]
+    fn an_invite_goes_to_its_network_with_the_first_join_only() {
+        let testnet: NetworkName = "testnet".parse().unwrap();
+        let invites = BTreeMap::from([(mainnet(), InviteCode::new("c0de", 64).unwrap())]);
+        let mut c = JoinClient::new(
+            JoinConfig::default(),
+            [mainnet(), testnet.clone()].map(|name| JoinNetwork {
+                name,
+                renewal_margin: Duration::from_secs(600),
+                serving: false,
+            }),
+            "lab".into(),
+            invites,
+        );
+        let requests = |actions: Vec<JoinAction>| -> Vec<(NetworkName, Option<String>)> {
+            actions
+                .into_iter()
+                .filter_map(|a| match a {
+                    JoinAction::Send {
+                        message: JoinMessage::Request(r),
+                        ..
+                    } => Some((r.network, r.invite)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            requests(c.poll(t0(), |_| vec![seed()])),
+            vec![
+                (mainnet(), Some("c0de".to_owned())),
+                (testnet.clone(), None)
+            ]
+        );
+        c.sent(&mainnet(), 1);
+        c.sent(&testnet, 2);
+        c.handle_reply(1, seed(), JoinReply::Ack, t0());
+        // Member now; at renewal time the request carries no code.
+        let expires = t0() + Duration::from_secs(3600);
+        c.adopt(&mainnet(), own(expires));
+        let renewal = requests(c.poll(expires - Duration::from_secs(60), |_| vec![seed()]));
+        assert!(
+            renewal.contains(&(mainnet(), None)),
+            "no renewal request, or one with the code: {renewal:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod daemon;
 mod event_loop;
 pub mod filter;
 pub mod gate;
+pub mod invite;
 pub mod join;
 pub mod join_client;
 pub mod keyed;

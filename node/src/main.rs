@@ -49,9 +49,26 @@ enum Command {
         /// Network to join; repeat for several. Overrides `networks`.
         #[arg(long = "network", value_name = "NAME")]
         network: Vec<NetworkName>,
-        /// Invite code for networks with the `invite` join policy. Overrides `invite`.
-        #[arg(long)]
-        invite: Option<String>,
+        /// An invite code for one network with the `invite` join policy, as NETWORK=CODE;
+        /// repeat for several. Sent only to that network's seednodes, with the first join
+        /// request. Prefer --invite-file or CORDON_INVITE (comma-separated): other users can
+        /// read a process's arguments. Overrides `[invites]` for the networks it names.
+        #[arg(
+            long,
+            value_name = "NETWORK=CODE",
+            env = "CORDON_INVITE",
+            hide_env_values = true,
+            value_delimiter = ','
+        )]
+        invite: Vec<String>,
+        /// A file holding one network's invite code, as NETWORK=PATH (the file private to its
+        /// owner); repeat for several. Overrides `[invite_files]` for the networks it names.
+        #[arg(
+            long,
+            value_name = "NETWORK=PATH",
+            value_parser = cordon_node::invite::parse_file_arg
+        )]
+        invite_file: Vec<(NetworkName, PathBuf)>,
         /// Seconds a connection may stay unauthenticated. Overrides `limits.auth_timeout`.
         #[arg(long)]
         auth_timeout_secs: Option<u64>,
@@ -166,6 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             daemon,
             network,
             invite,
+            invite_file,
             auth_timeout_secs,
             policy,
             check,
@@ -174,8 +192,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !network.is_empty() {
                 file.networks = network;
             }
-            if invite.is_some() {
-                file.invite = invite;
+            // Parsed here rather than by clap, whose errors quote the value (the code).
+            let invite = invite
+                .iter()
+                .map(|arg| cordon_node::invite::parse_code_arg(arg))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--invite / CORDON_INVITE: {e}"))?;
+            let mut named = std::collections::BTreeSet::new();
+            for network in invite
+                .iter()
+                .map(|(n, _)| n)
+                .chain(invite_file.iter().map(|(n, _)| n))
+            {
+                anyhow::ensure!(
+                    named.insert(network.clone()),
+                    "two invites given for {network} (--invite / --invite-file / CORDON_INVITE); \
+                     give one"
+                );
+            }
+            for (network, path) in invite_file {
+                file.invites.remove(&network);
+                file.invite_files.insert(network, path);
+            }
+            for (network, code) in invite {
+                file.invite_files.remove(&network);
+                file.invites.insert(network, code);
             }
             if let Some(secs) = auth_timeout_secs {
                 file.limits.auth_timeout = Duration::from_secs(secs);
