@@ -249,8 +249,8 @@ pub struct Published {
     pub version: u64,
 }
 
-/// What a remote command answered, for people and scripts: byte payloads as text (invalid
-/// UTF-8 replaced) with their exact bytes in hex alongside.
+/// What a remote command answered, for people and scripts: byte payloads as [`Bytes`] (text
+/// when printable UTF-8, base64 otherwise, and which).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum CallResult {
@@ -272,10 +272,8 @@ pub enum CallResult {
     },
     /// Answer to `echo`.
     Echo {
-        /// The payload as text.
-        text: String,
-        /// The payload's bytes, hex.
-        hex: String,
+        /// The payload.
+        payload: Bytes,
     },
     /// Answer to `dht_put`: stored.
     Stored,
@@ -290,12 +288,10 @@ pub enum CallResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordView {
-    /// The key as text.
-    pub key: String,
-    /// The value as text.
-    pub value: String,
-    /// The value's bytes, hex.
-    pub value_hex: String,
+    /// The key.
+    pub key: Bytes,
+    /// The value.
+    pub value: Bytes,
     /// The publisher's PeerId (empty if its key does not decode).
     pub publisher: String,
     /// The publisher's sequence number.
@@ -304,9 +300,61 @@ pub struct RecordView {
     pub timestamp: u64,
 }
 
+/// Bytes from a peer as `node call` shows them: as text when they are UTF-8 without control
+/// characters (tab and newline allowed), so a peer cannot drive the operator's terminal with
+/// escape sequences; as base64 otherwise. `encoding` says which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bytes {
+    /// `utf8` or `base64`.
+    pub encoding: Encoding,
+    /// The bytes in that encoding.
+    pub data: String,
+}
+
+/// How [`Bytes::data`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The bytes are this text.
+    Utf8,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+impl Bytes {
+    /// Shows `bytes` as text if they are printable UTF-8, base64 otherwise.
+    pub fn of(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        match std::str::from_utf8(bytes) {
+            Ok(text)
+                if !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t') =>
+            {
+                Self {
+                    encoding: Encoding::Utf8,
+                    data: text.to_owned(),
+                }
+            }
+            _ => Self {
+                encoding: Encoding::Base64,
+                data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
+        }
+    }
+
+    /// One line for people: the text, or `base64:` and the encoding.
+    pub fn display(&self) -> String {
+        match self.encoding {
+            Encoding::Utf8 => self.data.clone(),
+            Encoding::Base64 => format!("base64:{}", self.data),
+        }
+    }
+}
+
 impl From<RpcResult> for CallResult {
     fn from(result: RpcResult) -> Self {
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         match result {
             RpcResult::Pong => Self::Pong,
             RpcResult::Info {
@@ -320,15 +368,13 @@ impl From<RpcResult> for CallResult {
             },
             RpcResult::Peers { peers } => Self::Peers { peers },
             RpcResult::Echo { data } => Self::Echo {
-                text: text(&data),
-                hex: hex::encode(&data),
+                payload: Bytes::of(&data),
             },
             RpcResult::Stored => Self::Stored,
             RpcResult::Record { record } => Self::Record {
                 record: record.map(|r| RecordView {
-                    key: text(&r.key),
-                    value: text(&r.value),
-                    value_hex: hex::encode(&r.value),
+                    key: Bytes::of(&r.key),
+                    value: Bytes::of(&r.value),
                     publisher: libp2p::identity::PublicKey::try_decode_protobuf(&r.publisher)
                         .map(|k| k.to_peer_id().to_string())
                         .unwrap_or_default(),
@@ -712,6 +758,36 @@ mod tests {
 
     fn peer() -> PeerId {
         cordon_membership::SecretKey::from_seed([1; 32]).peer_id()
+    }
+
+    /// Issue 12, item 7: bytes are text only when they are printable UTF-8.
+    #[test]
+    fn bytes_show_as_text_only_when_printable_utf8() {
+        let text = Bytes::of("héllo\n\tworld".as_bytes());
+        assert_eq!(text.encoding, Encoding::Utf8);
+        assert_eq!(text.display(), "héllo\n\tworld");
+        for raw in [&b"\xff\xfe\x00"[..], b"\x1b[2Jcleared", b"bell\x07", b""] {
+            let shown = Bytes::of(raw);
+            if raw.is_empty() {
+                assert_eq!(shown.encoding, Encoding::Utf8);
+                continue;
+            }
+            assert_eq!(shown.encoding, Encoding::Base64, "{raw:?}");
+            use base64::Engine as _;
+            let back = base64::engine::general_purpose::STANDARD
+                .decode(&shown.data)
+                .unwrap();
+            assert_eq!(back, raw);
+            assert!(shown.display().starts_with("base64:"));
+        }
+        let json = serde_json::to_value(CallResult::Echo {
+            payload: Bytes::of(b"\xff"),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"echo": {"payload": {"encoding": "base64", "data": "/w=="}}})
+        );
     }
 
     #[test]

@@ -318,11 +318,11 @@ fn call_with_timeout<T: DeserializeOwned>(
 fn render_call(result: &CallResult) -> String {
     match result {
         CallResult::Pong => "pong".into(),
-        CallResult::Echo { text, .. } => text.clone(),
+        CallResult::Echo { payload } => payload.display(),
         CallResult::Record { record: None } => "no record".into(),
         CallResult::Record {
             record: Some(record),
-        } => record.value.clone(),
+        } => record.value.display(),
         other => serde_json::to_string_pretty(other).unwrap_or_default(),
     }
 }

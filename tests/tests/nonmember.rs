@@ -1093,7 +1093,10 @@ fn a_member_answering_get_value_with_another_keys_record_is_not_believed() {
         // The control: asked for its own key, the same answer is believed (the lookup reached
         // the hostile member, and only the key check refused its answer above).
         let decoy = dht_get(caller, &asked.peer, "decoy");
-        assert_eq!(decoy["record"]["record"]["value"], "planted", "{decoy}");
+        assert_eq!(
+            decoy["record"]["record"]["value"]["data"], "planted",
+            "{decoy}"
+        );
     });
 }
 
@@ -1300,7 +1303,7 @@ fn a_member_without_dht_put_cannot_store_records_through_raw_put_value() {
             .expect("the rpc answers");
         assert_eq!(stored, RpcResponse::Ok(RpcResult::Stored));
         let got = dht_get(reader, &target.peer, "junk-0");
-        assert_eq!(got["record"]["record"]["value"], "legit", "{got}");
+        assert_eq!(got["record"]["record"]["value"]["data"], "legit", "{got}");
     });
 }
 

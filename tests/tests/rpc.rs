@@ -220,6 +220,43 @@ fn member_lacking_a_right_is_denied_while_operator_succeeds() {
         "echo did not return its text: {}",
         echo.stdout
     );
+    // Issue 12, item 7: bytes are shown as text only when they are printable UTF-8, and the
+    // JSON says which encoding it used; anything else (here a terminal escape sequence a peer
+    // could send back) is base64, so it never reaches the operator's terminal raw.
+    let echoed = serde_json::from_str::<Value>(&echo.stdout).expect("JSON");
+    assert_eq!(
+        echoed["echo"]["payload"],
+        serde_json::json!({"encoding": "utf8", "data": "hi-from-b"}),
+        "{echoed}"
+    );
+    let escape = "\u{1b}[2J\u{1b}]0;owned\u{7}";
+    let echoed = call_ok(&b, &a, &["echo", escape]);
+    let echoed = serde_json::from_str::<Value>(&echoed.stdout).expect("JSON");
+    assert_eq!(echoed["echo"]["payload"]["encoding"], "base64", "{echoed}");
+    let decoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(echoed["echo"]["payload"]["data"].as_str().unwrap())
+            .unwrap()
+    };
+    assert_eq!(decoded, escape.as_bytes());
+    let plain = cli(
+        "node",
+        &[
+            "call",
+            "--data",
+            path_str(&b.data),
+            &a.peer_id,
+            "echo",
+            escape,
+        ],
+    );
+    assert!(plain.ok, "{}", plain.stderr);
+    assert!(
+        plain.stdout.starts_with("base64:") && !plain.stdout.contains('\u{1b}'),
+        "plain output: {:?}",
+        plain.stdout
+    );
     call_ok(&b, &a, &["dht_get", "k"]);
 
     // ... but not store a record: the default policy gives `dht_put` to operators only.
