@@ -54,6 +54,9 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file belongs to another user, who could swap the key.
+    #[error("key file: {0}")]
+    Owner(#[from] crate::ownership::Exposure),
     /// The key file does not hold an Ed25519 secret key in Cordon's format.
     #[error(
         "key file {path} is not a Cordon key file (expected one line `ed25519-private/<64 hex digits>`, or for an anchor key an encrypted `cordon-anchor-key/1` file); restore it from backup or create a new key"
@@ -270,6 +273,7 @@ pub(crate) fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, 
             mode,
         });
     }
+    crate::ownership::check_owner(path, &meta)?;
     if meta.len() > MAX_KEY_FILE_LEN {
         return Err(KeyError::Garbage {
             path: path.to_owned(),

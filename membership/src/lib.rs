@@ -23,6 +23,7 @@ pub mod anchor_key;
 pub mod heads;
 pub mod issue;
 pub mod keys;
+pub mod ownership;
 pub mod revocation;
 pub mod session;
 pub mod token;

@@ -56,6 +56,7 @@ impl InviteCode {
                      credential: chmod 600 {show}"
                 ));
             }
+            cordon_membership::ownership::check_owner(path, &meta).map_err(|e| e.to_string())?;
         }
         // At most a little more than a code: a huge file is refused unread.
         let bytes = std::fs::read(path).map_err(|e| format!("{show}: {e}"))?;

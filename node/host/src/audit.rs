@@ -420,6 +420,9 @@ pub enum AuditError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The log belongs to another user, who could rewrite it.
+    #[error("audit log: {0}")]
+    Owner(#[from] cordon_membership::ownership::Exposure),
     /// The last line of an existing log is not a complete record, so the chain cannot be
     /// continued. Nothing was written.
     #[error(
@@ -557,6 +560,7 @@ impl AuditLog {
                         mode,
                     });
                 }
+                cordon_membership::ownership::check_owner(path, &meta)?;
                 OpenOptions::new()
                     .read(true)
                     .append(true)

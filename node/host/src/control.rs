@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cordon_membership::ownership;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -163,6 +164,9 @@ pub enum ControlError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The socket or its directory belongs to another user.
+    #[error("control socket: {0}")]
+    Owner(#[from] ownership::Exposure),
     /// The socket could not be created.
     #[error(
         "cannot create the control socket {path}: {source}; check that the data directory exists and is writable (socket paths are limited to about 100 bytes)"
@@ -335,7 +339,18 @@ fn check_directory(path: &Path) -> Result<(), ControlError> {
             mode,
         });
     }
+    ownership::check_owner(dir, &meta)?;
     Ok(())
+}
+
+/// A client talks only to a socket its own user created: another user's daemon (or a socket
+/// planted in its place) would be answering for this one.
+fn check_socket_owner(path: &Path) -> Result<(), ControlError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(ownership::check_owner(path, &meta)?),
+        // Connecting reports a missing socket as "not running".
+        Err(_) => Ok(()),
+    }
 }
 
 async fn remove_if_stale(path: &Path) -> Result<(), ControlError> {
@@ -731,6 +746,7 @@ async fn call_async<Req: Serialize, Resp: DeserializeOwned>(
     timeout: Duration,
 ) -> Result<Resp, ControlError> {
     let line = request_line(path, request)?;
+    check_socket_owner(path)?;
     let mut stream = UnixStream::connect(path)
         .await
         .map_err(|e| connect_error(path, e))?;
@@ -773,6 +789,7 @@ pub fn call_blocking<Req: Serialize, Resp: DeserializeOwned>(
             .filter(|left| !left.is_zero())
     };
     let line = request_line(path, request)?;
+    check_socket_owner(path)?;
     let mut stream =
         std::os::unix::net::UnixStream::connect(path).map_err(|e| connect_error(path, e))?;
     let left = remaining().ok_or_else(timed_out)?;

@@ -30,7 +30,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use cordon_membership::{KeyError, SecretKey};
+use cordon_membership::{KeyError, SecretKey, ownership};
 use cordon_protocol::NetworkName;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -125,6 +125,9 @@ pub enum DataDirError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The directory, or one above it, can be changed by another user.
+    #[error("data directory: {0}")]
+    Owner(#[from] ownership::Exposure),
     /// The identity key could not be created or loaded (the message names the file and fix).
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -468,6 +471,8 @@ fn check_private_dir(path: &Path) -> Result<(), DataDirError> {
             mode,
         });
     }
+    ownership::check_owner(path, &meta)?;
+    ownership::check_parents(path)?;
     Ok(())
 }
 
