@@ -23,6 +23,7 @@ use cordon_host::clock::Clock;
 use cordon_host::descriptor::Descriptor;
 
 use crate::invite::InviteCode;
+use crate::metrics::MetricsServerConfig;
 use crate::ratelimit::LimitsConfig;
 use crate::rpc::{PolicyConfig, RecordStoreConfig};
 
@@ -284,6 +285,8 @@ pub struct NodeConfig {
     pub limits: NodeLimits,
     /// Address of the Prometheus endpoint; `None` (the default) serves no metrics.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The metrics endpoint's bounds.
+    pub metrics_server: MetricsServerConfig,
     /// Connection-filter rules file (reloadable with `node reload`); `None`: no allow/deny
     /// rules, loopback exempt from per-IP limits.
     pub filter_file: Option<PathBuf>,
@@ -325,6 +328,7 @@ impl NodeConfig {
             invites: BTreeMap::new(),
             limits: NodeLimits::default(),
             metrics: None,
+            metrics_server: MetricsServerConfig::default(),
             filter_file: None,
             rate_limits: crate::ratelimit::LimitsConfig::default(),
             policy_file: None,
@@ -504,6 +508,8 @@ pub struct DaemonFile<S> {
     pub authorization: PolicyConfig,
     /// `[control]`: the control socket's bounds.
     pub control: ControlLimits,
+    /// `[metrics_server]`: the metrics endpoint's bounds.
+    pub metrics_server: MetricsServerConfig,
     /// `[seednode]`: a seednode's own settings.
     #[serde(skip_serializing_if = "Section::absent")]
     pub seednode: S,
@@ -530,6 +536,7 @@ impl<S: Default> Default for DaemonFile<S> {
             records: RecordStoreConfig::default(),
             authorization: PolicyConfig::default(),
             control: ControlLimits::default(),
+            metrics_server: MetricsServerConfig::default(),
             seednode: S::default(),
         }
     }
@@ -592,6 +599,9 @@ impl<S: Section> DaemonFile<S> {
             .validate()
             .map_err(|e| e.within("authorization"))?;
         self.control.validate().map_err(|e| e.within("control"))?;
+        self.metrics_server
+            .validate()
+            .map_err(|e| e.within("metrics_server"))?;
         self.seednode.validate().map_err(|e| e.within("seednode"))
     }
 
@@ -702,6 +712,7 @@ impl<S: Section> DaemonFile<S> {
         config.records = self.records.clone();
         config.authorization = self.authorization.clone();
         config.control = self.control.clone();
+        config.metrics_server = self.metrics_server.clone();
         Ok(config)
     }
 }

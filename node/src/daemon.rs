@@ -180,9 +180,14 @@ impl Node {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         if let Some(addr) = config.metrics {
-            let bound = crate::metrics::serve(addr, Arc::new(registry), stopped(stop_rx))
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            let bound = crate::metrics::serve(
+                addr,
+                Arc::new(registry),
+                config.metrics_server.clone(),
+                stopped(stop_rx),
+            )
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
             tracing::info!(addr = %bound, "metrics endpoint listening");
         }
         let label = if config.label.is_empty() {

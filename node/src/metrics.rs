@@ -2,11 +2,18 @@
 //!
 //! Every metric is registered here with its help text; the event loop only increments them.
 //! The HTTP endpoint serves `GET /metrics` and nothing else, reads at most 8 KiB of request,
-//! answers at most 8 clients at once and gives each 5 s.
+//! and is bounded by [`MetricsServerConfig`]: clients at once in total and per source address
+//! (so one client reconnecting cannot hold every slot and starve the scraper), a short deadline
+//! for the request head, and one for the whole answer. Bind it to loopback (or a management
+//! network) and let the scraper reach it there: the numbers describe the node's peers.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use cordon_host::config::{Invalid, duration_in_range, in_range};
+use serde::{Deserialize, Serialize};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -187,15 +194,120 @@ impl Metrics {
     }
 }
 
+/// Bounds of the metrics endpoint (config section `[metrics_server]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsServerConfig {
+    /// Clients served at once; more are disconnected at once. Default 8.
+    pub max_clients: usize,
+    /// Of those, from one source address. Default 2.
+    pub max_clients_per_ip: usize,
+    /// Time a client has to send its request head. Default 2 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub request_timeout: Duration,
+    /// Time to answer one client, request included. Default 5 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub response_timeout: Duration,
+}
+
+impl Default for MetricsServerConfig {
+    fn default() -> Self {
+        Self {
+            max_clients: 8,
+            max_clients_per_ip: 2,
+            request_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl MetricsServerConfig {
+    /// Checks every bound.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        in_range("max_clients", self.max_clients, 1, 1024)?;
+        in_range(
+            "max_clients_per_ip",
+            self.max_clients_per_ip,
+            1,
+            self.max_clients,
+        )?;
+        duration_in_range(
+            "response_timeout",
+            self.response_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        )?;
+        duration_in_range(
+            "request_timeout",
+            self.request_timeout,
+            Duration::from_millis(100),
+            self.response_timeout,
+        )
+    }
+}
+
+/// Clients being served, per source address.
+#[derive(Debug, Default)]
+struct Clients {
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// One client's place; given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    clients: Arc<Mutex<Clients>>,
+    ip: IpAddr,
+}
+
+impl Slot {
+    fn take(
+        clients: &Arc<Mutex<Clients>>,
+        ip: IpAddr,
+        config: &MetricsServerConfig,
+    ) -> Option<Self> {
+        let mut c = clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= config.max_clients || mine >= config.max_clients_per_ip {
+            return None;
+        }
+        c.total += 1;
+        c.per_ip.insert(ip, mine + 1);
+        Some(Self {
+            clients: clients.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` on `addr` until `shutdown` resolves. Returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
+    config: MetricsServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let slots = Arc::new(tokio::sync::Semaphore::new(8));
+    let clients = Arc::new(Mutex::new(Clients::default()));
     tokio::spawn(async move {
         tokio::pin!(shutdown);
         loop {
@@ -203,33 +315,52 @@ pub async fn serve(
                 a = listener.accept() => a,
                 () = &mut shutdown => return,
             };
-            let Ok((stream, _)) = accepted else { continue };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                continue; // over the client cap: drop the connection
+            let Ok((stream, from)) = accepted else {
+                continue;
+            };
+            // Over a cap: dropped unanswered, at once.
+            let Some(slot) = Slot::take(&clients, from.ip(), &config) else {
+                continue;
             };
             let registry = registry.clone();
+            let config = config.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), answer(stream, &registry)).await;
+                let _slot = slot;
+                let _ = tokio::time::timeout(
+                    config.response_timeout,
+                    answer(stream, &registry, config.request_timeout),
+                )
+                .await;
             });
         }
     });
     Ok(local)
 }
 
-async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    registry: &Registry,
+    request_timeout: Duration,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 8192];
     let mut len = 0;
-    while len < buf.len() {
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
+    let head = async {
+        while len < buf.len() {
+            let n = stream.read(&mut buf[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
         }
-        len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(request_timeout, head).await {
+        Ok(read) => read?,
+        // No request head in time: the slot goes to the next client.
+        Err(_) => return Ok(()),
     }
     let request = &buf[..len];
     let response = if request.starts_with(b"GET /metrics ")
@@ -261,9 +392,14 @@ mod tests {
         metrics.connection("established");
         metrics.check(Some("wrong_subject"));
         let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::new(registry), async {
-            let _ = stopped.await;
-        })
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(registry),
+            MetricsServerConfig::default(),
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .unwrap();
         let get = |path: &'static str| async move {
