@@ -154,14 +154,16 @@ impl EventLoop {
                 peer, addr, reason, ..
             }) => {
                 self.report.metrics().connection("filtered");
-                tracing::info!(peer = ?peer, %addr, reason = reason.as_str(), "connection refused by the filter");
                 let mut event = AuditEvent::new(AuditKind::ConnectionRefused)
                     .addr(&addr)
                     .reason(reason.as_str());
                 if let Some(p) = peer {
                     event = event.peer(p);
                 }
-                self.report.audit(event);
+                // Logged as audited: once per source and window, then summarised.
+                if self.report.audit(event) {
+                    tracing::info!(peer = ?peer, %addr, reason = reason.as_str(), "connection refused by the filter");
+                }
             }
             _ => {}
         }
@@ -462,7 +464,9 @@ impl EventLoop {
                     server.deliver(&mut self.swarm, delivery);
                 }
             }
-            ServerInput::Event(ServiceEvent::Audit(event)) => self.report.audit(event),
+            ServerInput::Event(ServiceEvent::Audit(event)) => {
+                self.report.audit(event);
+            }
             ServerInput::Event(ServiceEvent::Revocation { network, update }) => {
                 let now = self.clock.now();
                 if let Err(e) = self.revocations.publish(

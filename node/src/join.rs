@@ -413,7 +413,11 @@ impl JoinServer {
             return;
         }
         if self.replies.len() >= self.max_pending {
-            tracing::warn!(%peer, reason = "rate_limited", "join service saturated; refusing a join message");
+            saturated(
+                report,
+                peer,
+                "join service saturated; refusing a join message",
+            );
             refuse(swarm, channel);
             return;
         }
@@ -427,7 +431,11 @@ impl JoinServer {
                 .replies
                 .push(Box::pin(async move { (channel, answer.await.ok()) })),
             Err(_) => {
-                tracing::warn!(%peer, reason = "rate_limited", "join service queue full; refusing a join message");
+                saturated(
+                    report,
+                    peer,
+                    "join service queue full; refusing a join message",
+                );
                 refuse(swarm, channel);
             }
         }
@@ -497,7 +505,7 @@ impl JoinServer {
                 );
             }
         } else {
-            tracing::warn!(%peer, token_id, ?response, "delivery not acknowledged");
+            tracing::warn!(%peer, token_id, response = %summary(response), "delivery not acknowledged");
         }
         true
     }
@@ -516,6 +524,40 @@ impl JoinServer {
             Some(event) = self.events.recv() => ServerInput::Event(event),
             else => std::future::pending().await,
         }
+    }
+}
+
+/// Audits a join message refused because the service is saturated; logged once per source and
+/// window like the audit record.
+fn saturated(report: &mut Report, peer: PeerId, why: &'static str) {
+    let event = AuditEvent::new(AuditKind::JoinDenied)
+        .reason("rate_limited")
+        .peer(peer)
+        .detail(why);
+    if report.audit(event) {
+        tracing::warn!(%peer, reason = "rate_limited", "{why}");
+    }
+}
+
+/// A peer's join reply in one short line: its kind and codes and the sizes of what it carries
+/// (a token, an operator note), never the bytes themselves.
+fn summary(reply: &JoinReply) -> String {
+    match reply {
+        JoinReply::Pending { request_id } => format!("pending (request {request_id})"),
+        JoinReply::Approved { request_id, token } => {
+            format!(
+                "approved (request {request_id}, a {}-byte token)",
+                token.len()
+            )
+        }
+        JoinReply::Denied {
+            reason, message, ..
+        } => match message {
+            Some(note) => format!("denied {reason} (a {}-byte note)", note.len()),
+            None => format!("denied {reason}"),
+        },
+        JoinReply::Ack => "ack".to_owned(),
+        JoinReply::Error { code } => format!("error {code}"),
     }
 }
 
@@ -636,5 +678,33 @@ pub fn on_event(
             tracing::debug!(%peer, %error, "join request failed");
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cordon_protocol::DenyReason;
+
+    use super::*;
+
+    /// Issue 12, item 5: a peer's reply is logged as a short summary, never its contents.
+    #[test]
+    fn a_reply_is_summarised_without_its_contents() {
+        let note = "x".repeat(8 * 1024);
+        let line = summary(&JoinReply::Denied {
+            request_id: Some(3),
+            reason: DenyReason::DeniedByOperator,
+            message: Some(note),
+        });
+        assert!(line.len() < 80, "{line}");
+        assert!(line.contains("8192-byte note"), "{line}");
+        let line = summary(&JoinReply::Approved {
+            request_id: 4,
+            token: vec![0xab; 2000],
+        });
+        assert!(
+            line.contains("2000-byte token") && !line.contains("ab"),
+            "{line}"
+        );
     }
 }

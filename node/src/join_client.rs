@@ -428,7 +428,9 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
             JoinReply::Denied {
                 reason, message, ..
             } => {
-                tracing::warn!(network = %network, reason = %reason, message = message.as_deref().unwrap_or(""), "join request denied");
+                // The operator's note, cut to a line: the seednode chose it.
+                let note: String = message.as_deref().unwrap_or("").chars().take(200).collect();
+                tracing::warn!(network = %network, reason = %reason, message = %note, "join request denied");
                 if reason == DenyReason::DeniedByOperator || reason == DenyReason::InvalidInvite {
                     net.denied = true;
                 } else {

@@ -4,7 +4,9 @@
 //! worded once: the same reason code reaches the log line (`reason` field), the audit record and
 //! the metric label. A failing audit log is reported and never stops the node. Events a remote
 //! party can cause at will are aggregated per source and window before they reach the audit
-//! log ([`cordon_host::aggregate`]), so a flood cannot rotate the evidence away.
+//! log ([`cordon_host::aggregate`]), so a flood cannot rotate the evidence away; their log lines
+//! follow the same decision (the first of a source per window, then one summary line), so a
+//! flood cannot fill the log either.
 
 use cordon_membership::session::{CloseReason, EndReason, Proof, ProofKind, Refused};
 use cordon_protocol::{NetworkName, ReasonCode};
@@ -56,13 +58,16 @@ impl Report {
     }
 
     /// Appends an audit record, unless it repeats a source's event of this window (then it is
-    /// counted into the window's summary).
-    pub fn audit(&mut self, event: AuditEvent) {
+    /// counted into the window's summary). Returns whether it was written: a caller logs an
+    /// event a stranger can cause only then.
+    pub fn audit(&mut self, event: AuditEvent) -> bool {
         let now = self.clock.now();
         self.flush_aggregated(now);
-        if self.aggregator.admit(&event, now) {
+        let admitted = self.aggregator.admit(&event, now);
+        if admitted {
             self.append(event);
         }
+        admitted
     }
 
     /// Writes the summaries of an aggregation window that ended (called periodically).
@@ -73,6 +78,7 @@ impl Report {
 
     fn flush_aggregated(&mut self, now: std::time::SystemTime) {
         for summary in self.aggregator.flush(now) {
+            log_summary(&summary);
             self.append(summary);
         }
     }
@@ -92,6 +98,7 @@ impl Report {
     /// Writes what the current aggregation window counted so far, then syncs (at shutdown).
     pub fn close(&mut self) {
         for summary in self.aggregator.drain() {
+            log_summary(&summary);
             self.append(summary);
         }
         self.sync();
@@ -149,7 +156,6 @@ impl Report {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            tracing::warn!(%peer, network = %network, reason = %reason, detail = %r.rejection.detail, "membership refused");
             let mut event = AuditEvent::new(AuditKind::MembershipRefused)
                 .peer(peer)
                 .reason(reason);
@@ -158,7 +164,9 @@ impl Report {
             } else {
                 event = event.detail(&r.rejection.detail);
             }
-            self.audit(event);
+            if self.audit(event) {
+                tracing::warn!(%peer, network = %network, reason = %reason, detail = %r.rejection.detail, "membership refused");
+            }
         }
     }
 
@@ -185,11 +193,25 @@ impl Report {
     /// The session closed a connection.
     pub fn closed(&mut self, peer: PeerId, connection: ConnectionId, reason: CloseReason) {
         self.metrics.connection(reason.as_str());
-        tracing::info!(%peer, %connection, reason = %reason, "closing connection");
-        self.audit(
-            AuditEvent::new(AuditKind::ConnectionRefused)
-                .peer(peer)
-                .reason(reason),
-        );
+        let event = AuditEvent::new(AuditKind::ConnectionRefused)
+            .peer(peer)
+            .reason(reason);
+        if self.audit(event) {
+            tracing::info!(%peer, %connection, reason = %reason, "closing connection");
+        }
     }
+}
+
+/// One line for an aggregation summary: what was counted instead of logged one by one.
+fn log_summary(summary: &AuditEvent) {
+    let field = |f: &Option<String>| f.as_deref().unwrap_or("").to_owned();
+    tracing::info!(
+        kind = summary.kind.as_str(),
+        peer = field(&summary.peer),
+        addr = field(&summary.addr),
+        network = field(&summary.network),
+        reason = field(&summary.reason),
+        detail = field(&summary.detail),
+        "repeated events, logged and audited once per source and window"
+    );
 }

@@ -441,7 +441,8 @@ impl Behaviour {
                 } else {
                     "verification queue full"
                 };
-                tracing::warn!(%peer, reason = "rate_limited", detail = why, "refusing presentation");
+                // Logged (once per source and window) and audited as the refusal it becomes.
+                tracing::debug!(%peer, reason = "rate_limited", detail = why, "refusing presentation");
                 let verdicts = job
                     .known
                     .into_iter()

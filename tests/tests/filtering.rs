@@ -276,6 +276,59 @@ fn denied_ip_is_refused_before_the_handshake() {
     );
 }
 
+/// Issue 12, item 5: what a stranger can cause at will is logged once per source and window
+/// (like its audit record), not once per connection: 300 refused connections from a denied
+/// address add one log line and one audit record, not 300.
+#[test]
+fn a_refused_connection_flood_adds_a_bounded_number_of_log_lines() {
+    const FLOOD: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let filter = dir.path().join("filter.toml");
+    std::fs::write(
+        &filter,
+        format!("deny_ips = [\"127.0.0.1/32\"]\n{UNLIMITED}"),
+    )
+    .unwrap();
+    let a = net.start_node("a", &["mainnet"], &["--filter", path_str(&filter)]);
+    let port = tcp_port(&listen_addr(&a));
+    for i in 0..FLOOD {
+        assert_eq!(
+            tcp_probe(port),
+            TcpProbe::Closed,
+            "connection {i} was not refused"
+        );
+    }
+    let refused = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("connection refused by the filter"))
+            .count()
+    };
+    wait_until(Duration::from_secs(15), "the node to log a refusal", || {
+        if refused(&a.daemon.stderr_log()) >= 1 {
+            Ok(())
+        } else {
+            Err("no refusal logged".to_owned())
+        }
+    });
+    // One round trip through the event loop, which handles the refusals before it.
+    a.status();
+    let lines = refused(&a.daemon.stderr_log());
+    let records = audit(&a.data)
+        .iter()
+        .filter(|r| r["kind"] == "connection_refused")
+        .count();
+    eprintln!("{FLOOD} refused connections: {lines} log lines, {records} audit records");
+    assert!(lines >= 1, "the refusals were not logged at all");
+    assert!(
+        lines <= 2,
+        "{lines} log lines for {FLOOD} refused connections from one address"
+    );
+    assert!(records <= 2, "{records} audit records");
+}
+
 #[test]
 fn repeated_bad_presentations_ban_the_peer_until_expiry() {
     let dir = tempfile::tempdir().unwrap();

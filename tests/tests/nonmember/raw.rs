@@ -797,9 +797,10 @@ impl Actor {
                         established: Instant::now(),
                         closed: None,
                     });
-                if let Some(request) = self.auto_present.clone()
-                    && endpoint.is_dialer()
-                {
+                // Both ends present: also on a connection a member dialed to us (when both
+                // sides dial at once, ours may fail with the address in use and theirs is the
+                // only connection).
+                if let Some(request) = self.auto_present.clone() {
                     self.log(format!("auto-present to {peer_id}"));
                     let id = self
                         .swarm
