@@ -8,8 +8,8 @@
 //! connection limits, the session behaviour with its verification pool, gates and Kademlia,
 //! join, identify, ping), each holding a real membership token minted in-process. The bench
 //! does only what the daemon's event loop does around a connection: it records the dial intent
-//! before dialing and hands identify's listen addresses to the session behaviour. Presentation,
-//! verification (on the blocking worker pool), gates and routing are the product's own.
+//! before dialing. Presentation, verification (on the blocking worker pool), gates, identify
+//! (gated: it runs once the peer proved a network) and routing are the product's own.
 //!
 //! Three variants, measured in one run, interleaved in blocks to cancel drift:
 //! - `baseline`: two plain swarms (TCP with nodelay, Noise, Yamux, identify only). One
@@ -19,7 +19,7 @@
 //!   routing tables: a first contact). One iteration is dial -> the dialer presents its token
 //!   -> the listener verifies it and presents its own -> the dialer verifies that; done when
 //!   both sides emitted `session::Event::Verified` for the other on this connection and both
-//!   received identify.
+//!   received identify (`session::Event::Identified`, which comes only after verification).
 //! - `cordon cached`: one pair of product swarms kept for the whole run, so each side's
 //!   verdict cache already holds the other's token (the reconnect case); same end condition.
 //!   Before measuring, the pair makes one untimed connection and then runs for [`SETTLE`], so
@@ -50,7 +50,6 @@ use cordon_node::NodeLimits;
 use cordon_node::config::Transport;
 use cordon_node::filter::FilterRules;
 use cordon_node::ratelimit::LimitsConfig;
-use cordon_node::routing::routable;
 use cordon_node::session;
 use cordon_node::swarm::{Behaviour, BehaviourEvent, SwarmConfig};
 use cordon_protocol::{NetworkName, Outcome};
@@ -313,6 +312,7 @@ impl Fixture {
             transport: Transport::Tcp,
             protocol: cordon_protocol::Limits::default(),
             records: cordon_node::rpc::RecordStoreConfig::default(),
+            private_addresses: vec![self.network.clone()],
         })
         .expect("swarm::build");
         swarm
@@ -383,15 +383,9 @@ impl Side {
     }
 }
 
-/// What the daemon's event loop does with an event that matters here (identify's listen
-/// addresses go to the session behaviour, as `routing::on_identify` does), plus the bench's
-/// bookkeeping for `side` and a panic on anything that means the measurement is wrong.
-fn on_event(
-    swarm: &mut Swarm<Behaviour>,
-    network: &NetworkName,
-    side: &mut Side,
-    event: SwarmEvent<BehaviourEvent>,
-) {
+/// The bench's bookkeeping for `side` (the session behaviour handles identify itself), and a
+/// panic on anything that means the measurement is wrong.
+fn on_event(network: &NetworkName, side: &mut Side, event: SwarmEvent<BehaviourEvent>) {
     let role = side.role;
     match event {
         SwarmEvent::ConnectionEstablished {
@@ -419,20 +413,10 @@ fn on_event(
         SwarmEvent::IncomingConnectionError { error, .. } => {
             eprintln!("{role}: an accept failed: {error}")
         }
-        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-            connection_id,
-            peer_id,
-            info,
-        })) => {
-            let addrs: Vec<Multiaddr> = info.listen_addrs.into_iter().filter(routable).collect();
-            swarm
-                .behaviour_mut()
-                .session
-                .set_listen_addrs(peer_id, addrs);
-            if Some(connection_id) == side.conn {
-                side.identified = Some(Instant::now());
-            }
-        }
+        SwarmEvent::Behaviour(BehaviourEvent::Session(session::Event::Identified {
+            connection,
+            ..
+        })) if Some(connection) == side.conn => side.identified = Some(Instant::now()),
         SwarmEvent::Behaviour(BehaviourEvent::Session(event)) => match event {
             session::Event::Verified {
                 peer,
@@ -502,8 +486,8 @@ impl Pair {
         dialer.dial(opts).expect("dial");
         while !(d.done() && l.done()) {
             tokio::select! {
-                ev = dialer.select_next_some() => on_event(dialer, network, &mut d, ev),
-                ev = listener.select_next_some() => on_event(listener, network, &mut l, ev),
+                ev = dialer.select_next_some() => on_event(network, &mut d, ev),
+                ev = listener.select_next_some() => on_event(network, &mut l, ev),
                 () = &mut deadline => panic!(
                     "cordon setup not done within {WAIT_TIMEOUT:?}:\n  {d:?}\n  {l:?}"
                 ),
@@ -539,8 +523,8 @@ impl Pair {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                ev = dialer.select_next_some() => on_event(dialer, network, &mut d, ev),
-                ev = listener.select_next_some() => on_event(listener, network, &mut l, ev),
+                ev = dialer.select_next_some() => on_event(network, &mut d, ev),
+                ev = listener.select_next_some() => on_event(network, &mut l, ev),
                 () = &mut deadline => break,
             }
         }

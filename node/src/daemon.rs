@@ -144,6 +144,17 @@ impl Node {
             transport: config.transport,
             protocol: config.protocol.clone(),
             records: config.records.clone(),
+            private_addresses: config
+                .networks
+                .iter()
+                .filter(|n| {
+                    config
+                        .descriptor
+                        .network(n)
+                        .is_some_and(|e| e.private_addresses)
+                })
+                .cloned()
+                .collect(),
         })?;
         for d in &delegations {
             swarm

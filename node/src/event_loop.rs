@@ -13,7 +13,7 @@ use cordon_membership::session::{EndReason, ProofKind};
 use cordon_protocol::{JoinReply, Outcome, ReasonCode};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Swarm, identify, kad, request_response};
+use libp2p::{Swarm, kad, request_response};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{Request, Response};
@@ -146,10 +146,6 @@ impl EventLoop {
                 now,
                 self.clock.instant(),
             ),
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                self.routing
-                    .on_identify(&mut self.swarm, peer_id, info.listen_addrs);
-            }
             BehaviourEvent::Filter(FilterEvent::Refused {
                 peer, addr, reason, ..
             }) => {
@@ -265,6 +261,7 @@ impl EventLoop {
                     }
                 }
             }
+            session::Event::Identified { .. } => {}
             session::Event::VerificationTime(elapsed) => self
                 .report
                 .metrics()

@@ -8,8 +8,9 @@
 //! from any connected peer and offers no per-peer or per-connection hook, so the check cannot live
 //! inside the protocol. [`Gated`] wraps any [`NetworkBehaviour`] and gives each connection a
 //! [`GatedHandler`] that sits between the libp2p connection and the wrapped handler. Protocols
-//! that must stay reachable before verification (identify, ping, membership, join) are simply not
-//! wrapped.
+//! that must stay reachable before verification (ping, membership, join) are simply not
+//! wrapped. Identify is wrapped too, with [`GateConfig::with_outbound_release`]: served once the
+//! peer proved itself, asked of the peer once the peer let us in.
 //!
 //! # Invariant
 //!
@@ -92,17 +93,28 @@ const POLL_BUDGET: usize = 64;
 #[derive(Debug, Clone)]
 pub struct GateConfig {
     max_held_outbound: usize,
+    outbound_release: bool,
 }
 
 impl Default for GateConfig {
     fn default() -> Self {
         Self {
             max_held_outbound: DEFAULT_MAX_HELD_OUTBOUND,
+            outbound_release: false,
         }
     }
 }
 
 impl GateConfig {
+    /// Keeps outbound requests held after the gate opens, until [`Gated::release`] is called
+    /// for the connection too. For a protocol whose requests the remote answers only behind its
+    /// own gate, and that would not ask again for a long time after a refusal (identify): the
+    /// owner releases once the remote has let us in.
+    pub fn with_outbound_release(mut self) -> Self {
+        self.outbound_release = true;
+        self
+    }
+
     /// Sets how many outbound substream requests of the wrapped handler are held per connection
     /// while its gate is closed. When one more arrives, the oldest held request fails with
     /// [`GateRefusal::QueueFull`]; `0` fails every request made while closed.
@@ -170,8 +182,11 @@ pub enum GatedHandlerIn<E> {
     /// Open the gate: accept inbound streams of the wrapped protocols and release held outbound
     /// requests.
     Open,
-    /// Close the gate: refuse new inbound streams and hold new outbound requests.
+    /// Close the gate: refuse new inbound streams and hold new outbound requests (and undo a
+    /// `Release`).
     Close,
+    /// Release outbound requests once open (see [`GateConfig::with_outbound_release`]).
+    Release,
 }
 
 /// The inbound upgrade of a [`GatedHandler`]: the wrapped handler's upgrade while open, nothing
@@ -228,6 +243,9 @@ struct HeldRequest<P, I> {
 pub struct GatedHandler<H: ConnectionHandler> {
     inner: H,
     open: bool,
+    /// Outbound requests may leave (always, without [`GateConfig::with_outbound_release`]).
+    released: bool,
+    needs_release: bool,
     held: VecDeque<HeldRequest<H::OutboundProtocol, H::OutboundOpenInfo>>,
     max_held: usize,
     peer: PeerId,
@@ -252,6 +270,8 @@ impl<H: ConnectionHandler> GatedHandler<H> {
         Self {
             inner,
             open: false,
+            released: false,
+            needs_release: config.outbound_release,
             held: VecDeque::new(),
             max_held: config.max_held_outbound,
             peer,
@@ -262,6 +282,11 @@ impl<H: ConnectionHandler> GatedHandler<H> {
     /// Whether the gate of this connection is open.
     pub fn is_open(&self) -> bool {
         self.open
+    }
+
+    /// Whether outbound requests may leave now.
+    fn outbound_ready(&self) -> bool {
+        self.open && (self.released || !self.needs_release)
     }
 
     /// The wrapped handler.
@@ -370,7 +395,7 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
     ) -> Poll<
         ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
     > {
-        if self.open && !self.held.is_empty() {
+        if self.outbound_ready() && !self.held.is_empty() {
             self.expire_held(Instant::now());
             if let Some(held) = self.held.pop_front() {
                 return Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest {
@@ -382,7 +407,7 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
             match self.inner.poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(ConnectionHandlerEvent::OutboundSubstreamRequest { protocol })
-                    if !self.open =>
+                    if !self.outbound_ready() =>
                 {
                     self.hold(protocol);
                 }
@@ -419,7 +444,9 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
                     );
                 }
                 self.open = false;
+                self.released = false;
             }
+            GatedHandlerIn::Release => self.released = true,
         }
     }
 
@@ -506,11 +533,20 @@ impl<H: ConnectionHandler> ConnectionHandler for GatedHandler<H> {
 /// The error type of the wrapped handler's outbound upgrade.
 type OutboundError<H> = <<H as ConnectionHandler>::OutboundProtocol as OutboundUpgradeSend>::Error;
 
+/// A command for one connection's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    Open,
+    Close,
+    Release,
+}
+
 /// Per-connection state kept by [`Gated`].
 #[derive(Debug, Clone, Copy)]
 struct Gate {
     peer: PeerId,
     open: bool,
+    released: bool,
 }
 
 /// A [`NetworkBehaviour`] that wraps `B` and keeps its protocols closed on every connection until
@@ -524,9 +560,9 @@ pub struct Gated<B: NetworkBehaviour> {
     /// Established connections and their intended gate state. Bounded by the swarm's connection
     /// count: entries come and go with `ConnectionEstablished` / `ConnectionClosed`.
     connections: HashMap<ConnectionId, Gate>,
-    /// Open and close commands not yet handed to the swarm. Only state changes are queued, so at
-    /// most two per connection between two polls of an ordinary event loop.
-    commands: VecDeque<(PeerId, ConnectionId, bool)>,
+    /// Open, close and release commands not yet handed to the swarm. Only state changes are
+    /// queued, so at most three per connection between two polls of an ordinary event loop.
+    commands: VecDeque<(PeerId, ConnectionId, Command)>,
     /// Connections the wrapped behaviour dialed, newest last, at most
     /// [`MAX_REMEMBERED_DIALS`].
     dialed: VecDeque<ConnectionId>,
@@ -598,6 +634,26 @@ impl<B: NetworkBehaviour> Gated<B> {
         self.set(peer, connection, false)
     }
 
+    /// Lets held and new outbound requests of `connection` leave once its gate is open (only
+    /// with [`GateConfig::with_outbound_release`]; closing the gate undoes it). Releasing twice
+    /// does nothing.
+    pub fn release(&mut self, peer: PeerId, connection: ConnectionId) -> Result<(), GateError> {
+        let gate = self
+            .connections
+            .get_mut(&connection)
+            .filter(|gate| gate.peer == peer)
+            .ok_or(GateError::UnknownConnection { peer, connection })?;
+        if !gate.released {
+            gate.released = true;
+            self.commands
+                .push_back((peer, connection, Command::Release));
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+        Ok(())
+    }
+
     /// Closes the gates of every connection to `peer` and returns how many were open.
     pub fn close_peer(&mut self, peer: PeerId) -> usize {
         let open: Vec<ConnectionId> = self
@@ -636,7 +692,11 @@ impl<B: NetworkBehaviour> Gated<B> {
             .ok_or(GateError::UnknownConnection { peer, connection })?;
         if gate.open != open {
             gate.open = open;
-            self.commands.push_back((peer, connection, open));
+            if !open {
+                gate.released = false;
+            }
+            let command = if open { Command::Open } else { Command::Close };
+            self.commands.push_back((peer, connection, command));
             if let Some(waker) = self.waker.take() {
                 waker.wake();
             }
@@ -723,6 +783,7 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
                     Gate {
                         peer: peer_id,
                         open: false,
+                        released: false,
                     },
                 );
             }
@@ -749,14 +810,14 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Gated<B> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        if let Some((peer_id, connection, open)) = self.commands.pop_front() {
+        if let Some((peer_id, connection, command)) = self.commands.pop_front() {
             return Poll::Ready(ToSwarm::NotifyHandler {
                 peer_id,
                 handler: NotifyHandler::One(connection),
-                event: if open {
-                    GatedHandlerIn::Open
-                } else {
-                    GatedHandlerIn::Close
+                event: match command {
+                    Command::Open => GatedHandlerIn::Open,
+                    Command::Close => GatedHandlerIn::Close,
+                    Command::Release => GatedHandlerIn::Release,
                 },
             });
         }

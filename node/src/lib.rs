@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod addresses;
 pub mod api;
 pub mod bans;
 pub mod calls;

@@ -7,7 +7,8 @@
 //!   list, peers whose token chains only to a removed anchor lose their gates and routing
 //!   entries and are disconnected, and our own token of a network, if it no longer verifies,
 //!   is dropped and asked for again;
-//! - `renewal_margin` and `max_revocation_staleness`;
+//! - `renewal_margin`, `max_revocation_staleness` and `private_addresses` (for addresses
+//!   learned from now on; routing entries already made keep theirs);
 //! - the filter rules, closing what they now refuse.
 //!
 //! What needs a restart is named in the answer, never silently ignored: `strict`, `bootstrap`,
@@ -118,6 +119,12 @@ fn apply_descriptor(
         diff(name.as_str(), old, entry, &mut out);
         joiner.set_renewal_margin(name, entry.renewal_margin);
     }
+    let private = config
+        .networks
+        .iter()
+        .filter(|n| new.network(n).is_some_and(|e| e.private_addresses))
+        .cloned();
+    swarm.behaviour_mut().session.set_private_addresses(private);
     out.untrusted_connections = swarm.behaviour_mut().session.set_access(access);
     config.descriptor = new;
     out.memberships_dropped = joiner.recheck(swarm, now);

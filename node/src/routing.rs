@@ -1,10 +1,10 @@
 //! Finding and keeping peers: our listen addresses, the persisted address book, dialing (with
 //! the network it is for, so the right token is presented), bootstrap redials, periodic
-//! discovery through each network's Kademlia, and the addresses identify reports.
+//! discovery through each network's Kademlia.
 //!
-//! Who may be *in* a routing table is decided by the session machine (see [`crate::session`]);
-//! this module only learns of those decisions (`Routed`, `Unrouted`) to keep the address book,
-//! and supplies the addresses the session behaviour routes with.
+//! Who may be *in* a routing table, and with which addresses, is decided by the session
+//! behaviour (see [`crate::session`] and [`crate::addresses`]); this module only learns of those
+//! decisions (`Routed`, `Unrouted`) to keep the address book.
 //!
 //! Invariants:
 //! - Every dial records the network it is for before it starts.
@@ -64,15 +64,6 @@ pub struct DiscoveryIntervals {
     pub base: Duration,
     /// The longest interval.
     pub max: Duration,
-}
-
-/// Whether an address is worth giving to others (not unspecified).
-pub fn routable(addr: &Multiaddr) -> bool {
-    !addr.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_unspecified(),
-        Protocol::Ip6(ip) => ip.is_unspecified(),
-        _ => false,
-    })
 }
 
 impl Routing {
@@ -159,21 +150,6 @@ impl Routing {
     /// A listen address went away.
     pub fn on_expired_listen_addr(&mut self, address: &Multiaddr) {
         self.listen_addrs.retain(|a| a != address);
-    }
-
-    /// Identify told us `peer`'s listen addresses.
-    pub fn on_identify(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        peer: PeerId,
-        listen_addrs: Vec<Multiaddr>,
-    ) {
-        let addrs: Vec<Multiaddr> = listen_addrs
-            .into_iter()
-            .filter(routable)
-            .take(self.max_addrs_per_peer)
-            .collect();
-        swarm.behaviour_mut().session.set_listen_addrs(peer, addrs);
     }
 
     /// The session put `peer` into `network`'s table with `addrs`.

@@ -10,11 +10,13 @@
 //! address book, Kademlia and rpc traffic) comes out as [`Event`]s.
 //!
 //! Invariants (on top of the machine's):
-//! - A network's Kademlia and the rpc protocol are reachable on a connection only through the
-//!   gates this behaviour opens, and it opens them only on the machine's word.
+//! - A network's Kademlia, the rpc protocol and identify are reachable on a connection only
+//!   through the gates this behaviour opens, and it opens them only on the machine's word: a
+//!   peer that proved nothing learns neither our listen addresses nor our protocols.
 //! - A peer is inserted into a network's routing table only on the machine's `AddRoute`, with
-//!   addresses learned from our own dial or the peer's identify, and is removed on `RemoveRoute`
-//!   whether or not it is still connected.
+//!   addresses learned from our own dial or the peer's identify that the network's
+//!   [`AddressPolicy`] accepts, and is removed on `RemoveRoute` whether or not it is still
+//!   connected.
 //! - Signature verification never runs on the swarm's task and never queues without bound: only
 //!   what needs no cryptography is decided here (a cached verdict, a token failing the
 //!   structural pre-checks); a presentation that finds the pool full, or its source address or
@@ -45,8 +47,9 @@ use libp2p::swarm::{
     THandlerInEvent, THandlerOutEvent, ToSwarm,
     behaviour::{ConnectionClosed, ConnectionEstablished},
 };
-use libp2p::{PeerId, core::ConnectedPoint};
+use libp2p::{PeerId, core::ConnectedPoint, identify};
 
+use crate::addresses::AddressPolicy;
 use crate::gate::Gated;
 use crate::keyed::Keyed;
 use crate::verify_pool::{Done, Job, VerifyPool};
@@ -88,6 +91,9 @@ pub struct Protocols {
     pub revocations: Gated<request_response::Behaviour<RevocationCodec>>,
     /// `/cordon/<network>/kad/1.0.0`: one per network, each closed until the peer proved it.
     pub kad: Keyed<NetworkName, NetworkKad>,
+    /// Identify, behind the same gate as rpc: listen addresses and protocols go only to peers
+    /// that proved a network, and theirs feed the routing tables.
+    pub identify: Gated<identify::Behaviour>,
 }
 
 impl std::fmt::Debug for Protocols {
@@ -113,6 +119,8 @@ pub struct Config {
     pub verify_workers: usize,
     /// Addresses kept per peer for its routing entry.
     pub max_addrs_per_peer: usize,
+    /// Which addresses may enter each network's table.
+    pub addresses: AddressPolicy,
 }
 
 /// What the rest of the node learns from the behaviour.
@@ -190,6 +198,13 @@ pub enum Event {
         /// The event.
         event: kad::Event,
     },
+    /// A verified peer's identify arrived on a connection (its addresses are in use).
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// The connection.
+        connection: ConnectionId,
+    },
     /// Remote-command traffic.
     Rpc(request_response::Event<cordon_protocol::RpcRequest, cordon_protocol::RpcResponse>),
     /// Revocation traffic.
@@ -203,6 +218,9 @@ pub struct Behaviour {
     pool: VerifyPool,
     clock: Clock,
     max_addrs_per_peer: usize,
+    addresses: AddressPolicy,
+    /// Peers whose claimed addresses were all refused, told once per connection lifetime.
+    unaddressable: std::collections::HashSet<PeerId>,
     /// Answer channels of presentations being verified.
     channels: HashMap<PresentationId, (ConnectionId, ResponseChannel<MembershipResponse>)>,
     /// Answers decided and not sent yet: they go out only once the gate commands decided with
@@ -254,6 +272,8 @@ impl Behaviour {
             ),
             clock,
             max_addrs_per_peer: config.max_addrs_per_peer,
+            addresses: config.addresses,
+            unaddressable: std::collections::HashSet::new(),
             channels: HashMap::new(),
             answers: Vec::new(),
             addrs: HashMap::new(),
@@ -352,9 +372,9 @@ impl Behaviour {
         closed
     }
 
-    /// Listen addresses a peer announced (identify), already filtered by the caller. Routes
-    /// the peer where it is proven but could not be inserted for want of an address.
-    pub fn set_listen_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+    /// Listen addresses a peer announced (identify), already filtered. Routes the peer where
+    /// it is proven but could not be inserted for want of an address.
+    fn set_listen_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         if !self.addrs.contains_key(&peer) {
             // Not connected (any more): nothing to route with these.
             return;
@@ -552,13 +572,17 @@ impl Behaviour {
     fn set_gate(&mut self, peer: PeerId, connection: ConnectionId, gate: &Gate, open: bool) {
         let result = match gate {
             Gate::Rpc => {
-                let (rpc, revocations) = (&mut self.protocols.rpc, &mut self.protocols.revocations);
+                let p = &mut self.protocols;
+                let (rpc, revocations, identify) =
+                    (&mut p.rpc, &mut p.revocations, &mut p.identify);
                 if open {
                     rpc.open(peer, connection)
                         .and_then(|()| revocations.open(peer, connection))
+                        .and_then(|()| identify.open(peer, connection))
                 } else {
                     rpc.close(peer, connection)
                         .and_then(|()| revocations.close(peer, connection))
+                        .and_then(|()| identify.close(peer, connection))
                 }
             }
             Gate::Network(network) => match self.protocols.kad.get_mut(network) {
@@ -572,11 +596,19 @@ impl Behaviour {
         }
     }
 
-    /// Inserts a routed peer with every address we know for it.
+    /// Inserts a routed peer with every address we know for it that `network` accepts.
     fn insert_route(&mut self, peer: PeerId, network: &NetworkName) {
-        let addrs = self.addrs.get(&peer).cloned().unwrap_or_default();
+        let addrs: Vec<Multiaddr> = self
+            .addrs
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|a| self.addresses.accepts(a, network))
+            .cloned()
+            .collect();
         if addrs.is_empty() {
-            // Listener side before identify: routed once its listen addresses arrive.
+            // Listener side before identify: routed once its listen addresses arrive (never,
+            // if the network accepts none of them).
             return;
         }
         if let Some(kad) = self.kad(network) {
@@ -607,6 +639,17 @@ impl Behaviour {
                 message: request_response::Message::Response { response, .. },
             }) => {
                 self.sessions.handle_answer(connection_id, &response);
+                // The peer accepted us, so its identify gate is open (an answer leaves only
+                // once its gate commands reached the connection): our identify request may go
+                // (sent earlier it would be refused, and identify asks again only after
+                // minutes).
+                if response
+                    .results
+                    .iter()
+                    .any(|r| r.outcome == cordon_protocol::Outcome::Accepted)
+                {
+                    let _ = self.protocols.identify.release(peer, connection_id);
+                }
                 self.events.push_back(Event::Answered { peer, response });
             }
             ProtocolsEvent::Exchange(request_response::Event::InboundFailure {
@@ -638,7 +681,41 @@ impl Behaviour {
             ProtocolsEvent::Kad((network, event)) => {
                 self.events.push_back(Event::Kad { network, event });
             }
+            ProtocolsEvent::Identify(identify::Event::Received {
+                peer_id,
+                connection_id,
+                info,
+            }) => self.on_identify(peer_id, connection_id, info.listen_addrs),
+            ProtocolsEvent::Identify(_) => {}
         }
+    }
+
+    /// A verified peer's identify: the addresses it claims that some network here accepts.
+    fn on_identify(&mut self, peer: PeerId, connection: ConnectionId, claimed: Vec<Multiaddr>) {
+        let count = claimed.len();
+        let accepted: Vec<Multiaddr> = claimed
+            .into_iter()
+            .map(|a| without_peer_id(&a))
+            .filter(|a| self.addresses.accepts_any(a))
+            .take(self.max_addrs_per_peer)
+            .collect();
+        if accepted.is_empty() && count > 0 && self.unaddressable.insert(peer) {
+            tracing::info!(
+                %peer,
+                claimed = count,
+                reason = "addresses_refused",
+                "a verified peer claims no address this node's networks accept (private ranges \
+                 need private_addresses = true in the descriptor); it is not routed"
+            );
+        }
+        self.set_listen_addrs(peer, accepted);
+        self.events
+            .push_back(Event::Identified { peer, connection });
+    }
+
+    /// Replaces which networks accept private-range addresses (a reloaded descriptor).
+    pub fn set_private_addresses(&mut self, networks: impl IntoIterator<Item = NetworkName>) {
+        self.addresses.set_private(networks);
     }
 
     fn on_presentation(
@@ -789,6 +866,7 @@ impl NetworkBehaviour for Behaviour {
                 if let Some(a) = dialed
                     && !known.contains(&a)
                     && known.len() < self.max_addrs_per_peer
+                    && self.addresses.accepts_any(&a)
                 {
                     known.push(a);
                 }
@@ -821,6 +899,7 @@ impl NetworkBehaviour for Behaviour {
                 self.answers.retain(|(channel, _)| channel.is_open());
                 if remaining_established == 0 {
                     self.addrs.remove(&peer_id);
+                    self.unaddressable.remove(&peer_id);
                 }
                 self.apply();
             }

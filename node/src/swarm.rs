@@ -3,8 +3,8 @@
 //!
 //! Composition order matters: the connection filter and connection limits come first so a
 //! refused connection never reaches the protocols; [`session::Behaviour`] owns every protocol
-//! that needs proven membership (Kademlia per network, rpc) behind its gates; join, identify and
-//! ping are open to every connection.
+//! that needs proven membership (Kademlia per network, rpc, revocations, identify) behind its
+//! gates; join and ping are open to every connection.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -21,9 +21,10 @@ use libp2p::{
     PeerId, Swarm, connection_limits, identify, kad, noise, ping, request_response, tcp, yamux,
 };
 
+use crate::addresses::AddressPolicy;
 use crate::config::{NodeLimits, Transport};
 use crate::filter::{ConnectionFilter, FilterRules};
-use crate::gate::Gated;
+use crate::gate::{GateConfig, Gated};
 use crate::keyed::Keyed;
 use crate::ratelimit::LimitsConfig;
 use crate::session::{self, NetworkKad, Protocols};
@@ -45,8 +46,6 @@ pub struct Behaviour {
     pub session: session::Behaviour,
     /// `/cordon/join/1`: join requests, status polls, token delivery.
     pub join: request_response::Behaviour<JoinCodec>,
-    /// Identify (listen addresses of verified peers feed Kademlia).
-    pub identify: identify::Behaviour,
     /// Liveness.
     pub ping: ping::Behaviour,
 }
@@ -82,6 +81,8 @@ pub struct SwarmConfig {
     pub protocol: Limits,
     /// The record store's bounds (Kademlia's store mirrors it).
     pub records: crate::rpc::RecordStoreConfig,
+    /// Networks whose descriptor accepts private-range addresses (`private_addresses`).
+    pub private_addresses: Vec<NetworkName>,
 }
 
 fn network_kad(
@@ -133,6 +134,8 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
         clock,
         protocol,
         records,
+        transport,
+        private_addresses,
         ..
     } = config;
     let local = key.public().to_peer_id();
@@ -169,6 +172,14 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
                 network_kad(local, n, &limits, &protocol_limits, &records),
             )
         })),
+        // Served once the peer proved a network; asked of the peer once it accepted us too.
+        identify: Gated::with_config(
+            identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                    .with_agent_version(format!("cordon/{}", env!("CARGO_PKG_VERSION"))),
+            ),
+            GateConfig::default().with_outbound_release(),
+        ),
     };
     let session = session::Behaviour::new(
         protocols,
@@ -182,6 +193,7 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
             verifications_per_prefix: limits.verifications_per_prefix,
             verify_workers: limits.verify_workers,
             max_addrs_per_peer: limits.max_addrs_per_peer,
+            addresses: AddressPolicy::new(transport == Transport::Memory, private_addresses),
         },
     );
     Behaviour {
@@ -197,10 +209,6 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
             JoinCodec::join(protocol_limits),
             [(JOIN_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr(),
-        ),
-        identify: identify::Behaviour::new(
-            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
-                .with_agent_version(format!("cordon/{}", env!("CARGO_PKG_VERSION"))),
         ),
         ping: ping::Behaviour::new(ping::Config::new()),
     }

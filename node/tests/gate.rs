@@ -559,3 +559,106 @@ async fn outbound_requests_are_held_until_open_and_overflow_fails() {
     .await
     .expect("timed out waiting for the held request to be answered");
 }
+
+/// With `with_outbound_release`, opening lets inbound streams in but keeps outbound requests
+/// held until the owner releases them too (identify asks a peer only once the peer let us in).
+#[tokio::test]
+async fn with_outbound_release_requests_wait_for_the_release() {
+    #[derive(NetworkBehaviour)]
+    struct Rpc {
+        rpc: Gated<request_response::cbor::Behaviour<String, String>>,
+        ping: ping::Behaviour,
+    }
+    fn rpc(_: &Keypair) -> Rpc {
+        let protocols = [(
+            StreamProtocol::new("/cordon/test/rpc/1"),
+            request_response::ProtocolSupport::Full,
+        )];
+        Rpc {
+            rpc: Gated::with_config(
+                request_response::cbor::Behaviour::new(
+                    protocols,
+                    request_response::Config::default(),
+                ),
+                GateConfig::default().with_outbound_release(),
+            ),
+            ping: ping::Behaviour::default(),
+        }
+    }
+    let mut server = spawn(rpc);
+    let mut client = spawn(rpc);
+    let server_addr = listen(&mut server).await;
+    let server_id = *server.local_peer_id();
+    let client_id = *client.local_peer_id();
+    client.dial(server_addr).unwrap();
+
+    let mut at_client = None;
+    let mut opened_at = None;
+    let mut released = false;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            // Half a second after opening without a release, nothing has reached the server:
+            // release now.
+            let wait_release = async {
+                match opened_at {
+                    Some(at) if !released => tokio::time::sleep_until(at).await,
+                    _ => future::pending().await,
+                }
+            };
+            let (node, event) = tokio::select! {
+                e = server.select_next_some() => (0, e),
+                e = client.select_next_some() => (1, e),
+                () = wait_release => {
+                    released = true;
+                    client.behaviour_mut().rpc.release(server_id, at_client.unwrap()).unwrap();
+                    continue;
+                }
+            };
+            match event {
+                SwarmEvent::ConnectionEstablished { connection_id, .. } if node == 0 => {
+                    server
+                        .behaviour_mut()
+                        .rpc
+                        .open(client_id, connection_id)
+                        .unwrap();
+                }
+                SwarmEvent::ConnectionEstablished { connection_id, .. } if node == 1 => {
+                    at_client = Some(connection_id);
+                    let rpc = &mut client.behaviour_mut().rpc;
+                    rpc.inner_mut().send_request(&server_id, "held".into());
+                    rpc.open(server_id, connection_id).unwrap();
+                    opened_at = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+                }
+                SwarmEvent::Behaviour(RpcEvent::Rpc(request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                })) => {
+                    assert!(released, "the request left before the release");
+                    assert_eq!(request, "held");
+                    server
+                        .behaviour_mut()
+                        .rpc
+                        .inner_mut()
+                        .send_response(channel, "ok".into())
+                        .unwrap();
+                }
+                SwarmEvent::Behaviour(RpcEvent::Rpc(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                })) => {
+                    assert_eq!(response, "ok");
+                    return;
+                }
+                SwarmEvent::Behaviour(RpcEvent::Rpc(
+                    request_response::Event::OutboundFailure { error, .. },
+                )) => panic!("the held request failed: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for the released request to be answered");
+}

@@ -912,7 +912,9 @@ impl Net {
                 .collect::<Vec<_>>()
                 .join(", ");
             text.push_str(&format!(
-                "[[network]]\nname = \"{}\"\nanchors = [{}]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n{}\n",
+                // Every process runs on loopback: the network accepts private addresses.
+                "[[network]]\nname = \"{}\"\nanchors = [{}]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n\
+                 private_addresses = true\n{}\n",
                 n.name,
                 anchors,
                 n.bootstrap(),

@@ -267,6 +267,20 @@ fn no_token_is_refused_and_learns_no_member() {
         );
         let after = closed_at - established;
         eprintln!("[{name}] member closed the connection after {after:.1?} ({cause})");
+        // Issue 12, item 3: in all that time identify told the stranger nothing (no listen
+        // addresses, no protocols): the member serves identify only to peers that proved a
+        // network.
+        let identified: Vec<_> = client
+            .state()
+            .identified
+            .iter()
+            .filter(|(p, _, _)| *p == member.peer)
+            .cloned()
+            .collect();
+        assert!(
+            identified.is_empty(),
+            "[{name}] the member answered a stranger's identify: {identified:?}"
+        );
         assert!(
             after >= AUTH_TIMEOUT - Duration::from_millis(500)
                 && after <= AUTH_TIMEOUT + Duration::from_secs(5),
@@ -606,6 +620,7 @@ fn strict_network_holds_across_presentations_on_one_connection() {
     let net = Network::start_with(Options {
         strict_mainnet: true,
         dual_member: true,
+        ..Options::default()
     });
     let target = net
         .dual
@@ -1145,6 +1160,91 @@ fn become_member(client: &mut RawClient, member: &Proc, token: Vec<u8>) {
         Duration::from_secs(20),
         || member.mainnet_peers().contains(&id).then_some(()),
     );
+}
+
+/// Issue 12, item 3: the addresses a verified member claims are filtered before they enter a
+/// routing table (and from there every member's FIND_NODE answers and the address book).
+/// Raw members claim private, public, undialable (QUIC, DNS, which Cordon does not dial) and
+/// never-dialable (multicast, unspecified) addresses. Mainnet accepts private addresses (its
+/// descriptor says so: every process here is on loopback) and keeps the private and public
+/// TCP ones; testnet does not, and keeps only the public one.
+#[test]
+fn claimed_addresses_are_filtered_before_they_are_routed() {
+    let started = Instant::now();
+    let net = Network::start_with(Options {
+        public_testnet: true,
+        ..Options::default()
+    });
+    let claims: Vec<libp2p::Multiaddr> = [
+        "/ip4/10.1.2.3/tcp/4001",
+        "/ip4/203.0.113.7/tcp/4001",
+        "/ip4/203.0.113.7/udp/4001/quic-v1",
+        "/dns4/example.org/tcp/4001",
+        "/ip4/224.0.0.1/tcp/4001",
+        "/ip4/0.0.0.0/tcp/4001",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    let hour = Duration::from_secs(3600);
+    let routed = |proc: &Proc, network: &str, peer: &PeerId| -> BTreeSet<String> {
+        fixture::wait_for(
+            &format!("{} to route the raw member in {network}", proc.daemon.label),
+            Duration::from_secs(20),
+            || {
+                proc.routed_addrs(network, &peer.to_string())
+                    .filter(|a| !a.is_empty())
+            },
+        )
+        .into_iter()
+        // `node peers` shows each address with the peer's /p2p suffix.
+        .map(|a| a.split("/p2p/").next().unwrap_or_default().to_owned())
+        .collect()
+    };
+
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        client.claim(claims.clone());
+        let member = &net.members[0];
+        let token = net.mint("mainnet", &client.peer, SystemTime::now(), hour);
+        become_member(&mut client, member, token);
+        let real = client.state().listen[0].to_string();
+        let got = routed(member, "mainnet", &client.peer);
+        let want: BTreeSet<String> = [
+            real.as_str(),
+            "/ip4/10.1.2.3/tcp/4001",
+            "/ip4/203.0.113.7/tcp/4001",
+        ]
+        .map(str::to_owned)
+        .into();
+        assert_eq!(got, want, "mainnet (private addresses accepted)");
+    });
+
+    let key = SecretKey::generate();
+    let mut client = RawClient::start(&key);
+    let shared = client.shared();
+    checked(&net, &shared, || {
+        client.claim(claims.clone());
+        let seed = &net.test_seed;
+        client.connect(&seed.addr, &seed.peer);
+        let token = net.mint("testnet", &client.peer, SystemTime::now(), hour);
+        let response = client
+            .present(
+                &seed.peer,
+                MembershipRequest {
+                    want: Vec::new(),
+                    tokens: vec![membership("testnet", token)],
+                },
+            )
+            .expect("the seednode answers");
+        assert_eq!(response.results[0].outcome, Outcome::Accepted);
+        let got = routed(seed, "testnet", &client.peer);
+        let want: BTreeSet<String> = ["/ip4/203.0.113.7/tcp/4001".to_owned()].into();
+        assert_eq!(got, want, "testnet (public addresses only)");
+    });
+    eprintln!("[claimed_addresses] passed in {:.1?}", started.elapsed());
 }
 
 /// Issue 11, item 2: a plain member, whose rpc `dht_put` the default policy denies, pushes

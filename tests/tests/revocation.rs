@@ -309,7 +309,8 @@ fn anchor_revokes_a_delegation_offline_and_every_token_under_it_is_refused() {
         &a_descriptor,
         format!(
             "[[network]]\nname = \"mainnet\"\nanchors = [\"{}\"]\nbootstrap = \
-             [\"/ip4/127.0.0.1/tcp/{second_port}/p2p/{second_peer}\"]\njoin = \"approval\"\n",
+             [\"/ip4/127.0.0.1/tcp/{second_port}/p2p/{second_peer}\"]\njoin = \"approval\"\n\
+             private_addresses = true\n",
             seed.anchor_public_key
         ),
     )

@@ -10,6 +10,7 @@
 //! bootstrap = ["/ip4/192.0.2.1/tcp/4001/p2p/12D3KooW..."]
 //! join = "approval"                        # approval | invite | open
 //! strict = false
+//! private_addresses = false                # true: a LAN, or every node on one host
 //! token_lifetime = "30d"
 //! renewal_margin = "1d"
 //! max_revocation_staleness = "1d"
@@ -74,6 +75,13 @@ pub struct NetworkEntry {
     /// Refuse peers that also present tokens of other networks. Default: `false`.
     #[serde(default)]
     pub strict: bool,
+    /// Accept loopback, link-local and private-range addresses (RFC 1918, fc00::/7,
+    /// 100.64.0.0/10) that members claim or are reached at, for this network's routing table and
+    /// address book. For a network on a LAN, or with every node on one host. Default: `false`
+    /// (such addresses are dropped, so no member can make others dial into their own hosts and
+    /// networks).
+    #[serde(default)]
+    pub private_addresses: bool,
     /// Lifetime of issued membership tokens (humantime, e.g. `"30d"`). Default: 30 days.
     #[serde(default = "default_token_lifetime", with = "crate::config::duration")]
     pub token_lifetime: Duration,
@@ -400,6 +408,7 @@ impl NetworkEntry {
             bootstrap: Vec::new(),
             join: JoinPolicy::default(),
             strict: false,
+            private_addresses: false,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             renewal_margin: DEFAULT_RENEWAL_MARGIN,
             max_revocation_staleness: DEFAULT_MAX_REVOCATION_STALENESS,

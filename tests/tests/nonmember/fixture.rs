@@ -127,6 +127,32 @@ impl Proc {
         cli_json("node", &["status", "--data", self.data_str(), "--json"])
     }
 
+    /// The addresses of `peer` in this process's `network` table (`node peers`); `None` while
+    /// it is not in the table.
+    pub(crate) fn routed_addrs(&self, network: &str, peer: &str) -> Option<Vec<String>> {
+        let peers = cli_json(
+            "node",
+            &[
+                "peers",
+                "--data",
+                self.data_str(),
+                "--network",
+                network,
+                "--json",
+            ],
+        )?;
+        peers.as_array()?.iter().find_map(|p| {
+            (p["peer"] == peer).then(|| {
+                p["addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+    }
+
     /// Peer ids in this process's mainnet Kademlia table (`node peers --network mainnet`).
     pub(crate) fn mainnet_peers(&self) -> Vec<String> {
         let peers = cli_json(
@@ -155,6 +181,9 @@ impl Proc {
 pub(crate) struct Options {
     /// Mark mainnet `strict = true` in every descriptor (testnet stays non-strict).
     pub(crate) strict_mainnet: bool,
+    /// Leave testnet at `private_addresses = false` (mainnet always accepts them: its members
+    /// route each other on loopback).
+    pub(crate) public_testnet: bool,
     /// Also start [`Network::dual`]: a member approved in both mainnet and testnet.
     pub(crate) dual_member: bool,
 }
@@ -205,8 +234,10 @@ fn descriptor(
     main_anchor: &PublicKey,
     test_anchor: &PublicKey,
     boot: Option<(&str, &str)>,
-    strict_mainnet: bool,
+    opts: &Options,
 ) -> String {
+    let strict_mainnet = opts.strict_mainnet;
+    let private_testnet = !opts.public_testnet;
     let (main_boot, test_boot) = boot.unwrap_or(("", ""));
     let list = |a: &str| {
         if a.is_empty() {
@@ -217,8 +248,9 @@ fn descriptor(
     };
     format!(
         "[[network]]\nname = \"mainnet\"\nanchors = [\"{main_anchor}\"]\n{}join = \"approval\"\n\
-         strict = {strict_mainnet}\n\n\
-         [[network]]\nname = \"testnet\"\nanchors = [\"{test_anchor}\"]\n{}join = \"approval\"\n",
+         strict = {strict_mainnet}\nprivate_addresses = true\n\n\
+         [[network]]\nname = \"testnet\"\nanchors = [\"{test_anchor}\"]\n{}join = \"approval\"\n\
+         private_addresses = {private_testnet}\n",
         list(main_boot),
         list(test_boot)
     )
@@ -243,7 +275,7 @@ impl Network {
         let seed_desc = root.join("seeds.toml");
         std::fs::write(
             &seed_desc,
-            descriptor(&main_anchor, &test_anchor, None, opts.strict_mainnet),
+            descriptor(&main_anchor, &test_anchor, None, &opts),
         )
         .expect("write");
         let main_seed = Self::seednode(&root, "mainnet", &seed_desc);
@@ -255,7 +287,7 @@ impl Network {
                 &main_anchor,
                 &test_anchor,
                 Some((&main_seed.addr, &test_seed.addr)),
-                opts.strict_mainnet,
+                &opts,
             ),
         )
         .expect("write");

@@ -171,6 +171,8 @@ pub(crate) struct State {
     pub(crate) rpc_responses: HashMap<u64, Result<RpcResponse, String>>,
     /// Raw Kademlia PUT_VALUEs: by tag, `Ok` once the peer acknowledged the record.
     pub(crate) puts: HashMap<u64, Result<(), String>>,
+    /// Identify answers received: the peer, the listen addresses and the protocols it listed.
+    pub(crate) identified: Vec<(PeerId, Vec<Multiaddr>, Vec<String>)>,
     pub(crate) log: Vec<String>,
 }
 
@@ -221,6 +223,8 @@ enum Cmd {
         peer: PeerId,
         record: kad::Record,
     },
+    /// Claim these addresses as our own (identify lists them to whoever asks).
+    Claim(Vec<Multiaddr>),
     /// Send `count` copies of a join message, at most `window` unanswered at a time.
     JoinFlood {
         peer: PeerId,
@@ -334,6 +338,12 @@ impl RawClient {
 
     fn send(&self, cmd: Cmd) {
         self.cmds.send(cmd).expect("raw client actor is running");
+    }
+
+    /// Claims `addrs` as ours, besides our real listen address: identify lists them to whoever
+    /// asks. Call before connecting.
+    pub(crate) fn claim(&self, addrs: Vec<Multiaddr>) {
+        self.send(Cmd::Claim(addrs));
     }
 
     /// Dials `addr` (ending in `/p2p/<peer>`) and waits for the connection; returns when it was
@@ -698,6 +708,11 @@ impl Actor {
                 self.log(format!("FIND_NODE {target} via {via}"));
             }
             Cmd::AutoPresent(request) => self.auto_present = request,
+            Cmd::Claim(addrs) => {
+                for a in addrs {
+                    self.swarm.add_external_address(a);
+                }
+            }
             Cmd::KadServer => {
                 self.log("kademlia in server mode".to_owned());
                 self.swarm
@@ -844,13 +859,12 @@ impl Actor {
                 info,
                 ..
             })) => {
-                self.log(format!(
-                    "identify from {peer_id}: protocols {:?}",
-                    info.protocols
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                ));
+                let protocols: Vec<String> =
+                    info.protocols.iter().map(ToString::to_string).collect();
+                self.log(format!("identify from {peer_id}: protocols {protocols:?}"));
+                self.state()
+                    .identified
+                    .push((peer_id, info.listen_addrs, protocols));
             }
             other => self.log(format!("event {other:?}")),
         }
@@ -1037,15 +1051,32 @@ impl Actor {
             }
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { request, .. },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
-                // A plain member never presents to an inbound dialer before we proved ourselves;
-                // we do not answer (the channel drops).
+                // A plain member presents to us only once we proved ourselves. We accept what it
+                // presents, as a member does: a Cordon node asks for our identify (our listen
+                // addresses, which it routes us with) only once we accepted it.
                 self.log(format!(
                     "membership request from {peer}: {}",
                     summary(&request)
                 ));
+                let results = request
+                    .tokens
+                    .iter()
+                    .map(|t| cordon_protocol::NetworkResult {
+                        network: t.network.clone(),
+                        outcome: cordon_protocol::Outcome::Accepted,
+                    })
+                    .collect();
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .membership
+                    .send_response(channel, MembershipResponse { results });
                 self.state().presented_to_us.push((peer, request));
             }
             request_response::Event::OutboundFailure {
