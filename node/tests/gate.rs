@@ -450,14 +450,15 @@ async fn inner_protocol_not_advertised_while_closed() {
     assert!(!net.advertised[B][&a_id].contains(&KAD));
 }
 
-#[tokio::test]
-async fn outbound_requests_are_held_until_open_and_overflow_fails() {
-    #[derive(NetworkBehaviour)]
-    struct Rpc {
-        rpc: Gated<request_response::cbor::Behaviour<String, String>>,
-        ping: ping::Behaviour,
-    }
-    fn rpc(_: &Keypair) -> Rpc {
+/// A gated request-response protocol (with ping, so connections stay up).
+#[derive(NetworkBehaviour)]
+struct Rpc {
+    rpc: Gated<request_response::cbor::Behaviour<String, String>>,
+    ping: ping::Behaviour,
+}
+
+fn rpc(config: GateConfig) -> impl Fn(&Keypair) -> Rpc {
+    move |_| {
         let protocols = [(
             StreamProtocol::new("/cordon/test/rpc/1"),
             request_response::ProtocolSupport::Full,
@@ -468,13 +469,18 @@ async fn outbound_requests_are_held_until_open_and_overflow_fails() {
                     protocols,
                     request_response::Config::default(),
                 ),
-                GateConfig::default().with_max_held_outbound(1),
+                config.clone(),
             ),
             ping: ping::Behaviour::default(),
         }
     }
-    let mut server = spawn(rpc);
-    let mut client = spawn(rpc);
+}
+
+#[tokio::test]
+async fn outbound_requests_are_held_until_open_and_overflow_fails() {
+    let held_one = || rpc(GateConfig::default().with_max_held_outbound(1));
+    let mut server = spawn(held_one());
+    let mut client = spawn(held_one());
     let server_addr = listen(&mut server).await;
     let server_id = *server.local_peer_id();
     client.dial(server_addr).unwrap();
@@ -564,29 +570,9 @@ async fn outbound_requests_are_held_until_open_and_overflow_fails() {
 /// held until the owner releases them too (identify asks a peer only once the peer let us in).
 #[tokio::test]
 async fn with_outbound_release_requests_wait_for_the_release() {
-    #[derive(NetworkBehaviour)]
-    struct Rpc {
-        rpc: Gated<request_response::cbor::Behaviour<String, String>>,
-        ping: ping::Behaviour,
-    }
-    fn rpc(_: &Keypair) -> Rpc {
-        let protocols = [(
-            StreamProtocol::new("/cordon/test/rpc/1"),
-            request_response::ProtocolSupport::Full,
-        )];
-        Rpc {
-            rpc: Gated::with_config(
-                request_response::cbor::Behaviour::new(
-                    protocols,
-                    request_response::Config::default(),
-                ),
-                GateConfig::default().with_outbound_release(),
-            ),
-            ping: ping::Behaviour::default(),
-        }
-    }
-    let mut server = spawn(rpc);
-    let mut client = spawn(rpc);
+    let released = || rpc(GateConfig::default().with_outbound_release());
+    let mut server = spawn(released());
+    let mut client = spawn(released());
     let server_addr = listen(&mut server).await;
     let server_id = *server.local_peer_id();
     let client_id = *client.local_peer_id();

@@ -29,23 +29,24 @@ fn is_root() -> bool {
     })
 }
 
+/// `node run` on `data` in mainnet, on loopback.
+fn run_args<'a>(net: &'a Net, data: &'a Path) -> [&'a str; 9] {
+    [
+        "run",
+        "--data",
+        path_str(data),
+        "--networks",
+        path_str(&net.descriptor),
+        "--network",
+        "mainnet",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]
+}
+
 /// `node run` on `data`; it must refuse to start, saying why and the fix.
 fn run_refused(net: &Net, data: &Path, why: &[&str]) {
-    let run = run_with_timeout(
-        "node",
-        &[
-            "run",
-            "--data",
-            path_str(data),
-            "--networks",
-            path_str(&net.descriptor),
-            "--network",
-            "mainnet",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-        Duration::from_secs(10),
-    );
+    let run = run_with_timeout("node", &run_args(net, data), Duration::from_secs(10));
     assert!(!run.ok, "node run started on {}", data.display());
     for text in why {
         assert!(
@@ -79,17 +80,7 @@ fn a_data_directory_other_users_can_swap_is_refused_with_the_fix() {
     let mut node = cordon_tests::Daemon::spawn(
         "sticky",
         "node",
-        &[
-            "run",
-            "--data",
-            path_str(&data),
-            "--networks",
-            path_str(&net.descriptor),
-            "--network",
-            "mainnet",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
+        &run_args(&net, &data),
         &dir.path().join("logs"),
     );
     let status = cordon_tests::wait_for(Duration::from_secs(20), "node status", || {

@@ -127,9 +127,8 @@ impl Proc {
         cli_json("node", &["status", "--data", self.data_str(), "--json"])
     }
 
-    /// The addresses of `peer` in this process's `network` table (`node peers`); `None` while
-    /// it is not in the table.
-    pub(crate) fn routed_addrs(&self, network: &str, peer: &str) -> Option<Vec<String>> {
+    /// This process's `network` table (`node peers --json`); `None` if it does not answer.
+    fn peers(&self, network: &str) -> Option<Vec<Value>> {
         let peers = cli_json(
             "node",
             &[
@@ -141,7 +140,13 @@ impl Proc {
                 "--json",
             ],
         )?;
-        peers.as_array()?.iter().find_map(|p| {
+        peers.as_array().cloned()
+    }
+
+    /// The addresses of `peer` in this process's `network` table; `None` while it is not in
+    /// the table.
+    pub(crate) fn routed_addrs(&self, network: &str, peer: &str) -> Option<Vec<String>> {
+        self.peers(network)?.iter().find_map(|p| {
             (p["peer"] == peer).then(|| {
                 p["addrs"]
                     .as_array()
@@ -155,21 +160,8 @@ impl Proc {
 
     /// Peer ids in this process's mainnet Kademlia table (`node peers --network mainnet`).
     pub(crate) fn mainnet_peers(&self) -> Vec<String> {
-        let peers = cli_json(
-            "node",
-            &[
-                "peers",
-                "--data",
-                self.data_str(),
-                "--network",
-                "mainnet",
-                "--json",
-            ],
-        )
-        .unwrap_or_else(|| panic!("`node peers` against {} failed", self.daemon.label));
-        peers
-            .as_array()
-            .expect("peers is a JSON array")
+        self.peers("mainnet")
+            .unwrap_or_else(|| panic!("`node peers` against {} failed", self.daemon.label))
             .iter()
             .filter_map(|p| p["peer"].as_str().map(str::to_owned))
             .collect()
