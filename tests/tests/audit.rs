@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cordon_tests::{Net, approve, node_peers, run, wait_for, wait_pending, wait_until};
+use cordon_tests::{Net, Node, approve, node_peers, run, wait_for, wait_pending, wait_until};
 
 const JOIN: Duration = Duration::from_secs(60);
 
@@ -176,26 +176,18 @@ fn join_refusals_accounted(data: &std::path::Path) -> u64 {
         .sum()
 }
 
-/// Issue 11, item 8: events strangers cause at will used to be written one line each, so a
-/// flood rotated every earlier record away. Here a member's denied command is planted in a
-/// node's audit log (64 KiB files, one rotated file kept), then 300 fresh identities send 20
-/// stray join requests each to the node (not a seednode: each is refused `not_serving`). The
-/// flood is aggregated (summary records account for every refusal), the planted record
-/// survives, and `audit verify` passes.
-#[test]
-fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let _seed = net.start_seednode("mainnet");
+/// Two approved members: a (with `audit_config` as its config file) and b, routing each other;
+/// b has just tried a command its role does not allow (`dht_put` on a), the record both flood
+/// tests plant. Returns the network (keep it alive), the seednode, a, b and a's dialable address.
+fn members_with_a_denied_command(
+    dir: &std::path::Path,
+    audit_config: &str,
+) -> (Net, cordon_tests::Daemon, Node, Node, String) {
+    let mut net = Net::builder(dir).network("mainnet", "approval").build();
+    let seed_daemon = net.start_seednode("mainnet");
     let seed = net.network("mainnet").clone();
-    let config = dir.path().join("small-audit.toml");
-    std::fs::write(
-        &config,
-        "[audit]\nmax_bytes = 65536\nkeep = 1\naggregate_window = \"10s\"\n",
-    )
-    .unwrap();
+    let config = dir.join("audit.toml");
+    std::fs::write(&config, audit_config).unwrap();
     let a = net.start_node("a", &["mainnet"], &["--config", config.to_str().unwrap()]);
     let b = net.start_node("b", &["mainnet"], &[]);
     for n in [&a, &b] {
@@ -207,8 +199,6 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
             .contains(&b.peer_id)
             .then_some(())
     });
-
-    // The evidence: b, a plain member, tries a command its role does not allow.
     let denied = cordon_tests::cli(
         "node",
         &[
@@ -224,18 +214,6 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
         ],
     );
     assert!(!denied.ok, "b's dht_put was allowed: {}", denied.stdout);
-    let planted = |r: &serde_json::Value| {
-        r["kind"] == "command_denied"
-            && r["peer"] == b.peer_id.as_str()
-            && r["command"] == "dht_put"
-    };
-    wait_for(
-        Duration::from_secs(10),
-        "the denial in a's audit log",
-        || all_records(&a.data).iter().any(planted).then_some(()),
-    );
-
-    // The flood: 300 fresh identities, 20 stray join requests each.
     let status = cordon_tests::node_status(&a.data);
     let listen = status["listen"][0].as_str().unwrap().to_owned();
     let target = if listen.contains("/p2p/") {
@@ -243,6 +221,37 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
     } else {
         format!("{listen}/p2p/{}", a.peer_id)
     };
+    (net, seed_daemon, a, b, target)
+}
+
+/// The record of `b`'s denied `dht_put`.
+fn denial_of(b: &Node) -> impl Fn(&serde_json::Value) -> bool + Copy + '_ {
+    let peer = b.peer_id.as_str();
+    move |r| r["kind"] == "command_denied" && r["peer"] == peer && r["command"] == "dht_put"
+}
+
+/// Issue 11, item 8: events strangers cause at will used to be written one line each, so a
+/// flood rotated every earlier record away. Here a member's denied command is planted in a
+/// node's audit log (64 KiB files, one rotated file kept), then 300 fresh identities send 20
+/// stray join requests each to the node (not a seednode: each is refused `not_serving`). The
+/// flood is aggregated (summary records account for every refusal), the planted record
+/// survives, and `audit verify` passes.
+#[test]
+fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
+    let dir = tempfile::tempdir().unwrap();
+    // The evidence: b, a plain member, tries a command its role does not allow.
+    let (_net, _seed, a, b, target) = members_with_a_denied_command(
+        dir.path(),
+        "[audit]\nmax_bytes = 65536\nkeep = 1\naggregate_window = \"10s\"\n",
+    );
+    let planted = denial_of(&b);
+    wait_for(
+        Duration::from_secs(10),
+        "the denial in a's audit log",
+        || all_records(&a.data).iter().any(planted).then_some(()),
+    );
+
+    // The flood: 300 fresh identities, 20 stray join requests each.
     let summary = cordon_tests::join_flood(&target, 300, 20);
     let answered = summary["answered"].as_u64().unwrap();
     assert!(answered >= 3_000, "the flood did not reach a: {summary}");
@@ -281,48 +290,11 @@ fn a_flood_of_refusals_does_not_rotate_the_evidence_away() {
 #[test]
 fn a_flood_that_rotates_the_log_leaves_authenticated_peers_records() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let _seed = net.start_seednode("mainnet");
-    let seed = net.network("mainnet").clone();
-    let config = dir.path().join("tiny-audit.toml");
-    std::fs::write(
-        &config,
+    let (_net, _seed, a, b, target) = members_with_a_denied_command(
+        dir.path(),
         "[audit]\nmax_bytes = 4096\nkeep = 0\naggregate_window = \"1s\"\naggregate_sources = 1\n",
-    )
-    .unwrap();
-    let a = net.start_node("a", &["mainnet"], &["--config", config.to_str().unwrap()]);
-    let b = net.start_node("b", &["mainnet"], &[]);
-    for n in [&a, &b] {
-        let id = wait_pending(&seed.seed_data, "mainnet", &n.peer_id, JOIN);
-        approve(&seed.seed_data, id);
-    }
-    wait_for(JOIN, "a and b to route each other", || {
-        node_peers(&a.data, "mainnet")
-            .contains(&b.peer_id)
-            .then_some(())
-    });
-    let denied = cordon_tests::cli(
-        "node",
-        &[
-            "call",
-            "--data",
-            b.data.to_str().unwrap(),
-            "--network",
-            "mainnet",
-            &a.peer_id,
-            "dht_put",
-            "k",
-            "v",
-        ],
     );
-    assert!(!denied.ok, "b's dht_put was allowed: {}", denied.stdout);
-    let planted = |r: &serde_json::Value| {
-        r["kind"] == "command_denied"
-            && r["peer"] == b.peer_id.as_str()
-            && r["command"] == "dht_put"
-    };
+    let planted = denial_of(&b);
     let verified = |r: &serde_json::Value| {
         r["kind"] == "membership_verified" && r["peer"] == b.peer_id.as_str()
     };
@@ -337,13 +309,6 @@ fn a_flood_that_rotates_the_log_leaves_authenticated_peers_records() {
         },
     );
 
-    let status = cordon_tests::node_status(&a.data);
-    let listen = status["listen"][0].as_str().unwrap().to_owned();
-    let target = if listen.contains("/p2p/") {
-        listen
-    } else {
-        format!("{listen}/p2p/{}", a.peer_id)
-    };
     // Flood in rounds (100 fresh identities, 20 stray join requests each) until the main log
     // has rotated past the planted records (no rotated file is kept); at most 20 rounds.
     let rotated_away = |data: &std::path::Path| {

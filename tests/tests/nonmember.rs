@@ -797,17 +797,7 @@ fn member_feeding_an_old_revocation_head_is_ignored() {
             SystemTime::now(),
             Duration::from_secs(3600),
         );
-        client.connect(&member.addr, &member.peer);
-        let response = client
-            .present(
-                &member.peer,
-                MembershipRequest {
-                    want: Vec::new(),
-                    tokens: vec![membership("mainnet", token)],
-                },
-            )
-            .expect("the member answers the presentation");
-        assert_eq!(response.results[0].outcome, Outcome::Accepted);
+        become_member(&mut client, member, token);
 
         // Ask for everything the member holds: the seednode's current head.
         let old = fixture::wait_for(
@@ -1141,19 +1131,24 @@ fn dht_get(from: &Proc, on: &PeerId, key: &str) -> serde_json::Value {
     .unwrap_or_else(|| panic!("dht_get {key} answers"))
 }
 
-/// The raw client presents `token` to `member` and waits until the member routes it.
-fn become_member(client: &mut RawClient, member: &Proc, token: Vec<u8>) {
-    client.connect(&member.addr, &member.peer);
+/// The raw client connects to `to` and presents `token` for `network`, which must be accepted.
+fn present_accepted(client: &mut RawClient, to: &Proc, network: &str, token: Vec<u8>) {
+    client.connect(&to.addr, &to.peer);
     let response = client
         .present(
-            &member.peer,
+            &to.peer,
             MembershipRequest {
                 want: Vec::new(),
-                tokens: vec![membership("mainnet", token)],
+                tokens: vec![membership(network, token)],
             },
         )
-        .expect("the member answers the presentation");
+        .unwrap_or_else(|e| panic!("{} answers the presentation: {e}", to.daemon.label));
     assert_eq!(response.results[0].outcome, Outcome::Accepted);
+}
+
+/// The raw client presents `token` to `member` and waits until the member routes it.
+fn become_member(client: &mut RawClient, member: &Proc, token: Vec<u8>) {
+    present_accepted(client, member, "mainnet", token);
     let id = client.peer.to_string();
     fixture::wait_for(
         "the member to route the raw member",
@@ -1228,18 +1223,8 @@ fn claimed_addresses_are_filtered_before_they_are_routed() {
     checked(&net, &shared, || {
         client.claim(claims.clone());
         let seed = &net.test_seed;
-        client.connect(&seed.addr, &seed.peer);
         let token = net.mint("testnet", &client.peer, SystemTime::now(), hour);
-        let response = client
-            .present(
-                &seed.peer,
-                MembershipRequest {
-                    want: Vec::new(),
-                    tokens: vec![membership("testnet", token)],
-                },
-            )
-            .expect("the seednode answers");
-        assert_eq!(response.results[0].outcome, Outcome::Accepted);
+        present_accepted(&mut client, seed, "testnet", token);
         let got = routed(seed, "testnet", &client.peer);
         let want: BTreeSet<String> = ["/ip4/203.0.113.7/tcp/4001".to_owned()].into();
         assert_eq!(got, want, "testnet (public addresses only)");
@@ -1292,26 +1277,27 @@ fn a_member_without_dht_put_cannot_store_records_through_raw_put_value() {
                 token: token.to_vec(),
             },
         };
-        let denied = |response: &RpcResponse| {
-            matches!(
-                response,
-                RpcResponse::Err {
-                    code: RpcErrorCode::Denied,
-                    ..
-                }
-            )
+        // The member's rpc `dht_put` of record `seq` must be denied.
+        let assert_rpc_put_denied = |client: &mut RawClient, seq: u64, when: &str| {
+            let put = client
+                .rpc(
+                    &target.peer,
+                    put_request(sign(&own, "rpc-key", b"v", seq), &token),
+                )
+                .expect("the rpc answers");
+            assert!(
+                matches!(
+                    put,
+                    RpcResponse::Err {
+                        code: RpcErrorCode::Denied,
+                        ..
+                    }
+                ),
+                "the plain member's rpc dht_put was not denied {when}: {put:?}"
+            );
         };
         // The rpc path is closed to a plain member by the default policy.
-        let put = client
-            .rpc(
-                &target.peer,
-                put_request(sign(&own, "rpc-key", b"v", 1), &token),
-            )
-            .expect("the rpc answers");
-        assert!(
-            denied(&put),
-            "the plain member's rpc dht_put was not denied: {put:?}"
-        );
+        assert_rpc_put_denied(&mut client, 1, "at first");
 
         // The raw path: 10 records each of four kinds.
         let mut keys = Vec::new();
@@ -1369,16 +1355,7 @@ fn a_member_without_dht_put_cannot_store_records_through_raw_put_value() {
             },
         );
         // The rpc path is still closed.
-        let again = client
-            .rpc(
-                &target.peer,
-                put_request(sign(&own, "rpc-key", b"v", 2), &token),
-            )
-            .expect("the rpc answers");
-        assert!(
-            denied(&again),
-            "the plain member's rpc dht_put was not denied after the pushes: {again:?}"
-        );
+        assert_rpc_put_denied(&mut client, 2, "after the pushes");
 
         // A member the policy allows to put (an operator) still stores, with its token, and
         // the record is served.
