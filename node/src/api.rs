@@ -40,10 +40,11 @@ pub enum Request {
         /// What to call.
         command: CallCommand,
     },
-    /// A Kademlia lookup of `network` for the peers closest to `peer` (their ids).
+    /// A Kademlia lookup of `peer` through `network`'s members ([`FindResult`]).
     Find {
-        /// The network.
-        network: NetworkName,
+        /// The network; needed only when this node is in several.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<NetworkName>,
         /// The key looked up.
         #[serde(with = "peer_text")]
         peer: PeerId,
@@ -216,8 +217,8 @@ pub enum Response {
     Peers(Vec<PeerEntry>),
     /// To `call`.
     Called(CallResult),
-    /// To `find`: the peer ids found.
-    Found(Vec<String>),
+    /// To `find`.
+    Found(FindResult),
     /// To `reload`.
     Reloaded(Reloaded),
     /// To `pending`.
@@ -494,6 +495,8 @@ pub struct StatusLimits {
     pub max_pending_verifications: usize,
     /// Largest Kademlia message.
     pub max_kad_packet_bytes: usize,
+    /// Entries per Kademlia bucket.
+    pub kad_bucket_size: usize,
     /// Networks per process.
     pub max_networks: usize,
     /// Routing entries per network.
@@ -515,6 +518,60 @@ pub struct PeerEntry {
     pub seednode: bool,
     /// When its proof ends (unix seconds), if connected.
     pub expires_at: Option<u64>,
+}
+
+/// Answer to `find`: one Kademlia lookup of a peer through a network's members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindResult {
+    /// The network whose members were asked.
+    pub network: NetworkName,
+    /// The peer looked up.
+    pub peer: String,
+    /// Whether the peer itself answered the lookup as a member of the network.
+    pub found: bool,
+    /// Where the lookup found it.
+    pub addrs: Vec<String>,
+    /// Whether it was in this node's routing table when the lookup started.
+    pub in_table: bool,
+    /// Hops from this node to the peer, at least: 1 when it was in our table, otherwise 2 (a
+    /// member we asked, or one it named, named the peer). libp2p-kad does not say which member
+    /// named which, so longer paths show as 2.
+    pub min_hops: u32,
+    /// Members the lookup asked, those that answered, and those that did not.
+    pub asked: u32,
+    /// See `asked`.
+    pub answered: u32,
+    /// See `asked`.
+    pub failed: u32,
+    /// How long the lookup took, in milliseconds.
+    pub elapsed_ms: u64,
+    /// The members closest to the peer that answered, closest first.
+    pub closest: Vec<String>,
+    /// Why the peer did not answer, when we saw why: `refused: ...` (reached, but a membership
+    /// did not verify on the connection) or `unreachable: ...` (dialing it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl FindResult {
+    /// Why the lookup did not find the peer, led by `not found:` or `refused:` / `unreachable:`
+    /// when the peer was reached or dialed.
+    pub fn failure(&self) -> String {
+        match &self.problem {
+            Some(problem) => format!(
+                "{problem}; {} did not answer the lookup in {}",
+                self.peer, self.network
+            ),
+            None => not_found(self.answered, &self.network, &self.peer),
+        }
+    }
+}
+
+/// The error of a lookup that no member answered with the peer.
+pub fn not_found(answered: u32, network: &NetworkName, peer: &impl std::fmt::Display) -> String {
+    format!(
+        "not found: none of the {answered} members of {network} the lookup reached knows {peer}"
+    )
 }
 
 /// Answer to `reload`.

@@ -2,15 +2,23 @@
 //!
 //! A call goes to a peer proven on a live connection at once. A peer that is not yet reachable
 //! that way is reached first: dialed for the call's network with what that network's Kademlia
-//! knows of it, and looked up by PeerId through the same Kademlia, then dialed where the lookup
-//! found it (and again every second until it proved the network). The call is sent once the peer proved the network, and fails with a clear
-//! error when that does not happen within the call timeout.
+//! knows of it, and looked up by PeerId through the same Kademlia (only members answer it), then
+//! dialed where the lookup found it (and again every second until it proved the network). The
+//! call is sent once the peer proved the network. Otherwise it fails, at once when the lookup
+//! ends without anyone knowing the peer, else at the call timeout, with an error that starts
+//! with what failed:
+//!
+//! - `not found:` no member the lookup asked knows the peer;
+//! - `refused:` the peer was reached, but its membership did not verify here, or ours did not
+//!   there;
+//! - `unreachable:` dialing it failed, or it never proved the network on a connection.
 //!
 //! Bounds: at most `max_calls` calls waiting, in flight or queued for a retry at once; a call is
 //! retried at most [`CALL_ATTEMPTS`] times when the peer's rpc gate was not open yet (it opens a
 //! moment after the peer verified us).
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::time::{Duration, Instant, SystemTime};
 
 use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, RpcResult, SignedRecord};
@@ -19,7 +27,7 @@ use libp2p::request_response::{OutboundFailure, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
 use tokio::sync::oneshot;
 
-use crate::api::{CallCommand, Response};
+use crate::api::{CallCommand, FindResult, Response};
 
 use crate::routing::Routing;
 use crate::swarm::Behaviour;
@@ -39,6 +47,25 @@ struct PendingCall {
     attempts: u8,
 }
 
+/// What kept a peer being reached from proving the network; the error names the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Obstacle {
+    /// Dialing it failed.
+    Unreachable(String),
+    /// It was reached, but a membership did not verify on the connection.
+    Refused(String),
+}
+
+impl Obstacle {
+    /// `unreachable: ...` or `refused: ...`.
+    fn describe(&self) -> String {
+        match self {
+            Self::Unreachable(why) => format!("unreachable: dialing it failed: {why}"),
+            Self::Refused(why) => format!("refused: {why}"),
+        }
+    }
+}
+
 /// A call waiting until its peer proved the network on a connection.
 #[derive(Debug)]
 struct Waiting {
@@ -49,6 +76,68 @@ struct Waiting {
     /// Addresses a lookup found for it; redials use them (a routed peer's come from
     /// Kademlia).
     addrs: Vec<libp2p::Multiaddr>,
+    /// Why it has not proved the network yet, if we saw why.
+    obstacle: Option<Obstacle>,
+    /// Set when a lookup ended without anyone knowing it: how many members answered.
+    missed: Option<u32>,
+}
+
+impl Waiting {
+    /// The error of a call whose peer did not prove the network in time.
+    fn error(&self, timeout: Duration) -> String {
+        let peer = self.call.peer;
+        let network = &self.call.request.network;
+        match (&self.obstacle, self.missed) {
+            (Some(obstacle), _) => format!(
+                "{}; {peer} did not prove {network} on a connection",
+                obstacle.describe()
+            ),
+            (None, Some(answered)) => crate::api::not_found(answered, network, &peer),
+            (None, None) => format!(
+                "unreachable: {peer} did not prove {network} on a connection within {}s; check that it is online",
+                timeout.as_secs()
+            ),
+        }
+    }
+}
+
+impl Find {
+    fn result(
+        &self,
+        peers: &[kad::PeerInfo],
+        stats: &kad::QueryStats,
+        instant: Instant,
+    ) -> FindResult {
+        let target = peers.iter().find(|p| p.peer_id == self.peer);
+        FindResult {
+            network: self.network.clone(),
+            peer: self.peer.to_string(),
+            found: target.is_some(),
+            addrs: target
+                .map(|t| t.addrs.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            in_table: self.in_table,
+            min_hops: if self.in_table { 1 } else { 2 },
+            asked: stats.num_requests(),
+            answered: stats.num_successes(),
+            failed: stats.num_failures(),
+            elapsed_ms: u64::try_from(instant.saturating_duration_since(self.started).as_millis())
+                .unwrap_or(u64::MAX),
+            closest: peers.iter().map(|p| p.peer_id.to_string()).collect(),
+            problem: self.obstacle.as_ref().map(Obstacle::describe),
+        }
+    }
+}
+
+/// A running `find`.
+#[derive(Debug)]
+struct Find {
+    reply: Reply,
+    network: NetworkName,
+    peer: PeerId,
+    started: Instant,
+    in_table: bool,
+    obstacle: Option<Obstacle>,
 }
 
 /// See the [module documentation](self).
@@ -60,8 +149,8 @@ pub struct Calls {
     in_flight: HashMap<OutboundRequestId, PendingCall>,
     retry: Vec<PendingCall>,
     waiting: Vec<Waiting>,
-    /// `find` requests: Kademlia lookups answered with the peers they found.
-    finds: HashMap<kad::QueryId, Reply>,
+    /// `find` requests: Kademlia lookups answered with what they found.
+    finds: HashMap<kad::QueryId, Find>,
     record_seq: u64,
 }
 
@@ -89,28 +178,54 @@ impl Calls {
         self.in_flight.len() + self.retry.len() + self.waiting.len() + self.finds.len()
     }
 
-    /// Starts a `find`: a lookup of the peers of `network` closest to `peer` through that
-    /// network's Kademlia, answered with the peer ids it found.
+    /// Starts a `find`: a lookup of `peer` through `network`'s Kademlia, answered with where
+    /// it found the peer and how.
     pub fn find(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
-        network: &NetworkName,
+        network: Option<NetworkName>,
         peer: PeerId,
         reply: Reply,
+        instant: Instant,
     ) {
         if self.len() >= self.max_calls {
             let _ = reply.send(failure("too many calls in flight; try again"));
             return;
         }
-        match swarm.behaviour_mut().session.kad(network) {
-            Some(kad) => {
-                let id = kad.get_closest_peers(peer);
-                self.finds.insert(id, reply);
-            }
+        let network = match network {
+            Some(n) => n,
             None => {
-                let _ = reply.send(failure(format!("this node is not in network {network}")));
+                let mine: Vec<&NetworkName> = swarm.behaviour().session.networks().collect();
+                match mine.as_slice() {
+                    [only] => (*only).clone(),
+                    _ => {
+                        let _ =
+                            reply.send(failure("this node is in several networks; pass --network"));
+                        return;
+                    }
+                }
             }
-        }
+        };
+        let network = &network;
+        let Some(kad) = swarm.behaviour_mut().session.kad(network) else {
+            let _ = reply.send(failure(format!("this node is not in network {network}")));
+            return;
+        };
+        let in_table = kad
+            .kbucket(peer)
+            .is_some_and(|bucket| bucket.iter().any(|e| e.node.key.preimage() == &peer));
+        let id = kad.get_closest_peers(peer);
+        self.finds.insert(
+            id,
+            Find {
+                reply,
+                network: network.clone(),
+                peer,
+                started: instant,
+                in_table,
+                obstacle: None,
+            },
+        );
     }
 
     /// Starts `node call`: `command` to `peer`, in `network` or the one network it shares
@@ -163,6 +278,8 @@ impl Calls {
             deadline: instant + self.timeout,
             lookup,
             addrs: Vec::new(),
+            obstacle: None,
+            missed: None,
         });
     }
 
@@ -264,7 +381,9 @@ impl Calls {
         }
     }
 
-    /// A lookup of `network`'s Kademlia finished: dial the peers it looked for.
+    /// A lookup of `network`'s Kademlia finished: answer a `find`, dial the peers calls wait
+    /// for.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_lookup(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -272,11 +391,12 @@ impl Calls {
         network: &NetworkName,
         id: kad::QueryId,
         peers: &[kad::PeerInfo],
+        stats: &kad::QueryStats,
         instant: Instant,
     ) {
-        if let Some(reply) = self.finds.remove(&id) {
-            let found: Vec<String> = peers.iter().map(|p| p.peer_id.to_string()).collect();
-            let _ = reply.send(Ok(Response::Found(found)));
+        if let Some(find) = self.finds.remove(&id) {
+            let result = find.result(peers, stats, instant);
+            let _ = find.reply.send(Ok(Response::Found(result)));
         }
         for w in self.waiting.iter_mut().filter(|w| w.lookup == Some(id)) {
             w.lookup = None;
@@ -285,7 +405,8 @@ impl Calls {
                     w.addrs = info.addrs.clone();
                     routing.dial(swarm, info.peer_id, info.addrs.clone(), network);
                 }
-                None if swarm.is_connected(&w.call.peer)
+                None if w.obstacle.is_some()
+                    || swarm.is_connected(&w.call.peer)
                     || swarm
                         .behaviour()
                         .session
@@ -294,7 +415,39 @@ impl Calls {
                 None => {
                     // Nobody knows it: fail now rather than at the deadline.
                     w.deadline = instant.min(w.deadline);
+                    w.missed = Some(stats.num_successes());
                 }
+            }
+        }
+    }
+
+    /// Dialing `peer` failed.
+    pub fn on_dial_failure(&mut self, peer: PeerId, error: &str) {
+        self.note(peer, None, Obstacle::Unreachable(error.to_owned()));
+    }
+
+    /// We refused `peer`'s membership of `network`, for `reason`.
+    pub fn on_refused(&mut self, peer: PeerId, network: &NetworkName, reason: impl Display) {
+        let why = format!("its membership of {network} did not verify here ({reason})");
+        self.note(peer, Some(network), Obstacle::Refused(why));
+    }
+
+    /// `peer` refused our membership of `network`, for `reason`.
+    pub fn on_rejected(&mut self, peer: PeerId, network: &NetworkName, reason: impl Display) {
+        let why = format!("it refused our membership of {network} ({reason})");
+        self.note(peer, Some(network), Obstacle::Refused(why));
+    }
+
+    fn note(&mut self, peer: PeerId, network: Option<&NetworkName>, obstacle: Obstacle) {
+        let concerns = |p: &PeerId, n: &NetworkName| *p == peer && network.is_none_or(|x| x == n);
+        for w in &mut self.waiting {
+            if concerns(&w.call.peer, &w.call.request.network) {
+                w.obstacle = Some(obstacle.clone());
+            }
+        }
+        for f in self.finds.values_mut() {
+            if concerns(&f.peer, &f.network) {
+                f.obstacle = Some(obstacle.clone());
             }
         }
     }
@@ -367,12 +520,68 @@ impl Calls {
             .partition(|w| w.deadline <= instant);
         self.waiting = rest;
         for w in late {
-            let _ = w.call.reply.send(failure(format!(
-                "{} could not be reached as a verified member of {} within {}s; check `node peers` and that it is online",
-                w.call.peer,
-                w.call.request.network,
-                self.timeout.as_secs()
-            )));
+            let error = w.error(self.timeout);
+            let _ = w.call.reply.send(Err(error));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(obstacle: Option<Obstacle>, missed: Option<u32>) -> Waiting {
+        let (reply, _) = oneshot::channel();
+        Waiting {
+            call: PendingCall {
+                reply,
+                peer: PeerId::random(),
+                request: RpcRequest {
+                    network: "mainnet".parse().unwrap(),
+                    command: Command::Ping,
+                },
+                attempts: 0,
+            },
+            deadline: Instant::now(),
+            lookup: None,
+            addrs: Vec::new(),
+            obstacle,
+            missed,
+        }
+    }
+
+    #[test]
+    fn a_failed_call_names_what_failed() {
+        let timeout = Duration::from_secs(20);
+        let refused = Obstacle::Refused("it refused our membership of mainnet (expired)".into());
+        let unreachable = Obstacle::Unreachable("connection refused".into());
+        let cases = [
+            (
+                waiting(None, Some(7)),
+                "not found: none of the 7 members of mainnet",
+            ),
+            (
+                waiting(Some(refused.clone()), Some(7)),
+                "refused: it refused our membership",
+            ),
+            (
+                waiting(Some(unreachable), None),
+                "unreachable: dialing it failed: connection refused",
+            ),
+            (waiting(None, None), "unreachable: "),
+        ];
+        for (w, expected) in cases {
+            let error = w.error(timeout);
+            assert!(
+                error.starts_with(expected),
+                "{error:?} starts with {expected:?}"
+            );
+            assert!(
+                error.contains(&w.call.peer.to_string()),
+                "{error:?} names the peer"
+            );
+        }
+        // The last case is the deadline's: it says how long the call waited.
+        assert!(waiting(None, None).error(timeout).contains("within 20s"));
     }
 }

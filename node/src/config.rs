@@ -85,6 +85,16 @@ pub struct NodeLimits {
     pub max_address_book: usize,
     /// Largest Kademlia message. Default 16 KiB.
     pub max_kad_packet_bytes: usize,
+    /// Entries per Kademlia bucket (`k`), per network. A proven member that does not fit a full
+    /// bucket stays a member (served, answered, swept on revocation) but is not in the table;
+    /// lookups find it through the members whose tables hold it. Smaller buckets mean a smaller
+    /// table and fewer connections kept per node, and lookups of a few more hops. Default 20.
+    pub kad_bucket_size: usize,
+    /// Members a Kademlia lookup asks at once (`alpha`). Default 3.
+    pub kad_parallelism: usize,
+    /// How long one Kademlia lookup may run. Default 10 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub kad_query_timeout: Duration,
     /// Networks one process joins or serves at once. Default 4.
     pub max_networks: usize,
     /// Peers routed per network. Default 5,120 (Kademlia's own table capacity).
@@ -130,6 +140,9 @@ impl Default for NodeLimits {
             max_addrs_per_peer: 8,
             max_address_book: 1024,
             max_kad_packet_bytes: 16 * 1024,
+            kad_bucket_size: 20,
+            kad_parallelism: 3,
+            kad_query_timeout: Duration::from_secs(10),
             max_networks: MAX_NETWORKS,
             max_routes_per_network: cordon_membership::session::DEFAULT_MAX_ROUTES_PER_NETWORK,
             max_dial_intents: cordon_membership::session::DEFAULT_MAX_DIAL_INTENTS,
@@ -209,6 +222,14 @@ impl NodeLimits {
             self.max_kad_packet_bytes,
             1024,
             16 << 20,
+        )?;
+        in_range("kad_bucket_size", self.kad_bucket_size, 1, 256)?;
+        in_range("kad_parallelism", self.kad_parallelism, 1, 32)?;
+        duration_in_range(
+            "kad_query_timeout",
+            self.kad_query_timeout,
+            secs(1),
+            secs(600),
         )?;
         in_range("max_networks", self.max_networks, 1, 64)?;
         in_range(

@@ -124,6 +124,7 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             max_streams_per_protocol: limits.max_streams_per_protocol,
             max_pending_verifications: limits.max_pending_verifications,
             max_kad_packet_bytes: limits.max_kad_packet_bytes,
+            kad_bucket_size: limits.kad_bucket_size,
             max_networks: limits.max_networks,
             max_routes_per_network: limits.max_routes_per_network,
         },

@@ -127,6 +127,9 @@ impl EventLoop {
             } => tracing::debug!(addr = %send_back_addr, %error, "incoming connection failed"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.calls.on_dial_failure(peer, &error.to_string());
+                }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -193,6 +196,11 @@ impl EventLoop {
                 refused,
             } => {
                 self.report.refused(peer, &refused);
+                for r in &refused {
+                    if let Some(network) = &r.network {
+                        self.calls.on_refused(peer, network, r.rejection.reason);
+                    }
+                }
                 // Our own overload is not the peer's failure.
                 let failed = refused.iter().any(|r| {
                     !matches!(
@@ -256,6 +264,7 @@ impl EventLoop {
                             tracing::debug!(%peer, network = %r.network, "our membership was accepted");
                         }
                         Outcome::Rejected { reason } => {
+                            self.calls.on_rejected(peer, &r.network, reason);
                             tracing::warn!(%peer, network = %r.network, reason = %reason, "our membership was refused");
                         }
                     }
@@ -307,6 +316,7 @@ impl EventLoop {
             kad::Event::OutboundQueryProgressed {
                 id,
                 result: kad::QueryResult::GetClosestPeers(result),
+                stats,
                 ..
             } => {
                 let peers = match result {
@@ -320,6 +330,7 @@ impl EventLoop {
                         &network,
                         id,
                         &peers,
+                        &stats,
                         instant,
                     );
                 }
@@ -393,7 +404,8 @@ impl EventLoop {
                 return;
             }
             Request::Find { network, peer } => {
-                self.calls.find(&mut self.swarm, &network, peer, reply);
+                self.calls
+                    .find(&mut self.swarm, network, peer, reply, instant);
                 return;
             }
             Request::Status {} => Ok(Response::Status(Box::new(control_handler::status(

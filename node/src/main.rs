@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cordon_host::control::{call_blocking, socket_path};
 use cordon_host::datadir::DataDir;
-use cordon_node::api::{CallCommand, CallResult, PeerEntry, Reloaded, Request, Status};
+use cordon_node::api::{CallCommand, CallResult, FindResult, PeerEntry, Reloaded, Request, Status};
 use cordon_node::config::{DaemonFlags, NoSeednode, NodeFile};
 use cordon_protocol::NetworkName;
 use serde::de::DeserializeOwned;
@@ -121,6 +121,21 @@ enum Command {
         command: String,
         /// Its arguments.
         args: Vec<String>,
+    },
+    /// Look a peer up through a network's members (Kademlia): where it is, how many members
+    /// were asked, how long it took. Exits non-zero when no member knows it.
+    Find {
+        /// Data directory of the running node.
+        #[arg(long, env = "CORDON_DATA")]
+        data: PathBuf,
+        /// Network to look in; needed only when the node is in several.
+        #[arg(long)]
+        network: Option<NetworkName>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The peer to look up.
+        peer: libp2p::PeerId,
     },
     /// Audit-trail tools.
     #[command(subcommand)]
@@ -270,6 +285,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Find {
+            data,
+            network,
+            json,
+            peer,
+        } => {
+            let request = Request::Find { network, peer };
+            let found: FindResult = call_with_timeout(&data, &request, CALL_TIMEOUT)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print_found(&found);
+            }
+            if !found.found {
+                anyhow::bail!("{}", found.failure());
+            }
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify { data }) => {
             println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             Ok(())
@@ -374,6 +407,35 @@ fn print_status(s: &Status) {
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "-".into())
         );
+    }
+}
+
+fn print_found(f: &FindResult) {
+    let verdict = if f.found { "found" } else { "not found" };
+    println!(
+        "{} {verdict} in {} after {} ms",
+        f.peer, f.network, f.elapsed_ms
+    );
+    for a in &f.addrs {
+        println!("address:  {a}");
+    }
+    if f.in_table {
+        println!("path:     1 hop (in this node's routing table)");
+    } else {
+        println!(
+            "path:     at least {} hops (not in this node's routing table; members named it)",
+            f.min_hops
+        );
+    }
+    println!(
+        "asked:    {} members ({} answered, {} did not)",
+        f.asked, f.answered, f.failed
+    );
+    if let Some(problem) = &f.problem {
+        println!("problem:  {problem}");
+    }
+    for (i, p) in f.closest.iter().enumerate() {
+        println!("closest {:>2}: {p}", i + 1);
     }
 }
 

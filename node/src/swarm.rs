@@ -99,7 +99,13 @@ fn network_kad(
     // Records arriving by PUT_VALUE are handed to the event loop, which keeps only those that
     // verify (signature, ownership, no replay); kad stores nothing by itself.
     cfg.set_record_filtering(kad::StoreInserts::FilterBoth);
-    cfg.set_query_timeout(limits.request_timeout);
+    cfg.set_query_timeout(limits.kad_query_timeout);
+    if let Some(k) = NonZeroUsize::new(limits.kad_bucket_size) {
+        cfg.set_kbucket_size(k);
+    }
+    if let Some(alpha) = NonZeroUsize::new(limits.kad_parallelism) {
+        cfg.set_parallelism(alpha);
+    }
     if let Some(k) = NonZeroUsize::new(20) {
         cfg.set_replication_factor(k);
     }

@@ -316,14 +316,16 @@ impl Cluster {
         }
     }
 
-    /// The peer ids a Kademlia lookup of `network` from node `i` for `key` found.
+    /// The members a Kademlia lookup of `network` from node `i` for `key` reached, closest
+    /// first.
     pub async fn find(&self, i: usize, network: &str, key: &PeerId) -> anyhow::Result<Vec<PeerId>> {
         let request = Request::Find {
-            network: net(network)?,
+            network: Some(net(network)?),
             peer: *key,
         };
         match self.request(i, request).await? {
-            Response::Found(ids) => ids
+            Response::Found(found) => found
+                .closest
                 .iter()
                 .map(|p| p.parse::<PeerId>().map_err(|e| anyhow!("bad peer id: {e}")))
                 .collect(),

@@ -1,0 +1,204 @@
+//! Reaching a member by PeerId alone, against real processes on loopback: `node find` looks a
+//! peer up through the network's members (Kademlia), and `node call` reaches a member that is
+//! neither connected nor in the caller's routing table the same way.
+//!
+//! The members run with two entries per Kademlia bucket (`kad_bucket_size = 2`), so their tables
+//! hold only part of the network, and connections close after two idle seconds, so a member is
+//! not simply connected to everyone. The seednode is stopped once everyone joined: every lookup
+//! goes through members.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use cordon_tests::{Net, Node, cli, path_str, wait_pending, wait_until};
+use serde_json::Value;
+
+/// How long a join (request, approval, delivery) may take.
+const JOIN: Duration = Duration::from_secs(60);
+/// How long the members' tables may take to fill.
+const SETTLE: Duration = Duration::from_secs(90);
+/// Members in the network.
+const MEMBERS: usize = 10;
+
+const SMALL_TABLES: &str = "[limits]\nkad_bucket_size = 2\nidle_timeout = \"2s\"\n";
+
+/// `node find --data <from> --json <peer>`: (exit ok, the printed result, stderr).
+fn find(from: &Node, peer: &str) -> (bool, Value, String) {
+    let run = cli(
+        "node",
+        &["find", "--data", path_str(&from.data), "--json", peer],
+    );
+    eprintln!(
+        "[{}] node find {peer}: ok={} stdout={} stderr={}",
+        from.label, run.ok, run.stdout, run.stderr
+    );
+    let json = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+    (run.ok, json, run.stderr)
+}
+
+/// `node call --data <from> <peer> ping`.
+fn ping(from: &Node, peer: &str) -> cordon_tests::Run {
+    let run = cli(
+        "node",
+        &["call", "--data", path_str(&from.data), peer, "ping"],
+    );
+    eprintln!(
+        "[{}] node call {peer} ping: ok={} stdout={:?} stderr={:?}",
+        from.label, run.ok, run.stdout, run.stderr
+    );
+    run
+}
+
+/// Each member's routing table (members only: the seednode is left out).
+fn tables(members: &[Node], seed: &str) -> BTreeMap<String, BTreeSet<String>> {
+    members
+        .iter()
+        .map(|m| {
+            let mut table = m.peers("mainnet");
+            table.remove(seed);
+            (m.peer_id.clone(), table)
+        })
+        .collect()
+}
+
+/// (caller, target) pairs where the target is in some other member's table but not in the
+/// caller's.
+fn pairs_outside_tables(
+    members: &[Node],
+    tables: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (a, caller) in members.iter().enumerate() {
+        for (t, target) in members.iter().enumerate() {
+            let known_elsewhere = tables
+                .iter()
+                .any(|(owner, table)| owner != &caller.peer_id && table.contains(&target.peer_id));
+            if a != t && !tables[&caller.peer_id].contains(&target.peer_id) && known_elsewhere {
+                pairs.push((a, t));
+            }
+        }
+    }
+    pairs
+}
+
+#[test]
+fn a_member_outside_the_callers_table_is_found_through_members_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let mut seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("small-tables.toml");
+    std::fs::write(&config, SMALL_TABLES).unwrap();
+    let members: Vec<Node> = (0..MEMBERS)
+        .map(|i| {
+            net.start_node(
+                &format!("m{i}"),
+                &["mainnet"],
+                &["--config", path_str(&config)],
+            )
+        })
+        .collect();
+    for m in &members {
+        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
+        cordon_tests::approve(&seed.seed_data, id);
+    }
+    for m in &members {
+        m.wait_state("mainnet", "member", JOIN);
+    }
+    // Tables settle: every member routes at least two others, none routes them all (two
+    // entries per bucket), and every member is in someone's table.
+    let tables = wait_until(SETTLE, "the members' tables to settle", || {
+        let tables = tables(&members, &seed.seed_peer_id);
+        let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();
+        let known: BTreeSet<&String> = tables.values().flatten().collect();
+        if sizes.iter().all(|&n| n >= 2) && known.len() == MEMBERS {
+            Ok(tables)
+        } else {
+            Err(format!(
+                "table sizes {sizes:?}, {} members known",
+                known.len()
+            ))
+        }
+    });
+    let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();
+    eprintln!("table sizes with two entries per bucket: {sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n < MEMBERS - 1),
+        "with two entries per bucket no table holds all {} other members: {sizes:?}",
+        MEMBERS - 1
+    );
+    seed_daemon.stop();
+
+    let pairs = pairs_outside_tables(&members, &tables);
+    assert!(
+        pairs.len() >= 2,
+        "some member is outside some caller's table: {tables:?}"
+    );
+
+    // A call to a member outside the caller's table, with no seednode running: pong.
+    let (a, t) = pairs[0];
+    let run = ping(&members[a], &members[t].peer_id);
+    assert!(run.ok, "the call reached the member: {}", run.stderr);
+    assert_eq!(run.stdout.trim(), "pong");
+
+    // `node find` of another such member: found through members, at least two hops.
+    let (a, t) = *pairs
+        .iter()
+        .find(|(a2, t2)| (*a2, *t2) != pairs[0])
+        .unwrap();
+    let (ok, found, stderr) = find(&members[a], &members[t].peer_id);
+    assert!(ok, "node find succeeded: {stderr}");
+    assert_eq!(found["found"], true, "{found}");
+    assert_eq!(found["network"], "mainnet", "{found}");
+    assert_eq!(found["in_table"], false, "{found}");
+    assert!(found["min_hops"].as_u64().unwrap() >= 2, "{found}");
+    // The lookup asked at least one member besides the peer itself, and the peer answered.
+    assert!(found["answered"].as_u64().unwrap() >= 2, "{found}");
+    let addrs: Vec<&str> = found["addrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        addrs.iter().any(|a| a.starts_with("/ip4/127.0.0.1/tcp/")),
+        "the lookup found where the peer listens: {found}"
+    );
+    let closest: Vec<&str> = found["closest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        closest.first(),
+        Some(&members[t].peer_id.as_str()),
+        "{found}"
+    );
+    assert!(
+        !closest.contains(&seed.seed_peer_id.as_str()),
+        "the stopped seednode answered nothing: {found}"
+    );
+
+    // An unknown PeerId: the lookup ends, and both commands say it was not found (not that the
+    // call timed out).
+    let stranger = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
+    let (ok, found, stderr) = find(&members[0], &stranger);
+    assert!(!ok, "node find of an unknown peer fails");
+    assert_eq!(found["found"], false, "{found}");
+    assert!(stderr.contains("not found:"), "{stderr}");
+    let run = ping(&members[0], &stranger);
+    assert!(!run.ok, "a call to an unknown peer fails");
+    assert!(
+        run.stderr.contains("not found:") && run.stderr.contains("members of mainnet"),
+        "the call names the failed lookup: {}",
+        run.stderr
+    );
+}
