@@ -551,6 +551,9 @@ pub struct FindResult {
     /// did not verify on the connection) or `unreachable: ...` (dialing it failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Whether the lookup ran out of time (`kad_query_timeout`) before it settled.
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 impl FindResult {
@@ -561,6 +564,10 @@ impl FindResult {
             Some(problem) => format!(
                 "{problem}; {} did not answer the lookup in {}",
                 self.peer, self.network
+            ),
+            None if self.timed_out => format!(
+                "unreachable: the lookup in {} timed out with {} of {} members answering, none with {}",
+                self.network, self.answered, self.asked, self.peer
             ),
             None => not_found(self.answered, &self.network, &self.peer),
         }

@@ -125,6 +125,7 @@ impl Find {
                 .unwrap_or(u64::MAX),
             closest: peers.iter().map(|p| p.peer_id.to_string()).collect(),
             problem: self.obstacle.as_ref().map(Obstacle::describe),
+            timed_out: false,
         }
     }
 }
@@ -392,10 +393,12 @@ impl Calls {
         id: kad::QueryId,
         peers: &[kad::PeerInfo],
         stats: &kad::QueryStats,
+        timed_out: bool,
         instant: Instant,
     ) {
         if let Some(find) = self.finds.remove(&id) {
-            let result = find.result(peers, stats, instant);
+            let mut result = find.result(peers, stats, instant);
+            result.timed_out = timed_out;
             let _ = find.reply.send(Ok(Response::Found(result)));
         }
         for w in self.waiting.iter_mut().filter(|w| w.lookup == Some(id)) {
@@ -412,6 +415,15 @@ impl Calls {
                         .session
                         .sessions()
                         .is_routed(network, &w.call.peer) => {}
+                None if timed_out => {
+                    // Members too slow to answer are no proof that nobody knows it: ask again
+                    // while the call has time.
+                    w.lookup = swarm
+                        .behaviour_mut()
+                        .session
+                        .kad(network)
+                        .map(|kad| kad.get_closest_peers(w.call.peer));
+                }
                 None => {
                     // Nobody knows it: fail now rather than at the deadline.
                     w.deadline = instant.min(w.deadline);

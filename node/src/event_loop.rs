@@ -241,7 +241,7 @@ impl EventLoop {
                 peer,
                 network,
                 addrs,
-            } => self.routing.on_routed(peer, &network, &addrs, now),
+            } => self.routing.on_routed(peer, &network, &addrs, now, instant),
             session::Event::Unrouted {
                 peer,
                 network,
@@ -319,9 +319,9 @@ impl EventLoop {
                 stats,
                 ..
             } => {
-                let peers = match result {
-                    Ok(ok) => ok.peers,
-                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                let (peers, timed_out) = match result {
+                    Ok(ok) => (ok.peers, false),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => (peers, true),
                 };
                 if self.calls.is_lookup(id) {
                     self.calls.on_lookup(
@@ -331,6 +331,7 @@ impl EventLoop {
                         id,
                         &peers,
                         &stats,
+                        timed_out,
                         instant,
                     );
                 }

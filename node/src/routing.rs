@@ -152,14 +152,26 @@ impl Routing {
         self.listen_addrs.retain(|a| a != address);
     }
 
-    /// The session put `peer` into `network`'s table with `addrs`.
+    /// The session put `peer` into `network`'s table with `addrs`. A member new to us means
+    /// the network is changing: discovery of that network returns to its base interval (a node
+    /// that joined an almost empty network would otherwise wait out its backoff while the
+    /// others arrive).
     pub fn on_routed(
         &mut self,
         peer: PeerId,
         network: &NetworkName,
         addrs: &[Multiaddr],
         now: SystemTime,
+        instant: Instant,
     ) {
+        let known = self
+            .book
+            .get(&peer)
+            .is_some_and(|e| e.networks.contains(network));
+        if !known && let Some(due) = self.discovery.due.get_mut(network) {
+            due.0 = self.discovery.base;
+            due.1 = due.1.min(instant + self.discovery.base);
+        }
         let entry = self.book.entry(peer).or_insert_with(|| AddressEntry {
             peer: peer.to_string(),
             addrs: Vec::new(),

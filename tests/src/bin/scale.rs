@@ -1,0 +1,935 @@
+//! `scripts/scale`: N real nodes in several networks in one process, over the memory transport,
+//! joining through a real seednode per network; reports how the overlay behaves as N grows.
+//!
+//! Every node is the product's own [`Node`] (swarm, session machine, gates, one Kademlia per
+//! network, event loop, data directory), each seednode the product's node with the product's
+//! join service over SQLite. Nodes start with no token and ask their network's seednode to join;
+//! the harness approves them through the seednode's operator requests, as `seednode approve`
+//! does. Only the transport differs from `node run` (memory instead of TCP; Noise and Yamux
+//! run as usual), and the control socket is replaced by the in-process handle.
+//!
+//! Phases, each bounded by a timeout:
+//! 1. join: every node asks to join; join -> pending per node.
+//! 2. approve: every request approved; approve -> member per node; then until every member
+//!    routes at least one other member.
+//! 3. late joiners: `--late` more nodes, one at a time: join -> pending, and approve ->
+//!    callable (three random members of its network each get `pong` from it).
+//! 4. pairs: `--pairs` random same-network pairs call `ping` (a caller that is not connected to
+//!    its callee looks it up by PeerId); `--finds` lookups report hops and members asked.
+//! 5. leaks: every routing table, and every lookup's answer, is checked for peers of networks
+//!    the node is not in.
+//! 6. revoke: `--revoke` members are revoked at their seednode; revoke -> gone from every
+//!    member's table.
+//!
+//! Resident memory and CPU time of the process are read from /proc, before and after.
+//!
+//! Prints a table, and the same figures as JSON (`--json FILE`). Exits non-zero if a phase
+//! times out, a pair fails, or anything leaks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, anyhow, bail};
+use cordon_host::datadir::DataDir;
+use cordon_host::descriptor::{Descriptor, NetworkEntry};
+use cordon_membership::{
+    DelegationRequest, Issuer, PeerId, SecretKey, Verifier, VerifierConfig, issue_delegation,
+};
+use cordon_node::api::{CallCommand, CallResult, Request, Response};
+use cordon_node::config::Transport;
+use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
+use cordon_protocol::NetworkName;
+use cordon_seednode::service::{SeedService, ServiceConfig};
+use cordon_seednode::store::{SqliteStore, StoreLimits};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
+[--late L] [--revoke R] [--bucket-size K] [--seed S] [--json FILE]";
+
+#[derive(Debug, Clone)]
+struct Args {
+    nodes: usize,
+    networks: usize,
+    workers: usize,
+    pairs: usize,
+    finds: usize,
+    late: usize,
+    revoke: usize,
+    bucket_size: usize,
+    seed: u64,
+    json: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse() -> anyhow::Result<Self> {
+        let mut a = Self {
+            nodes: 200,
+            networks: 2,
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            pairs: 1000,
+            finds: 100,
+            late: 20,
+            revoke: 5,
+            bucket_size: NodeLimits::default().kad_bucket_size,
+            seed: 0x5eed_0001,
+            json: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--help" || flag == "-h" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value = it
+                .next()
+                .ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))?;
+            let number = || -> anyhow::Result<usize> {
+                value
+                    .parse()
+                    .map_err(|_| anyhow!("{flag}: {value:?} is not a number\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--nodes" => a.nodes = number()?,
+                "--networks" => a.networks = number()?,
+                "--workers" => a.workers = number()?,
+                "--pairs" => a.pairs = number()?,
+                "--finds" => a.finds = number()?,
+                "--late" => a.late = number()?,
+                "--revoke" => a.revoke = number()?,
+                "--bucket-size" => a.bucket_size = number()?,
+                "--seed" => a.seed = number()? as u64,
+                "--json" => a.json = Some(PathBuf::from(value)),
+                _ => bail!("unknown flag {flag}\n{USAGE}"),
+            }
+        }
+        anyhow::ensure!((1..=8).contains(&a.networks), "--networks must be 1 to 8");
+        anyhow::ensure!(
+            a.nodes >= 4 * a.networks,
+            "--nodes must be at least 4 per network"
+        );
+        anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(
+            a.revoke < a.nodes / a.networks / 2,
+            "--revoke must be under half of a network"
+        );
+        Ok(a)
+    }
+}
+
+/// A deterministic sequence (xorshift64*), so a run can be replayed with `--seed`.
+struct Sample(u64);
+
+impl Sample {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+    }
+}
+
+/// A running in-process node.
+struct Running {
+    peer: PeerId,
+    network: NetworkName,
+    handle: NodeHandle,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(
+    config: NodeConfig,
+    key: SecretKey,
+    service: Option<cordon_node::service::ServiceHandle>,
+    network: NetworkName,
+) -> anyhow::Result<Running> {
+    let peer = key.peer_id();
+    let (node, handle) = Node::start(config, key, service).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(node.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        peer,
+        network,
+        handle,
+        _stop: stop,
+    })
+}
+
+/// Asks a node, as its control socket would; gives up after `ASK_TIMEOUT`.
+async fn ask(handle: &NodeHandle, request: Request) -> anyhow::Result<Response> {
+    match tokio::time::timeout(ASK_TIMEOUT, handle.request(request)).await {
+        Ok(answer) => answer.map_err(anyhow::Error::msg),
+        Err(_) => bail!("no answer within {ASK_TIMEOUT:?}"),
+    }
+}
+
+/// How long one request to a node may take: an approval waits behind every join message the
+/// seednode's service has queued.
+const ASK_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn memory_addr(port: u64) -> Multiaddr {
+    Multiaddr::empty().with(Protocol::Memory(port))
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat (11 and 12 after the state field).
+    let total = ticks(11) + ticks(12);
+    // Linux reports them in clock ticks of 100 Hz on every platform we run on.
+    Duration::from_millis(total * 10)
+}
+
+/// Percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+struct Spread {
+    count: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Spread {
+    fn of(samples: &[Duration]) -> Self {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if ms.is_empty() {
+                return 0.0;
+            }
+            let i = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1;
+            ms[i]
+        };
+        Self {
+            count: ms.len(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    nodes: usize,
+    networks: usize,
+    workers: usize,
+    kad_bucket_size: usize,
+    join_to_pending: Spread,
+    approve_to_member: Spread,
+    all_routed_after_approval_ms: u64,
+    late_join_to_pending: Spread,
+    late_approve_to_callable: Spread,
+    /// Late joiners not callable by all three members within 120 s of their approval.
+    late_misses: usize,
+    pairs: usize,
+    pairs_ok: usize,
+    pair_failures: Vec<String>,
+    finds: usize,
+    finds_found: usize,
+    finds_in_table: usize,
+    find_asked_mean: f64,
+    table_size_mean: f64,
+    leaks: usize,
+    revoked: usize,
+    revoke_to_dropped: Spread,
+    /// Members still routing a revoked peer 120 s after its revocation.
+    revoke_misses: Vec<String>,
+    rss_per_node_kib: u64,
+    cpu_ms_per_node: u64,
+    idle_cpu_ms_per_node_per_min: f64,
+    total_secs: u64,
+}
+
+/// One network's seednode and keys.
+struct Seed {
+    running: Running,
+}
+
+struct Harness {
+    dir: PathBuf,
+    descriptor: Descriptor,
+    seeds: BTreeMap<NetworkName, Seed>,
+    nodes: Vec<Running>,
+    next_port: u64,
+    limits: NodeLimits,
+}
+
+impl Harness {
+    async fn new(dir: &Path, names: &[NetworkName], limits: NodeLimits) -> anyhow::Result<Self> {
+        let now = SystemTime::now();
+        let base: u64 = 2_000_000
+            + u64::from(
+                SecretKey::generate().peer_id().to_bytes()[30..]
+                    .iter()
+                    .fold(0u32, |a, b| a << 8 | u32::from(*b)),
+            ) * 100;
+        let mut entries = Vec::new();
+        let mut planned = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let anchor = SecretKey::generate();
+            let data = dir.join(format!("seed-{name}"));
+            let (_, key) = DataDir::init(&data)?;
+            let port = base + i as u64;
+            let mut entry = NetworkEntry::new(name.clone(), anchor.public());
+            entry.bootstrap = vec![memory_addr(port).with(Protocol::P2p(key.peer_id()))];
+            entries.push(entry);
+            planned.push((name.clone(), anchor, data, key, port));
+        }
+        let descriptor = Descriptor { networks: entries };
+        descriptor.validate()?;
+        let verifier = Verifier::new(VerifierConfig::default(), descriptor.access_list()?);
+        let mut seeds = BTreeMap::new();
+        for (name, anchor, data, key, port) in planned {
+            let delegation = issue_delegation(
+                &anchor,
+                &DelegationRequest {
+                    network: name.to_string(),
+                    seednode: key.public(),
+                    expires_at: now + Duration::from_secs(30 * 86_400),
+                    allowed_roles: vec!["member".into()],
+                    allowed_rights: Vec::new(),
+                    max_lifetime: Duration::from_secs(7 * 86_400),
+                },
+                now,
+            )?;
+            let issuer = Issuer::new(&delegation, &verifier, key.clone(), now)?;
+            let store = SqliteStore::open(&dir.join(format!("{name}.db")), StoreLimits::default())?;
+            // Its revocation heads are signed with its identity, as `seednode run` does.
+            let service =
+                SeedService::new(store, vec![issuer], &descriptor, ServiceConfig::default())?
+                    .with_head_signer(key.libp2p_keypair(), BTreeMap::new())?
+                    .spawn();
+            let mut config = NodeConfig::new(data, descriptor.clone(), vec![name.clone()]);
+            config.transport = Transport::Memory;
+            config.listen = vec![memory_addr(port)];
+            config.control_socket = false;
+            config.label = format!("seed-{name}");
+            config.limits = limits.clone();
+            let running = start(config, key, Some(service), name.clone()).await?;
+            seeds.insert(name, Seed { running });
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            descriptor,
+            seeds,
+            nodes: Vec::new(),
+            next_port: base + 100,
+            limits,
+        })
+    }
+
+    /// Starts node number `self.nodes.len()` in `network`, with no token: it asks to join.
+    async fn start_node(&mut self, network: &NetworkName) -> anyhow::Result<usize> {
+        let i = self.nodes.len();
+        let data = self.dir.join(format!("node{i}"));
+        let (_, key) = DataDir::init(&data)?;
+        let mut config = NodeConfig::new(data, self.descriptor.clone(), vec![network.clone()]);
+        config.transport = Transport::Memory;
+        config.listen = vec![memory_addr(self.next_port)];
+        self.next_port += 1;
+        config.control_socket = false;
+        config.label = format!("n{i}");
+        config.limits = self.limits.clone();
+        let running = start(config, key, None, network.clone()).await?;
+        self.nodes.push(running);
+        Ok(i)
+    }
+
+    fn seed(&self, network: &NetworkName) -> &NodeHandle {
+        &self.seeds[network].running.handle
+    }
+
+    /// Pending request ids by peer, of every seednode.
+    async fn pending(&self) -> anyhow::Result<HashMap<PeerId, u64>> {
+        let mut out = HashMap::new();
+        for seed in self.seeds.values() {
+            match ask(&seed.running.handle, Request::Pending { network: None }).await? {
+                Response::Pending(list) => {
+                    for r in list {
+                        if let Ok(peer) = r.peer.parse::<PeerId>() {
+                            out.insert(peer, r.id);
+                        }
+                    }
+                }
+                other => bail!("unexpected answer to pending: {other:?}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approves request `id`, as `seednode approve` does; a service too busy to take it now
+    /// (it says so) is asked again, for up to a minute.
+    async fn approve(&self, network: &NetworkName, id: u64) -> anyhow::Result<()> {
+        let request = Request::Approve {
+            id,
+            roles: Vec::new(),
+            rights: Vec::new(),
+            ttl_secs: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match ask(self.seed(network), request.clone()).await {
+                Ok(Response::Approved(_)) => return Ok(()),
+                Ok(other) => bail!("unexpected answer to approve: {other:?}"),
+                Err(e) if e.to_string().contains("busy") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.context(format!("approving request {id}"))),
+            }
+        }
+    }
+
+    async fn state(&self, i: usize) -> Option<String> {
+        match ask(&self.nodes[i].handle, Request::Status {}).await.ok()? {
+            Response::Status(s) => s.networks.first().map(|n| n.state.clone()),
+            _ => None,
+        }
+    }
+
+    async fn table(&self, i: usize) -> anyhow::Result<Vec<PeerId>> {
+        let node = &self.nodes[i];
+        let request = Request::Peers {
+            network: Some(node.network.clone()),
+        };
+        match ask(&node.handle, request).await? {
+            Response::Peers(entries) => Ok(entries
+                .iter()
+                .filter(|e| !e.seednode)
+                .filter_map(|e| e.peer.parse().ok())
+                .collect()),
+            other => bail!("unexpected answer to peers: {other:?}"),
+        }
+    }
+
+    async fn ping(&self, from: usize, to: PeerId) -> Result<(), String> {
+        let node = &self.nodes[from];
+        let request = Request::Call {
+            peer: to,
+            network: Some(node.network.clone()),
+            command: CallCommand::Ping,
+        };
+        match ask(&node.handle, request).await {
+            Ok(Response::Called(CallResult::Pong)) => Ok(()),
+            Ok(other) => Err(format!("answered {other:?}")),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    }
+
+    fn members_of(&self, network: &NetworkName, except: &BTreeSet<usize>) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| &self.nodes[*i].network == network && !except.contains(i))
+            .collect()
+    }
+}
+
+/// Every node's routing table (members only), asked of 64 nodes at once.
+async fn all_tables(h: &Harness) -> anyhow::Result<Vec<Vec<PeerId>>> {
+    let mut tables: Vec<(usize, Vec<PeerId>)> = futures::stream::iter(0..h.nodes.len())
+        .map(|i| async move { h.table(i).await.map(|t| (i, t)) })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    tables.sort_by_key(|(i, _)| *i);
+    Ok(tables.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Waits until each of `who` has a pending request; returns their ids and when each appeared.
+async fn wait_pending(
+    h: &Harness,
+    who: &[(usize, Instant)],
+    timeout: Duration,
+) -> anyhow::Result<Vec<(usize, u64, Duration)>> {
+    let mut out: BTreeMap<usize, (u64, Duration)> = BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < who.len() {
+        let pending = h.pending().await?;
+        for (i, started) in who {
+            if out.contains_key(i) {
+                continue;
+            }
+            if let Some(id) = pending.get(&h.nodes[*i].peer) {
+                out.insert(*i, (*id, started.elapsed()));
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "only {} of {} join requests pending after {timeout:?}",
+                out.len(),
+                who.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(out.into_iter().map(|(i, (id, d))| (i, id, d)).collect())
+}
+
+async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
+    let run_started = Instant::now();
+    let names: Vec<NetworkName> = ["mainnet", "testnet", "labnet", "devnet", "net5", "net6"]
+        .iter()
+        .chain(&["net7", "net8"])
+        .take(args.networks)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let limits = NodeLimits {
+        kad_bucket_size: args.bucket_size,
+        ..NodeLimits::default()
+    };
+    limits.validate().map_err(|e| anyhow!("{e}"))?;
+    let rss_before = rss_bytes();
+    let cpu_before = cpu_time();
+    let mut h = Harness::new(dir, &names, limits).await?;
+    let mut sample = Sample(args.seed);
+
+    // 1. Join: every node asks its network's seednode.
+    let mut started = Vec::new();
+    for i in 0..args.nodes {
+        let network = names[i % names.len()].clone();
+        let t = Instant::now();
+        let i = h.start_node(&network).await?;
+        started.push((i, t));
+    }
+    eprintln!(
+        "{} nodes started after {:?}",
+        args.nodes,
+        run_started.elapsed()
+    );
+    let pending = wait_pending(&h, &started, Duration::from_secs(300)).await?;
+    let join_to_pending = Spread::of(&pending.iter().map(|p| p.2).collect::<Vec<_>>());
+    eprintln!(
+        "every join request pending after {:?}",
+        run_started.elapsed()
+    );
+
+    // 2. Approve them all; approve -> member, then every member routes someone.
+    let mut approved_at = Vec::new();
+    for (i, id, _) in &pending {
+        let network = h.nodes[*i].network.clone();
+        h.approve(&network, *id).await?;
+        approved_at.push((*i, Instant::now()));
+    }
+    let approval_done = Instant::now();
+    let mut to_member = Vec::new();
+    let mut waiting: Vec<(usize, Instant)> = approved_at.clone();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !waiting.is_empty() {
+        let hr = &h;
+        let states: Vec<((usize, Instant), bool)> = futures::stream::iter(waiting)
+            .map(|(i, at)| async move { ((i, at), hr.state(i).await.as_deref() == Some("member")) })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let checked = Instant::now();
+        waiting = Vec::new();
+        for ((i, at), member) in states {
+            if member {
+                to_member.push(checked.saturating_duration_since(at));
+            } else {
+                waiting.push((i, at));
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("{} nodes still not members after 300 s", waiting.len());
+        }
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let approve_to_member = Spread::of(&to_member);
+    eprintln!("every node a member after {:?}", run_started.elapsed());
+    let hr = &h;
+    wait_for(
+        "every member to route another member",
+        Duration::from_secs(300),
+        || async move {
+            let tables = all_tables(hr).await.ok()?;
+            tables.iter().all(|t| !t.is_empty()).then_some(())
+        },
+    )
+    .await?;
+    let all_routed_after_approval_ms = approval_done.elapsed().as_millis() as u64;
+    eprintln!(
+        "every member routes another after {:?}",
+        run_started.elapsed()
+    );
+
+    // 3. Late joiners, one at a time.
+    let mut late_pending = Vec::new();
+    let mut late_callable = Vec::new();
+    let mut late_misses = 0;
+    for k in 0..args.late {
+        let network = names[k % names.len()].clone();
+        let t = Instant::now();
+        let i = h.start_node(&network).await?;
+        let p = wait_pending(&h, &[(i, t)], Duration::from_secs(60)).await?;
+        late_pending.push(p[0].2);
+        let approved = Instant::now();
+        h.approve(&network, p[0].1).await?;
+        let others = h.members_of(&network, &BTreeSet::from([i]));
+        // Each of three random members calls it until it answers (a call that cannot reach it
+        // fails, at the latest after the 20 s call timeout, and is made again); callable once
+        // all three got `pong`.
+        let mut callers: Vec<usize> = (0..3).map(|_| others[sample.below(others.len())]).collect();
+        let target = h.nodes[i].peer;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !callers.is_empty() && Instant::now() < deadline {
+            let mut still = Vec::new();
+            for c in callers {
+                if h.ping(c, target).await.is_err() {
+                    still.push(c);
+                }
+            }
+            callers = still;
+            if !callers.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if !callers.is_empty() {
+            late_misses += 1;
+            continue;
+        }
+        late_callable.push(approved.elapsed());
+    }
+    eprintln!(
+        "{} late joiners callable after {:?}",
+        args.late,
+        run_started.elapsed()
+    );
+
+    // Idle CPU: ten seconds with nothing asked of the nodes.
+    let idle_cpu_before = cpu_time();
+    let idle_started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cpu = cpu_time().saturating_sub(idle_cpu_before);
+    let idle_secs = idle_started.elapsed().as_secs_f64();
+
+    // 4. Random pairs call ping; lookups.
+    let mut pairs = Vec::new();
+    while pairs.len() < args.pairs {
+        let network = &names[sample.below(names.len())];
+        let m = h.members_of(network, &BTreeSet::new());
+        let (a, b) = (m[sample.below(m.len())], m[sample.below(m.len())]);
+        if a != b {
+            pairs.push((a, b));
+        }
+    }
+    let mut pair_failures = Vec::new();
+    let mut calls = FuturesUnordered::new();
+    let mut queue = pairs.iter();
+    let hr = &h;
+    loop {
+        while calls.len() < 32 {
+            let Some(&(a, b)) = queue.next() else { break };
+            calls.push(async move { (a, b, hr.ping(a, hr.nodes[b].peer).await) });
+        }
+        match calls.next().await {
+            Some((a, b, Err(e))) => pair_failures.push(format!("n{a} -> n{b}: {e}")),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let pairs_ok = pairs.len() - pair_failures.len();
+    eprintln!(
+        "{pairs_ok} of {} pairs answered after {:?}",
+        pairs.len(),
+        run_started.elapsed()
+    );
+    let mut finds_found = 0;
+    let mut finds_in_table = 0;
+    let mut asked = 0u64;
+    let mut leaks = 0;
+    // Every peer of the run and its network: members and seednodes (a table may hold its own
+    // network's seednode; the leak checks look for anyone else's).
+    // Every peer of the run and its network, seednodes included (a table may hold its own
+    // network's seednode; the leak checks look for anyone else's).
+    let all_members: HashMap<PeerId, NetworkName> = h
+        .nodes
+        .iter()
+        .chain(h.seeds.values().map(|s| &s.running))
+        .map(|n| (n.peer, n.network.clone()))
+        .collect();
+    for _ in 0..args.finds {
+        let network = &names[sample.below(names.len())];
+        let m = h.members_of(network, &BTreeSet::new());
+        let (a, b) = (m[sample.below(m.len())], m[sample.below(m.len())]);
+        let request = Request::Find {
+            network: Some(network.clone()),
+            peer: h.nodes[b].peer,
+        };
+        match ask(&h.nodes[a].handle, request).await? {
+            Response::Found(f) => {
+                finds_found += usize::from(f.found);
+                finds_in_table += usize::from(f.in_table);
+                asked += u64::from(f.asked);
+                for p in &f.closest {
+                    let peer: PeerId = p.parse().context("closest peer id")?;
+                    if all_members.get(&peer).is_some_and(|n| n != network) {
+                        leaks += 1;
+                    }
+                }
+            }
+            other => bail!("unexpected answer to find: {other:?}"),
+        }
+    }
+
+    // 5. Leaks: every table holds members of its own network only.
+    let tables = all_tables(&h).await?;
+    let table_sizes: Vec<usize> = tables.iter().map(Vec::len).collect();
+    for (i, table) in tables.iter().enumerate() {
+        leaks += table
+            .iter()
+            .filter(|p| all_members.get(p) != Some(&h.nodes[i].network))
+            .count();
+    }
+
+    // Memory and CPU, with everything settled.
+    let rss_per_node_kib = rss_bytes().saturating_sub(rss_before) / 1024 / h.nodes.len() as u64;
+
+    // 6. Revoke some members; time until no other member routes them.
+    let mut revoked = BTreeSet::new();
+    while revoked.len() < args.revoke {
+        revoked.insert(sample.below(args.nodes));
+    }
+    let mut revoke_times = Vec::new();
+    let mut revoking = Vec::new();
+    for &r in &revoked {
+        let node = &h.nodes[r];
+        let request = Request::Revoke {
+            peer: Some(node.peer),
+            network: Some(node.network.clone()),
+            token_id: None,
+            reason: Some("scale harness".into()),
+        };
+        match ask(h.seed(&node.network), request).await? {
+            Response::Revoked(_) => revoking.push((r, Instant::now())),
+            other => bail!("unexpected answer to revoke: {other:?}"),
+        }
+    }
+    let mut revoke_misses = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !revoking.is_empty() {
+        let routed: BTreeSet<PeerId> = all_tables(&h)
+            .await?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !revoked.contains(i))
+            .flat_map(|(_, t)| t)
+            .collect();
+        let (gone, rest): (Vec<_>, Vec<_>) = revoking
+            .into_iter()
+            .partition(|(r, _)| !routed.contains(&h.nodes[*r].peer));
+        revoke_times.extend(gone.iter().map(|(_, at)| at.elapsed()));
+        revoking = rest;
+        if Instant::now() >= deadline {
+            // Reported, not fatal: the table says which members still route a revoked peer
+            // and how many revoked ids each holds.
+            for i in 0..h.nodes.len() {
+                let table = h.table(i).await?;
+                if !revoked.contains(&i)
+                    && revoking
+                        .iter()
+                        .any(|(r, _)| table.contains(&h.nodes[*r].peer))
+                {
+                    let ids = match ask(&h.nodes[i].handle, Request::Status {}).await? {
+                        Response::Status(s) => s.networks.first().map_or(0, |n| n.revoked_ids),
+                        _ => 0,
+                    };
+                    revoke_misses.push(format!(
+                        "n{i} still routes a revoked member; holds {ids} revoked ids"
+                    ));
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("revoked members dropped after {:?}", run_started.elapsed());
+
+    let n = h.nodes.len() + h.seeds.len();
+    Ok(Report {
+        nodes: h.nodes.len(),
+        networks: names.len(),
+        workers: args.workers,
+        kad_bucket_size: args.bucket_size,
+        join_to_pending,
+        approve_to_member,
+        all_routed_after_approval_ms,
+        late_join_to_pending: Spread::of(&late_pending),
+        late_approve_to_callable: Spread::of(&late_callable),
+        late_misses,
+        pairs: pairs.len(),
+        pairs_ok,
+        pair_failures: pair_failures.into_iter().take(20).collect(),
+        finds: args.finds,
+        finds_found,
+        finds_in_table,
+        find_asked_mean: asked as f64 / args.finds.max(1) as f64,
+        table_size_mean: table_sizes.iter().sum::<usize>() as f64 / table_sizes.len() as f64,
+        leaks,
+        revoked: revoked.len(),
+        revoke_to_dropped: Spread::of(&revoke_times),
+        revoke_misses,
+        rss_per_node_kib,
+        cpu_ms_per_node: (cpu_time().saturating_sub(cpu_before).as_millis() / n as u128) as u64,
+        idle_cpu_ms_per_node_per_min: idle_cpu.as_secs_f64() * 1e3 / n as f64 * 60.0 / idle_secs,
+        total_secs: run_started.elapsed().as_secs(),
+    })
+}
+
+fn print_table(r: &Report) {
+    let spread = |s: &Spread| format!("{:.0} / {:.0} / {:.0}", s.p50_ms, s.p99_ms, s.max_ms);
+    println!(
+        "nodes {} in {} networks, {} workers, kad bucket size {}",
+        r.nodes, r.networks, r.workers, r.kad_bucket_size
+    );
+    println!("{:<44} value", "measure");
+    println!(
+        "{:<44} {}",
+        "join -> pending, ms p50 / p99 / max",
+        spread(&r.join_to_pending)
+    );
+    println!(
+        "{:<44} {}",
+        "approve -> member, ms p50 / p99 / max",
+        spread(&r.approve_to_member)
+    );
+    println!(
+        "{:<44} {}",
+        "all approved -> every member routes, ms", r.all_routed_after_approval_ms
+    );
+    println!(
+        "{:<44} {}",
+        "late joiner: join -> pending, ms",
+        spread(&r.late_join_to_pending)
+    );
+    println!(
+        "{:<44} {}",
+        "late joiner: approve -> callable by 3, ms",
+        spread(&r.late_approve_to_callable)
+    );
+    println!(
+        "{:<44} {} of {}",
+        "random pairs answering ping", r.pairs_ok, r.pairs
+    );
+    println!(
+        "{:<44} {} of {} ({} in the caller's table)",
+        "lookups finding their peer", r.finds_found, r.finds, r.finds_in_table
+    );
+    println!(
+        "{:<44} {:.1}",
+        "members asked per lookup, mean", r.find_asked_mean
+    );
+    println!(
+        "{:<44} {:.1}",
+        "routing table size, mean", r.table_size_mean
+    );
+    println!("{:<44} {}", "cross-network leaks", r.leaks);
+    println!(
+        "{:<44} {} (dropped by all within 120 s: {} of {})",
+        "revoke -> dropped by all, ms p50 / p99 / max",
+        spread(&r.revoke_to_dropped),
+        r.revoke_to_dropped.count,
+        r.revoked
+    );
+    for miss in &r.revoke_misses {
+        println!("  {miss}");
+    }
+    println!(
+        "{:<44} {}",
+        "resident memory per node, KiB", r.rss_per_node_kib
+    );
+    println!(
+        "{:<44} {}",
+        "CPU per node over the run, ms", r.cpu_ms_per_node
+    );
+    println!(
+        "{:<44} {:.1}",
+        "idle CPU per node, ms per minute", r.idle_cpu_ms_per_node_per_min
+    );
+    println!("{:<44} {}", "run time, s", r.total_secs);
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    // Warnings only unless RUST_LOG says otherwise: a thousand nodes log a lot.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,yamux=error,libp2p_kad=error")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers)
+        .enable_all()
+        .build()?;
+    // The nodes write into it until the runtime stops: it goes last.
+    let dir = tempfile::tempdir()?;
+    let report = runtime.block_on(run(args.clone(), dir.path()));
+    // The nodes run as tasks of the runtime: stop them without waiting for each.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(dir);
+    let report = report?;
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    let ok = report.pairs_ok == report.pairs && report.leaks == 0;
+    if !ok {
+        bail!(
+            "{} pairs failed, {} leaks",
+            report.pairs - report.pairs_ok,
+            report.leaks
+        );
+    }
+    Ok(())
+}
