@@ -319,6 +319,7 @@ pub enum ServerInput {
 /// The seednode side: see the [module documentation](self).
 pub struct JoinServer {
     requests: mpsc::Sender<ServiceRequest>,
+    operator: mpsc::Sender<ServiceRequest>,
     events: mpsc::Receiver<ServiceEvent>,
     status: watch::Receiver<ServiceStatus>,
     /// Join messages the service is answering, at most `max_pending`.
@@ -347,6 +348,7 @@ impl JoinServer {
     pub fn new(handle: ServiceHandle, max_pending: usize, limits: &LimitsConfig) -> Self {
         Self {
             requests: handle.requests,
+            operator: handle.operator,
             events: handle.events,
             status: handle.status,
             replies: FuturesUnordered::new(),
@@ -456,7 +458,7 @@ impl JoinServer {
     /// An operator request for the service; it answers the operator directly.
     pub fn operator(&mut self, request: Request, reply: oneshot::Sender<Result<Response, String>>) {
         if let Err(e) = self
-            .requests
+            .operator
             .try_send(ServiceRequest::Operator { request, reply })
         {
             let busy = "the join service is busy; try again".to_owned();
@@ -686,6 +688,49 @@ mod tests {
     use cordon_protocol::DenyReason;
 
     use super::*;
+
+    /// Found by `scripts/scale`: 500 pending nodes polling kept the service's queue full, and
+    /// every `seednode approve` was refused as busy. The operator has a queue of its own.
+    #[test]
+    fn a_queue_full_of_join_messages_does_not_refuse_the_operator() {
+        let (requests, mut inbox) = mpsc::channel(1);
+        let (operator, mut operator_inbox) = mpsc::channel(1);
+        let (_events_tx, events) = mpsc::channel(1);
+        let (_status_tx, status) = watch::channel(ServiceStatus::default());
+        requests
+            .try_send(ServiceRequest::Connected {
+                peer: PeerId::random(),
+            })
+            .unwrap();
+        let mut server = JoinServer::new(
+            ServiceHandle {
+                delegations: Vec::new(),
+                requests,
+                operator,
+                events,
+                status,
+            },
+            16,
+            &LimitsConfig::default(),
+        );
+        let (reply, mut answer) = oneshot::channel();
+        server.operator(Request::Pending { network: None }, reply);
+        assert!(
+            answer.try_recv().is_err(),
+            "the operator's request was not refused"
+        );
+        assert!(matches!(
+            operator_inbox.try_recv(),
+            Ok(ServiceRequest::Operator {
+                request: Request::Pending { network: None },
+                ..
+            })
+        ));
+        assert!(matches!(
+            inbox.try_recv(),
+            Ok(ServiceRequest::Connected { .. })
+        ));
+    }
 
     /// Issue 12, item 5: a peer's reply is logged as a short summary, never its contents.
     #[test]

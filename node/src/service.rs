@@ -86,8 +86,11 @@ pub struct ServiceHandle {
     /// Delegations to present on every connection (kind `Delegation`), so nodes can check this
     /// peer really is a seednode of those networks before asking to join.
     pub delegations: Vec<PresentedToken>,
-    /// Requests to the service (bounded).
+    /// Requests from the network to the service (bounded): join messages, connections.
     pub requests: mpsc::Sender<ServiceRequest>,
+    /// Operator requests to the service (bounded), served before the network's: a queue full
+    /// of join messages never keeps the operator from `pending` or `approve`.
+    pub operator: mpsc::Sender<ServiceRequest>,
     /// Pushes from the service (bounded).
     pub events: mpsc::Receiver<ServiceEvent>,
     /// The service's latest published status.

@@ -39,8 +39,8 @@
 //!
 //! # The task
 //! [`SeedService::spawn`] runs the service as a tokio task that takes the node's
-//! [`ServiceRequest`]s one at a time from a bounded channel ([`SERVICE_QUEUE`]), awaiting the
-//! store for each, and pushes [`ServiceEvent`]s (tokens to deliver, audit records) back. After
+//! [`ServiceRequest`]s one at a time from bounded channels, the operator's
+//! ([`OPERATOR_QUEUE`]) before the network's ([`SERVICE_QUEUE`]), awaiting the store for each, and pushes [`ServiceEvent`]s (tokens to deliver, audit records) back. After
 //! each request it publishes its [`ServiceStatus`] (store counts included) on a watch channel:
 //! the node reads the latest value and never waits for the service, however slow the store.
 
@@ -276,6 +276,9 @@ pub struct OperatorOutcome {
 
 /// Capacity of the channels between the node and the service task.
 pub const SERVICE_QUEUE: usize = 256;
+/// Capacity of the operator's own channel to the service task (operator requests come from
+/// the control socket, itself limited to 16 clients).
+pub const OPERATOR_QUEUE: usize = 64;
 
 impl<S: Store> SeedService<S> {
     /// Builds the service from its store, one issuer per served network, and the descriptor
@@ -1250,13 +1253,15 @@ impl<S: Store> SeedService<S> {
     /// handle's request sender.
     pub fn spawn(self) -> ServiceHandle {
         let (requests, inbox) = mpsc::channel(SERVICE_QUEUE);
+        let (operator, operator_inbox) = mpsc::channel(OPERATOR_QUEUE);
         let (events_tx, events) = mpsc::channel(SERVICE_QUEUE);
         let (status_tx, status) = watch::channel(self.initial_status());
         let delegations = self.delegations();
-        tokio::spawn(self.run(inbox, events_tx, status_tx));
+        tokio::spawn(self.run(inbox, operator_inbox, events_tx, status_tx));
         ServiceHandle {
             delegations,
             requests,
+            operator,
             events,
             status,
         }
@@ -1266,6 +1271,7 @@ impl<S: Store> SeedService<S> {
     async fn run(
         self,
         mut inbox: mpsc::Receiver<ServiceRequest>,
+        mut operator: mpsc::Receiver<ServiceRequest>,
         events: mpsc::Sender<ServiceEvent>,
         status: watch::Sender<ServiceStatus>,
     ) {
@@ -1278,6 +1284,13 @@ impl<S: Store> SeedService<S> {
         refresh.tick().await;
         loop {
             tokio::select! {
+                // The operator first: a queue full of join messages must not keep an operator
+                // from deciding them.
+                biased;
+                Some(request) = operator.recv() => {
+                    self.serve(request, &events).await;
+                    status.send_replace(self.status().await);
+                }
                 request = inbox.recv() => {
                     let Some(request) = request else { break };
                     self.serve(request, &events).await;
@@ -2323,6 +2336,7 @@ mod tests {
         let ServiceHandle {
             delegations,
             requests,
+            operator,
             mut events,
             status: published,
         } = f.service.spawn();
@@ -2352,7 +2366,7 @@ mod tests {
             rights: Vec::new(),
             ttl_secs: None,
         };
-        requests
+        operator
             .send(ServiceRequest::Operator {
                 request: approve,
                 reply,
