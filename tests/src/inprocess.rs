@@ -113,6 +113,20 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// A deterministic sequence (xorshift64*) for sampling, so a run can be replayed from its seed.
+#[derive(Debug, Clone)]
+pub struct Sample(pub u64);
+
+impl Sample {
+    /// The next number below `n` (which must not be 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` naming `what`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
 where

@@ -9,20 +9,8 @@ use std::time::{Duration, Instant};
 use cordon_membership::PeerId;
 use cordon_node::api::CallCommand;
 use cordon_node::api::CallResult;
-use cordon_tests::inprocess::{Cluster, ClusterSpec, wait_for};
+use cordon_tests::inprocess::{Cluster, ClusterSpec, Sample, wait_for};
 use futures::future::join_all;
-
-/// A deterministic sequence (xorshift64*) for sampling, so a failure can be replayed.
-struct Sample(u64);
-
-impl Sample {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    }
-}
 
 /// Indices of the nodes whose networks are exactly `networks`.
 fn only(cluster: &Cluster, networks: &[&str]) -> Vec<usize> {

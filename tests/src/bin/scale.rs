@@ -44,6 +44,7 @@ use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
 use cordon_protocol::NetworkName;
 use cordon_seednode::service::{SeedService, ServiceConfig};
 use cordon_seednode::store::{SqliteStore, StoreLimits};
+use cordon_tests::inprocess::{Sample, wait_for};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use libp2p::Multiaddr;
@@ -124,18 +125,6 @@ impl Args {
     }
 }
 
-/// A deterministic sequence (xorshift64*), so a run can be replayed with `--seed`.
-struct Sample(u64);
-
-impl Sample {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    }
-}
-
 /// A running in-process node.
 struct Running {
     peer: PeerId,
@@ -178,24 +167,6 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn memory_addr(port: u64) -> Multiaddr {
     Multiaddr::empty().with(Protocol::Memory(port))
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Resident memory of this process, in bytes.
