@@ -20,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod anchor_key;
+mod fast;
 pub mod heads;
 pub mod issue;
 pub mod keys;

@@ -5,6 +5,9 @@
 //! exact structure (block count, schema contexts, block 1 signed by the key the authority block
 //! names), revocation ids, datalog with explicit limits, subject, network, expiry with skew.
 //!
+//! A membership under a delegation this verifier already verified skips the anchor's signature
+//! and the datalog run (`fast.rs`); it only ever accepts, and anything else takes the full path.
+//!
 //! A heavy datalog block can only reach the authorizer if the delegated seednode signed it,
 //! because structure is checked first: anyone can append a block to a token, but an appended
 //! block makes the block count wrong.
@@ -17,11 +20,12 @@ use std::time::{Duration, SystemTime};
 use biscuit_auth::{AuthorizerLimits, Biscuit};
 use libp2p_identity::PeerId;
 
+use crate::fast::{self, Fast};
 use crate::keys::PublicKey;
 use crate::revocation::{RevocationId, RevocationSet};
 use crate::token::{
     DELEGATION_CONTEXT, DelegationFacts, ExtractError, LEGACY_MEMBERSHIP_CONTEXT, MAX_ROLES,
-    MEMBERSHIP_CONTEXT, TokenId, extract, valid_role,
+    MEMBERSHIP_CONTEXT, MembershipFacts, TokenId, extract, valid_role,
 };
 use crate::trust::{AccessList, NetworkTrust};
 
@@ -41,6 +45,9 @@ pub struct VerifierConfig {
     pub max_datalog_time: Duration,
     /// Verdicts kept in the cache. Default 4096.
     pub cache_capacity: usize,
+    /// Delegations kept verified, so that a new membership under one costs two signature
+    /// checks instead of three (see `fast.rs`). Default 64; 0 verifies every token in full.
+    pub delegation_cache: usize,
 }
 
 impl Default for VerifierConfig {
@@ -52,6 +59,7 @@ impl Default for VerifierConfig {
             max_iterations: 8,
             max_datalog_time: Duration::from_millis(10),
             cache_capacity: 4096,
+            delegation_cache: 64,
         }
     }
 }
@@ -322,6 +330,23 @@ pub struct Verifier {
     access_epoch: AtomicU64,
     revocations: RwLock<RevocationSet>,
     cache: Mutex<VerifyCache>,
+    /// Delegations verified inside an accepted membership.
+    known: Mutex<Fast>,
+    /// Memberships verified through a known delegation.
+    known_hits: AtomicU64,
+}
+
+/// What the full path (or the fast path) read from a membership, before the checks on it.
+struct Facts {
+    root_key_id: Option<u32>,
+    /// Block 1's signer, endorsed by block 0.
+    signer: PublicKey,
+    /// Checked against the revocation set already.
+    delegation_id: RevocationId,
+    delegation: DelegationFacts,
+    membership: MembershipFacts,
+    /// A legacy membership's revocation id (from its block-1 signature).
+    legacy_id: Option<RevocationId>,
 }
 
 impl Verifier {
@@ -333,7 +358,15 @@ impl Verifier {
             access_epoch: AtomicU64::new(0),
             revocations: RwLock::new(RevocationSet::new()),
             cache: Mutex::new(VerifyCache::default()),
+            known: Mutex::new(Fast::default()),
+            known_hits: AtomicU64::new(0),
         }
+    }
+
+    /// How many memberships were read through a delegation already known (skipping its
+    /// signature check), whether or not a later check then refused them.
+    pub fn known_delegation_hits(&self) -> u64 {
+        self.known_hits.load(Ordering::Relaxed)
     }
 
     /// The configuration.
@@ -363,6 +396,7 @@ impl Verifier {
             self.access_epoch.fetch_add(1, Ordering::SeqCst);
         }
         self.with_cache(VerifyCache::clear);
+        self.with_known(Fast::clear);
     }
 
     /// One consistent view of the access list and its epoch.
@@ -410,6 +444,14 @@ impl Verifier {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&set)
+    }
+
+    fn with_known<T>(&self, f: impl FnOnce(&mut Fast) -> T) -> T {
+        let mut guard = match self.known.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut VerifyCache) -> T) -> T {
@@ -581,6 +623,21 @@ impl Verifier {
         id: TokenId,
         now: SystemTime,
     ) -> Result<(Verdict, SystemTime), Refusal> {
+        let known = |key: &_| self.with_known(|k| k.get(key));
+        if let Some(chain) = fast::chain(known, access, token, &self.config) {
+            self.known_hits.fetch_add(1, Ordering::Relaxed);
+            // What the full path checks between reading block 0 and reading block 1.
+            let delegation_id = self.check_revocation(chain.delegation.revocation_id.clone())?;
+            let facts = Facts {
+                root_key_id: Some(chain.root_key_id),
+                signer: chain.signer,
+                delegation_id,
+                delegation: chain.delegation.facts.clone(),
+                membership: chain.membership,
+                legacy_id: None,
+            };
+            return self.check_facts(access, facts, id, now);
+        }
         let biscuit = parse(access, token)?;
         // Structure: exactly the delegation and one membership block.
         if biscuit.block_count() != 2 {
@@ -633,9 +690,60 @@ impl Verifier {
         let membership = membership.ok_or(Refusal::Malformed {
             detail: "membership facts",
         })?;
-        let membership_id = match &membership.serial {
-            Some(serial) => RevocationId::membership(&signer, serial),
-            None => RevocationId::legacy_membership(&block_signature(&biscuit, 1)?),
+        let legacy_id = match membership.serial {
+            Some(_) => None,
+            None => Some(RevocationId::legacy_membership(&block_signature(
+                &biscuit, 1,
+            )?)),
+        };
+        let facts = Facts {
+            root_key_id: biscuit.root_key_id(),
+            signer,
+            delegation_id: delegation_id.clone(),
+            delegation,
+            membership,
+            legacy_id,
+        };
+        let delegation = facts.delegation.clone();
+        let verified = self.check_facts(access, facts, id, now)?;
+        // Accepted: the next membership under this delegation can skip block 0.
+        self.with_known(|k| {
+            k.learn(
+                self.config.delegation_cache,
+                access,
+                token,
+                &delegation,
+                &signer,
+                delegation_id,
+            )
+        });
+        Ok(verified)
+    }
+
+    /// The checks after both blocks are read, in the full path's order.
+    fn check_facts(
+        &self,
+        access: &AccessList,
+        facts: Facts,
+        id: TokenId,
+        now: SystemTime,
+    ) -> Result<(Verdict, SystemTime), Refusal> {
+        let Facts {
+            root_key_id,
+            signer,
+            delegation_id,
+            delegation,
+            membership,
+            legacy_id,
+        } = facts;
+        let membership_id = match (&membership.serial, legacy_id) {
+            (Some(serial), _) => RevocationId::membership(&signer, serial),
+            (None, Some(legacy)) => legacy,
+            (None, None) => {
+                return Err(Refusal::Malformed {
+                    detail: "missing block",
+                });
+            }
         };
         let membership_id = self.check_revocation(membership_id)?;
         let revocation_ids = vec![delegation_id, membership_id];
@@ -644,7 +752,7 @@ impl Verifier {
                 signer: Some(signer),
             });
         }
-        let anchor = check_anchor_for_network(access, &biscuit, &delegation.network)?;
+        let anchor = check_anchor_for_network(access, root_key_id, &delegation.network)?;
         check_roles(&membership.roles, &delegation.allowed_roles)?;
         check_rights(&membership.rights, &delegation.allowed_rights)?;
         let lifetime = membership
@@ -734,7 +842,7 @@ impl Verifier {
         check_contexts(&biscuit, &[DELEGATION_CONTEXT])?;
         let (facts, _) =
             extract(&biscuit, None, false, self.config.limits()).map_err(policy_refusal)?;
-        let anchor = check_anchor_for_network(&access, &biscuit, &facts.network)?;
+        let anchor = check_anchor_for_network(&access, biscuit.root_key_id(), &facts.network)?;
         let seednode = PublicKey::from_bytes(&facts.delegate)
             .ok_or(Refusal::Malformed {
                 detail: "delegate key is not an Ed25519 point",
@@ -821,13 +929,13 @@ fn parse(access: &AccessList, token: &[u8]) -> Result<Biscuit, Refusal> {
     })
 }
 
-/// The anchor key that signed `biscuit`'s root, if the access list trusts it for `network`.
+/// The anchor key that signed a token's root (named by its root key id), if the access list trusts it for `network`.
 fn check_anchor_for_network(
     access: &AccessList,
-    biscuit: &Biscuit,
+    root_key_id: Option<u32>,
     network: &str,
 ) -> Result<PublicKey, Refusal> {
-    let key_id = biscuit.root_key_id().ok_or(Refusal::Malformed {
+    let key_id = root_key_id.ok_or(Refusal::Malformed {
         detail: "no root key id",
     })?;
     let Some(net) = access.network(network) else {

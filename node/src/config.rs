@@ -385,6 +385,8 @@ pub struct VerifierLimits {
     pub max_datalog_time: Duration,
     /// Verdicts kept in the cache. Default 4096.
     pub cache_capacity: usize,
+    /// Delegations kept verified. Default 64; 0 verifies every token in full.
+    pub delegation_cache: usize,
 }
 
 impl Default for VerifierLimits {
@@ -402,6 +404,7 @@ impl From<&VerifierConfig> for VerifierLimits {
             max_iterations: c.max_iterations,
             max_datalog_time: c.max_datalog_time,
             cache_capacity: c.cache_capacity,
+            delegation_cache: c.delegation_cache,
         }
     }
 }
@@ -415,13 +418,15 @@ impl From<&VerifierLimits> for VerifierConfig {
             max_iterations: l.max_iterations,
             max_datalog_time: l.max_datalog_time,
             cache_capacity: l.cache_capacity,
+            delegation_cache: l.delegation_cache,
         }
     }
 }
 
 impl VerifierLimits {
     /// Checks the limits: a token of 512 B to 64 KiB, a skew up to 1 h, 16 to 10,000 facts
-    /// (a membership needs about 20), 1 to 100 iterations, 1 ms to 1 s, a cache up to 10^6.
+    /// (a membership needs about 20), 1 to 100 iterations, 1 ms to 1 s, a cache up to 10^6,
+    /// up to 65,536 known delegations.
     pub fn validate(&self) -> Result<(), Invalid> {
         in_range("max_token_bytes", self.max_token_bytes, 512, 65_536)?;
         duration_in_range(
@@ -438,7 +443,8 @@ impl VerifierLimits {
             Duration::from_millis(1),
             Duration::from_secs(1),
         )?;
-        in_range("cache_capacity", self.cache_capacity, 0, 1_000_000)
+        in_range("cache_capacity", self.cache_capacity, 0, 1_000_000)?;
+        in_range("delegation_cache", self.delegation_cache, 0, 65_536)
     }
 }
 
