@@ -53,7 +53,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
-[--late L] [--revoke R] [--bucket-size K] [--seed S] [--json FILE]";
+[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--json FILE]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -65,6 +65,8 @@ struct Args {
     late: usize,
     revoke: usize,
     bucket_size: usize,
+    /// Length of the idle window after the late joiners, in seconds.
+    idle: usize,
     seed: u64,
     json: Option<PathBuf>,
 }
@@ -80,6 +82,7 @@ impl Args {
             late: 20,
             revoke: 5,
             bucket_size: NodeLimits::default().kad_bucket_size,
+            idle: 10,
             seed: 0x5eed_0001,
             json: None,
         };
@@ -106,6 +109,7 @@ impl Args {
                 "--late" => a.late = number()?,
                 "--revoke" => a.revoke = number()?,
                 "--bucket-size" => a.bucket_size = number()?,
+                "--idle" => a.idle = number()?,
                 "--seed" => a.seed = number()? as u64,
                 "--json" => a.json = Some(PathBuf::from(value)),
                 _ => bail!("unknown flag {flag}\n{USAGE}"),
@@ -117,6 +121,10 @@ impl Args {
             "--nodes must be at least 4 per network"
         );
         anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(
+            (1..=3600).contains(&a.idle),
+            "--idle must be 1 to 3600 seconds"
+        );
         anyhow::ensure!(
             a.revoke < a.nodes / a.networks / 2,
             "--revoke must be under half of a network"
@@ -616,10 +624,11 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         run_started.elapsed()
     );
 
-    // Idle CPU: ten seconds with nothing asked of the nodes.
+    // Idle CPU: `--idle` seconds with nothing asked of the nodes.
+    eprintln!("idle for {} s", args.idle);
     let idle_cpu_before = cpu_time();
     let idle_started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(args.idle as u64)).await;
     let idle_cpu = cpu_time().saturating_sub(idle_cpu_before);
     let idle_secs = idle_started.elapsed().as_secs_f64();
 
