@@ -98,7 +98,7 @@ impl Fast {
         self.order.clear();
     }
 
-    /// Looks up the delegation `token` chains to, if known.
+    /// The known delegation with this cache key, if any.
     pub(crate) fn get(&self, key: &Key) -> Option<Arc<KnownDelegation>> {
         self.entries.get(key).cloned()
     }
