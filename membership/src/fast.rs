@@ -8,7 +8,7 @@
 //! one token shape Cordon issues, with the same Ed25519 crate biscuit uses
 //! (`ed25519-dalek` 2, `verify_strict`).
 //!
-//! It only ever accepts. [`Fast::chain`] returns the facts of a token that passes every check
+//! It only ever accepts. [`chain`] returns the facts of a token that passes every check
 //! the full path makes, or `None` for anything else: an unknown delegation, a bad signature, a
 //! block of any other shape, a fact of an unexpected type. The caller then runs the full path,
 //! which gives every refusal its reason. `tests/fast_path.rs` and the `fast_path` fuzz target
