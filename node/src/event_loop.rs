@@ -241,7 +241,10 @@ impl EventLoop {
                 peer,
                 network,
                 addrs,
-            } => self.routing.on_routed(peer, &network, &addrs, now, instant),
+            } => {
+                self.routing.on_routed(peer, &network, &addrs, now, instant);
+                self.routing.announce(&mut self.swarm);
+            }
             session::Event::Unrouted {
                 peer,
                 network,
@@ -498,6 +501,7 @@ impl EventLoop {
         let now = self.clock.now();
         let instant = self.clock.instant();
         self.calls.tick(&mut self.swarm, &self.routing, instant);
+        self.routing.announce(&mut self.swarm);
         self.rpc.tick(&mut self.swarm, now, instant);
         let descriptor = &self.config.descriptor;
         self.revocations.check_staleness(

@@ -11,11 +11,16 @@
 //! - Discovery backs off: a network's lookup runs every `discovery_interval` while lookups keep
 //!   finding peers we are not connected to, and the interval doubles (up to
 //!   `max_discovery_interval`) after each that finds none, so a settled network costs little.
+//! - A node announces itself: once it is a member of a network (after a start or a join) and
+//!   routes a peer of it, it looks itself up at once rather than at the next discovery tick,
+//!   and again each second until such a lookup reached a member. That lookup dials the members
+//!   closest to it, which then route it, so other members' lookups find it within a few round
+//!   trips of its approval.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
 //!   any reason but expiry, so revoked peers are not redialled at the next start.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use cordon_membership::session::{EndReason, ProofKind};
@@ -55,6 +60,10 @@ struct Discovery {
     due: BTreeMap<NetworkName, (Duration, Instant)>,
     /// Discovery lookups in flight and their network (at most one per network).
     queries: HashMap<kad::QueryId, NetworkName>,
+    /// Networks we have not looked ourselves up in since we started or joined them.
+    unannounced: BTreeSet<NetworkName>,
+    /// Those of `queries` that announce us.
+    announcing: HashSet<kad::QueryId>,
 }
 
 /// How often discovery looks for members: `base` while it finds new ones, doubling to `max`.
@@ -66,6 +75,33 @@ pub struct DiscoveryIntervals {
     pub max: Duration,
 }
 
+impl Discovery {
+    /// Starts a lookup of `local` in `network` if we are active there, route at least one peer
+    /// and none runs yet; it announces us if we had not announced ourselves there. A network we
+    /// are not active in is one to announce ourselves in again once we are.
+    fn look_up_self(&mut self, swarm: &mut Swarm<Behaviour>, local: PeerId, network: &NetworkName) {
+        let session = &mut swarm.behaviour_mut().session;
+        let active = session.sessions().has_membership(network)
+            || session.sessions().has_delegation(network);
+        if !active {
+            self.unannounced.insert(network.clone());
+            return;
+        }
+        let running = self.queries.values().any(|n| n == network);
+        let Some(kad) = session.kad(network) else {
+            return;
+        };
+        if running || kad.kbuckets().all(|b| b.num_entries() == 0) {
+            return;
+        }
+        let id = kad.get_closest_peers(local);
+        self.queries.insert(id, network.clone());
+        if self.unannounced.remove(network) {
+            self.announcing.insert(id);
+        }
+    }
+}
+
 impl Routing {
     /// Routing for `networks` (name, bootstrap addresses).
     pub fn new(
@@ -75,6 +111,7 @@ impl Routing {
         max_addrs_per_peer: usize,
         discovery: DiscoveryIntervals,
     ) -> Self {
+        let unannounced = networks.iter().map(|(n, _)| n.clone()).collect();
         Self {
             local,
             networks,
@@ -88,6 +125,8 @@ impl Routing {
                 max: discovery.max.max(discovery.base),
                 due: BTreeMap::new(),
                 queries: HashMap::new(),
+                unannounced,
+                announcing: HashSet::new(),
             },
         }
     }
@@ -276,10 +315,7 @@ impl Routing {
     /// dialed when the lookup answers) and updates the routing-table gauges.
     pub fn discover(&mut self, swarm: &mut Swarm<Behaviour>, report: &Report, now: Instant) {
         for (network, _) in &self.networks {
-            let session = &mut swarm.behaviour_mut().session;
-            let active = session.sessions().has_membership(network)
-                || session.sessions().has_delegation(network);
-            let Some(kad) = session.kad(network) else {
+            let Some(kad) = swarm.behaviour_mut().session.kad(network) else {
                 continue;
             };
             let known = kad.kbuckets().map(|b| b.num_entries()).sum::<usize>();
@@ -295,11 +331,20 @@ impl Routing {
                 .due
                 .entry(network.clone())
                 .or_insert((self.discovery.base, now));
-            let running = self.discovery.queries.values().any(|n| n == network);
-            if active && known > 0 && now >= due && !running {
-                let id = kad.get_closest_peers(self.local);
-                self.discovery.queries.insert(id, network.clone());
+            if now >= due {
+                self.discovery.look_up_self(swarm, self.local, network);
             }
+        }
+    }
+
+    /// Looks ourselves up now in each network we route a peer of and have not announced
+    /// ourselves in since we started or joined it (see the [module documentation](self)).
+    pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>) {
+        if self.discovery.unannounced.is_empty() {
+            return;
+        }
+        for network in self.discovery.unannounced.clone() {
+            self.discovery.look_up_self(swarm, self.local, &network);
         }
     }
 
@@ -313,6 +358,7 @@ impl Routing {
         peers: Vec<kad::PeerInfo>,
         now: Instant,
     ) {
+        let reached = peers.len();
         let mut new = 0;
         for info in peers {
             if info.peer_id == self.local || swarm.is_connected(&info.peer_id) {
@@ -328,6 +374,10 @@ impl Routing {
                 continue;
             }
             self.dial(swarm, info.peer_id, addrs, network);
+        }
+        if self.discovery.announcing.remove(&id) && reached == 0 {
+            // Nobody answered (a gate not open yet, say): announce again at the next chance.
+            self.discovery.unannounced.insert(network.clone());
         }
         if self.discovery.queries.remove(&id).is_some() {
             let (base, max) = (self.discovery.base, self.discovery.max);

@@ -216,3 +216,69 @@ fn a_member_outside_the_callers_table_is_found_through_members_and_answers() {
         run.stderr
     );
 }
+
+/// Discovery that would not run again for an hour: only the announce can make a new member
+/// known.
+const NO_DISCOVERY: &str =
+    "[limits]\ndiscovery_interval = \"1h\"\nmax_discovery_interval = \"1h\"\n";
+
+#[test]
+fn a_member_approved_into_a_running_network_announces_itself_to_the_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("no-discovery.toml");
+    std::fs::write(&config, NO_DISCOVERY).unwrap();
+    // Members join one after another, each approved while the others already run. A node routes
+    // its seednode before it is a member (while its request is pending), so nothing new enters
+    // its table when its token arrives: unless it looks itself up then, no member learns of it
+    // before its next discovery, an hour away.
+    let mut members: Vec<Node> = Vec::new();
+    for i in 0..4 {
+        let m = net.start_node(
+            &format!("m{i}"),
+            &["mainnet"],
+            &["--config", path_str(&config)],
+        );
+        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
+        // The operator takes a moment: whatever the node did on routing its seednode is over.
+        std::thread::sleep(Duration::from_secs(2));
+        cordon_tests::approve(&seed.seed_data, id);
+        m.wait_state("mainnet", "member", JOIN);
+        if let Some(first) = members.first() {
+            let newcomer = m.peer_id.clone();
+            wait_until(
+                Duration::from_secs(30),
+                "an earlier member to route the newcomer",
+                || {
+                    let routes: Vec<&str> = members
+                        .iter()
+                        .filter(|e| e.peers("mainnet").contains(&newcomer))
+                        .map(|e| e.label.as_str())
+                        .collect();
+                    if routes.is_empty() {
+                        Err(format!(
+                            "no member routes {newcomer}; {} routes {:?}",
+                            first.label,
+                            first.peers("mainnet")
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            // And it is callable from there by PeerId.
+            let run = ping(first, &m.peer_id);
+            assert!(
+                run.ok,
+                "the first member reached the newcomer: {}",
+                run.stderr
+            );
+            assert_eq!(run.stdout.trim(), "pong");
+        }
+        members.push(m);
+    }
+}
