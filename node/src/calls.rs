@@ -4,11 +4,14 @@
 //! that way is reached first: dialed for the call's network with what that network's Kademlia
 //! knows of it, and looked up by PeerId through the same Kademlia (only members answer it), then
 //! dialed where the lookup found it (and again every second until it proved the network). The
-//! call is sent once the peer proved the network. Otherwise it fails, at once when the lookup
-//! ends without anyone knowing the peer, else at the call timeout, with an error that starts
-//! with what failed:
+//! call is sent once the peer proved the network. Otherwise it fails, when [`LOOKUPS`] lookups
+//! (one a housekeeping tick) ended without anyone knowing the peer, else at the call timeout,
+//! with an error that starts with what failed:
 //!
-//! - `not found:` no member the lookup asked knows the peer;
+//! - `not found:` no member the lookups asked knows the peer. One lookup is not enough to say
+//!   so: a member approved a moment ago is known to the members closest to it only once it
+//!   announced itself, and a lookup whose dial of the peer lost a race with the peer's own dial
+//!   to us ends without it;
 //! - `refused:` the peer was reached, but its membership did not verify here, or ours did not
 //!   there;
 //! - `unreachable:` dialing it failed, or it never proved the network on a connection.
@@ -35,6 +38,9 @@ use cordon_host::clock::unix_secs;
 
 /// Times a call is sent when the peer does not accept rpc on the connection yet.
 pub const CALL_ATTEMPTS: u8 = 5;
+
+/// Lookups a call makes for a peer nobody seems to know before it fails as `not found`.
+pub const LOOKUPS: u8 = 3;
 
 /// Where a call's answer goes.
 type Reply = oneshot::Sender<Result<Response, String>>;
@@ -73,6 +79,10 @@ struct Waiting {
     deadline: Instant,
     /// The Kademlia lookup looking for the peer, if one runs.
     lookup: Option<kad::QueryId>,
+    /// Lookups started for it so far.
+    lookups: u8,
+    /// The last lookup ended without anyone knowing it: look again at the next tick.
+    look_again: bool,
     /// Addresses a lookup found for it; redials use them (a routed peer's come from
     /// Kademlia).
     addrs: Vec<libp2p::Multiaddr>,
@@ -278,6 +288,8 @@ impl Calls {
             call,
             deadline: instant + self.timeout,
             lookup,
+            lookups: 1,
+            look_again: false,
             addrs: Vec::new(),
             obstacle: None,
             missed: None,
@@ -424,6 +436,7 @@ impl Calls {
                         .kad(network)
                         .map(|kad| kad.get_closest_peers(w.call.peer));
                 }
+                None if w.lookups < LOOKUPS => w.look_again = true,
                 None => {
                     // Nobody knows it: fail now rather than at the deadline.
                     w.deadline = instant.min(w.deadline);
@@ -522,10 +535,19 @@ impl Calls {
         for call in std::mem::take(&mut self.retry) {
             self.send(swarm, call);
         }
-        for w in &self.waiting {
+        for w in &mut self.waiting {
             // Also on a live connection: presenting again is how a presentation the peer
             // refused for overload is retried.
             routing.dial(swarm, w.call.peer, w.addrs.clone(), &w.call.request.network);
+            if std::mem::take(&mut w.look_again) {
+                let network = &w.call.request.network;
+                w.lookup = swarm
+                    .behaviour_mut()
+                    .session
+                    .kad(network)
+                    .map(|kad| kad.get_closest_peers(w.call.peer));
+                w.lookups += 1;
+            }
         }
         let (late, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -556,6 +578,8 @@ mod tests {
             },
             deadline: Instant::now(),
             lookup: None,
+            lookups: 1,
+            look_again: false,
             addrs: Vec::new(),
             obstacle,
             missed,
