@@ -510,7 +510,10 @@ pub fn accept_token(
 ) -> Result<OwnToken, ReasonCode> {
     let verdict = verifier
         .verify_membership(&token, local, now)
-        .map_err(|e| cordon_membership::session::reason_code(e.code()))?;
+        .map_err(|e| {
+            tracing::warn!(network = %network, reason = %e, "refused a token issued to us");
+            cordon_membership::session::reason_code(e.code())
+        })?;
     if verdict.network != network.as_str() {
         return Err(ReasonCode::UnknownNetwork);
     }
