@@ -241,10 +241,7 @@ impl EventLoop {
                 peer,
                 network,
                 addrs,
-            } => {
-                self.routing.on_routed(peer, &network, &addrs, now, instant);
-                self.routing.announce(&mut self.swarm);
-            }
+            } => self.routing.on_routed(peer, &network, &addrs, now, instant),
             session::Event::Unrouted {
                 peer,
                 network,

@@ -11,11 +11,12 @@
 //! - Discovery backs off: a network's lookup runs every `discovery_interval` while lookups keep
 //!   finding peers we are not connected to, and the interval doubles (up to
 //!   `max_discovery_interval`) after each that finds none, so a settled network costs little.
-//! - A node announces itself: once it is a member of a network (after a start or a join) and
-//!   routes a peer of it, it looks itself up at once rather than at the next discovery tick,
-//!   and again each second until such a lookup reached a member. That lookup dials the members
-//!   closest to it, which then route it, so other members' lookups find it within a few round
-//!   trips of its approval.
+//! - A node announces itself: within a second of being a member of a network (after a start
+//!   or a join) and routing a peer of it, it looks itself up rather than waiting for the next
+//!   discovery tick, and again each second until such a lookup reached a member. That lookup
+//!   dials the members closest to it, which then route it, so other members' lookups find it
+//!   about a second after its approval. One lookup a second at most: in a burst of approvals
+//!   every new member's first lookup goes through the seednode.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
 //!   any reason but expiry, so revoked peers are not redialled at the next start.
@@ -339,6 +340,7 @@ impl Routing {
 
     /// Looks ourselves up now in each network we route a peer of and have not announced
     /// ourselves in since we started or joined it (see the [module documentation](self)).
+    /// Called once a housekeeping second.
     pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>) {
         if self.discovery.unannounced.is_empty() {
             return;
