@@ -10,8 +10,9 @@
 //!
 //! Phases, each bounded by a timeout:
 //! 1. join: every node asks to join; join -> pending per node.
-//! 2. approve: every request approved; approve -> member per node; then until every member
-//!    routes at least one other member.
+//! 2. approve: every request approved, one after another as an operator would (how long each
+//!    `approve` took is reported); approve -> member per node, watched while the approvals go
+//!    on; then until every member routes at least one other member.
 //! 3. late joiners: `--late` more nodes, one at a time: join -> pending, and approve ->
 //!    callable (three random members of its network each get `pong` from it).
 //! 4. pairs: `--pairs` random same-network pairs call `ping` (a caller that is not connected to
@@ -53,7 +54,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
-[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--json FILE]";
+[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--json FILE] [--verbose]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -69,6 +70,9 @@ struct Args {
     idle: usize,
     seed: u64,
     json: Option<PathBuf>,
+    /// Print each late joiner's calls: how long each took, and for a failed one who routes the
+    /// joiner at that moment.
+    verbose: bool,
 }
 
 impl Args {
@@ -85,12 +89,17 @@ impl Args {
             idle: 10,
             seed: 0x5eed_0001,
             json: None,
+            verbose: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "--help" || flag == "-h" {
                 println!("{USAGE}");
                 std::process::exit(0);
+            }
+            if flag == "--verbose" {
+                a.verbose = true;
+                continue;
             }
             let value = it
                 .next()
@@ -241,6 +250,8 @@ struct Report {
     workers: usize,
     kad_bucket_size: usize,
     join_to_pending: Spread,
+    /// How long each `approve` took to answer, the approvals made one after another.
+    approve_command: Spread,
     approve_to_member: Spread,
     all_routed_after_approval_ms: u64,
     late_join_to_pending: Spread,
@@ -529,40 +540,65 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         run_started.elapsed()
     );
 
-    // 2. Approve them all; approve -> member, then every member routes someone.
-    let mut approved_at = Vec::new();
-    for (i, id, _) in &pending {
-        let network = h.nodes[*i].network.clone();
-        h.approve(&network, *id).await?;
-        approved_at.push((*i, Instant::now()));
-    }
-    let approval_done = Instant::now();
-    let mut to_member = Vec::new();
-    let mut waiting: Vec<(usize, Instant)> = approved_at.clone();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !waiting.is_empty() {
-        let hr = &h;
-        let states: Vec<((usize, Instant), bool)> = futures::stream::iter(waiting)
-            .map(|(i, at)| async move { ((i, at), hr.state(i).await.as_deref() == Some("member")) })
-            .buffer_unordered(64)
-            .collect()
-            .await;
-        let checked = Instant::now();
-        waiting = Vec::new();
-        for ((i, at), member) in states {
-            if member {
-                to_member.push(checked.saturating_duration_since(at));
-            } else {
-                waiting.push((i, at));
+    // 2. Approve them all, one after another as an operator would; approve -> member is
+    // watched while the approvals go on, so a node approved early is not timed by the
+    // approvals after it.
+    let approved_at: std::cell::RefCell<Vec<(usize, Instant)>> = Default::default();
+    let approving = std::cell::Cell::new(true);
+    let approvals = async {
+        let mut took = Vec::new();
+        for (i, id, _) in &pending {
+            let network = h.nodes[*i].network.clone();
+            let asked = Instant::now();
+            let done = h.approve(&network, *id).await;
+            approved_at.borrow_mut().push((*i, Instant::now()));
+            took.push(asked.elapsed());
+            if let Err(e) = done {
+                approving.set(false);
+                return Err(e);
             }
         }
-        if Instant::now() >= deadline {
-            bail!("{} nodes still not members after 300 s", waiting.len());
-        }
-        if !waiting.is_empty() {
+        approving.set(false);
+        Ok((took, Instant::now()))
+    };
+    let watch = async {
+        let mut to_member = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let waiting: Vec<(usize, Instant)> = std::mem::take(&mut *approved_at.borrow_mut());
+            let still_approving = approving.get();
+            if waiting.is_empty() && !still_approving {
+                return Ok(to_member);
+            }
+            let hr = &h;
+            let states: Vec<((usize, Instant), bool)> =
+                futures::stream::iter(waiting)
+                    .map(|(i, at)| async move {
+                        ((i, at), hr.state(i).await.as_deref() == Some("member"))
+                    })
+                    .buffer_unordered(64)
+                    .collect()
+                    .await;
+            let checked = Instant::now();
+            for ((i, at), member) in states {
+                if member {
+                    to_member.push(checked.saturating_duration_since(at));
+                } else {
+                    approved_at.borrow_mut().push((i, at));
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} nodes still not members after 300 s",
+                    approved_at.borrow().len()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
+    };
+    let (approved, to_member) = futures::future::join(approvals, watch).await;
+    let ((approve_took, approval_done), to_member): ((Vec<Duration>, Instant), Vec<Duration>) =
+        (approved?, to_member?);
     let approve_to_member = Spread::of(&to_member);
     eprintln!("every node a member after {:?}", run_started.elapsed());
     let hr = &h;
@@ -592,6 +628,13 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         let p = wait_pending(&h, &[(i, t)], Duration::from_secs(60)).await?;
         late_pending.push(p[0].2);
         let approved = Instant::now();
+        if args.verbose {
+            eprintln!(
+                "late joiner {k} ({}) approved at {:?}",
+                h.nodes[i].peer,
+                std::time::SystemTime::now()
+            );
+        }
         h.approve(&network, p[0].1).await?;
         let others = h.members_of(&network, &BTreeSet::from([i]));
         // Each of three random members calls it until it answers (a call that cannot reach it
@@ -603,8 +646,25 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         while !callers.is_empty() && Instant::now() < deadline {
             let mut still = Vec::new();
             for c in callers {
-                if h.ping(c, target).await.is_err() {
+                let asked = Instant::now();
+                if let Err(e) = h.ping(c, target).await {
+                    if args.verbose {
+                        let tables = all_tables(&h).await?;
+                        let routing = tables.iter().filter(|t| t.contains(&target)).count();
+                        let own = tables[i].len();
+                        eprintln!(
+                            "late joiner {k}: call from {c} failed after {:?} ({:?} since approval): {e}; {routing} tables route it, its own holds {own}",
+                            asked.elapsed(),
+                            approved.elapsed()
+                        );
+                    }
                     still.push(c);
+                } else if args.verbose {
+                    eprintln!(
+                        "late joiner {k}: call from {c} answered after {:?} ({:?} since approval)",
+                        asked.elapsed(),
+                        approved.elapsed()
+                    );
                 }
             }
             callers = still;
@@ -787,6 +847,7 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         workers: args.workers,
         kad_bucket_size: args.bucket_size,
         join_to_pending,
+        approve_command: Spread::of(&approve_took),
         approve_to_member,
         all_routed_after_approval_ms,
         late_join_to_pending: Spread::of(&late_pending),
@@ -827,6 +888,11 @@ fn print_table(r: &Report) {
         "{:<44} {}",
         "approve -> member, ms p50 / p99 / max",
         spread(&r.approve_to_member)
+    );
+    println!(
+        "{:<44} {}",
+        "approve command, ms p50 / p99 / max",
+        spread(&r.approve_command)
     );
     println!(
         "{:<44} {}",
