@@ -22,7 +22,9 @@
 //! 6. revoke: `--revoke` members are revoked at their seednode; revoke -> gone from every
 //!    member's table.
 //!
-//! Resident memory and CPU time of the process are read from /proc, before and after.
+//! Resident memory and CPU time of the process are read from /proc, before and after; each
+//! node's live connections and table entries are read after the idle window. `--config FILE`
+//! runs every node with the `[limits]` of a node config file.
 //!
 //! Prints a table, and the same figures as JSON (`--json FILE`). Exits non-zero if a phase
 //! times out, a pair fails, or anything leaks.
@@ -40,7 +42,7 @@ use cordon_membership::{
     DelegationRequest, Issuer, PeerId, SecretKey, Verifier, VerifierConfig, issue_delegation,
 };
 use cordon_node::api::{CallCommand, CallResult, Request, Response};
-use cordon_node::config::Transport;
+use cordon_node::config::{NodeFile, Transport};
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
 use cordon_protocol::NetworkName;
 use cordon_seednode::service::{SeedService, ServiceConfig};
@@ -54,7 +56,8 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
-[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--json FILE] [--verbose]";
+[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--config NODE.TOML] \
+[--json FILE] [--verbose]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -65,7 +68,9 @@ struct Args {
     finds: usize,
     late: usize,
     revoke: usize,
-    bucket_size: usize,
+    bucket_size: Option<usize>,
+    /// A node config file whose `[limits]` every node runs with.
+    config: Option<PathBuf>,
     /// Length of the idle window after the late joiners, in seconds.
     idle: usize,
     seed: u64,
@@ -85,7 +90,8 @@ impl Args {
             finds: 100,
             late: 20,
             revoke: 5,
-            bucket_size: NodeLimits::default().kad_bucket_size,
+            bucket_size: None,
+            config: None,
             idle: 10,
             seed: 0x5eed_0001,
             json: None,
@@ -117,7 +123,8 @@ impl Args {
                 "--finds" => a.finds = number()?,
                 "--late" => a.late = number()?,
                 "--revoke" => a.revoke = number()?,
-                "--bucket-size" => a.bucket_size = number()?,
+                "--bucket-size" => a.bucket_size = Some(number()?),
+                "--config" => a.config = Some(PathBuf::from(value)),
                 "--idle" => a.idle = number()?,
                 "--seed" => a.seed = number()? as u64,
                 "--json" => a.json = Some(PathBuf::from(value)),
@@ -274,7 +281,31 @@ struct Report {
     rss_per_node_kib: u64,
     cpu_ms_per_node: u64,
     idle_cpu_ms_per_node_per_min: f64,
+    /// Live connections per node at the end of the idle window: p50 / max / mean.
+    idle_connections: Counts,
+    /// Routing-table entries per node at the same moment.
+    idle_table: Counts,
     total_secs: u64,
+}
+
+/// p50, max and mean of a per-node count.
+#[derive(Debug, Serialize)]
+struct Counts {
+    p50: usize,
+    max: usize,
+    mean: f64,
+}
+
+impl Counts {
+    fn of(values: &[usize]) -> Self {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        Self {
+            p50: sorted.get(sorted.len() / 2).copied().unwrap_or(0),
+            max: sorted.last().copied().unwrap_or(0),
+            mean: sorted.iter().sum::<usize>() as f64 / sorted.len().max(1) as f64,
+        }
+    }
 }
 
 /// One network's seednode and keys.
@@ -438,6 +469,14 @@ impl Harness {
         }
     }
 
+    /// Node `i`'s live connections (members, its seednode, anyone connected).
+    async fn connections(&self, i: usize) -> anyhow::Result<usize> {
+        match ask(&self.nodes[i].handle, Request::Status {}).await? {
+            Response::Status(status) => Ok(status.connections),
+            other => bail!("unexpected answer to status: {other:?}"),
+        }
+    }
+
     async fn ping(&self, from: usize, to: PeerId) -> Result<(), String> {
         let node = &self.nodes[from];
         let request = Request::Call {
@@ -510,10 +549,13 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         .take(args.networks)
         .map(|n| n.parse().unwrap())
         .collect();
-    let limits = NodeLimits {
-        kad_bucket_size: args.bucket_size,
-        ..NodeLimits::default()
+    let mut limits = match &args.config {
+        Some(path) => NodeFile::load(path).map_err(|e| anyhow!("{e}"))?.limits,
+        None => NodeLimits::default(),
     };
+    if let Some(k) = args.bucket_size {
+        limits.kad_bucket_size = k;
+    }
     limits.validate().map_err(|e| anyhow!("{e}"))?;
     let rss_before = rss_bytes();
     let cpu_before = cpu_time();
@@ -691,6 +733,15 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(args.idle as u64)).await;
     let idle_cpu = cpu_time().saturating_sub(idle_cpu_before);
     let idle_secs = idle_started.elapsed().as_secs_f64();
+    // What the idle window cost per node comes with the connections each node keeps.
+    let connections: Vec<usize> = futures::stream::iter(0..h.nodes.len())
+        .map(|i| h.connections(i))
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let idle_tables: Vec<usize> = all_tables(&h).await?.iter().map(Vec::len).collect();
 
     // 4. Random pairs call ping; lookups.
     let mut pairs = Vec::new();
@@ -845,7 +896,7 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         nodes: h.nodes.len(),
         networks: names.len(),
         workers: args.workers,
-        kad_bucket_size: args.bucket_size,
+        kad_bucket_size: h.limits.kad_bucket_size,
         join_to_pending,
         approve_command: Spread::of(&approve_took),
         approve_to_member,
@@ -868,6 +919,8 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         rss_per_node_kib,
         cpu_ms_per_node: (cpu_time().saturating_sub(cpu_before).as_millis() / n as u128) as u64,
         idle_cpu_ms_per_node_per_min: idle_cpu.as_secs_f64() * 1e3 / n as f64 * 60.0 / idle_secs,
+        idle_connections: Counts::of(&connections),
+        idle_table: Counts::of(&idle_tables),
         total_secs: run_started.elapsed().as_secs(),
     })
 }
@@ -946,6 +999,17 @@ fn print_table(r: &Report) {
     println!(
         "{:<44} {:.1}",
         "idle CPU per node, ms per minute", r.idle_cpu_ms_per_node_per_min
+    );
+    let counts = |c: &Counts| format!("{} / {} / {:.1}", c.p50, c.max, c.mean);
+    println!(
+        "{:<44} {}",
+        "after idle: connections per node p50/max/mean",
+        counts(&r.idle_connections)
+    );
+    println!(
+        "{:<44} {}",
+        "after idle: table entries p50/max/mean",
+        counts(&r.idle_table)
     );
     println!("{:<44} {}", "run time, s", r.total_secs);
 }
