@@ -68,6 +68,17 @@ pub struct NodeLimits {
     /// Connections with no open stream are closed after this long. Default 120 s.
     #[serde(with = "cordon_host::config::duration")]
     pub idle_timeout: Duration,
+    /// Verified connections each network keeps open per bucket of its routing table; every
+    /// other connection closes after `idle_timeout` without a stream. A kept connection
+    /// exchanges revocation heads every half `idle_timeout`, which keeps it open on both ends
+    /// and heals a lost revocation push. `0` keeps none. Default 2.
+    pub keep_per_bucket: usize,
+    /// How often each connection is pinged (round-trip time, and traffic that keeps NAT and
+    /// firewall state of a quiet connection; a ping does not keep a connection open, and a failed
+    /// one closes nothing). Each ping wakes both ends of every connection, so at a few hundred
+    /// connections per process it is a large part of the idle cost. Default 60 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub ping_interval: Duration,
     /// How often a node without a token polls its join request, and how often every node
     /// redials bootstrap peers of networks where it has no verified connection. Default 3 s.
     #[serde(with = "cordon_host::config::duration")]
@@ -134,6 +145,8 @@ impl Default for NodeLimits {
             verify_workers: 2,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            ping_interval: Duration::from_secs(60),
+            keep_per_bucket: 2,
             poll_interval: Duration::from_secs(3),
             discovery_interval: Duration::from_secs(5),
             max_discovery_interval: Duration::from_secs(60),
@@ -202,6 +215,8 @@ impl NodeLimits {
         in_range("verify_workers", self.verify_workers, 1, 256)?;
         duration_in_range("request_timeout", self.request_timeout, secs(1), secs(600))?;
         duration_in_range("idle_timeout", self.idle_timeout, secs(1), secs(86_400))?;
+        duration_in_range("ping_interval", self.ping_interval, secs(1), secs(3600))?;
+        in_range("keep_per_bucket", self.keep_per_bucket, 0, 256)?;
         duration_in_range("poll_interval", self.poll_interval, millis(100), secs(3600))?;
         duration_in_range(
             "discovery_interval",

@@ -25,7 +25,7 @@ use crate::join_client::{JoinClient, JoinConfig, JoinNetwork};
 use crate::metrics::Metrics;
 use crate::report::Report;
 use crate::revocations::{RevocationLimits, Revocations};
-use crate::routing::{DiscoveryIntervals, Routing};
+use crate::routing::Routing;
 use crate::rpc::{Handler, Policy, RecordStore};
 use crate::rpc_server::RpcServer;
 use crate::service::ServiceHandle;
@@ -242,16 +242,7 @@ impl Node {
         );
         let mut event_loop = EventLoop {
             revocations,
-            routing: Routing::new(
-                local,
-                bootstrap,
-                config.limits.max_address_book,
-                config.limits.max_addrs_per_peer,
-                DiscoveryIntervals {
-                    base: config.limits.discovery_interval,
-                    max: config.limits.max_discovery_interval,
-                },
-            ),
+            routing: Routing::new(local, bootstrap, &config.limits),
             rpc: RpcServer::new(
                 handler,
                 config.protocol.clone(),

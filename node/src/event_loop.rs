@@ -499,6 +499,9 @@ impl EventLoop {
         let instant = self.clock.instant();
         self.calls.tick(&mut self.swarm, &self.routing, instant);
         self.routing.announce(&mut self.swarm);
+        for (peer, network) in self.routing.keep(&mut self.swarm, instant) {
+            self.revocations.sync(&mut self.swarm, peer, &network);
+        }
         self.rpc.tick(&mut self.swarm, now, instant);
         let descriptor = &self.config.descriptor;
         self.revocations.check_staleness(

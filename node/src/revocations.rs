@@ -360,11 +360,27 @@ impl Revocations {
         {
             state.set.raise_floor(issuer, proof.revocation_floor);
         }
+        self.sync(swarm, peer, &proof.network);
+    }
+
+    /// Exchanges heads with `peer`, proven for `network` on a live connection: it answers with
+    /// what we lack and we push back what it lacks. Besides on proof, routing asks for this
+    /// periodically on the connections it keeps, which heals a lost push and keeps those
+    /// connections open on both ends (a new stream restarts the idle timer).
+    pub(crate) fn sync(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        peer: PeerId,
+        network: &NetworkName,
+    ) {
+        let Some(state) = self.networks.get(network) else {
+            return;
+        };
         let request = RevocationRequest::Sync {
-            network: proof.network.clone(),
+            network: network.clone(),
             heads: heads_of(&state.set),
         };
-        self.send(swarm, peer, &proof.network, request);
+        self.send(swarm, peer, network, request);
     }
 
     fn send(

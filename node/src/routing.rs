@@ -1,6 +1,6 @@
 //! Finding and keeping peers: our listen addresses, the persisted address book, dialing (with
 //! the network it is for, so the right token is presented), bootstrap redials, periodic
-//! discovery through each network's Kademlia.
+//! discovery through each network's Kademlia, and the connections kept open.
 //!
 //! Who may be *in* a routing table, and with which addresses, is decided by the session
 //! behaviour (see [`crate::session`] and [`crate::addresses`]); this module only learns of those
@@ -17,6 +17,12 @@
 //!   dials the members closest to it, which then route it, so other members' lookups find it
 //!   about a second after its approval. One lookup a second at most: in a burst of approvals
 //!   every new member's first lookup goes through the seednode.
+//! - A node keeps connections: per network and bucket of its table, up to `keep_per_bucket`
+//!   entries proven on a live connection (those kept before first). Each kept connection
+//!   exchanges revocation heads every half `idle_timeout`; that new stream keeps it open on both
+//!   ends, so a member whose other connections closed when idle still hears revocations at
+//!   once. A bucket with entries but no connected one gets a dial at most every half
+//!   `idle_timeout`.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
 //!   any reason but expiry, so revoked peers are not redialled at the next start.
@@ -30,6 +36,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, kad};
 
+use crate::config::NodeLimits;
 use crate::join_client::JoinClient;
 use crate::metrics::NetworkLabel;
 use crate::report::Report;
@@ -50,6 +57,7 @@ pub struct Routing {
     max_address_book: usize,
     max_addrs_per_peer: usize,
     discovery: Discovery,
+    keep: Keep,
 }
 
 /// When each network's next discovery lookup is due.
@@ -67,13 +75,37 @@ struct Discovery {
     announcing: HashSet<kad::QueryId>,
 }
 
-/// How often discovery looks for members: `base` while it finds new ones, doubling to `max`.
-#[derive(Debug, Clone, Copy)]
-pub struct DiscoveryIntervals {
-    /// The shortest interval.
-    pub base: Duration,
-    /// The longest interval.
-    pub max: Duration,
+/// The connections a node keeps open (see the [module documentation](self)).
+#[derive(Debug)]
+struct Keep {
+    /// Verified connections kept per bucket of each network's table.
+    per_bucket: usize,
+    /// How often heads are exchanged on a kept connection (half the idle timeout).
+    every: Duration,
+    /// Per network, the peers kept and when heads were last exchanged with each.
+    kept: BTreeMap<NetworkName, HashMap<PeerId, Instant>>,
+    /// Per network and bucket, when we last dialed into it because no entry of it was
+    /// connected.
+    filled: HashMap<(NetworkName, u32), Instant>,
+    /// When the choice is made next: every `every`, at most every five seconds.
+    next: Option<Instant>,
+}
+
+/// The entries of one bucket to keep connections to: up to `per_bucket` of those proven on a
+/// live connection (`verified`), those kept `before` first, then in bucket order.
+fn choose_kept<T>(
+    entries: &[PeerId],
+    verified: &BTreeSet<PeerId>,
+    before: &HashMap<PeerId, T>,
+    per_bucket: usize,
+) -> Vec<PeerId> {
+    let live = || entries.iter().filter(|p| verified.contains(p));
+    live()
+        .filter(|p| before.contains_key(p))
+        .chain(live().filter(|p| !before.contains_key(p)))
+        .take(per_bucket)
+        .copied()
+        .collect()
 }
 
 impl Discovery {
@@ -104,13 +136,12 @@ impl Discovery {
 }
 
 impl Routing {
-    /// Routing for `networks` (name, bootstrap addresses).
+    /// Routing for `networks` (name, bootstrap addresses), with the address book, discovery
+    /// and connection bounds of `limits`.
     pub fn new(
         local: PeerId,
         networks: Vec<(NetworkName, Vec<Multiaddr>)>,
-        max_address_book: usize,
-        max_addrs_per_peer: usize,
-        discovery: DiscoveryIntervals,
+        limits: &NodeLimits,
     ) -> Self {
         let unannounced = networks.iter().map(|(n, _)| n.clone()).collect();
         Self {
@@ -119,15 +150,22 @@ impl Routing {
             listen_addrs: Vec::new(),
             book: BTreeMap::new(),
             dirty: false,
-            max_address_book,
-            max_addrs_per_peer,
+            max_address_book: limits.max_address_book,
+            max_addrs_per_peer: limits.max_addrs_per_peer,
             discovery: Discovery {
-                base: discovery.base,
-                max: discovery.max.max(discovery.base),
+                base: limits.discovery_interval,
+                max: limits.max_discovery_interval.max(limits.discovery_interval),
                 due: BTreeMap::new(),
                 queries: HashMap::new(),
                 unannounced,
                 announcing: HashSet::new(),
+            },
+            keep: Keep {
+                per_bucket: limits.keep_per_bucket,
+                every: limits.idle_timeout / 2,
+                kept: BTreeMap::new(),
+                filled: HashMap::new(),
+                next: None,
             },
         }
     }
@@ -338,6 +376,72 @@ impl Routing {
         }
     }
 
+    /// Chooses the connections to keep in each network: per bucket of its table, up to
+    /// `keep_per_bucket` entries proven on a live connection, those kept before first. Returns
+    /// the kept (peer, network) pairs due for an exchange of revocation heads, which keeps
+    /// their connections open on both ends; every other connection closes once idle. A bucket
+    /// none of whose entries is connected gets one dial per half idle timeout, so the kept
+    /// connections reach every part of the table. Called once a housekeeping second; chooses
+    /// every `idle_timeout / 2`, at most every five seconds.
+    pub fn keep(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+    ) -> Vec<(PeerId, NetworkName)> {
+        if self.keep.next.is_some_and(|next| now < next) {
+            return Vec::new();
+        }
+        self.keep.next = Some(now + self.keep.every.min(Duration::from_secs(5)));
+        let mut due = Vec::new();
+        let mut fill = Vec::new();
+        for (network, _) in &self.networks {
+            let session = &mut swarm.behaviour_mut().session;
+            let verified = session.sessions().verified_peers(network);
+            let before = self.keep.kept.remove(network).unwrap_or_default();
+            let mut kept = HashMap::new();
+            let Some(kad) = session.kad(network) else {
+                continue;
+            };
+            for bucket in kad.kbuckets() {
+                let Some(index) = bucket.range().0.ilog2() else {
+                    continue;
+                };
+                let entries: Vec<PeerId> = bucket.iter().map(|e| *e.node.key.preimage()).collect();
+                let chosen = choose_kept(&entries, &verified, &before, self.keep.per_bucket);
+                for peer in &chosen {
+                    kept.insert(*peer, before.get(peer).copied().unwrap_or(now));
+                }
+                if chosen.is_empty()
+                    && self.keep.per_bucket > 0
+                    && let Some(first) = entries.first()
+                {
+                    let key = (network.clone(), index);
+                    let tried = self.keep.filled.get(&key);
+                    if tried.is_none_or(|t| now.saturating_duration_since(*t) >= self.keep.every) {
+                        self.keep.filled.insert(key, now);
+                        fill.push((*first, network.clone()));
+                    }
+                }
+            }
+            for (peer, last) in &mut kept {
+                if now.saturating_duration_since(*last) >= self.keep.every {
+                    *last = now;
+                    due.push((*peer, network.clone()));
+                }
+            }
+            self.keep.kept.insert(network.clone(), kept);
+        }
+        for (peer, network) in fill {
+            self.dial(swarm, peer, Vec::new(), &network);
+        }
+        due
+    }
+
+    /// Peers kept open in `network` (status, tests).
+    pub fn kept(&self, network: &NetworkName) -> usize {
+        self.keep.kept.get(network).map_or(0, HashMap::len)
+    }
+
     /// Looks ourselves up now in each network we route a peer of and have not announced
     /// ourselves in since we started or joined it (see the [module documentation](self)).
     /// Called once a housekeeping second.
@@ -395,5 +499,32 @@ impl Routing {
             };
             entry.1 = now + entry.0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers(n: usize) -> Vec<PeerId> {
+        (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn kept_entries_are_live_ones_and_stay_kept_while_live() {
+        let p = peers(5);
+        let verified: BTreeSet<PeerId> = [p[1], p[2], p[3], p[4]].into();
+        // Nothing kept before: the first live entries in bucket order.
+        let none: HashMap<PeerId, ()> = HashMap::new();
+        assert_eq!(choose_kept(&p, &verified, &none, 2), vec![p[1], p[2]]);
+        // Kept before and still live: kept again, ahead of earlier entries.
+        let before: HashMap<PeerId, ()> = [(p[4], ()), (p[0], ())].into();
+        assert_eq!(choose_kept(&p, &verified, &before, 2), vec![p[4], p[1]]);
+        // p[0] was kept but is not live any more: never chosen.
+        assert!(!choose_kept(&p, &verified, &before, 5).contains(&p[0]));
+        assert_eq!(choose_kept(&p, &verified, &before, 5).len(), 4);
+        // Zero keeps nothing; nothing live keeps nothing.
+        assert!(choose_kept(&p, &verified, &before, 0).is_empty());
+        assert!(choose_kept(&p, &BTreeSet::new(), &before, 2).is_empty());
     }
 }

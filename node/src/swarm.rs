@@ -216,7 +216,7 @@ fn behaviour(key: &libp2p::identity::Keypair, config: SwarmConfig) -> Behaviour 
             [(JOIN_PROTOCOL, request_response::ProtocolSupport::Full)],
             rr(),
         ),
-        ping: ping::Behaviour::new(ping::Config::new()),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(limits.ping_interval)),
     }
 }
 

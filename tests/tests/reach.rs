@@ -301,3 +301,96 @@ fn a_member_approved_into_a_running_network_announces_itself_to_the_members() {
         members.push(m);
     }
 }
+
+/// Connections close two seconds after their last stream, each member keeps one connection per
+/// bucket of its table, and discovery would not run again for an hour.
+const KEPT: &str = "[limits]\nidle_timeout = \"2s\"\nkeep_per_bucket = 1\n\
+discovery_interval = \"1h\"\nmax_discovery_interval = \"1h\"\n";
+
+/// Revoked ids `node` holds for mainnet.
+fn revoked_ids(node: &Node) -> u64 {
+    cordon_tests::network_status(&node.status(), "mainnet")
+        .and_then(|n| n["revoked_ids"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn kept_connections_outlive_the_idle_timeout_and_a_revocation_still_reaches_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let config = dir.path().join("kept.toml");
+    std::fs::write(&config, KEPT).unwrap();
+    let members: Vec<Node> = (0..6)
+        .map(|i| {
+            net.start_node(
+                &format!("m{i}"),
+                &["mainnet"],
+                &["--config", path_str(&config)],
+            )
+        })
+        .collect();
+    for m in &members {
+        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
+        cordon_tests::approve(&seed.seed_data, id);
+    }
+    for m in &members {
+        m.wait_state("mainnet", "member", JOIN);
+    }
+    wait_until(SETTLE, "every member to route another member", || {
+        let tables = tables(&members, &seed.seed_peer_id);
+        let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();
+        if sizes.iter().all(|&n| n >= 1) {
+            Ok(())
+        } else {
+            Err(format!("table sizes {sizes:?}"))
+        }
+    });
+    // Four idle timeouts with nothing asked of anyone: only kept connections are left, and
+    // every member still has one.
+    std::thread::sleep(Duration::from_secs(8));
+    let connections: Vec<u64> = members
+        .iter()
+        .map(|m| m.status()["connections"].as_u64().unwrap())
+        .collect();
+    eprintln!("connections after 8 idle seconds: {connections:?}");
+    assert!(
+        connections.iter().all(|&c| c >= 1),
+        "every member keeps a connection past the idle timeout: {connections:?}"
+    );
+
+    // While idle connections close, a revocation still reaches every other member (with no
+    // discovery running): pushed over kept connections, or pulled by a member that had none left
+    // when it redials its seednode.
+    let (revoked, others) = members.split_last().unwrap();
+    cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            &revoked.peer_id,
+            "--data",
+            path_str(&seed.seed_data),
+            "--json",
+        ],
+    )
+    .success();
+    for m in others {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("{} to hold the revocation", m.label),
+            || match revoked_ids(m) {
+                0 => Err(format!("{} holds no revoked id", m.label)),
+                _ => Ok(()),
+            },
+        );
+        assert!(
+            !m.peers("mainnet").contains(&revoked.peer_id),
+            "{} no longer routes the revoked member",
+            m.label
+        );
+    }
+}
