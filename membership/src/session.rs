@@ -1274,6 +1274,27 @@ where
         }
     }
 
+    /// The peer of `connection`, which has proven nothing on it, is waiting there for an
+    /// operator's decision on its join request (a seednode's join service just answered it
+    /// `pending`): its authentication deadline starts again from `now`. A pending node that
+    /// keeps polling thus keeps its connection, and a token approved meanwhile goes out on it
+    /// at once; one that stops polling is closed `auth_timeout` after its last answer. Does
+    /// nothing on a connection where the peer proved something or that is closing.
+    pub fn defer_auth(&mut self, connection: C, now: SystemTime) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        if conn.closing || !conn.proofs.is_empty() {
+            return;
+        }
+        if let Some(at) = conn.auth_deadline {
+            self.timers.remove(&(at, Timer::Auth(connection)));
+        }
+        let deadline = now + self.config.auth_timeout;
+        conn.auth_deadline = Some(deadline);
+        self.timers.insert((deadline, Timer::Auth(connection)));
+    }
+
     // ------------------------------------------------------------------------ time
 
     /// Handles every deadline at or before `now`: auth timeouts close connections, expired

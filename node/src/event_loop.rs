@@ -116,9 +116,9 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished { .. } => {
                 self.report.metrics().connection("established");
             }
-            SwarmEvent::ConnectionClosed { peer_id, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
                 self.report.metrics().connection("closed");
-                tracing::debug!(peer = %peer_id, "connection closed");
+                tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
             }
             SwarmEvent::IncomingConnectionError {
                 error,
@@ -241,7 +241,16 @@ impl EventLoop {
                 peer,
                 network,
                 addrs,
-            } => self.routing.on_routed(peer, &network, &addrs, now, instant),
+            } => {
+                let table = self
+                    .swarm
+                    .behaviour_mut()
+                    .session
+                    .kad(&network)
+                    .map_or(0, |kad| kad.kbuckets().map(|b| b.num_entries()).sum());
+                self.routing
+                    .on_routed(peer, &network, &addrs, table, now, instant);
+            }
             session::Event::Unrouted {
                 peer,
                 network,
@@ -459,10 +468,14 @@ impl EventLoop {
 
     fn on_server_input(&mut self, input: ServerInput) {
         match input {
-            ServerInput::Reply(channel, reply) => {
+            ServerInput::Reply(channel, connection, reply) => {
                 let reply = reply.unwrap_or(JoinReply::Error {
                     code: ReasonCode::Internal,
                 });
+                if matches!(reply, JoinReply::Pending { .. }) {
+                    // A requester waiting for its operator keeps the connection it polls on.
+                    self.swarm.behaviour_mut().session.defer_auth(connection);
+                }
                 let _ = self
                     .swarm
                     .behaviour_mut()

@@ -226,7 +226,8 @@ impl Joiner {
     /// `network` on that connection while we expect one (see
     /// [`JoinClient::expects_delivery`]); anything else is refused before any verification and
     /// counts toward the sender's ban, as does a delivered token that does not verify. The
-    /// token we already hold is acknowledged without being stored again.
+    /// token we already hold is acknowledged (from a proven seednode, expected or not) without
+    /// being stored again.
     #[allow(clippy::too_many_arguments)]
     pub fn on_deliver(
         &mut self,
@@ -246,9 +247,13 @@ impl Joiner {
             .sessions()
             .proof(connection, network)
             .is_some_and(|p| p.kind == ProofKind::Seednode);
+        // The token we already hold (it came with a poll's answer, say, and the push crossed it)
+        // is acknowledged below, so the seednode stops pushing it; refusing it would also count
+        // toward banning our own seednode.
+        let held = self.client.token(network).is_some_and(|t| t.bytes == token);
         let refusal = if !from_seednode {
             Some("the sender is not proven as a seednode of the network on this connection")
-        } else if !self.client.expects_delivery(network, &peer, now) {
+        } else if !held && !self.client.expects_delivery(network, &peer, now) {
             Some("no join or renewal of the network is pending")
         } else {
             None
@@ -260,7 +265,7 @@ impl Joiner {
                 code: ReasonCode::Policy,
             };
         }
-        if self.client.token(network).is_some_and(|t| t.bytes == token) {
+        if held {
             return JoinReply::Ack;
         }
         match self.accept(swarm, network, token, now) {
@@ -304,14 +309,16 @@ impl Joiner {
 }
 
 /// A join reply on its way back from the service, with the channel it answers on.
-type PendingReply =
-    Pin<Box<dyn Future<Output = (ResponseChannel<JoinReply>, Option<JoinReply>)> + Send>>;
+type PendingReply = Pin<
+    Box<dyn Future<Output = (ResponseChannel<JoinReply>, ConnectionId, Option<JoinReply>)> + Send>,
+>;
 
 /// What the join server hands the event loop.
 #[derive(Debug)]
 pub enum ServerInput {
-    /// The service answered a join message (`None`: it dropped the request).
-    Reply(ResponseChannel<JoinReply>, Option<JoinReply>),
+    /// The service answered a join message that came on a connection (`None`: it dropped the
+    /// request).
+    Reply(ResponseChannel<JoinReply>, ConnectionId, Option<JoinReply>),
     /// The service pushed something.
     Event(ServiceEvent),
 }
@@ -429,9 +436,11 @@ impl JoinServer {
             message,
             reply,
         }) {
-            Ok(()) => self
-                .replies
-                .push(Box::pin(async move { (channel, answer.await.ok()) })),
+            Ok(()) => {
+                self.replies.push(Box::pin(
+                    async move { (channel, connection, answer.await.ok()) },
+                ))
+            }
             Err(_) => {
                 saturated(
                     report,
@@ -520,8 +529,8 @@ impl JoinServer {
     /// The next answer or push from the service.
     pub async fn next(&mut self) -> ServerInput {
         tokio::select! {
-            Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
-                ServerInput::Reply(channel, reply)
+            Some((channel, connection, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                ServerInput::Reply(channel, connection, reply)
             }
             Some(event) = self.events.recv() => ServerInput::Event(event),
             else => std::future::pending().await,

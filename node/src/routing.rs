@@ -11,6 +11,10 @@
 //! - Discovery backs off: a network's lookup runs every `discovery_interval` while lookups keep
 //!   finding peers we are not connected to, and the interval doubles (up to
 //!   `max_discovery_interval`) after each that finds none, so a settled network costs little.
+//!   A member new to us brings the interval back to its base only while our table holds no
+//!   more than one bucket's worth (`kad_bucket_size`): past that, newcomers announce
+//!   themselves, and meeting members our lookups had not met before must not hold discovery
+//!   at its base until we have met them all.
 //! - A node announces itself: within a second of being a member of a network (after a start
 //!   or a join) and routing a peer of it, it looks itself up rather than waiting for the next
 //!   discovery tick, and again each second until such a lookup reached a member. That lookup
@@ -73,6 +77,8 @@ struct Discovery {
     unannounced: BTreeSet<NetworkName>,
     /// Those of `queries` that announce us.
     announcing: HashSet<kad::QueryId>,
+    /// Up to this many table entries a network is still forming around us (one bucket).
+    forming: usize,
 }
 
 /// The connections a node keeps open (see the [module documentation](self)).
@@ -159,6 +165,7 @@ impl Routing {
                 queries: HashMap::new(),
                 unannounced,
                 announcing: HashSet::new(),
+                forming: limits.kad_bucket_size,
             },
             keep: Keep {
                 per_bucket: limits.keep_per_bucket,
@@ -230,15 +237,19 @@ impl Routing {
         self.listen_addrs.retain(|a| a != address);
     }
 
-    /// The session put `peer` into `network`'s table with `addrs`. A member new to us means
-    /// the network is changing: discovery of that network returns to its base interval (a node
-    /// that joined an almost empty network would otherwise wait out its backoff while the
-    /// others arrive).
+    /// The session put `peer` into `network`'s table (of `table` entries now) with `addrs`. A
+    /// member new to us while the table holds no more than one bucket's worth means the network
+    /// is still forming around us: discovery of that network returns to its base interval (a
+    /// node that joined an almost empty network would otherwise wait out its backoff while the
+    /// others arrive). Past that, newcomers announce themselves and discovery keeps backing off;
+    /// otherwise every lookup's new contacts would keep discovery at its base interval until a
+    /// node had met every member.
     pub fn on_routed(
         &mut self,
         peer: PeerId,
         network: &NetworkName,
         addrs: &[Multiaddr],
+        table: usize,
         now: SystemTime,
         instant: Instant,
     ) {
@@ -246,7 +257,10 @@ impl Routing {
             .book
             .get(&peer)
             .is_some_and(|e| e.networks.contains(network));
-        if !known && let Some(due) = self.discovery.due.get_mut(network) {
+        if !known
+            && table <= self.discovery.forming
+            && let Some(due) = self.discovery.due.get_mut(network)
+        {
             due.0 = self.discovery.base;
             due.1 = due.1.min(instant + self.discovery.base);
         }
@@ -508,6 +522,25 @@ mod tests {
 
     fn peers(n: usize) -> Vec<PeerId> {
         (0..n).map(|_| PeerId::random()).collect()
+    }
+
+    #[test]
+    fn a_new_member_restarts_discovery_only_while_the_table_is_forming() {
+        let network: NetworkName = "mainnet".parse().unwrap();
+        let limits = NodeLimits::default();
+        let mut routing = Routing::new(PeerId::random(), vec![(network.clone(), vec![])], &limits);
+        let t = Instant::now();
+        let backed_off = (Duration::from_secs(40), t + Duration::from_secs(40));
+        let forming = limits.kad_bucket_size;
+        let now = SystemTime::UNIX_EPOCH;
+        // A bucket's worth of entries or more: a newcomer leaves the backoff alone.
+        routing.discovery.due.insert(network.clone(), backed_off);
+        routing.on_routed(PeerId::random(), &network, &[], forming + 1, now, t);
+        assert_eq!(routing.discovery.due[&network], backed_off);
+        // Fewer: discovery returns to its base interval.
+        routing.on_routed(PeerId::random(), &network, &[], forming, now, t);
+        let base = limits.discovery_interval;
+        assert_eq!(routing.discovery.due[&network], (base, t + base));
     }
 
     #[test]

@@ -354,6 +354,13 @@ impl Behaviour {
         closed
     }
 
+    /// `connection`'s peer has a join request pending with our join service: see
+    /// [`Sessions::defer_auth`].
+    pub fn defer_auth(&mut self, connection: ConnectionId) {
+        self.sessions.defer_auth(connection, self.clock.now());
+        self.apply();
+    }
+
     /// Replaces the access list (the descriptor was reloaded): the verifier answers under the
     /// new list from now on, and every connection and routing entry whose token chains to an
     /// anchor no longer trusted for its network ends. Returns the connections closed.

@@ -929,6 +929,11 @@ impl Net {
     /// operator socket answers. If its port was taken meanwhile, picks another one and rewrites
     /// the descriptor (so start seednodes before nodes).
     pub fn start_seednode(&mut self, network: &str) -> Daemon {
+        self.start_seednode_with(network, &[])
+    }
+
+    /// [`Net::start_seednode`] with `extra` arguments to `seednode run` (e.g. `--config FILE`).
+    pub fn start_seednode_with(&mut self, network: &str, extra: &[&str]) -> Daemon {
         for _attempt in 0..5 {
             let n = self.network(network).clone();
             let listen = format!("/ip4/127.0.0.1/tcp/{}", n.port);
@@ -945,6 +950,7 @@ impl Net {
                 "--label",
                 network,
             ];
+            let args: Vec<&str> = args.into_iter().chain(extra.iter().copied()).collect();
             let mut daemon =
                 Daemon::spawn(&format!("seed-{network}"), "seednode", &args, &self.logs);
             match daemon.wait_ready(

@@ -204,3 +204,57 @@ fn an_exposed_invite_file_or_an_unbound_invite_is_refused_at_start() {
     let (ok, out) = check(&[], Some("lab=c0ffee00c0ffee00"));
     assert!(ok, "{out}");
 }
+
+/// The seednode's `membership_checks.auth_timeouts`.
+fn auth_timeouts(seed_data: &std::path::Path) -> u64 {
+    cordon_tests::node_status(seed_data)["membership_checks"]["auth_timeouts"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_pending_node_keeps_its_connection_while_it_polls_and_loses_it_once_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    // Connections that prove nothing close after 2 s; the node polls twice a second.
+    let seed_config = dir.path().join("seed.toml");
+    std::fs::write(&seed_config, "[limits]\nauth_timeout = \"2s\"\n").unwrap();
+    let _seed = net.start_seednode_with("mainnet", &["--config", seed_config.to_str().unwrap()]);
+    let seed = net.network("mainnet").clone();
+    let node_config = dir.path().join("node.toml");
+    std::fs::write(&node_config, "[limits]\npoll_interval = \"500ms\"\n").unwrap();
+    let node = net.start_node(
+        "n",
+        &["mainnet"],
+        &["--config", node_config.to_str().unwrap()],
+    );
+    let id = cordon_tests::wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
+
+    // Three auth timeouts while the request waits: the connection it polls on stays open.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        auth_timeouts(&seed.seed_data),
+        0,
+        "the seednode closed a pending requester's connection for proving nothing"
+    );
+    assert_eq!(node.state("mainnet").as_deref(), Some("pending"));
+    assert!(
+        node.status()["connections"].as_u64() >= Some(1),
+        "the pending node is connected: {}",
+        node.status()
+    );
+
+    // Once denied, nothing is pending for it: its connection goes like any stranger's.
+    cordon_tests::deny(&seed.seed_data, id, "not this one");
+    node.wait_state("mainnet", "denied", JOIN);
+    wait_until(
+        Duration::from_secs(20),
+        "the seednode to close the denied node's connection",
+        || match auth_timeouts(&seed.seed_data) {
+            0 => Err("no auth timeout yet".to_owned()),
+            _ => Ok(()),
+        },
+    );
+}

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cordon_tests::{Net, Node, cli, path_str, wait_pending, wait_until};
+use cordon_tests::{Net, Network, Node, cli, path_str, wait_pending, wait_until};
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use serde_json::Value;
@@ -51,6 +51,36 @@ fn ping(from: &Node, peer: &str) -> cordon_tests::Run {
         from.label, run.ok, run.stdout, run.stderr
     );
     run
+}
+
+/// Starts `count` mainnet members running with the node config `config` (written under
+/// `dir`), approves each at `seed` and waits until all are members.
+fn approved_members(
+    net: &Net,
+    seed: &Network,
+    dir: &std::path::Path,
+    config: &str,
+    count: usize,
+) -> Vec<Node> {
+    let path = dir.join("members.toml");
+    std::fs::write(&path, config).unwrap();
+    let members: Vec<Node> = (0..count)
+        .map(|i| {
+            net.start_node(
+                &format!("m{i}"),
+                &["mainnet"],
+                &["--config", path_str(&path)],
+            )
+        })
+        .collect();
+    for m in &members {
+        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
+        cordon_tests::approve(&seed.seed_data, id);
+    }
+    for m in &members {
+        m.wait_state("mainnet", "member", JOIN);
+    }
+    members
 }
 
 /// Each member's routing table (members only: the seednode is left out).
@@ -105,24 +135,7 @@ fn a_member_outside_the_callers_table_is_found_through_members_and_answers() {
         .build();
     let mut seed_daemon = net.start_seednode("mainnet");
     let seed = net.network("mainnet").clone();
-    let config = dir.path().join("small-tables.toml");
-    std::fs::write(&config, SMALL_TABLES).unwrap();
-    let members: Vec<Node> = (0..MEMBERS)
-        .map(|i| {
-            net.start_node(
-                &format!("m{i}"),
-                &["mainnet"],
-                &["--config", path_str(&config)],
-            )
-        })
-        .collect();
-    for m in &members {
-        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
-        cordon_tests::approve(&seed.seed_data, id);
-    }
-    for m in &members {
-        m.wait_state("mainnet", "member", JOIN);
-    }
+    let members = approved_members(&net, &seed, dir.path(), SMALL_TABLES, MEMBERS);
     // Tables settle: every member routes at least two others, none routes them all (two
     // entries per bucket), and every member is in someone's table.
     let tables = wait_until(SETTLE, "the members' tables to settle", || {
@@ -322,24 +335,7 @@ fn kept_connections_outlive_the_idle_timeout_and_a_revocation_still_reaches_ever
         .build();
     let _seed_daemon = net.start_seednode("mainnet");
     let seed = net.network("mainnet").clone();
-    let config = dir.path().join("kept.toml");
-    std::fs::write(&config, KEPT).unwrap();
-    let members: Vec<Node> = (0..6)
-        .map(|i| {
-            net.start_node(
-                &format!("m{i}"),
-                &["mainnet"],
-                &["--config", path_str(&config)],
-            )
-        })
-        .collect();
-    for m in &members {
-        let id = wait_pending(&seed.seed_data, "mainnet", &m.peer_id, JOIN);
-        cordon_tests::approve(&seed.seed_data, id);
-    }
-    for m in &members {
-        m.wait_state("mainnet", "member", JOIN);
-    }
+    let members = approved_members(&net, &seed, dir.path(), KEPT, 6);
     wait_until(SETTLE, "every member to route another member", || {
         let tables = tables(&members, &seed.seed_peer_id);
         let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();

@@ -324,6 +324,34 @@ fn verified_membership_opens_gates_routes_and_cancels_the_auth_deadline() {
 }
 
 #[test]
+fn a_deferred_auth_deadline_restarts_from_the_deferral_and_never_touches_a_proven_connection() {
+    let mut s = sessions(false);
+    s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
+    s.handle_established(2, peer(2), Endpoint::Listener, [], t0());
+    drain(&mut s);
+    prove(&mut s, 2, &["mainnet"], t0(), valid(t0() + HOUR));
+    // A join request of connection 1's peer is pending at 6 s: its deadline moves to 16 s.
+    s.defer_auth(1, t0() + 6 * SECOND);
+    // A proven connection has no deadline to defer: nothing is armed for it.
+    s.defer_auth(2, t0() + 6 * SECOND);
+    s.handle_timeout(t0() + 15 * SECOND);
+    assert!(
+        closed_connections(&drain(&mut s)).is_empty(),
+        "closed at the original deadline"
+    );
+    s.handle_timeout(t0() + 16 * SECOND);
+    assert_eq!(
+        closed_connections(&drain(&mut s)),
+        vec![(1, CloseReason::AuthTimeout)]
+    );
+    assert_eq!(s.stats().auth_timeouts, 1);
+    // Closing: deferring again changes nothing.
+    s.defer_auth(1, t0() + 17 * SECOND);
+    s.handle_timeout(t0() + 60 * SECOND);
+    assert!(closed_connections(&drain(&mut s)).is_empty());
+}
+
+#[test]
 fn auth_timeout_closes_only_connections_that_proved_nothing() {
     let mut s = sessions(false);
     s.handle_established(1, peer(1), Endpoint::Listener, [], t0());
