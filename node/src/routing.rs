@@ -91,8 +91,8 @@ struct Keep {
     /// Per network, the peers kept and when heads were last exchanged with each.
     kept: BTreeMap<NetworkName, HashMap<PeerId, Instant>>,
     /// Per network and bucket, when we last dialed into it because no entry of it was
-    /// connected.
-    filled: HashMap<(NetworkName, u32), Instant>,
+    /// connected, and how many times we did.
+    filled: HashMap<(NetworkName, u32), (Instant, usize)>,
     /// When the choice is made next: every `every`, at most every five seconds.
     next: Option<Instant>,
 }
@@ -425,15 +425,15 @@ impl Routing {
                 for peer in &chosen {
                     kept.insert(*peer, before.get(peer).copied().unwrap_or(now));
                 }
-                if chosen.is_empty()
-                    && self.keep.per_bucket > 0
-                    && let Some(first) = entries.first()
-                {
+                if chosen.is_empty() && self.keep.per_bucket > 0 && !entries.is_empty() {
+                    // Each attempt dials the next entry, so one unreachable entry does not
+                    // leave the bucket without a connection.
                     let key = (network.clone(), index);
-                    let tried = self.keep.filled.get(&key);
-                    if tried.is_none_or(|t| now.saturating_duration_since(*t) >= self.keep.every) {
-                        self.keep.filled.insert(key, now);
-                        fill.push((*first, network.clone()));
+                    let (tried, attempts) = self.keep.filled.get(&key).copied().unzip();
+                    if tried.is_none_or(|t| now.saturating_duration_since(t) >= self.keep.every) {
+                        let attempt = attempts.unwrap_or(0);
+                        self.keep.filled.insert(key, (now, attempt.wrapping_add(1)));
+                        fill.push((entries[attempt % entries.len()], network.clone()));
                     }
                 }
             }
@@ -449,11 +449,6 @@ impl Routing {
             self.dial(swarm, peer, Vec::new(), &network);
         }
         due
-    }
-
-    /// Peers kept open in `network` (status, tests).
-    pub fn kept(&self, network: &NetworkName) -> usize {
-        self.keep.kept.get(network).map_or(0, HashMap::len)
     }
 
     /// Looks ourselves up now in each network we route a peer of and have not announced
