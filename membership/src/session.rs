@@ -381,7 +381,7 @@ pub struct Refused {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<C> {
-    /// Send our tokens to the peer on `/cordon/membership/1`.
+    /// Send our tokens to the peer as a request on `/cordon/membership/2`.
     Present {
         /// The peer.
         peer: PeerId,
@@ -401,7 +401,8 @@ pub enum Action<C> {
         /// The tokens to verify.
         tokens: Vec<PresentedToken>,
     },
-    /// Answer the presentation.
+    /// Answer the presentation (the results, and our own tokens of the networks it proved or
+    /// asked for).
     Respond {
         /// The presentation.
         id: PresentationId,
@@ -550,6 +551,10 @@ struct Pending<C> {
     verifying: Vec<usize>,
     /// The revocation epoch when verification was asked for.
     epoch: u64,
+    /// What the answer carries besides the results: `Some` for a presentation the peer sent as
+    /// a request (answered with [`Action::Respond`], adding our delegations of these networks
+    /// it asked for); `None` for tokens that came in an answer to ours (nothing goes back).
+    answer: Option<BTreeSet<NetworkName>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -842,9 +847,6 @@ where
             return None;
         }
         let peer = conn.peer;
-        for t in &request.tokens {
-            conn.named.note(&t.network);
-        }
         // A joining peer asks for our delegations of the networks it names; only those.
         let wanted: BTreeSet<NetworkName> = request
             .want
@@ -852,30 +854,11 @@ where
             .filter(|n| self.local.get(*n).is_some_and(|l| l.delegation.is_some()))
             .cloned()
             .collect();
-        let several = conn.named.several;
-        if several {
-            let strict: Vec<NetworkName> = conn
-                .proofs
-                .keys()
-                .filter(|n| self.local.get(*n).is_some_and(|l| l.strict))
-                .cloned()
-                .collect();
-            for network in strict {
-                self.withdraw(connection, &network, EndReason::StrictNetwork, now);
-            }
-        }
+        self.note_named(connection, &request.tokens, now);
         let id = PresentationId(self.next_presentation);
         self.next_presentation += 1;
-        let mut pending = Pending {
-            connection,
-            peer,
-            networks: request.tokens.iter().map(|t| t.network.clone()).collect(),
-            kinds: request.tokens.iter().map(|t| t.kind).collect(),
-            results: vec![None; request.tokens.len()],
-            refused: Vec::new(),
-            verifying: Vec::new(),
-            epoch: self.epoch,
-        };
+        let mut pending = Pending::new(connection, peer, &request.tokens, self.epoch);
+        pending.answer = Some(wanted);
         let mut tokens = Vec::new();
         for (i, t) in request.tokens.into_iter().enumerate() {
             // A strict network's refusal waits for verification ([`Sessions::admit`]): its
@@ -890,31 +873,65 @@ where
                 );
             }
         }
-        if !wanted.is_empty() {
-            self.present(connection, &wanted);
-        }
+        self.verify(id, pending, tokens);
+        Some(id)
+    }
+
+    /// Asks for `tokens` to be verified for `pending` (finishing it at once if none is left).
+    fn verify(&mut self, id: PresentationId, pending: Pending<C>, tokens: Vec<PresentedToken>) {
         if tokens.is_empty() {
             self.finish(id, pending);
-        } else {
-            self.actions.push_back(Action::Verify {
-                id,
-                peer,
-                connection,
-                tokens,
-            });
-            self.pending.insert(id, pending);
+            return;
         }
-        Some(id)
+        self.actions.push_back(Action::Verify {
+            id,
+            peer: pending.peer,
+            connection: pending.connection,
+            tokens,
+        });
+        self.pending.insert(id, pending);
+    }
+
+    /// Notes the networks the peer named on `connection`; once it named two, every strict
+    /// network it proved there is withdrawn.
+    fn note_named(&mut self, connection: C, tokens: &[PresentedToken], now: SystemTime) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        for t in tokens {
+            conn.named.note(&t.network);
+        }
+        if !conn.named.several {
+            return;
+        }
+        let strict: Vec<NetworkName> = conn
+            .proofs
+            .keys()
+            .filter(|n| self.local.get(*n).is_some_and(|l| l.strict))
+            .cloned()
+            .collect();
+        for network in strict {
+            self.withdraw(connection, &network, EndReason::StrictNetwork, now);
+        }
     }
 
     /// The peer answered one of our presentations on `connection`. A network refused for a
     /// transient reason (the peer's verification was saturated, or it failed internally) is
     /// presented again at the next occasion ([`Sessions::dial_intent`], a new token); other
     /// refusals stand.
-    pub fn handle_answer(&mut self, connection: C, response: &MembershipResponse) {
-        let Some(conn) = self.connections.get_mut(&connection) else {
-            return;
-        };
+    ///
+    /// The tokens the peer sent with its answer (its own, for networks it accepted from us or
+    /// delegations we asked for) are verified like a presentation, except that nothing is
+    /// answered: [`Action::Verify`], then the proofs or refusals. A token of a network we did
+    /// not present or ask for on this connection is refused unverified (`malformed`): the peer
+    /// has no reason to send it. Returns the id the verdicts go under, if anything is verified.
+    pub fn handle_answer(
+        &mut self,
+        connection: C,
+        response: MembershipResponse,
+        now: SystemTime,
+    ) -> Option<PresentationId> {
+        let conn = self.connections.get_mut(&connection)?;
         for result in &response.results {
             if matches!(
                 result.outcome,
@@ -925,6 +942,37 @@ where
                 conn.presented.remove(&result.network);
             }
         }
+        if conn.closing || response.tokens.is_empty() {
+            return None;
+        }
+        let peer = conn.peer;
+        self.note_named(connection, &response.tokens, now);
+        let id = PresentationId(self.next_presentation);
+        self.next_presentation += 1;
+        let mut pending = Pending::new(connection, peer, &response.tokens, self.epoch);
+        let mut tokens = Vec::new();
+        for (i, t) in response.tokens.into_iter().enumerate() {
+            let asked = self
+                .connections
+                .get(&connection)
+                .is_some_and(|c| c.presented.contains(&t.network));
+            if asked && self.local.contains_key(&t.network) {
+                pending.verifying.push(i);
+                tokens.push(t);
+            } else {
+                pending.reject(
+                    i,
+                    Rejection::new(
+                        ReasonCode::Malformed,
+                        "an answer carried a token of a network not presented or asked for on \
+                         this connection",
+                    ),
+                );
+            }
+        }
+        let any = !tokens.is_empty();
+        self.verify(id, pending, tokens);
+        any.then_some(id)
     }
 
     /// A presentation could not even be decoded (oversized, garbage): a failed presentation.
@@ -1042,7 +1090,18 @@ where
     }
 
     fn finish(&mut self, id: PresentationId, pending: Pending<C>) {
-        let results = pending
+        if !pending.refused.is_empty() {
+            self.stats.refused += pending.refused.len() as u64;
+            self.actions.push_back(Action::Refused {
+                peer: pending.peer,
+                connection: pending.connection,
+                refused: pending.refused,
+            });
+        }
+        let Some(mut wanted) = pending.answer else {
+            return;
+        };
+        let results: Vec<NetworkResult> = pending
             .networks
             .into_iter()
             .zip(pending.results)
@@ -1053,19 +1112,46 @@ where
                 }),
             })
             .collect();
-        if !pending.refused.is_empty() {
-            self.stats.refused += pending.refused.len() as u64;
-            self.actions.push_back(Action::Refused {
-                peer: pending.peer,
-                connection: pending.connection,
-                refused: pending.refused,
-            });
-        }
+        // Our own token of each network the peer just proved, so it proves us in the same
+        // round trip; never one it did not prove (memberships do not leak across networks).
+        wanted.extend(
+            results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Accepted)
+                .map(|r| r.network.clone()),
+        );
+        let tokens = self.own_tokens(pending.connection, &wanted);
         self.actions.push_back(Action::Respond {
             id,
             connection: pending.connection,
-            response: MembershipResponse { results },
+            response: MembershipResponse { results, tokens },
         });
+    }
+
+    /// Our token (membership, else delegation) of each network of `wanted` that we hold one of,
+    /// noted as presented on `connection`.
+    fn own_tokens(&mut self, connection: C, wanted: &BTreeSet<NetworkName>) -> Vec<PresentedToken> {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return Vec::new();
+        };
+        let mut tokens = Vec::new();
+        for network in wanted {
+            let Some(local) = self.local.get(network) else {
+                continue;
+            };
+            let (kind, token) = match (&local.membership, &local.delegation) {
+                (Some(token), _) => (TokenKind::Membership, token),
+                (None, Some(token)) => (TokenKind::Delegation, token),
+                (None, None) => continue,
+            };
+            tokens.push(PresentedToken {
+                network: network.clone(),
+                kind,
+                token: token.clone(),
+            });
+            conn.presented.insert(network.clone());
+        }
+        tokens
     }
 
     fn accept(&mut self, connection: C, proof: Proof) {
@@ -1109,14 +1195,11 @@ where
             proof,
         });
         self.route(peer, &network, expires_at, ids, anchor);
-        // Answer a proven dialer with our own token for the network it proved.
+        // A peer that proved a network is one we share it with: a renewed token of ours goes
+        // to it too. Our current token goes back in the answer ([`Sessions::finish`]).
         if self.intents.contains_key(&peer) || self.intents.len() < self.config.max_dial_intents {
-            self.intents
-                .entry(peer)
-                .or_default()
-                .insert(network.clone());
+            self.intents.entry(peer).or_default().insert(network);
         }
-        self.present(connection, &BTreeSet::from([network]));
     }
 
     fn route(
@@ -1238,7 +1321,8 @@ where
         if conn.closing {
             return;
         }
-        let mut tokens = Vec::new();
+        let peer = conn.peer;
+        let mut held = BTreeSet::new();
         let mut want = Vec::new();
         for network in wanted {
             if conn.presented.contains(network) {
@@ -1247,27 +1331,17 @@ where
             let Some(local) = self.local.get(network) else {
                 continue;
             };
-            let (kind, token) = match (&local.membership, &local.delegation) {
-                (Some(token), _) => (TokenKind::Membership, token),
-                (None, Some(token)) => (TokenKind::Delegation, token),
-                (None, None) => {
-                    if conn.endpoint == Endpoint::Dialer {
-                        want.push(network.clone());
-                        conn.presented.insert(network.clone());
-                    }
-                    continue;
-                }
-            };
-            tokens.push(PresentedToken {
-                network: network.clone(),
-                kind,
-                token: token.clone(),
-            });
-            conn.presented.insert(network.clone());
+            if local.membership.is_some() || local.delegation.is_some() {
+                held.insert(network.clone());
+            } else if conn.endpoint == Endpoint::Dialer {
+                want.push(network.clone());
+                conn.presented.insert(network.clone());
+            }
         }
+        let tokens = self.own_tokens(connection, &held);
         if !tokens.is_empty() || !want.is_empty() {
             self.actions.push_back(Action::Present {
-                peer: conn.peer,
+                peer,
                 connection,
                 request: MembershipRequest { want, tokens },
             });
@@ -1563,6 +1637,20 @@ where
 }
 
 impl<C> Pending<C> {
+    fn new(connection: C, peer: PeerId, tokens: &[PresentedToken], epoch: u64) -> Self {
+        Self {
+            connection,
+            peer,
+            networks: tokens.iter().map(|t| t.network.clone()).collect(),
+            kinds: tokens.iter().map(|t| t.kind).collect(),
+            results: vec![None; tokens.len()],
+            refused: Vec::new(),
+            verifying: Vec::new(),
+            epoch,
+            answer: None,
+        }
+    }
+
     fn reject(&mut self, index: usize, rejection: Rejection) {
         self.results[index] = Some(Outcome::Rejected {
             reason: rejection.disclosed(self.kinds[index]),

@@ -1,7 +1,7 @@
 //! The libp2p side of the membership session machine ([`cordon_membership::session`]).
 //!
 //! [`Behaviour`] owns everything whose access depends on proven membership: the
-//! `/cordon/membership/1` exchange, the bounded verification pool, the gated remote-command
+//! `/cordon/membership/2` exchange, the bounded verification pool, the gated remote-command
 //! protocol and one gated Kademlia per network ([`Keyed`]). It feeds connection events,
 //! presentations and verdicts to the pure machine and carries out what the machine decides:
 //! presenting our tokens, answering presentations, opening and closing gates, putting proven
@@ -82,7 +82,7 @@ pub type NetworkKad = Gated<kad::Behaviour<MemoryStore>>;
 /// The gated protocols and the exchange, composed; [`Behaviour`] wraps it.
 #[derive(libp2p::swarm::NetworkBehaviour)]
 pub struct Protocols {
-    /// `/cordon/membership/1`: token presentation on every connection.
+    /// `/cordon/membership/2`: token presentation on every connection.
     pub exchange: request_response::Behaviour<MembershipCodec>,
     /// `/cordon/rpc/1`: remote commands, closed until the peer proved a network.
     pub rpc: Gated<request_response::Behaviour<RpcCodec>>,
@@ -645,11 +645,11 @@ impl Behaviour {
                 connection_id,
                 message: request_response::Message::Response { response, .. },
             }) => {
-                self.sessions.handle_answer(connection_id, &response);
                 // The peer accepted us, so its identify gate is open (an answer leaves only
                 // once its gate commands reached the connection): our identify request may go
-                // (sent earlier it would be refused, and identify asks again only after
-                // minutes).
+                // once our own gate is open, that is once we verified the peer's token (it
+                // came with this answer). Sent earlier it would be refused, and identify asks
+                // again only after minutes.
                 if response
                     .results
                     .iter()
@@ -657,7 +657,15 @@ impl Behaviour {
                 {
                     let _ = self.protocols.identify.release(peer, connection_id);
                 }
-                self.events.push_back(Event::Answered { peer, response });
+                self.events.push_back(Event::Answered {
+                    peer,
+                    response: response.clone(),
+                });
+                let now = self.clock.now();
+                if let Some(id) = self.sessions.handle_answer(connection_id, response, now) {
+                    tracing::trace!(%peer, %id, "verifying the tokens of an answer");
+                }
+                self.apply();
             }
             ProtocolsEvent::Exchange(request_response::Event::InboundFailure {
                 peer,
@@ -693,6 +701,15 @@ impl Behaviour {
                 connection_id,
                 info,
             }) => self.on_identify(peer_id, connection_id, info.listen_addrs),
+            // The peer asked for our identify, which its gate lets out only once open: it
+            // verified us, so ours is answered too. This is how the side that answered a
+            // presentation (and so is never told it was accepted) learns it may ask.
+            ProtocolsEvent::Identify(identify::Event::Sent {
+                peer_id,
+                connection_id,
+            }) => {
+                let _ = self.protocols.identify.release(peer_id, connection_id);
+            }
             ProtocolsEvent::Identify(_) => {}
         }
     }

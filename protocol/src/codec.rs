@@ -492,6 +492,7 @@ mod tests {
                     },
                 })
                 .collect(),
+            tokens: request.tokens.clone(),
         };
         let join = [
             JoinMessage::Request(JoinRequest {
@@ -904,6 +905,7 @@ mod tests {
                 };
                 2
             ],
+            tokens: Vec::new(),
         };
         let err = block_on(codec.write_response(&crate::MEMBERSHIP_PROTOCOL, &mut wire, invalid))
             .unwrap_err();

@@ -2,7 +2,7 @@
 //! the size-capped CBOR codec that moves those messages over libp2p streams.
 //!
 //! # What this crate owns
-//! - The versioned protocol names (`/cordon/membership/1`, `/cordon/join/1`,
+//! - The versioned protocol names (`/cordon/membership/2`, `/cordon/join/1`,
 //!   `/cordon/rpc/1` and the per-network Kademlia name
 //!   `/cordon/<network>/kad/1.0.0`), see [`names`].
 //! - The wire types of the membership exchange ([`membership`]) and of the

@@ -8,6 +8,11 @@ const DEFAULT_MAX_TOKENS_PER_MESSAGE: usize = 8;
 /// full set of maximal tokens plus 1 KiB of framing (names, keys, headers).
 const DEFAULT_MEMBERSHIP_MAX_BYTES: usize =
     DEFAULT_MAX_TOKENS_PER_MESSAGE * DEFAULT_MAX_TOKEN_BYTES + 1024;
+/// Default cap on the encoded size of a membership response: a full set of
+/// maximal tokens (the answering side's own) plus a full set of results, with
+/// 2 KiB for both.
+const DEFAULT_MEMBERSHIP_MAX_RESPONSE_BYTES: usize =
+    DEFAULT_MAX_TOKENS_PER_MESSAGE * DEFAULT_MAX_TOKEN_BYTES + 2048;
 /// Default cap on the encoded size of a join message.
 const DEFAULT_JOIN_MAX_BYTES: usize = 8192;
 /// Default cap on the encoded size of an rpc request: room for a maximal
@@ -44,7 +49,8 @@ pub struct Limits {
     pub max_message_text_bytes: usize,
     /// Largest encoded membership request. Default: 33792 (8 * 4096 + 1024).
     pub membership_max_request_bytes: usize,
-    /// Largest encoded membership response. Default: 33792 (8 * 4096 + 1024).
+    /// Largest encoded membership response (results and the answering side's own tokens).
+    /// Default: 34816 (8 * 4096 + 2048).
     pub membership_max_response_bytes: usize,
     /// Largest encoded join message (request side). Default: 8192.
     pub join_max_request_bytes: usize,
@@ -82,7 +88,7 @@ impl Default for Limits {
             max_invite_bytes: 64,
             max_message_text_bytes: 256,
             membership_max_request_bytes: DEFAULT_MEMBERSHIP_MAX_BYTES,
-            membership_max_response_bytes: DEFAULT_MEMBERSHIP_MAX_BYTES,
+            membership_max_response_bytes: DEFAULT_MEMBERSHIP_MAX_RESPONSE_BYTES,
             join_max_request_bytes: DEFAULT_JOIN_MAX_BYTES,
             join_max_response_bytes: DEFAULT_JOIN_MAX_BYTES,
             rpc_max_request_bytes: DEFAULT_RPC_MAX_REQUEST_BYTES,
@@ -253,7 +259,7 @@ mod tests {
         assert_eq!(l.max_invite_bytes, 64);
         assert_eq!(l.max_message_text_bytes, 256);
         assert_eq!(l.membership_max_request_bytes, 33792);
-        assert_eq!(l.membership_max_response_bytes, 33792);
+        assert_eq!(l.membership_max_response_bytes, 34816);
         assert_eq!(l.join_max_request_bytes, 8192);
         assert_eq!(l.join_max_response_bytes, 8192);
         assert_eq!(l.rpc_max_request_bytes, 16384);

@@ -1,10 +1,15 @@
 //! Wire types of the membership exchange, [`MEMBERSHIP_PROTOCOL`].
 //!
-//! On every new connection both sides send a [`MembershipRequest`] with the
-//! tokens for the networks they want to share, and each answers the other's
-//! request with a [`MembershipResponse`] holding one [`NetworkResult`] per
-//! network it considered. A seednode presents its delegation here too, so a
-//! node can check it before sending join requests.
+//! On a new connection the dialer sends a [`MembershipRequest`] with its
+//! tokens for the networks it dialed the peer for. The listener answers with
+//! a [`MembershipResponse`]: one [`NetworkResult`] per network it considered
+//! and, for each network whose token it accepted, its own token of that
+//! network, so both sides are proven in one round trip. The listener's token
+//! is never sent before the dialer's verified, so a stranger learns nothing.
+//! Either side may present again later (a renewed token, another network) by
+//! the same request. A seednode presents its delegation the same way, and to a
+//! joining node that asked for it (`want`), so the node can check it before
+//! sending join requests.
 //!
 //! [`MEMBERSHIP_PROTOCOL`]: crate::MEMBERSHIP_PROTOCOL
 
@@ -61,6 +66,12 @@ pub struct MembershipRequest {
 pub struct MembershipResponse {
     /// At most `Limits::max_tokens_per_message`, at most one per network.
     pub results: Vec<NetworkResult>,
+    /// The answering side's own tokens: one for each network whose token in the request it
+    /// accepted (its membership, or a seednode's delegation), and a seednode's delegation for
+    /// each network the request asked for (`want`). The requester takes only tokens of networks
+    /// it presented or asked for. Same bounds as [`MembershipRequest::tokens`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<PresentedToken>,
 }
 
 /// The verdict on one network.
@@ -110,12 +121,6 @@ pub(crate) fn check_token(
 
 impl Validate for MembershipRequest {
     fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
-        if self.tokens.len() > limits.max_tokens_per_message {
-            return Err(ProtocolError::TooManyTokens {
-                count: self.tokens.len(),
-                max: limits.max_tokens_per_message,
-            });
-        }
         if self.want.len() > limits.max_tokens_per_message {
             return Err(ProtocolError::TooManyTokens {
                 count: self.want.len(),
@@ -131,20 +136,31 @@ impl Validate for MembershipRequest {
                 });
             }
         }
-        // Two tokens of one kind for one network would leave the verifier to
-        // guess which one counts; refuse the ambiguity.
-        let mut seen = BTreeSet::new();
-        for presented in &self.tokens {
-            presented.validate(limits)?;
-            if !seen.insert((&presented.network, presented.kind)) {
-                return Err(ProtocolError::DuplicateToken {
-                    network: presented.network.clone(),
-                    kind: presented.kind,
-                });
-            }
-        }
-        Ok(())
+        check_tokens(&self.tokens, limits)
     }
+}
+
+/// At most `Limits::max_tokens_per_message` tokens, each within its size cap, at most one per
+/// network and kind: two tokens of one kind for one network would leave the verifier to guess
+/// which one counts, so the ambiguity is refused.
+fn check_tokens(tokens: &[PresentedToken], limits: &Limits) -> Result<(), ProtocolError> {
+    if tokens.len() > limits.max_tokens_per_message {
+        return Err(ProtocolError::TooManyTokens {
+            count: tokens.len(),
+            max: limits.max_tokens_per_message,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for presented in tokens {
+        presented.validate(limits)?;
+        if !seen.insert((&presented.network, presented.kind)) {
+            return Err(ProtocolError::DuplicateToken {
+                network: presented.network.clone(),
+                kind: presented.kind,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Validate for NetworkResult {
@@ -171,7 +187,7 @@ impl Validate for MembershipResponse {
                 });
             }
         }
-        Ok(())
+        check_tokens(&self.tokens, limits)
     }
 }
 
@@ -235,18 +251,24 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn membership_response() -> impl Strategy<Value = MembershipResponse> {
-        proptest::collection::vec(
-            network_result(),
-            0..=Limits::default().max_tokens_per_message,
+        (
+            proptest::collection::vec(
+                network_result(),
+                0..=Limits::default().max_tokens_per_message,
+            ),
+            membership_request(),
         )
-        .prop_map(|results| {
-            let mut seen = BTreeSet::new();
-            let results = results
-                .into_iter()
-                .filter(|r| seen.insert(r.network.clone()))
-                .collect();
-            MembershipResponse { results }
-        })
+            .prop_map(|(results, presented)| {
+                let mut seen = BTreeSet::new();
+                let results = results
+                    .into_iter()
+                    .filter(|r| seen.insert(r.network.clone()))
+                    .collect();
+                MembershipResponse {
+                    results,
+                    tokens: presented.tokens,
+                }
+            })
     }
 
     fn net(name: &str) -> NetworkName {
@@ -352,6 +374,7 @@ pub(crate) mod tests {
         };
         let too_many = MembershipResponse {
             results: (0..9).map(|i| result(&format!("n{i}"))).collect(),
+            tokens: Vec::new(),
         };
         assert_eq!(
             too_many.validate(&limits),
@@ -359,10 +382,44 @@ pub(crate) mod tests {
         );
         let dup = MembershipResponse {
             results: vec![result("a"), result("a")],
+            tokens: Vec::new(),
         };
         assert_eq!(
             dup.validate(&limits),
             Err(ProtocolError::DuplicateResult { network: net("a") })
+        );
+        // The answering side's own tokens have the request's bounds.
+        let answered = |tokens| MembershipResponse {
+            results: vec![result("a")],
+            tokens,
+        };
+        assert_eq!(
+            answered(vec![token("a", TokenKind::Membership, 4096)]).validate(&limits),
+            Ok(())
+        );
+        assert!(matches!(
+            answered(vec![token("a", TokenKind::Membership, 4097)]).validate(&limits),
+            Err(ProtocolError::TokenSize { len: 4097, .. })
+        ));
+        assert_eq!(
+            answered(vec![
+                token("a", TokenKind::Membership, 1),
+                token("a", TokenKind::Membership, 1)
+            ])
+            .validate(&limits),
+            Err(ProtocolError::DuplicateToken {
+                network: net("a"),
+                kind: TokenKind::Membership
+            })
+        );
+        assert_eq!(
+            answered(
+                (0..9)
+                    .map(|i| token(&format!("n{i}"), TokenKind::Membership, 1))
+                    .collect()
+            )
+            .validate(&limits),
+            Err(ProtocolError::TooManyTokens { count: 9, max: 8 })
         );
     }
 }

@@ -5,9 +5,10 @@ use libp2p::StreamProtocol;
 
 use crate::NetworkName;
 
-/// The membership exchange: both sides present their tokens on every new
-/// connection and answer with a per-network outcome.
-pub const MEMBERSHIP_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/membership/1");
+/// The membership exchange: the dialer presents its tokens on every new
+/// connection; the listener answers with a per-network outcome and, for each
+/// network it accepted, its own token (`/1` took a second request for that).
+pub const MEMBERSHIP_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/membership/2");
 
 /// Join requests to a seednode, status polls, and token delivery.
 pub const JOIN_PROTOCOL: StreamProtocol = StreamProtocol::new("/cordon/join/1");
@@ -36,7 +37,7 @@ mod tests {
 
     #[test]
     fn names_are_versioned() {
-        assert_eq!(MEMBERSHIP_PROTOCOL.as_ref(), "/cordon/membership/1");
+        assert_eq!(MEMBERSHIP_PROTOCOL.as_ref(), "/cordon/membership/2");
         assert_eq!(JOIN_PROTOCOL.as_ref(), "/cordon/join/1");
         assert_eq!(RPC_PROTOCOL.as_ref(), "/cordon/rpc/1");
     }

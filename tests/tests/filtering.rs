@@ -436,7 +436,7 @@ fn repeated_bad_presentations_ban_the_peer_until_expiry() {
     });
 }
 
-/// A bare libp2p client: TCP + Noise + Yamux and `/cordon/membership/1`, nothing else. Each
+/// A bare libp2p client: TCP + Noise + Yamux and `/cordon/membership/2`, nothing else. Each
 /// [`Client::attempt`] makes a new connection, optionally presents, watches it, then closes it.
 mod probe {
     use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! Each test stands up a mainnet (anchor, seednode, two members approved through the operator
 //! CLI) and a testnet (anchor, seednode), then points a raw libp2p client (its own identity, no
 //! Cordon node logic) at member 1. The client presents a chosen token on
-//! `/cordon/membership/1`, reads the verdict, then asks member 1 for closest peers on
+//! `/cordon/membership/2`, reads the verdict, then asks member 1 for closest peers on
 //! `/cordon/mainnet/kad/1.0.0`. A refused client must learn no peer id through Kademlia and must
 //! never appear in any mainnet routing table (`node peers --network mainnet --json`).
 //!
@@ -1007,19 +1007,14 @@ fn a_seednode_shows_a_stranger_nothing_until_asked_and_then_only_what_was_asked(
             )
             .expect("the seednode answers");
         assert!(answer.results.is_empty(), "{answer:?}");
-        let shown = fixture::wait_for(
-            "the seednode to present what was asked",
-            Duration::from_secs(10),
-            || {
-                let s = client.state();
-                (!s.presented_to_us.is_empty()).then(|| s.presented_to_us.clone())
-            },
-        );
-        let networks: Vec<(String, TokenKind)> = shown
+        // The delegation comes in the answer, and nothing else is shown.
+        let networks: Vec<(String, TokenKind)> = answer
+            .tokens
             .iter()
-            .flat_map(|(_, r)| r.tokens.iter())
             .map(|t| (t.network.to_string(), t.kind))
             .collect();
+        let shown = client.state().presented_to_us.clone();
+        assert_eq!(shown.len(), 1, "{shown:?}");
         assert_eq!(
             networks,
             vec![("mainnet".to_owned(), TokenKind::Delegation)]

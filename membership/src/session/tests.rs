@@ -145,6 +145,28 @@ fn presented(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
         .collect()
 }
 
+/// The tokens of our own that went back in answers, per connection.
+fn answered(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Respond {
+                connection,
+                response,
+                ..
+            } => Some((
+                *connection,
+                response
+                    .tokens
+                    .iter()
+                    .map(|t| (t.network.to_string(), t.kind))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 fn response(actions: &[Action<u64>]) -> Vec<(String, Outcome)> {
     actions
         .iter()
@@ -225,11 +247,93 @@ fn listener_presents_only_what_the_dialer_proved() {
         Err(Rejection::new(ReasonCode::BadSignature, "forged"))
     });
     assert!(presented(&actions).is_empty());
-    // A proven testnet membership is answered with our testnet token, never mainnet's.
+    assert_eq!(answered(&actions), vec![(1, vec![])]);
+    // A proven testnet membership is answered with our testnet token in the same answer, never
+    // mainnet's, and nothing is presented in a request of our own.
     let actions = prove(&mut s, 1, &["testnet"], t0(), valid(t0() + HOUR));
+    assert!(presented(&actions).is_empty(), "{actions:?}");
     assert_eq!(
-        presented(&actions),
+        answered(&actions),
         vec![(1, vec![("testnet".into(), TokenKind::Membership)])]
+    );
+}
+
+#[test]
+fn a_dialer_proves_the_listener_from_the_answer_and_sends_nothing_back() {
+    let mut s = sessions(false);
+    s.set_membership(&net("mainnet"), Some(b"m".to_vec()));
+    s.dial_intent(peer(1), &net("mainnet"));
+    s.handle_established(1, peer(1), Endpoint::Dialer, [], t0());
+    assert_eq!(presented(&drain(&mut s)).len(), 1);
+    let accepted = cordon_protocol::NetworkResult {
+        network: net("mainnet"),
+        outcome: Outcome::Accepted,
+    };
+    // The answer carries the listener's mainnet token and, unasked, a testnet token: only the
+    // first is verified; the second is refused unverified.
+    let id = s
+        .handle_answer(
+            1,
+            MembershipResponse {
+                results: vec![accepted.clone()],
+                tokens: vec![token("mainnet"), token("testnet")],
+            },
+            t0(),
+        )
+        .expect("the listener's token is verified");
+    let actions = drain(&mut s);
+    let verifying: Vec<Vec<String>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Verify { tokens, .. } => {
+                Some(tokens.iter().map(|t| t.network.to_string()).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(verifying, vec![vec!["mainnet".to_owned()]]);
+    s.handle_verdicts(
+        id,
+        vec![Ok(member("mainnet", t0() + HOUR, 1))],
+        t0() + SECOND,
+    );
+    let actions = drain(&mut s);
+    assert!(
+        opened(&actions).contains(&(1, Gate::Network(net("mainnet")))),
+        "{actions:?}"
+    );
+    let refused: Vec<(Option<String>, ReasonCode)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Refused { refused, .. } => Some(refused.iter().map(|r| {
+                (
+                    r.network.as_ref().map(ToString::to_string),
+                    r.rejection.reason,
+                )
+            })),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(Some("testnet".to_owned()), ReasonCode::Malformed)]
+    );
+    // An answer is not answered, and the listener is not sent our token again.
+    assert!(answered(&actions).is_empty(), "{actions:?}");
+    assert!(presented(&actions).is_empty(), "{actions:?}");
+    assert!(s.proof(1, &net("mainnet")).is_some());
+    // A plain answer (no tokens) verifies nothing.
+    assert_eq!(
+        s.handle_answer(
+            1,
+            MembershipResponse {
+                results: vec![accepted],
+                tokens: Vec::new(),
+            },
+            t0()
+        ),
+        None
     );
 }
 
@@ -247,25 +351,22 @@ fn seednode_presents_a_delegation_only_to_a_peer_that_asked_for_or_proved_its_ne
         tokens: Vec::new(),
     };
     s.handle_presentation(1, asked.clone(), t0()).unwrap();
+    let actions = drain(&mut s);
+    assert!(presented(&actions).is_empty(), "{actions:?}");
     assert_eq!(
-        presented(&drain(&mut s)),
+        answered(&actions),
         vec![(1, vec![("mainnet".into(), TokenKind::Delegation)])]
-    );
-    // Asking again, or proving the network, does not present it twice.
-    s.handle_presentation(1, asked, t0()).unwrap();
-    assert!(presented(&drain(&mut s)).is_empty());
-    let actions = prove(&mut s, 1, &["mainnet"], t0(), valid(t0() + HOUR));
-    assert!(
-        presented(&actions).is_empty(),
-        "delegation presented twice: {actions:?}"
     );
     // A member that proves testnet on another connection gets testnet's delegation, only.
     s.handle_established(2, peer(2), Endpoint::Listener, [], t0());
     let actions = prove(&mut s, 2, &["testnet"], t0(), valid(t0() + HOUR));
     assert_eq!(
-        presented(&actions),
+        answered(&actions),
         vec![(2, vec![("testnet".into(), TokenKind::Delegation)])]
     );
+    // Once presented, a renewed delegation is not pushed unasked (it goes with the next answer).
+    s.set_delegation(&net("testnet"), Some(b"t2".to_vec()));
+    assert!(presented(&drain(&mut s)).is_empty());
 }
 
 #[test]
@@ -832,13 +933,14 @@ fn a_presentation_refused_for_overload_is_sent_again_at_the_next_occasion() {
             network: net("mainnet"),
             outcome: rejected(reason),
         }],
+        tokens: Vec::new(),
     };
     // A real refusal stands.
-    s.handle_answer(1, &refused(ReasonCode::BadSignature));
+    s.handle_answer(1, refused(ReasonCode::BadSignature), t0());
     s.dial_intent(peer(1), &net("mainnet"));
     assert!(presented(&drain(&mut s)).is_empty());
     // Overload does not: the next occasion presents again.
-    s.handle_answer(1, &refused(ReasonCode::RateLimited));
+    s.handle_answer(1, refused(ReasonCode::RateLimited), t0());
     s.dial_intent(peer(1), &net("mainnet"));
     assert_eq!(presented(&drain(&mut s)).len(), 1);
 }

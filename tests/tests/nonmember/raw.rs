@@ -2,7 +2,7 @@
 //! test chooses, and mainnet's Kademlia protocol, with no Cordon node logic behind it.
 //!
 //! Same transport stack as `node/src/swarm.rs` (TCP + Noise + Yamux), plus
-//! `request_response::Behaviour<MembershipCodec>` on `/cordon/membership/1`, a client-mode
+//! `request_response::Behaviour<MembershipCodec>` on `/cordon/membership/2`, a client-mode
 //! `kad::Behaviour` on `/cordon/mainnet/kad/1.0.0`, identify (so a member learns a listen
 //! address for us: a refusal to route us must be the gate's doing, not a missing address), and
 //! `/cordon/join/1` to send join messages (`Deliver` floods) a real node never would.
@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cordon_membership::SecretKey;
+use cordon_node::gate::{GateConfig, Gated};
 use cordon_protocol::{
     JOIN_PROTOCOL, JoinCodec, JoinMessage, JoinReply, Limits, MEMBERSHIP_PROTOCOL, MembershipCodec,
     MembershipRequest, MembershipResponse, NetworkName, REVOCATION_PROTOCOL, RPC_PROTOCOL,
@@ -35,7 +36,11 @@ pub(crate) struct RawBehaviour {
     /// negotiates it at all (the payload is not Kademlia; only negotiation matters).
     kad_probe: request_response::Behaviour<MembershipCodec>,
     kad: kad::Behaviour<AnswerStore>,
-    identify: identify::Behaviour,
+    /// Identify behind a gate that opens once a member accepted our token, as a Cordon member's
+    /// does (`/cordon/membership/2`): we ask a member for its identify only once it let us in
+    /// and we "verified" it (this client trusts what it is shown), and our request is the
+    /// member's signal that it may ask for ours.
+    identify: Gated<identify::Behaviour>,
     /// `/cordon/revocations/1`: answers `Sync` with nothing and `Push` with `ack`, and sends
     /// what the test chooses.
     revocations: request_response::Behaviour<RevocationCodec>,
@@ -551,10 +556,10 @@ fn behaviour(
             request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
         ),
         kad,
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/cordon/id/1".into(),
-            key.public(),
-        )),
+        identify: Gated::with_config(
+            identify::Behaviour::new(identify::Config::new("/cordon/id/1".into(), key.public())),
+            GateConfig::default().with_outbound_release(),
+        ),
         revocations: request_response::Behaviour::with_codec(
             RevocationCodec::revocations(Limits::default()),
             [(REVOCATION_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -1029,14 +1034,31 @@ impl Actor {
             }
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Response {
                         request_id,
                         response,
                     },
-                ..
             } => {
                 self.log(format!("membership response from {peer}: {response:?}"));
+                if response
+                    .results
+                    .iter()
+                    .any(|r| r.outcome == cordon_protocol::Outcome::Accepted)
+                {
+                    let identify = &mut self.swarm.behaviour_mut().identify;
+                    let _ = identify.open(peer, connection_id);
+                    let _ = identify.release(peer, connection_id);
+                }
+                if !response.tokens.is_empty() {
+                    // A member or seednode shows its own tokens in its answer.
+                    let shown = MembershipRequest {
+                        want: Vec::new(),
+                        tokens: response.tokens.clone(),
+                    };
+                    self.state().presented_to_us.push((peer, shown));
+                }
                 let accepted = !response.results.is_empty()
                     && response
                         .results
@@ -1057,7 +1079,8 @@ impl Actor {
                     },
                 ..
             } => {
-                // A plain member presents to us only once we proved ourselves. We accept what it
+                // A member presents to us by request only when it wants us in a network after
+                // the first exchange (its answers carry its tokens otherwise). We accept what it
                 // presents, as a member does: a Cordon node asks for our identify (our listen
                 // addresses, which it routes us with) only once we accepted it.
                 self.log(format!(
@@ -1072,11 +1095,13 @@ impl Actor {
                         outcome: cordon_protocol::Outcome::Accepted,
                     })
                     .collect();
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .membership
-                    .send_response(channel, MembershipResponse { results });
+                let _ = self.swarm.behaviour_mut().membership.send_response(
+                    channel,
+                    MembershipResponse {
+                        results,
+                        tokens: Vec::new(),
+                    },
+                );
                 self.state().presented_to_us.push((peer, request));
             }
             request_response::Event::OutboundFailure {
