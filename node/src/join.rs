@@ -303,8 +303,14 @@ impl Joiner {
     }
 
     /// One of our requests failed on the wire.
-    pub fn on_failure(&mut self, id: OutboundRequestId, now: SystemTime) {
-        self.client.handle_failure(id, now);
+    pub fn on_failure(
+        &mut self,
+        id: OutboundRequestId,
+        error: &request_response::OutboundFailure,
+        now: SystemTime,
+    ) {
+        let lost = matches!(error, request_response::OutboundFailure::ConnectionClosed);
+        self.client.handle_failure(id, lost, now);
     }
 }
 
@@ -685,7 +691,7 @@ pub fn on_event(
             if let Some(s) = server {
                 s.on_failure(request_id);
             }
-            joiner.on_failure(request_id, now);
+            joiner.on_failure(request_id, &error, now);
             tracing::debug!(%peer, %error, "join request failed");
         }
         _ => {}

@@ -15,6 +15,8 @@
 //! - A network this process serves as a seednode is never joined.
 //! - After `n` consecutive failures the next attempt waits `poll_interval * 2^n`, at most
 //!   `max_backoff`; renewals of a still-valid token are asked at most once per `renewal_retry`.
+//!   A message lost with its connection is not the seednode's answer: it is asked again after
+//!   `poll_interval`, the pace of polling anyway, and does not lengthen the back-off.
 //! - When the seednode that issued our token presents another delegation than the one the
 //!   token chains to (its anchor was rotated, or its delegation renewed), we renew at that
 //!   seednode at once, margin or not: the old anchor may be removed next.
@@ -449,10 +451,21 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
     }
 
     /// Request `id` failed on the wire (timeout, connection closed, protocol refused).
-    pub fn handle_failure(&mut self, id: R, now: SystemTime) {
+    /// `connection_lost`: its connection closed before an answer came, which says nothing
+    /// about the seednode's health (a seednode that keeps closing connections is held back by
+    /// its own per-address connection limits, and this retries no faster than polling does).
+    pub fn handle_failure(&mut self, id: R, connection_lost: bool, now: SystemTime) {
         let (poll_interval, max_backoff) = (self.config.poll_interval, self.config.max_backoff);
         if let Some(net) = self.nets.iter_mut().find(|n| n.in_flight == Some(id)) {
             net.in_flight = None;
+            if connection_lost {
+                let renewal = net.token.is_some();
+                // A renewal of a still-valid token keeps its own pace (`renewal_retry`).
+                if !renewal {
+                    net.retry_at = Some(now + poll_interval);
+                    return;
+                }
+            }
             back_off(net, now, poll_interval, max_backoff);
         }
     }
@@ -622,7 +635,7 @@ mod tests {
             "{actions:?}"
         );
         c.sent(&mainnet(), 1);
-        c.handle_failure(1, t0());
+        c.handle_failure(1, false, t0());
         // A failure retries after the back-off, still at the issuer, not every poll.
         assert!(sends(&c.poll(t0() + SECOND, |_| vec![other, seed()])).is_empty());
         assert_eq!(
@@ -839,12 +852,23 @@ mod tests {
         let inside = expires - Duration::from_secs(300);
         assert_eq!(sends(&c.poll(inside, |_| vec![seed()])).len(), 1);
         c.sent(&mainnet(), 2);
-        c.handle_failure(2, inside);
+        c.handle_failure(2, false, inside);
         assert!(sends(&c.poll(inside + 30 * SECOND, |_| vec![seed()])).is_empty());
         assert_eq!(
             sends(&c.poll(inside + 61 * SECOND, |_| vec![seed()])).len(),
             1
         );
+    }
+
+    /// Polls `c` a second at a time from `now` until it asks; returns the seconds waited.
+    fn seconds_until_asked(c: &mut JoinClient<u32>, now: &mut SystemTime) -> u64 {
+        let mut waited = 0;
+        while sends(&c.poll(*now, |_| vec![seed()])).is_empty() {
+            *now += SECOND;
+            waited += 1;
+            assert!(waited < 1000, "never retried");
+        }
+        waited
     }
 
     #[test]
@@ -853,18 +877,34 @@ mod tests {
         let mut now = t0();
         let mut waits = Vec::new();
         for id in 0..8 {
-            // Find the first second at which the client asks again.
-            let mut waited = 0;
-            while sends(&c.poll(now, |_| vec![seed()])).is_empty() {
-                now += SECOND;
-                waited += 1;
-                assert!(waited < 1000, "never retried");
-            }
-            waits.push(waited);
+            waits.push(seconds_until_asked(&mut c, &mut now));
             c.sent(&mainnet(), id);
-            c.handle_failure(id, now);
+            c.handle_failure(id, false, now);
         }
         assert_eq!(waits, vec![0, 6, 12, 24, 48, 60, 60, 60]);
+    }
+
+    #[test]
+    fn a_request_lost_with_its_connection_is_asked_again_at_the_polling_pace() {
+        let mut c = client(false);
+        let mut now = t0();
+        let mut waits = Vec::new();
+        for id in 0..5 {
+            waits.push(seconds_until_asked(&mut c, &mut now));
+            c.sent(&mainnet(), id);
+            // Two real failures, then lost connections: those neither wait longer nor add to
+            // the back-off of the next real failure.
+            c.handle_failure(id, id >= 2, now);
+        }
+        assert_eq!(waits, vec![0, 6, 12, 3, 3]);
+        assert_eq!(seconds_until_asked(&mut c, &mut now), 3);
+        c.sent(&mainnet(), 9);
+        c.handle_failure(9, false, now);
+        assert_eq!(
+            seconds_until_asked(&mut c, &mut now),
+            24,
+            "the third real failure in a row"
+        );
     }
 
     #[test]
