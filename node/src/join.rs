@@ -343,6 +343,9 @@ pub struct JoinServer {
     /// Join requests taken per source address and per source prefix.
     per_ip: KeyedLimiter<IpAddr>,
     per_prefix: KeyedLimiter<IpAddr>,
+    /// Status polls answered per source address and per source prefix.
+    polls_per_ip: KeyedLimiter<IpAddr>,
+    polls_per_prefix: KeyedLimiter<IpAddr>,
 }
 
 impl std::fmt::Debug for JoinServer {
@@ -356,8 +359,8 @@ impl std::fmt::Debug for JoinServer {
 
 impl JoinServer {
     /// Serves the service behind `handle`, with at most `max_pending` join messages awaiting
-    /// its answer (more are refused as `rate_limited`), and join requests limited per source
-    /// as `limits` say.
+    /// its answer (more are refused as `rate_limited`), and join requests and status polls
+    /// limited per source as `limits` say.
     pub fn new(handle: ServiceHandle, max_pending: usize, limits: &LimitsConfig) -> Self {
         Self {
             requests: handle.requests,
@@ -369,15 +372,22 @@ impl JoinServer {
             in_flight: HashMap::new(),
             per_ip: KeyedLimiter::new(limits.join_requests_per_ip, limits.max_tracked_keys),
             per_prefix: KeyedLimiter::new(limits.join_requests_per_prefix, limits.max_tracked_keys),
+            polls_per_ip: KeyedLimiter::new(limits.join_polls_per_ip, limits.max_tracked_keys),
+            polls_per_prefix: KeyedLimiter::new(
+                limits.join_polls_per_prefix,
+                limits.max_tracked_keys,
+            ),
         }
     }
 
-    /// Whether a join request from `connection` is within its source's quotas (per address and
-    /// per prefix; `unlimited_ips` and connections without an IP are not limited).
+    /// Whether a join request (or, with `poll`, a status poll) from `connection` is within its
+    /// source's quotas (per address and per prefix; `unlimited_ips` and connections without an
+    /// IP are not limited).
     fn within_quota(
         &mut self,
         swarm: &Swarm<Behaviour>,
         connection: ConnectionId,
+        poll: bool,
         instant: std::time::Instant,
     ) -> bool {
         let filter = &swarm.behaviour().filter;
@@ -387,9 +397,14 @@ impl JoinServer {
         if filter.rules().is_unlimited(ip) {
             return true;
         }
+        let (per_ip, per_prefix) = if poll {
+            (&mut self.polls_per_ip, &mut self.polls_per_prefix)
+        } else {
+            (&mut self.per_ip, &mut self.per_prefix)
+        };
         // Both are charged, so a prefix's quota counts every address in it.
-        let address = self.per_ip.check(&limit_key(ip), instant).is_ok();
-        let prefix = self.per_prefix.check(&prefix_key(ip), instant).is_ok();
+        let address = per_ip.check(&limit_key(ip), instant).is_ok();
+        let prefix = per_prefix.check(&prefix_key(ip), instant).is_ok();
         address && prefix
     }
 
@@ -399,8 +414,9 @@ impl JoinServer {
     }
 
     /// A join request or status poll from `peer`: handed to the service, answered when it
-    /// answers, or refused at once when the service is saturated. A join request past its
-    /// source's quota is refused `rate_limited`, audited, and counts toward the source's ban.
+    /// answers, or refused at once when the service is saturated. A join request or status poll
+    /// past its source's quota is refused `rate_limited`, audited, and counts toward the
+    /// source's ban (which ends a flood within `ban_threshold` refusals per identity).
     #[allow(clippy::too_many_arguments)]
     pub fn on_request(
         &mut self,
@@ -412,17 +428,27 @@ impl JoinServer {
         channel: ResponseChannel<JoinReply>,
         instant: std::time::Instant,
     ) {
-        if let JoinMessage::Request(request) = &message
-            && !self.within_quota(swarm, connection, instant)
+        let quota = match &message {
+            JoinMessage::Request(request) => Some((false, Some(&request.network))),
+            JoinMessage::Status { .. } => Some((true, None)),
+            JoinMessage::Deliver { .. } => None,
+        };
+        if let Some((poll, network)) = quota
+            && !self.within_quota(swarm, connection, poll, instant)
         {
             report.metrics().rate_limited.inc();
-            report.audit(
-                AuditEvent::new(AuditKind::JoinDenied)
-                    .reason("rate_limited")
-                    .peer(peer)
-                    .network(&request.network)
-                    .detail("over the source's join request quota"),
-            );
+            let mut event = AuditEvent::new(AuditKind::JoinDenied)
+                .reason("rate_limited")
+                .peer(peer)
+                .detail(if poll {
+                    "over the source's join status poll quota"
+                } else {
+                    "over the source's join request quota"
+                });
+            if let Some(network) = network {
+                event = event.network(network);
+            }
+            report.audit(event);
             refuse(swarm, channel);
             crate::bans::record_failure(swarm, report, peer, connection, instant);
             return;

@@ -549,12 +549,20 @@ pub struct LimitsConfig {
     /// what would fill the record store.
     pub replicated_records_per_peer: Rate,
     /// Join requests a seednode takes per source IP (per /64 for IPv6); past it a request is
-    /// refused `rate_limited` and counts toward the IP's ban. Status polls are not counted, and
-    /// `unlimited_ips` are exempt. Default burst 16, one per 10 seconds.
+    /// refused `rate_limited` and counts toward the IP's ban. Status polls have their own
+    /// quotas, and `unlimited_ips` are exempt. Default burst 16, one per 10 seconds.
     pub join_requests_per_ip: Rate,
     /// Join requests a seednode takes per source prefix (IPv4 /24, IPv6 /48), likewise.
     /// Default burst 64, one per 2 seconds.
     pub join_requests_per_prefix: Rate,
+    /// Join status polls a seednode answers per source IP (per /64 for IPv6); past it a poll is
+    /// refused `rate_limited` and counts toward the IP's ban, like a join request. A pending
+    /// node polls every `poll_interval` (3 s), so the default, burst 32 at 4 per second, serves
+    /// a dozen pending nodes behind one address.
+    pub join_polls_per_ip: Rate,
+    /// Join status polls per source prefix (IPv4 /24, IPv6 /48), likewise. Default burst 128,
+    /// 16 per second.
+    pub join_polls_per_prefix: Rate,
     /// Concurrent inbound streams per peer. Default 16.
     pub max_streams_per_peer: u32,
     /// Established inbound connections per source IP (per /64 for IPv6). Default 8.
@@ -584,6 +592,8 @@ impl Default for LimitsConfig {
             replicated_records_per_peer: Rate::new(200, 20.0),
             join_requests_per_ip: Rate::new(16, 0.1),
             join_requests_per_prefix: Rate::new(64, 0.5),
+            join_polls_per_ip: Rate::new(32, 4.0),
+            join_polls_per_prefix: Rate::new(128, 16.0),
             max_streams_per_peer: 16,
             connections_per_ip: 8,
             connection_rate_per_ip: Rate::new(10, 2.0),
@@ -657,6 +667,9 @@ impl LimitsConfig {
         self.join_requests_per_ip.validate("join_requests_per_ip")?;
         self.join_requests_per_prefix
             .validate("join_requests_per_prefix")?;
+        self.join_polls_per_ip.validate("join_polls_per_ip")?;
+        self.join_polls_per_prefix
+            .validate("join_polls_per_prefix")?;
         self.connection_rate_per_ip
             .validate("connection_rate_per_ip")?;
         let range = |field, value: u64, min: u64, max: u64| {

@@ -633,13 +633,31 @@ pub fn join_flood(target: &str, clients: u32, messages: u32) -> Value {
 /// Like [`join_flood`], the clients' source addresses spread over `sources`
 /// (`127.0.0.A-127.0.0.B`).
 pub fn join_flood_from(target: &str, clients: u32, messages: u32, sources: Option<&str>) -> Value {
+    join_message_flood("join", target, clients, messages, sources)
+}
+
+/// `clients` fresh identities, each polling the status of a request that is not theirs
+/// `messages` times (16 unanswered at a time), their source addresses spread over `sources`
+/// (`127.0.0.A-127.0.0.B`). The summary's `join_served` counts the polls the join service
+/// answered.
+pub fn poll_flood_from(target: &str, clients: u32, messages: u32, sources: Option<&str>) -> Value {
+    join_message_flood("poll", target, clients, messages, sources)
+}
+
+fn join_message_flood(
+    kind: &str,
+    target: &str,
+    clients: u32,
+    messages: u32,
+    sources: Option<&str>,
+) -> Value {
     let mut flood = Command::new(bin("flood_membership"));
     if let Some(range) = sources {
         flood.env("FLOOD_SOURCE_IPS", range);
     }
     let flood = flood
         .env("FLOOD_TARGET", target)
-        .env("FLOOD_KIND", "join")
+        .env("FLOOD_KIND", kind)
         .env("FLOOD_COUNT", clients.to_string())
         .env("FLOOD_MESSAGES", messages.to_string())
         .env("FLOOD_CONCURRENCY", "16")

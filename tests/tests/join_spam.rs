@@ -214,3 +214,59 @@ fn fresh_identities_from_other_addresses_cannot_fill_the_join_queue() {
     let node = net.start_node("laptop", &["mainnet"], &[]);
     wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
 }
+
+/// Status polls used to reach the join service without any quota: each costs a store read and
+/// a place among the messages the service is answering, and fresh identities cost nothing. 40
+/// throwaway identities on two addresses send 100 polls each; the seednode answers no more of
+/// them than the poll quotas allow (per address, and per prefix for both together), the
+/// flooders are cut off (within `ban_threshold` refusals of their address), and a real node's
+/// request, filed from another address of the same
+/// prefix before the flood, is approved and delivered afterwards.
+#[test]
+fn a_flood_of_status_polls_is_held_to_its_quota_and_a_real_join_still_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let node = net.start_node("laptop", &["mainnet"], &[]);
+    let id = wait_pending(&seed.seed_data, "mainnet", &node.peer_id, JOIN);
+
+    let summary =
+        cordon_tests::poll_flood_from(&seed.bootstrap(), 40, 100, Some("127.0.0.9-127.0.0.10"));
+    eprintln!("poll flood summary: {summary}");
+    let sent = summary["join_sent"].as_u64().unwrap_or(0);
+    let served = summary["join_served"].as_u64().unwrap_or(0);
+    let answered = summary["answered"].as_u64().unwrap_or(0);
+    let secs = summary["secs"].as_f64().unwrap_or(0.0);
+    // Default poll quotas: per address burst 32 at 4/s (two addresses here), per prefix burst
+    // 128 at 16/s; the smaller bound holds.
+    let per_address = 2.0 * (32.0 + 4.0 * secs);
+    let per_prefix = 128.0 + 16.0 * secs;
+    let bound = per_address.min(per_prefix).ceil() as u64 + 2;
+    assert!(
+        served <= bound,
+        "the join service answered {served} of {sent} polls in {secs:.1} s; the quotas allow \
+         at most {bound}"
+    );
+    // The flood was real: connected clients sent more than the quotas allow, and the seednode
+    // cut them off (refusals past the quota count toward the address's ban).
+    let established = summary["established"].as_u64().unwrap_or(0);
+    let cut_off = summary["closed_by_node"].as_u64().unwrap_or(0);
+    assert!(
+        established > 0 && sent > bound && cut_off > 0,
+        "the flood did not reach the quotas: {established} clients connected, {sent} polls \
+         sent ({answered} answered), {cut_off} cut off"
+    );
+
+    // The operator still works, and the real request is approved and delivered.
+    assert!(
+        pending(&seed.seed_data)
+            .iter()
+            .any(|r| r["peer"] == node.peer_id.as_str()),
+        "the real request is still pending"
+    );
+    approve(&seed.seed_data, id);
+    node.wait_state("mainnet", "member", JOIN);
+}

@@ -1,5 +1,5 @@
 //! Load generator for `scripts/flood` (a benchmark, not a test): non-member libp2p clients that
-//! send oversized or garbage messages on `/cordon/membership/1`, or floods of unsolicited token
+//! send oversized or garbage messages on `/cordon/membership/2`, or floods of unsolicited token
 //! `Deliver`s on `/cordon/join/1`, to one loopback target.
 
 #![allow(
@@ -18,17 +18,19 @@ use libp2p::multiaddr::Protocol;
 /// `/p2p/<peer>`, loopback only), `FLOOD_COUNT` clients (default 200, at most 10 000),
 /// `FLOOD_CONCURRENCY` at a time (default 16), client `i` starting no earlier than
 /// `i / FLOOD_COUNT * FLOOD_SPREAD_SECS` (default 0: all at once), for at most `FLOOD_SECS`
-/// (default 60). Each client has a fresh identity, dials the target and sends on `/cordon/membership/1` either an
+/// (default 60). Each client has a fresh identity, dials the target and sends on `/cordon/membership/2` either an
 /// oversized message (256 KiB) or 512 bytes of garbage (alternately), waits at most 5 s for the
 /// outcome, and disconnects. With `FLOOD_KIND=deliver` and `FLOOD_TOKEN_FILE` (a token, e.g. the
 /// target's own), each client instead sends up to `FLOOD_MESSAGES` (default 500, at most 100 000)
 /// `Deliver`s of that token on `/cordon/join/1`, 16 unanswered at a time, until they are answered
 /// or the target cuts it off; with `FLOOD_KIND=join`, as many join requests for mainnet (to a
-/// node that is not a seednode: stray requests). With `FLOOD_KIND=present`,
+/// node that is not a seednode: stray requests); with `FLOOD_KIND=poll`, as many status polls
+/// of a request that is not theirs (`served` counts those the target's join service answered,
+/// rather than refusing them `rate_limited` at the door). With `FLOOD_KIND=present`,
 /// `FLOOD_DELEGATION_FILE` (a network's delegation, which its seednodes present to whoever asks)
 /// and `FLOOD_SEEDNODE_KEY` (that seednode's public key), each client forges a membership whose
 /// block claims the seednode's signature (`cordon_tests::forge`: only signature checks refuse
-/// it) and presents it up to `FLOOD_MESSAGES` times on `/cordon/membership/1`, 16 unanswered at
+/// it) and presents it up to `FLOOD_MESSAGES` times on `/cordon/membership/2`, 16 unanswered at
 /// a time. `FLOOD_SOURCE_IPS=127.0.0.A-127.0.0.B` spreads the join and present clients' source
 /// addresses over that loopback range (client `i` dials from address `A + i mod (B - A + 1)`).
 /// Prints one JSON summary line.
@@ -76,9 +78,15 @@ fn main() {
             });
             Some(("libp2p_join_request", message, messages))
         }
+        Ok("poll") => {
+            let message = cordon_protocol::JoinMessage::Status { request_id: 1 };
+            Some(("libp2p_join_poll", message, messages))
+        }
         Ok("present") => None,
         Ok("garbage") | Err(_) => None,
-        Ok(other) => panic!("unknown FLOOD_KIND {other:?}: garbage | deliver | join | present"),
+        Ok(other) => {
+            panic!("unknown FLOOD_KIND {other:?}: garbage | deliver | join | poll | present")
+        }
     };
     let present = (std::env::var("FLOOD_KIND").as_deref() == Ok("present")).then(|| {
         let delegation = std::fs::read(
@@ -200,6 +208,9 @@ mod flood {
         /// Join messages sent, and those answered `ack` (a `Deliver` accepted: the attack works).
         join_sent: AtomicU64,
         join_acked: AtomicU64,
+        /// Join messages the target's join service answered (not refused `rate_limited` at the
+        /// door): what a flood of polls costs the service.
+        join_served: AtomicU64,
         /// Forged presentations sent, and those accepted (the attack works).
         presented: AtomicU64,
         presented_accepted: AtomicU64,
@@ -437,15 +448,30 @@ mod flood {
             return;
         };
         let message = message.as_ref().clone();
-        let ack = |r: &JoinReply| matches!(r, JoinReply::Ack);
+        // A poll "works" when the join service spends an answer on it; anything else when it
+        // is acknowledged.
+        let poll = matches!(message, cordon_protocol::JoinMessage::Status { .. });
+        let worked = move |r: &JoinReply| {
+            if poll {
+                !matches!(
+                    r,
+                    JoinReply::Error {
+                        code: cordon_protocol::ReasonCode::RateLimited
+                    }
+                )
+            } else {
+                matches!(r, JoinReply::Ack)
+            }
+        };
+        let counter = if poll { &c.join_served } else { &c.join_acked };
         windowed(
             swarm,
             target,
             message,
             messages,
-            ack,
+            worked,
             &c.join_sent,
-            &c.join_acked,
+            counter,
             &c,
         )
         .await;
@@ -580,6 +606,7 @@ mod flood {
             "kind": kind,
             "join_sent": get(&c.join_sent),
             "join_acked": get(&c.join_acked),
+            "join_served": get(&c.join_served),
             "presented": get(&c.presented),
             "presented_accepted": get(&c.presented_accepted),
             "attempted": get(&c.attempted),
