@@ -276,6 +276,8 @@ pub struct OperatorOutcome {
 
 /// Capacity of the channels between the node and the service task.
 pub const SERVICE_QUEUE: usize = 256;
+/// Least time between two recounts of the status's store counts driven by join traffic.
+const STATUS_REFRESH: Duration = Duration::from_millis(250);
 /// Capacity of the operator's own channel to the service task (operator requests come from
 /// the control socket, itself limited to 16 clients).
 pub const OPERATOR_QUEUE: usize = 64;
@@ -1282,19 +1284,35 @@ impl<S: Store> SeedService<S> {
         }
         let mut refresh = tokio::time::interval(self.config.revocation_refresh);
         refresh.tick().await;
+        // Store counts for the status, recounted after an operator's request at once (the CLI
+        // reads them next) and otherwise at most every STATUS_REFRESH after join traffic: a
+        // recount (six table counts) after every status poll cost more than the poll.
+        let mut recount = tokio::time::interval(STATUS_REFRESH);
+        recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stale = false;
         loop {
             tokio::select! {
                 // The operator first: a queue full of join messages must not keep an operator
-                // from deciding them.
+                // from deciding them. Then one join message, if any waits, so a burst of
+                // approvals does not starve the nodes polling for them either.
                 biased;
                 Some(request) = operator.recv() => {
                     self.serve(request, &events).await;
                     status.send_replace(self.status().await);
+                    stale = false;
+                    if let Ok(request) = inbox.try_recv() {
+                        stale |= changes_counts(&request);
+                        self.serve(request, &events).await;
+                    }
                 }
                 request = inbox.recv() => {
                     let Some(request) = request else { break };
+                    stale |= changes_counts(&request);
                     self.serve(request, &events).await;
+                }
+                _ = recount.tick(), if stale => {
                     status.send_replace(self.status().await);
+                    stale = false;
                 }
                 _ = refresh.tick() => {
                     for event in self.publish_heads(&all, false, SystemTime::now()).await {
@@ -1365,6 +1383,12 @@ impl<S: Store> SeedService<S> {
             }
         }
     }
+}
+
+/// Whether serving `request` can change the store counts the status shows (a peer's connection
+/// only reads; a status poll answered `approved` records the delivery).
+fn changes_counts(request: &ServiceRequest) -> bool {
+    !matches!(request, ServiceRequest::Connected { .. })
 }
 
 // ---- command arguments ------------------------------------------------------------------
