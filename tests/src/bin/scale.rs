@@ -679,17 +679,19 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
         }
         h.approve(&network, p[0].1).await?;
         let others = h.members_of(&network, &BTreeSet::from([i]));
-        // Each of three random members calls it until it answers (a call that cannot reach it
-        // fails, at the latest after the 20 s call timeout, and is made again); callable once
-        // all three got `pong`.
+        // Each of three random members calls it, at the same time, until it answers (a call
+        // that cannot reach it fails, at the latest after the 20 s call timeout, and is made
+        // again); callable once all three got `pong`.
         let mut callers: Vec<usize> = (0..3).map(|_| others[sample.below(others.len())]).collect();
         let target = h.nodes[i].peer;
         let deadline = Instant::now() + Duration::from_secs(120);
         while !callers.is_empty() && Instant::now() < deadline {
             let mut still = Vec::new();
-            for c in callers {
-                let asked = Instant::now();
-                if let Err(e) = h.ping(c, target).await {
+            let asked = Instant::now();
+            let answers =
+                futures::future::join_all(callers.iter().map(|&c| h.ping(c, target))).await;
+            for (c, answer) in callers.into_iter().zip(answers) {
+                if let Err(e) = answer {
                     if args.verbose {
                         let tables = all_tables(&h).await?;
                         let routing = tables.iter().filter(|t| t.contains(&target)).count();
