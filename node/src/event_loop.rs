@@ -259,6 +259,10 @@ impl EventLoop {
             session::Event::Answered { peer, response } => {
                 // A seednode pushes what it owes a peer once the peer accepted its delegation:
                 // the peer takes deliveries only from a seednode proven on the connection.
+                // This answer comes when we presented by request (we dialed the peer, or named
+                // a network later); a node that dials us verifies our delegation from our own
+                // answer and sends nothing back, and gets what it is owed by its next join
+                // message, which it sends only to a seednode it verified.
                 if response
                     .results
                     .iter()

@@ -124,7 +124,9 @@ fn closed_connections(actions: &[Action<u64>]) -> Vec<(u64, CloseReason)> {
         .collect()
 }
 
-fn presented(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
+/// The tokens we sent, per connection: in requests of our own (`Present`), or, with
+/// `answers`, in answers to the peer's (`Respond`).
+fn sent_tokens(actions: &[Action<u64>], answers: bool) -> Vec<(u64, Vec<(String, TokenKind)>)> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -132,39 +134,31 @@ fn presented(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
                 connection,
                 request,
                 ..
-            } => Some((
-                *connection,
-                request
-                    .tokens
-                    .iter()
-                    .map(|t| (t.network.to_string(), t.kind))
-                    .collect(),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The tokens of our own that went back in answers, per connection.
-fn answered(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
+            } if !answers => Some((*connection, &request.tokens)),
             Action::Respond {
                 connection,
                 response,
                 ..
-            } => Some((
-                *connection,
-                response
-                    .tokens
-                    .iter()
-                    .map(|t| (t.network.to_string(), t.kind))
-                    .collect(),
-            )),
+            } if answers => Some((*connection, &response.tokens)),
             _ => None,
         })
+        .map(|(connection, tokens)| {
+            let named = tokens
+                .iter()
+                .map(|t| (t.network.to_string(), t.kind))
+                .collect();
+            (connection, named)
+        })
         .collect()
+}
+
+fn presented(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
+    sent_tokens(actions, false)
+}
+
+/// The tokens of our own that went back in answers, per connection.
+fn answered(actions: &[Action<u64>]) -> Vec<(u64, Vec<(String, TokenKind)>)> {
+    sent_tokens(actions, true)
 }
 
 fn response(actions: &[Action<u64>]) -> Vec<(String, Outcome)> {
