@@ -8,6 +8,13 @@
 //! does. Only the transport differs from `node run` (memory instead of TCP; Noise and Yamux
 //! run as usual), and the control socket is replaced by the in-process handle.
 //!
+//! The seednodes run on a runtime of their own (one worker thread), the nodes on the
+//! `--workers` pool: a seednode is its own process, which the operating system schedules
+//! beside the others, not one task among a thousand. On one shared pool a seednode's swarm task
+//! and its join service waited behind every node's task at each wake-up: at 1,000 nodes the
+//! approvals went at about one a second, thousands of polls were refused with the service's
+//! queue full, and the approval phase did not finish within its 300 s.
+//!
 //! Phases, each bounded by a timeout:
 //! 1. join: every node asks to join; join -> pending per node.
 //! 2. approve: every request approved, one after another as an operator would (how long each
@@ -323,7 +330,13 @@ struct Harness {
 }
 
 impl Harness {
-    async fn new(dir: &Path, names: &[NetworkName], limits: NodeLimits) -> anyhow::Result<Self> {
+    /// Starts one seednode per network in `names`, on `seed_runtime`.
+    async fn new(
+        dir: &Path,
+        names: &[NetworkName],
+        limits: NodeLimits,
+        seed_runtime: &tokio::runtime::Handle,
+    ) -> anyhow::Result<Self> {
         let now = SystemTime::now();
         let base: u64 = 2_000_000
             + u64::from(
@@ -362,18 +375,30 @@ impl Harness {
             )?;
             let issuer = Issuer::new(&delegation, &verifier, key.clone(), now)?;
             let store = SqliteStore::open(&dir.join(format!("{name}.db")), StoreLimits::default())?;
-            // Its revocation heads are signed with its identity, as `seednode run` does.
-            let service =
-                SeedService::new(store, vec![issuer], &descriptor, ServiceConfig::default())?
-                    .with_head_signer(key.libp2p_keypair(), BTreeMap::new())?
-                    .spawn();
             let mut config = NodeConfig::new(data, descriptor.clone(), vec![name.clone()]);
             config.transport = Transport::Memory;
             config.listen = vec![memory_addr(port)];
             config.control_socket = false;
             config.label = format!("seed-{name}");
             config.limits = limits.clone();
-            let running = start(config, key, Some(service), name.clone()).await?;
+            let descriptor = descriptor.clone();
+            let network = name.clone();
+            // Spawned there, so the service task, the swarm and everything they spawn run
+            // there.
+            let running = seed_runtime
+                .spawn(async move {
+                    // Its revocation heads are signed with its identity, as `seednode run` does.
+                    let service = SeedService::new(
+                        store,
+                        vec![issuer],
+                        &descriptor,
+                        ServiceConfig::default(),
+                    )?
+                    .with_head_signer(key.libp2p_keypair(), BTreeMap::new())?
+                    .spawn();
+                    start(config, key, Some(service), network).await
+                })
+                .await??;
             seeds.insert(name, Seed { running });
         }
         Ok(Self {
@@ -541,7 +566,11 @@ async fn wait_pending(
     Ok(out.into_iter().map(|(i, (id, d))| (i, id, d)).collect())
 }
 
-async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
+async fn run(
+    args: Args,
+    dir: &Path,
+    seed_runtime: tokio::runtime::Handle,
+) -> anyhow::Result<Report> {
     let run_started = Instant::now();
     let names: Vec<NetworkName> = ["mainnet", "testnet", "labnet", "devnet", "net5", "net6"]
         .iter()
@@ -559,7 +588,7 @@ async fn run(args: Args, dir: &Path) -> anyhow::Result<Report> {
     limits.validate().map_err(|e| anyhow!("{e}"))?;
     let rss_before = rss_bytes();
     let cpu_before = cpu_time();
-    let mut h = Harness::new(dir, &names, limits).await?;
+    let mut h = Harness::new(dir, &names, limits, &seed_runtime).await?;
     let mut sample = Sample(args.seed);
 
     // 1. Join: every node asks its network's seednode.
@@ -1030,11 +1059,18 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.workers)
         .enable_all()
         .build()?;
+    // The seednodes' own: see the module documentation.
+    let seed_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("seednodes")
+        .enable_all()
+        .build()?;
     // The nodes write into it until the runtime stops: it goes last.
     let dir = tempfile::tempdir()?;
-    let report = runtime.block_on(run(args.clone(), dir.path()));
-    // The nodes run as tasks of the runtime: stop them without waiting for each.
+    let report = runtime.block_on(run(args.clone(), dir.path(), seed_runtime.handle().clone()));
+    // The nodes run as tasks of the runtimes: stop them without waiting for each.
     runtime.shutdown_timeout(Duration::from_secs(5));
+    seed_runtime.shutdown_timeout(Duration::from_secs(5));
     drop(dir);
     let report = report?;
     print_table(&report);
