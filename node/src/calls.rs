@@ -5,8 +5,8 @@
 //! knows of it, and looked up by PeerId through the same Kademlia (only members answer it), then
 //! dialed where the lookup found it (and again every second until it proved the network). The
 //! call is sent once the peer proved the network. Otherwise it fails, when [`LOOKUPS`] lookups
-//! (one a housekeeping tick) ended without anyone knowing the peer, else at the call timeout,
-//! with an error that starts with what failed:
+//! (each [`LOOK_AGAIN_AFTER`] after the last one ended) ended without anyone knowing the peer,
+//! else at the call timeout, with an error that starts with what failed:
 //!
 //! - `not found:` no member the lookups asked knows the peer. One lookup is not enough to say
 //!   so: a member approved a moment ago is known to the members closest to it only once it
@@ -17,8 +17,12 @@
 //! - `unreachable:` dialing it failed, or it never proved the network on a connection.
 //!
 //! Bounds: at most `max_calls` calls waiting, in flight or queued for a retry at once; a call is
-//! retried at most [`CALL_ATTEMPTS`] times when the peer's rpc gate was not open yet (it opens a
-//! moment after the peer verified us).
+//! retried at most [`CALL_ATTEMPTS`] times, [`SEND_AGAIN_AFTER`] apart, when the peer's rpc gate
+//! was not open yet (it opens a moment after the peer verified us).
+//!
+//! The event loop wakes the calls at [`Calls::next_wake`] for those two retries: a member
+//! approved a moment ago is called as soon as it announced itself, not at the next
+//! housekeeping second.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -40,7 +44,16 @@ use cordon_host::clock::unix_secs;
 pub const CALL_ATTEMPTS: u8 = 5;
 
 /// Lookups a call makes for a peer nobody seems to know before it fails as `not found`.
-pub const LOOKUPS: u8 = 3;
+pub const LOOKUPS: u8 = 5;
+
+/// How long after a lookup that found nobody knowing the peer the next one starts: about the
+/// time a member approved a moment ago needs to announce itself, so a call made at its approval
+/// finds it at the second or third lookup, and a call to an unknown peer fails within about two
+/// seconds.
+pub const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(300);
+
+/// How long after the peer refused a call for its gate not being open yet it is sent again.
+pub const SEND_AGAIN_AFTER: Duration = Duration::from_millis(200);
 
 /// Where a call's answer goes.
 type Reply = oneshot::Sender<Result<Response, String>>;
@@ -81,8 +94,8 @@ struct Waiting {
     lookup: Option<kad::QueryId>,
     /// Lookups started for it so far.
     lookups: u8,
-    /// The last lookup ended without anyone knowing it: look again at the next tick.
-    look_again: bool,
+    /// The last lookup ended without anyone knowing it: look again then.
+    look_again: Option<Instant>,
     /// Addresses a lookup found for it; redials use them (a routed peer's come from
     /// Kademlia).
     addrs: Vec<libp2p::Multiaddr>,
@@ -158,7 +171,8 @@ pub struct Calls {
     max_calls: usize,
     timeout: Duration,
     in_flight: HashMap<OutboundRequestId, PendingCall>,
-    retry: Vec<PendingCall>,
+    /// Calls to send again, and when.
+    retry: Vec<(Instant, PendingCall)>,
     waiting: Vec<Waiting>,
     /// `find` requests: Kademlia lookups answered with what they found.
     finds: HashMap<kad::QueryId, Find>,
@@ -289,7 +303,7 @@ impl Calls {
             deadline: instant + self.timeout,
             lookup,
             lookups: 1,
-            look_again: false,
+            look_again: None,
             addrs: Vec::new(),
             obstacle: None,
             missed: None,
@@ -390,6 +404,7 @@ impl Calls {
             .partition(|w| w.call.peer == peer && &w.call.request.network == network);
         self.waiting = rest;
         for w in ready {
+            tracing::debug!(%peer, network = %network, lookups = w.lookups, "the called peer proved the network; calling");
             self.send(swarm, w.call);
         }
     }
@@ -415,7 +430,17 @@ impl Calls {
         }
         for w in self.waiting.iter_mut().filter(|w| w.lookup == Some(id)) {
             w.lookup = None;
-            match peers.iter().find(|p| p.peer_id == w.call.peer) {
+            let found = peers.iter().find(|p| p.peer_id == w.call.peer);
+            tracing::debug!(
+                peer = %w.call.peer,
+                network = %network,
+                found = found.is_some(),
+                lookups = w.lookups,
+                asked = stats.num_requests(),
+                ms = stats.duration().map_or(0, |d| d.as_millis()),
+                "a lookup for a call ended"
+            );
+            match found {
                 Some(info) => {
                     w.addrs = info.addrs.clone();
                     routing.dial(swarm, info.peer_id, info.addrs.clone(), network);
@@ -436,7 +461,7 @@ impl Calls {
                         .kad(network)
                         .map(|kad| kad.get_closest_peers(w.call.peer));
                 }
-                None if w.lookups < LOOKUPS => w.look_again = true,
+                None if w.lookups < LOOKUPS => w.look_again = Some(instant + LOOK_AGAIN_AFTER),
                 None => {
                     // Nobody knows it: fail now rather than at the deadline.
                     w.deadline = instant.min(w.deadline);
@@ -508,7 +533,7 @@ impl Calls {
     }
 
     /// A call failed on the wire.
-    pub fn on_failure(&mut self, id: OutboundRequestId, error: &OutboundFailure) {
+    pub fn on_failure(&mut self, id: OutboundRequestId, error: &OutboundFailure, instant: Instant) {
         let Some(call) = self.in_flight.remove(&id) else {
             return;
         };
@@ -520,7 +545,8 @@ impl Calls {
                 | OutboundFailure::DialFailure
         );
         if not_yet && call.attempts < CALL_ATTEMPTS {
-            self.retry.push(call);
+            tracing::debug!(peer = %call.peer, %error, "the call was not taken; sending it again");
+            self.retry.push((instant + SEND_AGAIN_AFTER, call));
         } else {
             let _ = call.reply.send(failure(format!(
                 "the call failed: {error} (a peer refuses rpc until it has verified our membership)"
@@ -528,18 +554,27 @@ impl Calls {
         }
     }
 
-    /// Once a second: resends calls refused for a gate not yet open, dials again the peers of
-    /// waiting calls that are not connected (a dial can fail, e.g. when both sides dial each
-    /// other at once), and fails calls whose peer did not become reachable in time.
-    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, routing: &Routing, instant: Instant) {
-        for call in std::mem::take(&mut self.retry) {
+    /// When [`Calls::wake`] has something to do: the earliest call to send again or lookup to
+    /// start again.
+    pub fn next_wake(&self) -> Option<Instant> {
+        let sends = self.retry.iter().map(|(at, _)| *at);
+        let lookups = self.waiting.iter().filter_map(|w| w.look_again);
+        sends.chain(lookups).min()
+    }
+
+    /// Sends again the calls refused for a gate not yet open and starts again the lookups that
+    /// found nobody knowing their peer, those that are due at `instant`.
+    pub fn wake(&mut self, swarm: &mut Swarm<Behaviour>, instant: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+            .into_iter()
+            .partition(|(at, _)| *at <= instant);
+        self.retry = later;
+        for (_, call) in due {
             self.send(swarm, call);
         }
         for w in &mut self.waiting {
-            // Also on a live connection: presenting again is how a presentation the peer
-            // refused for overload is retried.
-            routing.dial(swarm, w.call.peer, w.addrs.clone(), &w.call.request.network);
-            if std::mem::take(&mut w.look_again) {
+            if w.look_again.is_some_and(|at| at <= instant) {
+                w.look_again = None;
                 let network = &w.call.request.network;
                 w.lookup = swarm
                     .behaviour_mut()
@@ -548,6 +583,18 @@ impl Calls {
                     .map(|kad| kad.get_closest_peers(w.call.peer));
                 w.lookups += 1;
             }
+        }
+    }
+
+    /// Once a second: dials again the peers of waiting calls that are not connected (a dial can
+    /// fail, e.g. when both sides dial each other at once), and fails calls whose peer did not
+    /// become reachable in time.
+    pub fn tick(&mut self, swarm: &mut Swarm<Behaviour>, routing: &Routing, instant: Instant) {
+        self.wake(swarm, instant);
+        for w in &mut self.waiting {
+            // Also on a live connection: presenting again is how a presentation the peer
+            // refused for overload is retried.
+            routing.dial(swarm, w.call.peer, w.addrs.clone(), &w.call.request.network);
         }
         let (late, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -579,7 +626,7 @@ mod tests {
             deadline: Instant::now(),
             lookup: None,
             lookups: 1,
-            look_again: false,
+            look_again: None,
             addrs: Vec::new(),
             obstacle,
             missed,
@@ -619,5 +666,27 @@ mod tests {
         }
         // The last case is the deadline's: it says how long the call waited.
         assert!(waiting(None, None).error(timeout).contains("within 20s"));
+    }
+
+    #[test]
+    fn the_calls_wake_for_the_earliest_retry_and_only_while_one_is_due() {
+        let keypair = libp2p::identity::Keypair::generate_ed25519();
+        let mut calls = Calls::new(keypair, 8, Duration::from_secs(20));
+        let t0 = Instant::now();
+        assert_eq!(calls.next_wake(), None, "nothing to retry: no wake-up");
+        // A call still waiting for its lookup needs no wake-up either.
+        calls.waiting.push(waiting(None, None));
+        assert_eq!(calls.next_wake(), None);
+        let mut missed = waiting(None, None);
+        missed.look_again = Some(t0 + LOOK_AGAIN_AFTER);
+        calls.waiting.push(missed);
+        assert_eq!(calls.next_wake(), Some(t0 + LOOK_AGAIN_AFTER));
+        let refused = waiting(None, None).call;
+        calls.retry.push((t0 + SEND_AGAIN_AFTER, refused));
+        assert_eq!(
+            calls.next_wake(),
+            Some(t0 + SEND_AGAIN_AFTER.min(LOOK_AGAIN_AFTER)),
+            "the earlier of a resend and a lookup"
+        );
     }
 }

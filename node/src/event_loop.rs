@@ -89,6 +89,11 @@ impl EventLoop {
         let mut discovery = tokio::time::interval(self.config.limits.discovery_interval);
         let mut persist = tokio::time::interval(PERSIST);
         loop {
+            // Calls waiting to be sent or looked up again (see `Calls::next_wake`).
+            let calls_due = self
+                .calls
+                .next_wake()
+                .map(|at| at.saturating_duration_since(self.clock.instant()));
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some((request, reply)) = control.recv() => self.on_control(request, reply),
@@ -97,6 +102,10 @@ impl EventLoop {
                 _ = poll.tick() => self.on_poll(),
                 _ = discovery.tick() => self.on_discovery(),
                 _ = persist.tick() => self.on_persist(),
+                () = sleep_for(calls_due) => {
+                    let instant = self.clock.instant();
+                    self.calls.wake(&mut self.swarm, instant);
+                }
                 () = &mut shutdown => {
                     tracing::info!("shutting down");
                     break;
@@ -263,13 +272,18 @@ impl EventLoop {
                 // a network later); a node that dials us verifies our delegation from our own
                 // answer and sends nothing back, and gets what it is owed by its next join
                 // message, which it sends only to a seednode it verified.
-                if response
+                let accepted = response
                     .results
                     .iter()
-                    .any(|r| r.outcome == Outcome::Accepted)
-                    && let Some(server) = &mut self.server
-                {
+                    .any(|r| r.outcome == Outcome::Accepted);
+                if accepted && let Some(server) = &mut self.server {
                     server.on_connected(peer);
+                }
+                // A network we have not announced ourselves in yet (a token just adopted, say)
+                // is announced now that a peer opened its gates to us, not at the next
+                // housekeeping second: members look a new member up as soon as it is approved.
+                if accepted {
+                    self.routing.announce(&mut self.swarm);
                 }
                 for r in response.results {
                     match r.outcome {
@@ -391,7 +405,9 @@ impl EventLoop {
             }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
-            } => self.calls.on_failure(request_id, &error),
+            } => self
+                .calls
+                .on_failure(request_id, &error, self.clock.instant()),
             _ => {}
         }
     }
@@ -559,6 +575,14 @@ impl EventLoop {
 }
 
 /// The next answer or push of the join service; never, on a node without one.
+/// Sleeps for `delay`, or forever.
+async fn sleep_for(delay: Option<Duration>) {
+    match delay {
+        Some(delay) => tokio::time::sleep(delay).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_from_service(server: &mut Option<JoinServer>) -> ServerInput {
     match server {
         Some(server) => server.next().await,

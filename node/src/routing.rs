@@ -15,12 +15,13 @@
 //!   more than one bucket's worth (`kad_bucket_size`): past that, newcomers announce
 //!   themselves, and meeting members our lookups had not met before must not hold discovery
 //!   at its base until we have met them all.
-//! - A node announces itself: within a second of being a member of a network (after a start
-//!   or a join) and routing a peer of it, it looks itself up rather than waiting for the next
-//!   discovery tick, and again each second until such a lookup reached a member. That lookup
-//!   dials the members closest to it, which then route it, so other members' lookups find it
-//!   about a second after its approval. One lookup a second at most: in a burst of approvals
-//!   every new member's first lookup goes through the seednode.
+//! - A node announces itself: once it is a member of a network (after a start or a join) and
+//!   routes a peer of it, it looks itself up rather than waiting for the next discovery tick:
+//!   as soon as a peer accepts its membership (the seednode that delivered its token, say),
+//!   else within the housekeeping second, and again until such a lookup reached a member. That
+//!   lookup dials the members closest to it, which then route it, so other members' lookups
+//!   find it moments after its approval. One lookup of a network at a time: in a burst of
+//!   approvals every new member's first lookup goes through the seednode.
 //! - A node keeps connections: per network and bucket of its table, up to `keep_per_bucket`
 //!   entries proven on a live connection (those kept before first). Each kept connection
 //!   exchanges revocation heads every half `idle_timeout`; that new stream keeps it open on both
@@ -453,7 +454,7 @@ impl Routing {
 
     /// Looks ourselves up now in each network we route a peer of and have not announced
     /// ourselves in since we started or joined it (see the [module documentation](self)).
-    /// Called once a housekeeping second.
+    /// Called once a housekeeping second, and whenever a peer accepted our membership.
     pub fn announce(&mut self, swarm: &mut Swarm<Behaviour>) {
         if self.discovery.unannounced.is_empty() {
             return;
