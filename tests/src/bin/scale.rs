@@ -20,8 +20,10 @@
 //! 2. approve: every request approved, one after another as an operator would (how long each
 //!    `approve` took is reported); approve -> member per node, watched while the approvals go
 //!    on; then until every member routes at least one other member.
-//! 3. late joiners: `--late` more nodes, one at a time: join -> pending, and approve ->
-//!    callable (three random members of its network each get `pong` from it).
+//! 3. late joiners, once the burst settled (the process used at most `--settle` percent of the
+//!    workers' CPU in three 5 s windows in a row, 60 by default; at most 300 s): `--late` more
+//!    nodes, one at a time: join -> pending, and approve -> callable (three random members of
+//!    its network each get `pong` from it).
 //! 4. pairs: `--pairs` random same-network pairs call `ping` (a caller that is not connected to
 //!    its callee looks it up by PeerId); `--finds` lookups report hops and members asked.
 //! 5. leaks: every routing table, and every lookup's answer, is checked for peers of networks
@@ -63,8 +65,8 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
-[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--seed S] [--config NODE.TOML] \
-[--json FILE] [--verbose]";
+[--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--settle PERCENT] [--seed S] \
+[--config NODE.TOML] [--json FILE] [--verbose]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -80,6 +82,9 @@ struct Args {
     config: Option<PathBuf>,
     /// Length of the idle window after the late joiners, in seconds.
     idle: usize,
+    /// The late joiners start once the process used at most this share of the workers' CPU
+    /// in three 5 s windows in a row (percent; 0: at once), or after 300 s.
+    settle: usize,
     seed: u64,
     json: Option<PathBuf>,
     /// Print each late joiner's calls: how long each took, and for a failed one who routes the
@@ -100,6 +105,7 @@ impl Args {
             bucket_size: None,
             config: None,
             idle: 10,
+            settle: 60,
             seed: 0x5eed_0001,
             json: None,
             verbose: false,
@@ -133,6 +139,7 @@ impl Args {
                 "--bucket-size" => a.bucket_size = Some(number()?),
                 "--config" => a.config = Some(PathBuf::from(value)),
                 "--idle" => a.idle = number()?,
+                "--settle" => a.settle = number()?,
                 "--seed" => a.seed = number()? as u64,
                 "--json" => a.json = Some(PathBuf::from(value)),
                 _ => bail!("unknown flag {flag}\n{USAGE}"),
@@ -144,6 +151,7 @@ impl Args {
             "--nodes must be at least 4 per network"
         );
         anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(a.settle <= 100, "--settle must be 0 to 100 percent");
         anyhow::ensure!(
             (1..=3600).contains(&a.idle),
             "--idle must be 1 to 3600 seconds"
@@ -198,6 +206,60 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn memory_addr(port: u64) -> Multiaddr {
     Multiaddr::empty().with(Protocol::Memory(port))
+}
+
+/// Memberships verified by all the nodes (not the seednodes) since they started.
+async fn verified_total(h: &Harness) -> anyhow::Result<u64> {
+    let each: Vec<u64> = futures::stream::iter(0..h.nodes.len())
+        .map(|i| h.verified(i))
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(each.iter().sum())
+}
+
+/// How long the nodes took to settle, and the CPU they used over the last window.
+struct Settled {
+    took: Duration,
+    cpu_share: f64,
+}
+
+/// Waits until the process used at most `percent` of `workers` cores in each of three 5 s
+/// windows in a row (one quiet window can be a lull inside the burst), for at most 300 s
+/// (`percent` 0: not at all).
+async fn settle(percent: usize, workers: usize) -> Settled {
+    const WINDOW: Duration = Duration::from_secs(5);
+    const QUIET_WINDOWS: usize = 3;
+    let started = Instant::now();
+    let mut cpu_share = 0.0;
+    let mut quiet = 0;
+    if percent == 0 {
+        return Settled {
+            took: Duration::ZERO,
+            cpu_share,
+        };
+    }
+    while started.elapsed() < Duration::from_secs(300) {
+        let (cpu, at) = (cpu_time(), Instant::now());
+        tokio::time::sleep(WINDOW).await;
+        cpu_share = cpu_time().saturating_sub(cpu).as_secs_f64()
+            / at.elapsed().as_secs_f64()
+            / workers as f64;
+        quiet = if cpu_share * 100.0 <= percent as f64 {
+            quiet + 1
+        } else {
+            0
+        };
+        if quiet == QUIET_WINDOWS {
+            break;
+        }
+    }
+    Settled {
+        took: started.elapsed(),
+        cpu_share,
+    }
 }
 
 /// Resident memory of this process, in bytes.
@@ -268,6 +330,11 @@ struct Report {
     approve_command: Spread,
     approve_to_member: Spread,
     all_routed_after_approval_ms: u64,
+    /// From then until the process used at most `--settle` percent of the workers' CPU in three
+    /// 5 s windows in a row.
+    settle_ms: u64,
+    /// The share it used over that last window.
+    settle_cpu_percent: f64,
     late_join_to_pending: Spread,
     late_approve_to_callable: Spread,
     /// Late joiners not callable by all three members within 120 s of their approval.
@@ -288,6 +355,10 @@ struct Report {
     rss_per_node_kib: u64,
     cpu_ms_per_node: u64,
     idle_cpu_ms_per_node_per_min: f64,
+    /// Memberships each node verified during the idle window, per minute: one for every
+    /// connection a member opened to it or it opened, so it counts the connections made while
+    /// nothing was asked of the nodes.
+    idle_checks_per_node_per_min: f64,
     /// Live connections per node at the end of the idle window: p50 / max / mean.
     idle_connections: Counts,
     /// Routing-table entries per node at the same moment.
@@ -502,6 +573,14 @@ impl Harness {
         }
     }
 
+    /// Memberships node `i` verified since it started.
+    async fn verified(&self, i: usize) -> anyhow::Result<u64> {
+        match ask(&self.nodes[i].handle, Request::Status {}).await? {
+            Response::Status(status) => Ok(status.membership_checks.verified),
+            other => bail!("unexpected answer to status: {other:?}"),
+        }
+    }
+
     async fn ping(&self, from: usize, to: PeerId) -> Result<(), String> {
         let node = &self.nodes[from];
         let request = Request::Call {
@@ -688,6 +767,16 @@ async fn run(
         run_started.elapsed()
     );
 
+    // The burst of a thousand new members settles (announcements, discovery at its base
+    // interval, connections made and closed) before the late joiners: they measure joining an
+    // established network, the burst was measured above.
+    let settle = settle(args.settle, args.workers).await;
+    eprintln!(
+        "settled after {:?} ({:.0}% of the workers' CPU in the last 5 s)",
+        settle.took,
+        settle.cpu_share * 100.0
+    );
+
     // 3. Late joiners, one at a time.
     let mut late_pending = Vec::new();
     let mut late_callable = Vec::new();
@@ -717,27 +806,26 @@ async fn run(
         while !callers.is_empty() && Instant::now() < deadline {
             let mut still = Vec::new();
             let asked = Instant::now();
-            let answers =
-                futures::future::join_all(callers.iter().map(|&c| h.ping(c, target))).await;
-            for (c, answer) in callers.into_iter().zip(answers) {
+            let hr = &h;
+            let answers = futures::future::join_all(callers.iter().map(|&c| async move {
+                let answer = hr.ping(c, target).await;
+                (answer, asked.elapsed())
+            }))
+            .await;
+            for (c, (answer, took)) in callers.into_iter().zip(answers) {
                 if let Err(e) = answer {
                     if args.verbose {
                         let tables = all_tables(&h).await?;
                         let routing = tables.iter().filter(|t| t.contains(&target)).count();
                         let own = tables[i].len();
                         eprintln!(
-                            "late joiner {k}: call from {c} failed after {:?} ({:?} since approval): {e}; {routing} tables route it, its own holds {own}",
-                            asked.elapsed(),
+                            "late joiner {k}: call from {c} failed after {took:?} ({:?} since approval): {e}; {routing} tables route it, its own holds {own}",
                             approved.elapsed()
                         );
                     }
                     still.push(c);
                 } else if args.verbose {
-                    eprintln!(
-                        "late joiner {k}: call from {c} answered after {:?} ({:?} since approval)",
-                        asked.elapsed(),
-                        approved.elapsed()
-                    );
+                    eprintln!("late joiner {k}: call from {c} answered after {took:?}",);
                 }
             }
             callers = still;
@@ -759,10 +847,12 @@ async fn run(
 
     // Idle CPU: `--idle` seconds with nothing asked of the nodes.
     eprintln!("idle for {} s", args.idle);
+    let idle_checks_before = verified_total(&h).await?;
     let idle_cpu_before = cpu_time();
     let idle_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.idle as u64)).await;
     let idle_cpu = cpu_time().saturating_sub(idle_cpu_before);
+    let idle_checks = verified_total(&h).await?.saturating_sub(idle_checks_before);
     let idle_secs = idle_started.elapsed().as_secs_f64();
     // What the idle window cost per node comes with the connections each node keeps.
     let connections: Vec<usize> = futures::stream::iter(0..h.nodes.len())
@@ -932,6 +1022,8 @@ async fn run(
         approve_command: Spread::of(&approve_took),
         approve_to_member,
         all_routed_after_approval_ms,
+        settle_ms: settle.took.as_millis() as u64,
+        settle_cpu_percent: settle.cpu_share * 100.0,
         late_join_to_pending: Spread::of(&late_pending),
         late_approve_to_callable: Spread::of(&late_callable),
         late_misses,
@@ -950,6 +1042,7 @@ async fn run(
         rss_per_node_kib,
         cpu_ms_per_node: (cpu_time().saturating_sub(cpu_before).as_millis() / n as u128) as u64,
         idle_cpu_ms_per_node_per_min: idle_cpu.as_secs_f64() * 1e3 / n as f64 * 60.0 / idle_secs,
+        idle_checks_per_node_per_min: idle_checks as f64 / h.nodes.len() as f64 * 60.0 / idle_secs,
         idle_connections: Counts::of(&connections),
         idle_table: Counts::of(&idle_tables),
         total_secs: run_started.elapsed().as_secs(),
@@ -981,6 +1074,10 @@ fn print_table(r: &Report) {
     println!(
         "{:<44} {}",
         "all approved -> every member routes, ms", r.all_routed_after_approval_ms
+    );
+    println!(
+        "{:<44} {} ({:.0}% CPU)",
+        "then settled (late joiners start), ms", r.settle_ms, r.settle_cpu_percent
     );
     println!(
         "{:<44} {}",
@@ -1030,6 +1127,10 @@ fn print_table(r: &Report) {
     println!(
         "{:<44} {:.1}",
         "idle CPU per node, ms per minute", r.idle_cpu_ms_per_node_per_min
+    );
+    println!(
+        "{:<44} {:.1}",
+        "idle memberships verified per node per min", r.idle_checks_per_node_per_min
     );
     let counts = |c: &Counts| format!("{} / {} / {:.1}", c.p50, c.max, c.mean);
     println!(
