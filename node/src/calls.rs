@@ -17,8 +17,10 @@
 //! - `unreachable:` dialing it failed, or it never proved the network on a connection.
 //!
 //! Bounds: at most `max_calls` calls waiting, in flight or queued for a retry at once; a call is
-//! retried at most [`CALL_ATTEMPTS`] times, [`SEND_AGAIN_AFTER`] apart, when the peer's rpc gate
-//! was not open yet (it opens a moment after the peer verified us).
+//! sent at most [`CALL_ATTEMPTS`] times, all within its timeout: again [`SEND_AGAIN_AFTER`]
+//! after the peer refused it because its rpc gate was not open yet (it opens a moment after
+//! the peer verified us), and again once the peer proves the network anew when the call's
+//! connection closed before the answer.
 //!
 //! The event loop wakes the calls at [`Calls::next_wake`] for those two retries: a member
 //! approved a moment ago is called as soon as it announced itself, not at the next
@@ -64,6 +66,8 @@ struct PendingCall {
     peer: PeerId,
     request: RpcRequest,
     attempts: u8,
+    /// When the call fails if its peer has not answered, however often it was sent.
+    deadline: Instant,
 }
 
 /// What kept a peer being reached from proving the network; the error names the last one.
@@ -283,6 +287,7 @@ impl Calls {
             peer,
             request: rpc,
             attempts: 0,
+            deadline: instant + self.timeout,
         };
         let network = call.request.network.clone();
         let sessions = swarm.behaviour().session.sessions();
@@ -298,9 +303,10 @@ impl Calls {
             tracing::debug!(%peer, network = %network, "looking the peer up");
             kad.get_closest_peers(peer)
         });
+        let deadline = call.deadline;
         self.waiting.push(Waiting {
             call,
-            deadline: instant + self.timeout,
+            deadline,
             lookup,
             lookups: 1,
             look_again: None,
@@ -532,25 +538,54 @@ impl Calls {
         stored
     }
 
-    /// A call failed on the wire.
-    pub fn on_failure(&mut self, id: OutboundRequestId, error: &OutboundFailure, instant: Instant) {
+    /// A call failed on the wire. Refused because the peer's gate was not open yet: sent again
+    /// shortly. Lost with its connection (or its dial): sent again at once on another
+    /// connection where the peer proves the network, else the peer is reached again first, as
+    /// for a new call, and it is sent once the peer proves the network (two peers that dial
+    /// each other at once can lose a connection each; the call is not lost with it). Both at
+    /// most [`CALL_ATTEMPTS`] times and within the call's timeout.
+    pub fn on_failure(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        id: OutboundRequestId,
+        error: &OutboundFailure,
+        instant: Instant,
+    ) {
         let Some(call) = self.in_flight.remove(&id) else {
             return;
         };
-        // The peer's gate was not open yet, or the connection went away: both pass.
-        let not_yet = matches!(
-            error,
-            OutboundFailure::UnsupportedProtocols
-                | OutboundFailure::ConnectionClosed
-                | OutboundFailure::DialFailure
-        );
-        if not_yet && call.attempts < CALL_ATTEMPTS {
-            tracing::debug!(peer = %call.peer, %error, "the call was not taken; sending it again");
-            self.retry.push((instant + SEND_AGAIN_AFTER, call));
-        } else {
-            let _ = call.reply.send(failure(format!(
-                "the call failed: {error} (a peer refuses rpc until it has verified our membership)"
-            )));
+        let again = call.attempts < CALL_ATTEMPTS && instant < call.deadline;
+        match error {
+            OutboundFailure::UnsupportedProtocols if again => {
+                tracing::debug!(peer = %call.peer, %error, "the call was not taken; sending it again");
+                self.retry.push((instant + SEND_AGAIN_AFTER, call));
+            }
+            OutboundFailure::ConnectionClosed | OutboundFailure::DialFailure if again => {
+                let network = &call.request.network;
+                let sessions = swarm.behaviour().session.sessions();
+                if !sessions.connections_proving(&call.peer, network).is_empty() {
+                    tracing::debug!(peer = %call.peer, %error, "the call's connection went away; sending it on another");
+                    self.send(swarm, call);
+                    return;
+                }
+                tracing::debug!(peer = %call.peer, %error, "the call's connection went away; reaching the peer again");
+                let deadline = call.deadline;
+                self.waiting.push(Waiting {
+                    call,
+                    deadline,
+                    lookup: None,
+                    lookups: 1,
+                    look_again: None,
+                    addrs: Vec::new(),
+                    obstacle: None,
+                    missed: None,
+                });
+            }
+            _ => {
+                let _ = call.reply.send(failure(format!(
+                    "the call failed: {error} (a peer refuses rpc until it has verified our membership)"
+                )));
+            }
         }
     }
 
@@ -622,6 +657,7 @@ mod tests {
                     command: Command::Ping,
                 },
                 attempts: 0,
+                deadline: Instant::now(),
             },
             deadline: Instant::now(),
             lookup: None,

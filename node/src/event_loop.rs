@@ -405,9 +405,11 @@ impl EventLoop {
             }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
-            } => self
-                .calls
-                .on_failure(request_id, &error, self.clock.instant()),
+            } => {
+                let instant = self.clock.instant();
+                self.calls
+                    .on_failure(&mut self.swarm, request_id, &error, instant);
+            }
             _ => {}
         }
     }
