@@ -50,7 +50,7 @@ use cordon_host::descriptor::{Descriptor, NetworkEntry};
 use cordon_membership::{
     DelegationRequest, Issuer, PeerId, SecretKey, Verifier, VerifierConfig, issue_delegation,
 };
-use cordon_node::api::{CallCommand, CallResult, Request, Response};
+use cordon_node::api::{CallCommand, CallResult, Request, Response, Status};
 use cordon_node::config::{NodeFile, Transport};
 use cordon_node::{Node, NodeConfig, NodeHandle, NodeLimits};
 use cordon_protocol::NetworkName;
@@ -208,16 +208,21 @@ fn memory_addr(port: u64) -> Multiaddr {
     Multiaddr::empty().with(Protocol::Memory(port))
 }
 
-/// Memberships verified by all the nodes (not the seednodes) since they started.
-async fn verified_total(h: &Harness) -> anyhow::Result<u64> {
-    let each: Vec<u64> = futures::stream::iter(0..h.nodes.len())
-        .map(|i| h.verified(i))
+/// Every node's status (not the seednodes'), in node order.
+async fn statuses(h: &Harness) -> anyhow::Result<Vec<Status>> {
+    futures::stream::iter(0..h.nodes.len())
+        .map(|i| h.status(i))
         .buffered(64)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect::<anyhow::Result<_>>()?;
-    Ok(each.iter().sum())
+        .collect()
+}
+
+/// Memberships verified by all the nodes (not the seednodes) since they started.
+async fn verified_total(h: &Harness) -> anyhow::Result<u64> {
+    let all = statuses(h).await?;
+    Ok(all.iter().map(|s| s.membership_checks.verified).sum())
 }
 
 /// How long the nodes took to settle, and the CPU they used over the last window.
@@ -565,18 +570,10 @@ impl Harness {
         }
     }
 
-    /// Node `i`'s live connections (members, its seednode, anyone connected).
-    async fn connections(&self, i: usize) -> anyhow::Result<usize> {
+    /// Node `i`'s status, as `node status` shows it (live connections, memberships verified).
+    async fn status(&self, i: usize) -> anyhow::Result<Status> {
         match ask(&self.nodes[i].handle, Request::Status {}).await? {
-            Response::Status(status) => Ok(status.connections),
-            other => bail!("unexpected answer to status: {other:?}"),
-        }
-    }
-
-    /// Memberships node `i` verified since it started.
-    async fn verified(&self, i: usize) -> anyhow::Result<u64> {
-        match ask(&self.nodes[i].handle, Request::Status {}).await? {
-            Response::Status(status) => Ok(status.membership_checks.verified),
+            Response::Status(status) => Ok(*status),
             other => bail!("unexpected answer to status: {other:?}"),
         }
     }
@@ -855,13 +852,7 @@ async fn run(
     let idle_checks = verified_total(&h).await?.saturating_sub(idle_checks_before);
     let idle_secs = idle_started.elapsed().as_secs_f64();
     // What the idle window cost per node comes with the connections each node keeps.
-    let connections: Vec<usize> = futures::stream::iter(0..h.nodes.len())
-        .map(|i| h.connections(i))
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
+    let connections: Vec<usize> = statuses(&h).await?.iter().map(|s| s.connections).collect();
     let idle_tables: Vec<usize> = all_tables(&h).await?.iter().map(Vec::len).collect();
 
     // 4. Random pairs call ping; lookups.
