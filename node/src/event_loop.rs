@@ -576,7 +576,6 @@ impl EventLoop {
     }
 }
 
-/// The next answer or push of the join service; never, on a node without one.
 /// Sleeps for `delay`, or forever.
 async fn sleep_for(delay: Option<Duration>) {
     match delay {
@@ -585,6 +584,7 @@ async fn sleep_for(delay: Option<Duration>) {
     }
 }
 
+/// The next answer or push of the join service; never, on a node without one.
 async fn next_from_service(server: &mut Option<JoinServer>) -> ServerInput {
     match server {
         Some(server) => server.next().await,
