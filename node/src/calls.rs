@@ -66,7 +66,8 @@ struct PendingCall {
     peer: PeerId,
     request: RpcRequest,
     attempts: u8,
-    /// When the call fails if its peer has not answered, however often it was sent.
+    /// When the call fails if its peer has not answered, however often it was sent; brought
+    /// forward to now once its lookups show that nobody knows the peer.
     deadline: Instant,
 }
 
@@ -93,7 +94,6 @@ impl Obstacle {
 #[derive(Debug)]
 struct Waiting {
     call: PendingCall,
-    deadline: Instant,
     /// The Kademlia lookup looking for the peer, if one runs.
     lookup: Option<kad::QueryId>,
     /// Lookups started for it so far.
@@ -303,10 +303,8 @@ impl Calls {
             tracing::debug!(%peer, network = %network, "looking the peer up");
             kad.get_closest_peers(peer)
         });
-        let deadline = call.deadline;
         self.waiting.push(Waiting {
             call,
-            deadline,
             lookup,
             lookups: 1,
             look_again: None,
@@ -470,7 +468,7 @@ impl Calls {
                 None if w.lookups < LOOKUPS => w.look_again = Some(instant + LOOK_AGAIN_AFTER),
                 None => {
                     // Nobody knows it: fail now rather than at the deadline.
-                    w.deadline = instant.min(w.deadline);
+                    w.call.deadline = instant.min(w.call.deadline);
                     w.missed = Some(stats.num_successes());
                 }
             }
@@ -569,10 +567,8 @@ impl Calls {
                     return;
                 }
                 tracing::debug!(peer = %call.peer, %error, "the call's connection went away; reaching the peer again");
-                let deadline = call.deadline;
                 self.waiting.push(Waiting {
                     call,
-                    deadline,
                     lookup: None,
                     lookups: 1,
                     look_again: None,
@@ -633,7 +629,7 @@ impl Calls {
         }
         let (late, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| w.deadline <= instant);
+            .partition(|w| w.call.deadline <= instant);
         self.waiting = rest;
         for w in late {
             let error = w.error(self.timeout);
@@ -659,7 +655,6 @@ mod tests {
                 attempts: 0,
                 deadline: Instant::now(),
             },
-            deadline: Instant::now(),
             lookup: None,
             lookups: 1,
             look_again: None,
