@@ -487,6 +487,8 @@ pub struct StatusLimits {
     pub max_connections: u32,
     /// Established connections per peer.
     pub max_connections_per_peer: u32,
+    /// Connected peers aimed at.
+    pub connection_budget: usize,
     /// Incoming connections in the handshake.
     pub max_pending_incoming: u32,
     /// Streams per request-response protocol and connection.

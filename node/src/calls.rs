@@ -207,6 +207,14 @@ impl Calls {
         self.in_flight.len() + self.retry.len() + self.waiting.len() + self.finds.len()
     }
 
+    /// Whether a call waits on `peer`: in flight, to be sent again, or waiting for it to prove
+    /// the network.
+    pub fn awaits(&self, peer: &PeerId) -> bool {
+        self.in_flight.values().any(|c| c.peer == *peer)
+            || self.retry.iter().any(|(_, c)| c.peer == *peer)
+            || self.waiting.iter().any(|w| w.call.peer == *peer)
+    }
+
     /// Starts a `find`: a lookup of `peer` through `network`'s Kademlia, answered with where
     /// it found the peer and how.
     pub fn find(

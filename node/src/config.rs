@@ -41,6 +41,12 @@ pub struct NodeLimits {
     pub auth_timeout: Duration,
     /// Established connections in total. Default 512.
     pub max_connections: u32,
+    /// Connected peers a node aims to hold at most. Past it, the housekeeping second closes
+    /// the least recently used connections it can spare: proven, idle for `request_timeout`,
+    /// awaited by no request of ours, and kept neither by us (`keep_per_bucket`) nor by the
+    /// peer. A target, not a cap (spared connections may exceed it); `max_connections` is the
+    /// cap. Bounds memory per node whatever the size of the network. Default 64.
+    pub connection_budget: usize,
     /// Established connections per peer. Default 1: memberships are verified per connection
     /// and request-response spreads requests over a peer's connections, so a second connection
     /// (from a simultaneous dial) could carry a presentation meant for the first; the limit
@@ -136,6 +142,7 @@ impl Default for NodeLimits {
         Self {
             auth_timeout: Duration::from_secs(10),
             max_connections: 512,
+            connection_budget: 64,
             max_connections_per_peer: 1,
             max_pending_incoming: 64,
             max_streams_per_protocol: 16,
@@ -176,6 +183,7 @@ impl NodeLimits {
         let millis = Duration::from_millis;
         duration_in_range("auth_timeout", self.auth_timeout, secs(1), secs(3600))?;
         in_range("max_connections", self.max_connections, 1, 1_000_000)?;
+        in_range("connection_budget", self.connection_budget, 1, 1_000_000)?;
         in_range(
             "max_connections_per_peer",
             self.max_connections_per_peer,

@@ -120,6 +120,7 @@ pub fn status(cx: StatusContext<'_>) -> Status {
             auth_timeout_secs: limits.auth_timeout.as_secs(),
             max_connections: limits.max_connections,
             max_connections_per_peer: limits.max_connections_per_peer,
+            connection_budget: limits.connection_budget,
             max_pending_incoming: limits.max_pending_incoming,
             max_streams_per_protocol: limits.max_streams_per_protocol,
             max_pending_verifications: limits.max_pending_verifications,

@@ -16,6 +16,7 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::{Request, Response};
+use crate::budget::Budget;
 use crate::calls::Calls;
 use crate::config::NodeConfig;
 use crate::event_loop::EventLoop;
@@ -243,6 +244,11 @@ impl Node {
         let mut event_loop = EventLoop {
             revocations,
             routing: Routing::new(local, bootstrap, &config.limits),
+            budget: Budget::new(
+                config.limits.connection_budget,
+                config.limits.request_timeout,
+                config.limits.idle_timeout,
+            ),
             rpc: RpcServer::new(
                 handler,
                 config.protocol.clone(),

@@ -3,14 +3,15 @@
 //! Each input (a swarm event, a control request, a timer tick) goes to the module that owns the
 //! job: the session behaviour inside the swarm (membership, gates, routing entries),
 //! [`Joiner`]/[`JoinServer`] (both sides of joining), [`RpcServer`] and [`Calls`] (remote
-//! commands), [`Routing`] (address book, dialing, discovery), [`control_handler`] (the control
-//! socket), [`bans`] and [`Report`] (filter actions, log, audit, metrics). Time comes from the
-//! injected [`Clock`], read once per input and handed down.
+//! commands), [`Routing`] (address book, dialing, discovery), [`Budget`] (closing spare
+//! connections), [`control_handler`] (the control socket), [`bans`] and [`Report`] (filter
+//! actions, log, audit, metrics). Time comes from the injected [`Clock`], read once per input
+//! and handed down.
 
 use std::time::{Duration, Instant};
 
 use cordon_membership::session::{EndReason, ProofKind};
-use cordon_protocol::{JoinReply, Outcome, ReasonCode};
+use cordon_protocol::{JoinReply, Outcome, ReasonCode, RevocationRequest};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Swarm, kad, request_response};
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{Request, Response};
 
 use crate::bans;
+use crate::budget::Budget;
 use crate::calls::Calls;
 use crate::config::NodeConfig;
 use crate::control_handler::{self, StatusContext};
@@ -52,6 +54,7 @@ pub(crate) struct EventLoop {
     pub(crate) joiner: Joiner,
     pub(crate) server: Option<JoinServer>,
     pub(crate) routing: Routing,
+    pub(crate) budget: Budget,
     pub(crate) revocations: Revocations,
     pub(crate) rpc: RpcServer,
     pub(crate) calls: Calls,
@@ -122,11 +125,20 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.routing.on_expired_listen_addr(&address);
             }
-            SwarmEvent::ConnectionEstablished { .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.report.metrics().connection("established");
+                self.budget.on_established(peer_id, self.clock.instant());
             }
-            SwarmEvent::ConnectionClosed { peer_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                cause,
+                num_established,
+                ..
+            } => {
                 self.report.metrics().connection("closed");
+                if num_established == 0 {
+                    self.budget.on_closed(&peer_id);
+                }
                 tracing::debug!(peer = %peer_id, cause = ?cause, "connection closed");
             }
             SwarmEvent::IncomingConnectionError {
@@ -149,15 +161,18 @@ impl EventLoop {
         let now = self.clock.now();
         match event {
             BehaviourEvent::Session(event) => self.on_session_event(event),
-            BehaviourEvent::Join(event) => join::on_event(
-                &mut self.swarm,
-                &mut self.report,
-                &mut self.joiner,
-                self.server.as_mut(),
-                event,
-                now,
-                self.clock.instant(),
-            ),
+            BehaviourEvent::Join(event) => {
+                self.used(&event);
+                join::on_event(
+                    &mut self.swarm,
+                    &mut self.report,
+                    &mut self.joiner,
+                    self.server.as_mut(),
+                    event,
+                    now,
+                    self.clock.instant(),
+                );
+            }
             BehaviourEvent::Filter(FilterEvent::Refused {
                 peer, addr, reason, ..
             }) => {
@@ -182,6 +197,7 @@ impl EventLoop {
         let instant = self.clock.instant();
         match event {
             session::Event::Verified { peer, proof, .. } => {
+                self.budget.on_used(&peer, instant);
                 self.report.verified(peer, &proof);
                 self.revocations.on_verified(&mut self.swarm, peer, &proof);
                 self.calls
@@ -304,10 +320,39 @@ impl EventLoop {
                 .verification_seconds
                 .observe(elapsed.as_secs_f64()),
             session::Event::Kad { network, event } => self.on_kad_event(network, event),
-            session::Event::Rpc(event) => self.on_rpc_event(event),
+            session::Event::Rpc(event) => {
+                self.used(&event);
+                self.on_rpc_event(event);
+            }
             session::Event::Revocation(event) => {
-                self.revocations
-                    .on_event(&mut self.swarm, &mut self.report, &self.data, event, now)
+                self.used(&event);
+                if let request_response::Event::Message {
+                    peer,
+                    connection_id,
+                    message:
+                        request_response::Message::Request {
+                            request: RevocationRequest::Sync { network, keep, .. },
+                            ..
+                        },
+                } = &event
+                    && *keep
+                    && self
+                        .swarm
+                        .behaviour()
+                        .session
+                        .sessions()
+                        .proof(*connection_id, network)
+                        .is_some()
+                {
+                    self.budget.on_kept_by_peer(peer, instant);
+                }
+                self.revocations.on_event(
+                    &mut self.swarm,
+                    &mut self.report,
+                    &self.data,
+                    event,
+                    now,
+                );
             }
         }
     }
@@ -535,8 +580,9 @@ impl EventLoop {
         self.calls.tick(&mut self.swarm, &self.routing, instant);
         self.routing.announce(&mut self.swarm);
         for (peer, network) in self.routing.keep(&mut self.swarm, instant) {
-            self.revocations.sync(&mut self.swarm, peer, &network);
+            self.revocations.sync(&mut self.swarm, peer, &network, true);
         }
+        self.spend_budget(instant);
         self.rpc.tick(&mut self.swarm, now, instant);
         let descriptor = &self.config.descriptor;
         self.revocations.check_staleness(
@@ -547,6 +593,30 @@ impl EventLoop {
         );
         bans::lift_expired(&mut self.swarm, &mut self.report, instant);
         self.joiner.expire(&mut self.swarm, now);
+    }
+
+    /// Something came over a connection (a request or an answer on a request-response
+    /// protocol): the budget spares it for a while.
+    fn used<Req, Resp>(&mut self, event: &request_response::Event<Req, Resp>) {
+        if let request_response::Event::Message { peer, .. } = event {
+            self.budget.on_used(peer, self.clock.instant());
+        }
+    }
+
+    /// Closes the connections the budget says to (see [`crate::budget`]).
+    fn spend_budget(&mut self, instant: Instant) {
+        let sessions = self.swarm.behaviour().session.sessions();
+        let close = self.budget.to_close(instant, |peer| {
+            self.routing.keeps(peer)
+                || self.calls.awaits(peer)
+                || self.revocations.awaits(peer)
+                || sessions.peer_networks(peer).is_empty()
+        });
+        for peer in close {
+            tracing::debug!(%peer, connected = self.budget.len(), "closing a spare connection: over the connection budget");
+            self.report.metrics().connection("over_budget");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn on_poll(&mut self) {

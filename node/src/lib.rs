@@ -23,6 +23,7 @@
 pub mod addresses;
 pub mod api;
 pub mod bans;
+pub mod budget;
 pub mod calls;
 pub mod config;
 pub mod control_handler;

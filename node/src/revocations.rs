@@ -295,6 +295,7 @@ impl Revocations {
                     let request = RevocationRequest::Sync {
                         network: network.clone(),
                         heads: heads.clone(),
+                        keep: false,
                     };
                     self.send(swarm, peer, &network, request);
                 }
@@ -338,6 +339,11 @@ impl Revocations {
         }
     }
 
+    /// Whether a request of ours to `peer` waits for its answer.
+    pub(crate) fn awaits(&self, peer: &PeerId) -> bool {
+        self.outbound.values().any(|(p, _)| p == peer)
+    }
+
     /// Number of revoked ids held for `network`.
     pub(crate) fn len(&self, network: &NetworkName) -> usize {
         self.networks.get(network).map_or(0, |s| s.set.len())
@@ -360,18 +366,21 @@ impl Revocations {
         {
             state.set.raise_floor(issuer, proof.revocation_floor);
         }
-        self.sync(swarm, peer, &proof.network);
+        self.sync(swarm, peer, &proof.network, false);
     }
 
     /// Exchanges heads with `peer`, proven for `network` on a live connection: it answers with
-    /// what we lack and we push back what it lacks. Besides on proof, routing asks for this
-    /// periodically on the connections it keeps, which heals a lost push and keeps those
-    /// connections open on both ends (a new stream restarts the idle timer).
+    /// what we lack and we push back what it lacks. Besides on proof, routing asks for this on
+    /// the connections it keeps (`keep`), when it starts keeping one and then periodically,
+    /// which heals a lost push and keeps those connections open on both ends: a new stream
+    /// restarts the idle timer, and the flag keeps the peer from closing the connection for its
+    /// connection budget.
     pub(crate) fn sync(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
         network: &NetworkName,
+        keep: bool,
     ) {
         let Some(state) = self.networks.get(network) else {
             return;
@@ -379,6 +388,7 @@ impl Revocations {
         let request = RevocationRequest::Sync {
             network: network.clone(),
             heads: heads_of(&state.set),
+            keep,
         };
         self.send(swarm, peer, network, request);
     }
@@ -612,6 +622,7 @@ impl Revocations {
                     Ok(Accepted::NeedSnapshot) => {
                         let request = RevocationRequest::Sync {
                             network: network.clone(),
+                            keep: false,
                             heads: self
                                 .networks
                                 .get(&network)
@@ -858,6 +869,7 @@ impl Revocations {
             let request = RevocationRequest::Sync {
                 network: network.clone(),
                 heads: heads_of(&state.set),
+                keep: false,
             };
             self.send(swarm, peer, network, request);
         }

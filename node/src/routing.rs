@@ -9,7 +9,7 @@
 //! Invariants:
 //! - Every dial records the network it is for before it starts.
 //! - Discovery backs off: a network's lookup runs every `discovery_interval` while lookups keep
-//!   finding peers we are not connected to, and the interval doubles (up to
+//!   finding peers we neither route nor are connected to, and the interval doubles (up to
 //!   `max_discovery_interval`) after each that finds none, so a settled network costs little.
 //!   A member new to us brings the interval back to its base only while our table holds no
 //!   more than one bucket's worth (`kad_bucket_size`): past that, newcomers announce
@@ -24,9 +24,10 @@
 //!   approvals every new member's first lookup goes through the seednode.
 //! - A node keeps connections: per network and bucket of its table, up to `keep_per_bucket`
 //!   entries proven on a live connection (those kept before first). Each kept connection
-//!   exchanges revocation heads every half `idle_timeout`; that new stream keeps it open on both
-//!   ends, so a member whose other connections closed when idle still hears revocations at
-//!   once. A bucket with entries but no connected one gets a dial at most every half
+//!   exchanges revocation heads, flagged `keep`, when it is first kept and then every half
+//!   `idle_timeout`; that new stream keeps it open on both ends, and the flag keeps the peer's
+//!   connection budget ([`crate::budget`]) from closing it, so a member whose other connections
+//!   closed still hears revocations at once. A bucket with entries but no connected one gets a dial at most every half
 //!   `idle_timeout`.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
@@ -424,7 +425,12 @@ impl Routing {
                 let entries: Vec<PeerId> = bucket.iter().map(|e| *e.node.key.preimage()).collect();
                 let chosen = choose_kept(&entries, &verified, &before, self.keep.per_bucket);
                 for peer in &chosen {
-                    kept.insert(*peer, before.get(peer).copied().unwrap_or(now));
+                    // A peer kept anew hears so at once: its budget then spares the connection.
+                    let last = before.get(peer).copied().unwrap_or_else(|| {
+                        due.push((*peer, network.clone()));
+                        now
+                    });
+                    kept.insert(*peer, last);
                 }
                 if chosen.is_empty() && self.keep.per_bucket > 0 && !entries.is_empty() {
                     // Each attempt dials the next entry, so one unreachable entry does not
@@ -452,6 +458,11 @@ impl Routing {
         due
     }
 
+    /// Whether we keep our connection to `peer` in some network.
+    pub fn keeps(&self, peer: &PeerId) -> bool {
+        self.keep.kept.values().any(|kept| kept.contains_key(peer))
+    }
+
     /// Looks ourselves up now in each network we route a peer of and have not announced
     /// ourselves in since we started or joined it (see the [module documentation](self)).
     /// Called once a housekeeping second, and whenever a peer accepted our membership.
@@ -465,7 +476,10 @@ impl Routing {
     }
 
     /// A Kademlia query `id` of `network` found these peers: dial those we are not connected
-    /// to. A discovery lookup that found none of those backs discovery off.
+    /// to and do not route yet (an announcement dials those we route too: they are the ones
+    /// that should route us). A discovery lookup that found none of those backs discovery off.
+    /// Peers we route need no connection: the connection budget closes spare ones, and
+    /// counting them as new would hold discovery at its base interval for good.
     pub fn on_closest_peers(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -475,12 +489,21 @@ impl Routing {
         now: Instant,
     ) {
         let reached = peers.len();
+        let announcing = self.discovery.announcing.contains(&id);
         let mut new = 0;
         for info in peers {
             if info.peer_id == self.local || swarm.is_connected(&info.peer_id) {
                 continue;
             }
-            new += 1;
+            let routed = swarm
+                .behaviour()
+                .session
+                .sessions()
+                .is_routed(network, &info.peer_id);
+            if routed && !announcing {
+                continue;
+            }
+            new += usize::from(!routed);
             let addrs: Vec<Multiaddr> = info
                 .addrs
                 .into_iter()

@@ -63,6 +63,11 @@ pub enum RevocationRequest {
         network: NetworkName,
         /// One entry per signer held, at most `Limits::max_revocation_signers`.
         heads: Vec<HeadVersion>,
+        /// The sender keeps this connection open (one of the few it keeps per bucket of its
+        /// routing table): the receiver should not close it to stay within its connection
+        /// budget. Absent (false) on the exchange every new proof starts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep: bool,
     },
     /// "I now hold these heads for `network`; pull from me if you are behind."
     Announce {
@@ -209,6 +214,12 @@ mod tests {
                     signer: vec![7; 32],
                     version: 3,
                 }],
+                keep: false,
+            },
+            RevocationRequest::Sync {
+                network: net(),
+                heads: Vec::new(),
+                keep: true,
             },
             RevocationRequest::Push {
                 network: net(),
@@ -244,6 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_that_keeps_nothing_is_encoded_without_the_keep_flag() {
+        let l = limits();
+        let sync = |keep| RevocationRequest::Sync {
+            network: net(),
+            heads: Vec::new(),
+            keep,
+        };
+        let plain = encode(&sync(false), l.revocation_max_bytes).unwrap();
+        let kept = encode(&sync(true), l.revocation_max_bytes).unwrap();
+        let has_flag = |bytes: &[u8]| bytes.windows(4).any(|w| w == b"keep");
+        assert!(!has_flag(&plain), "the flag is left out when false");
+        assert!(has_flag(&kept));
+        assert!(plain.len() < kept.len());
+    }
+
+    #[test]
     fn short_signer_keys_duplicates_and_too_many_heads_are_refused() {
         let l = limits();
         let head = |signer: Vec<u8>| HeadVersion { signer, version: 1 };
@@ -258,6 +285,7 @@ mod tests {
             let m = RevocationRequest::Sync {
                 network: net(),
                 heads,
+                keep: false,
             };
             assert!(m.validate(&l).is_err(), "{m:?}");
         }

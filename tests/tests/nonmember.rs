@@ -808,6 +808,7 @@ fn member_feeding_an_old_revocation_head_is_ignored() {
                 RevocationRequest::Sync {
                     network: net_name("mainnet"),
                     heads: Vec::new(),
+                    keep: false,
                 },
             ) {
                 Ok(RevocationResponse::Updates { updates, .. }) if !updates.is_empty() => {

@@ -316,9 +316,10 @@ fn a_member_approved_into_a_running_network_announces_itself_to_the_members() {
 }
 
 /// Connections close two seconds after their last stream, each member keeps one connection per
-/// bucket of its table, and discovery would not run again for an hour.
+/// bucket of its table, the connection budget is one peer (so only kept connections, ours or
+/// the peer's, are spared), and discovery would not run again for an hour.
 const KEPT: &str = "[limits]\nidle_timeout = \"2s\"\nkeep_per_bucket = 1\n\
-discovery_interval = \"1h\"\nmax_discovery_interval = \"1h\"\n";
+connection_budget = 1\ndiscovery_interval = \"1h\"\nmax_discovery_interval = \"1h\"\n";
 
 /// Revoked ids `node` holds for mainnet.
 fn revoked_ids(node: &Node) -> u64 {
@@ -328,7 +329,8 @@ fn revoked_ids(node: &Node) -> u64 {
 }
 
 #[test]
-fn kept_connections_outlive_the_idle_timeout_and_a_revocation_still_reaches_every_member() {
+fn kept_connections_outlive_the_idle_timeout_and_the_budget_and_a_revocation_still_reaches_every_member()
+ {
     let dir = tempfile::tempdir().unwrap();
     let mut net = Net::builder(dir.path())
         .network("mainnet", "approval")
@@ -388,5 +390,62 @@ fn kept_connections_outlive_the_idle_timeout_and_a_revocation_still_reaches_ever
             "{} no longer routes the revoked member",
             m.label
         );
+    }
+}
+
+/// A budget of two connected peers, nothing kept by either end, and a one-second grace; idle
+/// connections alone would stay open for the default two minutes.
+const BUDGET: &str =
+    "[limits]\nconnection_budget = 2\nkeep_per_bucket = 0\nrequest_timeout = \"1s\"\n";
+
+#[test]
+fn over_its_connection_budget_a_member_closes_spare_connections_and_still_reaches_every_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let _seed_daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    let members = approved_members(&net, &seed, dir.path(), BUDGET, 8);
+    let connections = |members: &[Node]| -> Vec<u64> {
+        members
+            .iter()
+            .map(|m| m.status()["connections"].as_u64().unwrap())
+            .collect()
+    };
+    let formed = wait_until(SETTLE, "every member to route another member", || {
+        let tables = tables(&members, &seed.seed_peer_id);
+        let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();
+        if sizes.iter().all(|&n| n >= 2) {
+            Ok(connections(&members))
+        } else {
+            Err(format!("table sizes {sizes:?}"))
+        }
+    });
+    eprintln!("connections once the tables formed: {formed:?}");
+    assert!(
+        formed.iter().any(|&c| c > 2),
+        "the network's forming connects members past the budget: {formed:?}"
+    );
+    // The idle timeout is two minutes: only the budget brings the connections down this soon.
+    let within = wait_until(
+        Duration::from_secs(45),
+        "every member within its budget",
+        || {
+            let now = connections(&members);
+            if now.iter().all(|&c| c <= 2) {
+                Ok(now)
+            } else {
+                Err(format!("connections {now:?}"))
+            }
+        },
+    );
+    eprintln!("connections within the budget: {within:?}");
+
+    // Spare connections closed, every member is still reached: found, dialed, proven, called.
+    let (caller, others) = members.split_first().unwrap();
+    for target in others {
+        let run = ping(caller, &target.peer_id);
+        assert!(run.ok && run.stdout.contains("pong"), "{run:?}");
     }
 }
