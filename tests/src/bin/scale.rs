@@ -35,6 +35,13 @@
 //! node's live connections and table entries are read after the idle window. `--config FILE`
 //! runs every node with the `[limits]` of a node config file.
 //!
+//! `--processes` runs the same phases against real processes instead: every node is
+//! `node run` and every seednode `seednode run` (the binaries in `CORDON_BIN_DIR`), on
+//! loopback TCP, their anchors, delegations and descriptor made with the `seednode` CLI, and
+//! the harness asks them everything over their control sockets, as `node` and `seednode`
+//! commands do. Memory and CPU are then the sum over those processes. Each process costs a
+//! runtime, a control socket and its logs: this mode is for a few hundred nodes.
+//!
 //! Prints a table, and the same figures as JSON (`--json FILE`). Exits non-zero if a phase
 //! times out, a pair fails, or anything leaks.
 
@@ -42,9 +49,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
+use cordon_host::control;
 use cordon_host::datadir::DataDir;
 use cordon_host::descriptor::{Descriptor, NetworkEntry};
 use cordon_membership::{
@@ -57,6 +66,7 @@ use cordon_protocol::NetworkName;
 use cordon_seednode::service::{SeedService, ServiceConfig};
 use cordon_seednode::store::{SqliteStore, StoreLimits};
 use cordon_tests::inprocess::{Sample, wait_for};
+use cordon_tests::{Daemon, Net, path_str};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use libp2p::Multiaddr;
@@ -66,7 +76,7 @@ use tokio::sync::oneshot;
 
 const USAGE: &str = "usage: scale [--nodes N] [--networks M] [--workers W] [--pairs P] [--finds F] \
 [--late L] [--revoke R] [--bucket-size K] [--idle SECS] [--settle PERCENT] [--seed S] \
-[--config NODE.TOML] [--json FILE] [--verbose]";
+[--config NODE.TOML] [--json FILE] [--processes] [--verbose]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -90,6 +100,9 @@ struct Args {
     /// Print each late joiner's calls: how long each took, and for a failed one who routes the
     /// joiner at that moment.
     verbose: bool,
+    /// Run the nodes and seednodes as processes of the binaries in `CORDON_BIN_DIR`, on
+    /// loopback TCP.
+    processes: bool,
 }
 
 impl Args {
@@ -109,6 +122,7 @@ impl Args {
             seed: 0x5eed_0001,
             json: None,
             verbose: false,
+            processes: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
@@ -118,6 +132,10 @@ impl Args {
             }
             if flag == "--verbose" {
                 a.verbose = true;
+                continue;
+            }
+            if flag == "--processes" {
+                a.processes = true;
                 continue;
             }
             let value = it
@@ -151,6 +169,11 @@ impl Args {
             "--nodes must be at least 4 per network"
         );
         anyhow::ensure!(a.workers >= 1, "--workers must be at least 1");
+        anyhow::ensure!(
+            !a.processes || std::env::var_os("CORDON_BIN_DIR").is_some(),
+            "--processes runs the binaries in CORDON_BIN_DIR: set it (scripts/scale sets it to \
+             target/release)"
+        );
         anyhow::ensure!(a.settle <= 100, "--settle must be 0 to 100 percent");
         anyhow::ensure!(
             (1..=3600).contains(&a.idle),
@@ -164,12 +187,35 @@ impl Args {
     }
 }
 
-/// A running in-process node.
+/// How the harness asks a node: in this process, or over its control socket.
+#[derive(Clone)]
+enum Handle {
+    InProcess(NodeHandle),
+    Socket(PathBuf),
+}
+
+/// What keeps a node running, and stops it when dropped.
+enum Life {
+    Task { _stop: oneshot::Sender<()> },
+    Process(Daemon),
+}
+
+/// A running node or seednode.
 struct Running {
     peer: PeerId,
     network: NetworkName,
-    handle: NodeHandle,
-    _stop: oneshot::Sender<()>,
+    handle: Handle,
+    life: Life,
+}
+
+impl Running {
+    /// Its process, when it runs as one.
+    fn pid(&self) -> Option<u32> {
+        match &self.life {
+            Life::Task { .. } => None,
+            Life::Process(daemon) => daemon.pid(),
+        }
+    }
 }
 
 async fn start(
@@ -187,14 +233,48 @@ async fn start(
     Ok(Running {
         peer,
         network,
-        handle,
-        _stop: stop,
+        handle: Handle::InProcess(handle),
+        life: Life::Task { _stop: stop },
     })
 }
 
-/// Asks a node, as its control socket would; gives up after `ASK_TIMEOUT`.
-async fn ask(handle: &NodeHandle, request: Request) -> anyhow::Result<Response> {
-    match tokio::time::timeout(ASK_TIMEOUT, handle.request(request)).await {
+/// Asks the daemon listening on `socket`. An answer travels as its payload alone: the request
+/// says which to expect.
+async fn over_socket(socket: &Path, request: Request) -> Result<Response, String> {
+    async fn answer<T: serde::de::DeserializeOwned>(
+        socket: &Path,
+        request: &Request,
+        wrap: fn(T) -> Response,
+    ) -> Result<Response, String> {
+        control::call::<Request, T>(socket, request, ASK_TIMEOUT)
+            .await
+            .map(wrap)
+            .map_err(|e| e.to_string())
+    }
+    match &request {
+        Request::Status {} => answer(socket, &request, |s| Response::Status(Box::new(s))).await,
+        Request::Peers { .. } => answer(socket, &request, Response::Peers).await,
+        Request::Call { .. } => answer(socket, &request, Response::Called).await,
+        Request::Find { .. } => answer(socket, &request, Response::Found).await,
+        Request::Pending { .. } => answer(socket, &request, Response::Pending).await,
+        Request::Approve { .. } => answer(socket, &request, Response::Approved).await,
+        Request::Revoke { .. } => answer(socket, &request, Response::Revoked).await,
+        other => Err(format!("the harness does not ask processes {other:?}")),
+    }
+}
+
+/// Asks a node what its control socket would be asked (in process mode, over that socket);
+/// gives up after `ASK_TIMEOUT`.
+async fn ask(handle: &Handle, request: Request) -> anyhow::Result<Response> {
+    let answer = match handle {
+        Handle::InProcess(handle) => {
+            tokio::time::timeout(ASK_TIMEOUT, handle.request(request)).await
+        }
+        Handle::Socket(socket) => {
+            tokio::time::timeout(ASK_TIMEOUT, over_socket(socket, request)).await
+        }
+    };
+    match answer {
         Ok(answer) => answer.map_err(anyhow::Error::msg),
         Err(_) => bail!("no answer within {ASK_TIMEOUT:?}"),
     }
@@ -231,10 +311,10 @@ struct Settled {
     cpu_share: f64,
 }
 
-/// Waits until the process used at most `percent` of `workers` cores in each of three 5 s
+/// Waits until the nodes used at most `percent` of `workers` cores in each of three 5 s
 /// windows in a row (one quiet window can be a lull inside the burst), for at most 300 s
 /// (`percent` 0: not at all).
-async fn settle(percent: usize, workers: usize) -> Settled {
+async fn settle(h: &Harness, percent: usize, workers: usize) -> Settled {
     const WINDOW: Duration = Duration::from_secs(5);
     const QUIET_WINDOWS: usize = 3;
     let started = Instant::now();
@@ -247,9 +327,9 @@ async fn settle(percent: usize, workers: usize) -> Settled {
         };
     }
     while started.elapsed() < Duration::from_secs(300) {
-        let (cpu, at) = (cpu_time(), Instant::now());
+        let (cpu, at) = (h.cpu_time(), Instant::now());
         tokio::time::sleep(WINDOW).await;
-        cpu_share = cpu_time().saturating_sub(cpu).as_secs_f64()
+        cpu_share = h.cpu_time().saturating_sub(cpu).as_secs_f64()
             / at.elapsed().as_secs_f64()
             / workers as f64;
         quiet = if cpu_share * 100.0 <= percent as f64 {
@@ -267,9 +347,9 @@ async fn settle(percent: usize, workers: usize) -> Settled {
     }
 }
 
-/// Resident memory of this process, in bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of process `pid` (a number, or `self`), in bytes.
+fn proc_rss(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -277,9 +357,9 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// CPU time (user + system) of this process so far.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// CPU time (user + system) of process `pid` (a number, or `self`) so far.
+fn proc_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -326,6 +406,8 @@ impl Spread {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `in-process` or `processes`.
+    mode: &'static str,
     nodes: usize,
     networks: usize,
     workers: usize,
@@ -396,16 +478,64 @@ struct Seed {
     running: Running,
 }
 
+/// Where the nodes run.
+enum Mode {
+    /// As tasks of this process, over the memory transport.
+    InProcess {
+        descriptor: Descriptor,
+        next_port: u64,
+    },
+    /// As `node` and `seednode` processes on loopback TCP, each node with the config file
+    /// `config`.
+    Processes { net: Net, config: PathBuf },
+}
+
 struct Harness {
     dir: PathBuf,
-    descriptor: Descriptor,
+    mode: Mode,
     seeds: BTreeMap<NetworkName, Seed>,
     nodes: Vec<Running>,
-    next_port: u64,
     limits: NodeLimits,
 }
 
+/// A node config file holding only `[limits]`.
+#[derive(Serialize)]
+struct LimitsFile<'a> {
+    limits: &'a NodeLimits,
+}
+
 impl Harness {
+    /// Starts one `seednode` process per network in `names` (their keys, delegations and
+    /// descriptor made with the `seednode` CLI); the nodes will run with `limits`.
+    fn processes(dir: &Path, names: &[NetworkName], limits: NodeLimits) -> anyhow::Result<Self> {
+        let config = dir.join("node.toml");
+        std::fs::write(&config, toml::to_string(&LimitsFile { limits: &limits })?)?;
+        let mut builder = Net::builder(dir);
+        for name in names {
+            builder = builder.network(name.as_str(), "approval");
+        }
+        let mut net = builder.build();
+        let mut seeds = BTreeMap::new();
+        for name in names {
+            let daemon = net.start_seednode(name.as_str());
+            let network = net.network(name.as_str());
+            let running = Running {
+                peer: network.seed_peer_id.parse()?,
+                network: name.clone(),
+                handle: Handle::Socket(control::socket_path(&network.seed_data)),
+                life: Life::Process(daemon),
+            };
+            seeds.insert(name.clone(), Seed { running });
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            mode: Mode::Processes { net, config },
+            seeds,
+            nodes: Vec::new(),
+            limits,
+        })
+    }
+
     /// Starts one seednode per network in `names`, on `seed_runtime`.
     async fn new(
         dir: &Path,
@@ -479,10 +609,12 @@ impl Harness {
         }
         Ok(Self {
             dir: dir.to_owned(),
-            descriptor,
+            mode: Mode::InProcess {
+                descriptor,
+                next_port: base + 100,
+            },
             seeds,
             nodes: Vec::new(),
-            next_port: base + 100,
             limits,
         })
     }
@@ -490,21 +622,63 @@ impl Harness {
     /// Starts node number `self.nodes.len()` in `network`, with no token: it asks to join.
     async fn start_node(&mut self, network: &NetworkName) -> anyhow::Result<usize> {
         let i = self.nodes.len();
-        let data = self.dir.join(format!("node{i}"));
-        let (_, key) = DataDir::init(&data)?;
-        let mut config = NodeConfig::new(data, self.descriptor.clone(), vec![network.clone()]);
-        config.transport = Transport::Memory;
-        config.listen = vec![memory_addr(self.next_port)];
-        self.next_port += 1;
-        config.control_socket = false;
-        config.label = format!("n{i}");
-        config.limits = self.limits.clone();
-        let running = start(config, key, None, network.clone()).await?;
+        let label = format!("n{i}");
+        let running = match &mut self.mode {
+            Mode::InProcess {
+                descriptor,
+                next_port,
+            } => {
+                let data = self.dir.join(format!("node{i}"));
+                let (_, key) = DataDir::init(&data)?;
+                let mut config = NodeConfig::new(data, descriptor.clone(), vec![network.clone()]);
+                config.transport = Transport::Memory;
+                config.listen = vec![memory_addr(*next_port)];
+                *next_port += 1;
+                config.control_socket = false;
+                config.label = label;
+                config.limits = self.limits.clone();
+                start(config, key, None, network.clone()).await?
+            }
+            Mode::Processes { net, config } => {
+                // `node init`, `node run`, and a wait for its first `node status`.
+                let node = tokio::task::block_in_place(|| {
+                    net.start_node(&label, &[network.as_str()], &["--config", path_str(config)])
+                });
+                Running {
+                    peer: node.peer_id.parse()?,
+                    network: network.clone(),
+                    handle: Handle::Socket(control::socket_path(&node.data)),
+                    life: Life::Process(node.daemon),
+                }
+            }
+        };
         self.nodes.push(running);
         Ok(i)
     }
 
-    fn seed(&self, network: &NetworkName) -> &NodeHandle {
+    /// Resident memory of the nodes and seednodes, in bytes: of this process, or the sum
+    /// over their processes.
+    fn rss_bytes(&self) -> u64 {
+        match self.mode {
+            Mode::InProcess { .. } => proc_rss("self"),
+            Mode::Processes { .. } => self.pids().map(|p| proc_rss(&p.to_string())).sum(),
+        }
+    }
+
+    /// CPU time of the nodes and seednodes so far, the same way.
+    fn cpu_time(&self) -> Duration {
+        match self.mode {
+            Mode::InProcess { .. } => proc_cpu("self"),
+            Mode::Processes { .. } => self.pids().map(|p| proc_cpu(&p.to_string())).sum(),
+        }
+    }
+
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        let seeds = self.seeds.values().map(|s| &s.running);
+        seeds.chain(&self.nodes).filter_map(Running::pid)
+    }
+
+    fn seed(&self, network: &NetworkName) -> &Handle {
         &self.seeds[network].running.handle
     }
 
@@ -612,6 +786,26 @@ async fn all_tables(h: &Harness) -> anyhow::Result<Vec<Vec<PeerId>>> {
     Ok(tables.into_iter().map(|(_, t)| t).collect())
 }
 
+/// Watches the seednodes' pending requests until aborted: each peer's request id, and when
+/// the harness first saw it.
+async fn watch_pending(seeds: Vec<Handle>, seen: Arc<Mutex<HashMap<PeerId, (u64, Instant)>>>) {
+    loop {
+        for seed in &seeds {
+            if let Ok(Response::Pending(list)) = ask(seed, Request::Pending { network: None }).await
+            {
+                let now = Instant::now();
+                let mut seen = seen.lock().unwrap();
+                for r in list {
+                    if let Ok(peer) = r.peer.parse::<PeerId>() {
+                        seen.entry(peer).or_insert((r.id, now));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until each of `who` has a pending request; returns their ids and when each appeared.
 async fn wait_pending(
     h: &Harness,
@@ -662,12 +856,23 @@ async fn run(
         limits.kad_bucket_size = k;
     }
     limits.validate().map_err(|e| anyhow!("{e}"))?;
-    let rss_before = rss_bytes();
-    let cpu_before = cpu_time();
-    let mut h = Harness::new(dir, &names, limits, &seed_runtime).await?;
+    // In process mode the figures are the processes' own: nothing to subtract.
+    let (rss_before, cpu_before, mut h) = if args.processes {
+        let h = tokio::task::block_in_place(|| Harness::processes(dir, &names, limits))?;
+        (0, Duration::ZERO, h)
+    } else {
+        let before = (proc_rss("self"), proc_cpu("self"));
+        let h = Harness::new(dir, &names, limits, &seed_runtime).await?;
+        (before.0, before.1, h)
+    };
     let mut sample = Sample(args.seed);
 
-    // 1. Join: every node asks its network's seednode.
+    // 1. Join: every node asks its network's seednode. The seednodes' pending requests are
+    // watched while the nodes start (a process takes a while to start), so a node's join ->
+    // pending does not include the starts after it.
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let seeds = h.seeds.values().map(|s| s.running.handle.clone()).collect();
+    let watcher = tokio::spawn(watch_pending(seeds, seen.clone()));
     let mut started = Vec::new();
     for i in 0..args.nodes {
         let network = names[i % names.len()].clone();
@@ -680,7 +885,26 @@ async fn run(
         args.nodes,
         run_started.elapsed()
     );
-    let pending = wait_pending(&h, &started, Duration::from_secs(300)).await?;
+    let pending = wait_for(
+        "every join request to be pending",
+        Duration::from_secs(300),
+        || {
+            let seen = seen.clone();
+            let (nodes, started) = (&h.nodes, &started);
+            async move {
+                let seen = seen.lock().unwrap();
+                started
+                    .iter()
+                    .map(|&(i, t)| {
+                        let (id, at) = seen.get(&nodes[i].peer)?;
+                        Some((i, *id, at.saturating_duration_since(t)))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            }
+        },
+    )
+    .await?;
+    watcher.abort();
     let join_to_pending = Spread::of(&pending.iter().map(|p| p.2).collect::<Vec<_>>());
     eprintln!(
         "every join request pending after {:?}",
@@ -767,7 +991,12 @@ async fn run(
     // The burst of a thousand new members settles (announcements, discovery at its base
     // interval, connections made and closed) before the late joiners: they measure joining an
     // established network, the burst was measured above.
-    let settle = settle(args.settle, args.workers).await;
+    // Processes share every core; in-process nodes only the worker pool.
+    let cores = match args.processes {
+        true => std::thread::available_parallelism().map_or(2, usize::from),
+        false => args.workers,
+    };
+    let settle = settle(&h, args.settle, cores).await;
     eprintln!(
         "settled after {:?} ({:.0}% of the workers' CPU in the last 5 s)",
         settle.took,
@@ -845,10 +1074,10 @@ async fn run(
     // Idle CPU: `--idle` seconds with nothing asked of the nodes.
     eprintln!("idle for {} s", args.idle);
     let idle_checks_before = verified_total(&h).await?;
-    let idle_cpu_before = cpu_time();
+    let idle_cpu_before = h.cpu_time();
     let idle_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.idle as u64)).await;
-    let idle_cpu = cpu_time().saturating_sub(idle_cpu_before);
+    let idle_cpu = h.cpu_time().saturating_sub(idle_cpu_before);
     let idle_checks = verified_total(&h).await?.saturating_sub(idle_checks_before);
     let idle_secs = idle_started.elapsed().as_secs_f64();
     // What the idle window cost per node comes with the connections each node keeps.
@@ -941,7 +1170,7 @@ async fn run(
     }
 
     // Memory and CPU, with everything settled.
-    let rss_per_node_kib = rss_bytes().saturating_sub(rss_before) / 1024 / h.nodes.len() as u64;
+    let rss_per_node_kib = h.rss_bytes().saturating_sub(rss_before) / 1024 / h.nodes.len() as u64;
 
     // 6. Revoke some members; time until no other member routes them.
     let mut revoked = BTreeSet::new();
@@ -1005,6 +1234,10 @@ async fn run(
 
     let n = h.nodes.len() + h.seeds.len();
     Ok(Report {
+        mode: match h.mode {
+            Mode::InProcess { .. } => "in-process",
+            Mode::Processes { .. } => "processes",
+        },
         nodes: h.nodes.len(),
         networks: names.len(),
         workers: args.workers,
@@ -1031,7 +1264,7 @@ async fn run(
         revoke_to_dropped: Spread::of(&revoke_times),
         revoke_misses,
         rss_per_node_kib,
-        cpu_ms_per_node: (cpu_time().saturating_sub(cpu_before).as_millis() / n as u128) as u64,
+        cpu_ms_per_node: (h.cpu_time().saturating_sub(cpu_before).as_millis() / n as u128) as u64,
         idle_cpu_ms_per_node_per_min: idle_cpu.as_secs_f64() * 1e3 / n as f64 * 60.0 / idle_secs,
         idle_checks_per_node_per_min: idle_checks as f64 / h.nodes.len() as f64 * 60.0 / idle_secs,
         idle_connections: Counts::of(&connections),
@@ -1043,8 +1276,8 @@ async fn run(
 fn print_table(r: &Report) {
     let spread = |s: &Spread| format!("{:.0} / {:.0} / {:.0}", s.p50_ms, s.p99_ms, s.max_ms);
     println!(
-        "nodes {} in {} networks, {} workers, kad bucket size {}",
-        r.nodes, r.networks, r.workers, r.kad_bucket_size
+        "nodes {} in {} networks ({}), {} workers, kad bucket size {}",
+        r.nodes, r.networks, r.mode, r.workers, r.kad_bucket_size
     );
     println!("{:<44} value", "measure");
     println!(
