@@ -45,7 +45,7 @@ pub struct NodeLimits {
     /// the least recently used connections it can spare: proven, idle for `request_timeout`,
     /// awaited by no request of ours, and kept neither by us (`keep_per_bucket`) nor by the
     /// peer. A target, not a cap (spared connections may exceed it); `max_connections` is the
-    /// cap. Bounds memory per node whatever the size of the network. Default 64.
+    /// cap. Bounds memory per node whatever the size of the network. Default 128.
     pub connection_budget: usize,
     /// Established connections per peer. Default 1: memberships are verified per connection
     /// and request-response spreads requests over a peer's connections, so a second connection
@@ -142,7 +142,7 @@ impl Default for NodeLimits {
         Self {
             auth_timeout: Duration::from_secs(10),
             max_connections: 512,
-            connection_budget: 64,
+            connection_budget: 128,
             max_connections_per_peer: 1,
             max_pending_incoming: 64,
             max_streams_per_protocol: 16,
