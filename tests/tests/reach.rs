@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cordon_tests::{Net, Network, Node, cli, path_str, wait_pending, wait_until};
+use cordon_tests::{Daemon, Net, Network, Node, cli, path_str, wait_pending, wait_until};
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use serde_json::Value;
@@ -83,6 +83,22 @@ fn approved_members(
     members
 }
 
+/// A mainnet with an approval policy in `dir`, and its seednode running.
+fn mainnet(dir: &std::path::Path) -> (Net, Daemon, Network) {
+    let mut net = Net::builder(dir).network("mainnet", "approval").build();
+    let daemon = net.start_seednode("mainnet");
+    let seed = net.network("mainnet").clone();
+    (net, daemon, seed)
+}
+
+/// Each member's live connections, as `node status` shows them.
+fn connections(members: &[Node]) -> Vec<u64> {
+    members
+        .iter()
+        .map(|m| m.status()["connections"].as_u64().unwrap())
+        .collect()
+}
+
 /// Each member's routing table (members only: the seednode is left out).
 fn tables(members: &[Node], seed: &str) -> BTreeMap<String, BTreeSet<String>> {
     members
@@ -130,11 +146,7 @@ fn pairs_outside_tables(
 #[test]
 fn a_member_outside_the_callers_table_is_found_through_members_and_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let mut seed_daemon = net.start_seednode("mainnet");
-    let seed = net.network("mainnet").clone();
+    let (net, mut seed_daemon, seed) = mainnet(dir.path());
     let members = approved_members(&net, &seed, dir.path(), SMALL_TABLES, MEMBERS);
     // Tables settle: every member routes at least two others, none routes them all (two
     // entries per bucket), and every member is in someone's table.
@@ -257,11 +269,7 @@ const NO_DISCOVERY: &str =
 #[test]
 fn a_member_approved_into_a_running_network_announces_itself_to_the_members() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let _seed_daemon = net.start_seednode("mainnet");
-    let seed = net.network("mainnet").clone();
+    let (net, _seed_daemon, seed) = mainnet(dir.path());
     let config = dir.path().join("no-discovery.toml");
     std::fs::write(&config, NO_DISCOVERY).unwrap();
     // Members join one after another, each approved while the others already run. A node routes
@@ -332,11 +340,7 @@ fn revoked_ids(node: &Node) -> u64 {
 fn kept_connections_outlive_the_idle_timeout_and_the_budget_and_a_revocation_still_reaches_every_member()
  {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let _seed_daemon = net.start_seednode("mainnet");
-    let seed = net.network("mainnet").clone();
+    let (net, _seed_daemon, seed) = mainnet(dir.path());
     let members = approved_members(&net, &seed, dir.path(), KEPT, 6);
     wait_until(SETTLE, "every member to route another member", || {
         let tables = tables(&members, &seed.seed_peer_id);
@@ -350,10 +354,7 @@ fn kept_connections_outlive_the_idle_timeout_and_the_budget_and_a_revocation_sti
     // Four idle timeouts with nothing asked of anyone: only kept connections are left, and
     // every member still has one.
     std::thread::sleep(Duration::from_secs(8));
-    let connections: Vec<u64> = members
-        .iter()
-        .map(|m| m.status()["connections"].as_u64().unwrap())
-        .collect();
+    let connections = connections(&members);
     eprintln!("connections after 8 idle seconds: {connections:?}");
     assert!(
         connections.iter().all(|&c| c >= 1),
@@ -401,18 +402,8 @@ const BUDGET: &str =
 #[test]
 fn over_its_connection_budget_a_member_closes_spare_connections_and_still_reaches_every_member() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = Net::builder(dir.path())
-        .network("mainnet", "approval")
-        .build();
-    let _seed_daemon = net.start_seednode("mainnet");
-    let seed = net.network("mainnet").clone();
+    let (net, _seed_daemon, seed) = mainnet(dir.path());
     let members = approved_members(&net, &seed, dir.path(), BUDGET, 8);
-    let connections = |members: &[Node]| -> Vec<u64> {
-        members
-            .iter()
-            .map(|m| m.status()["connections"].as_u64().unwrap())
-            .collect()
-    };
     let formed = wait_until(SETTLE, "every member to route another member", || {
         let tables = tables(&members, &seed.seed_peer_id);
         let sizes: Vec<usize> = tables.values().map(BTreeSet::len).collect();
