@@ -11,8 +11,8 @@
 //!
 //! A connection is spared (never closed for the budget) while:
 //! - it is younger than the grace (`request_timeout`), or something came over it within the
-//!   grace (a request or an answer on any protocol, or a proof), or a request or call of ours
-//!   waits on the peer;
+//!   grace (a request or an answer on the rpc, revocation or join protocol, or a proof), or a
+//!   request or call of ours waits on the peer;
 //! - its peer has not proven a network on it: connections that are still proving, and a
 //!   seednode's pending joiners, are bounded by `auth_timeout` and the join limits instead;
 //! - we keep it (one of `keep_per_bucket` per bucket of a table, see [`crate::routing`]), or

@@ -26,9 +26,9 @@
 //!   entries proven on a live connection (those kept before first). Each kept connection
 //!   exchanges revocation heads, flagged `keep`, when it is first kept and then every half
 //!   `idle_timeout`; that new stream keeps it open on both ends, and the flag keeps the peer's
-//!   connection budget ([`crate::budget`]) from closing it, so a member whose other connections
-//!   closed still hears revocations at once. A bucket with entries but no connected one gets a dial at most every half
-//!   `idle_timeout`.
+//!   connection budget ([`crate::budget`]) from closing it, so a member whose other
+//!   connections closed still hears revocations at once. A bucket with entries but no
+//!   connected one gets a dial at most every half `idle_timeout`.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
 //!   any reason but expiry, so revoked peers are not redialled at the next start.
