@@ -2,8 +2,9 @@
 //!
 //! A call goes to a peer proven on a live connection at once. A peer that is not yet reachable
 //! that way is reached first: dialed for the call's network with what that network's Kademlia
-//! knows of it, and looked up by PeerId through the same Kademlia (only members answer it), then
-//! dialed where the lookup found it (and again every second until it proved the network). The
+//! knows of it, and looked up by PeerId through the same Kademlia (only members answer it; a
+//! call's lookup waits for [`CALL_LOOKUP_RESULTS`] answers, not Kademlia's 20), then dialed
+//! where the lookup found it (and again every second until it proved the network). The
 //! call is sent once the peer proved the network. Otherwise it fails, when [`LOOKUPS`] lookups
 //! (each [`LOOK_AGAIN_AFTER`] after the last one ended) ended without anyone knowing the peer,
 //! else at the call timeout, with an error that starts with what failed:
@@ -28,10 +29,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
 
 use cordon_protocol::{Command, NetworkName, RpcRequest, RpcResponse, RpcResult, SignedRecord};
 use libp2p::kad;
+use libp2p::kad::store::MemoryStore;
 use libp2p::request_response::{OutboundFailure, OutboundRequestId};
 use libp2p::{PeerId, Swarm};
 use tokio::sync::oneshot;
@@ -53,6 +56,13 @@ pub const LOOKUPS: u8 = 5;
 /// finds it at the second or third lookup, and a call to an unknown peer fails within about two
 /// seconds.
 pub const LOOK_AGAIN_AFTER: Duration = Duration::from_millis(300);
+
+/// How many answering members a call's lookup waits for. Kademlia's own lookups wait for the
+/// 20 closest (`K_VALUE`), which fills a table; a call needs only its peer, and once any member
+/// knows the peer, the closest id to the peer's is its own: the lookup asks it (dialing it,
+/// presenting for the call's network) before it ends. A miss ends sooner too, and the next
+/// lookup starts [`LOOK_AGAIN_AFTER`] later.
+pub const CALL_LOOKUP_RESULTS: usize = 3;
 
 /// How long after the peer refused a call for its gate not being open yet it is sent again.
 pub const SEND_AGAIN_AFTER: Duration = Duration::from_millis(200);
@@ -183,6 +193,12 @@ pub struct Calls {
     record_seq: u64,
 }
 
+/// Starts a call's lookup of `peer` (see [`CALL_LOOKUP_RESULTS`]).
+fn look_up(kad: &mut kad::Behaviour<MemoryStore>, peer: PeerId) -> kad::QueryId {
+    let results = NonZeroUsize::new(CALL_LOOKUP_RESULTS).unwrap_or(NonZeroUsize::MIN);
+    kad.get_n_closest_peers(peer, results)
+}
+
 fn failure(error: impl std::fmt::Display) -> Result<Response, String> {
     Err(error.to_string())
 }
@@ -309,7 +325,7 @@ impl Calls {
         routing.dial(swarm, peer, Vec::new(), &network);
         let lookup = swarm.behaviour_mut().session.kad(&network).map(|kad| {
             tracing::debug!(%peer, network = %network, "looking the peer up");
-            kad.get_closest_peers(peer)
+            look_up(kad, peer)
         });
         self.waiting.push(Waiting {
             call,
@@ -471,7 +487,7 @@ impl Calls {
                         .behaviour_mut()
                         .session
                         .kad(network)
-                        .map(|kad| kad.get_closest_peers(w.call.peer));
+                        .map(|kad| look_up(kad, w.call.peer));
                 }
                 None if w.lookups < LOOKUPS => w.look_again = Some(instant + LOOK_AGAIN_AFTER),
                 None => {
@@ -619,7 +635,7 @@ impl Calls {
                     .behaviour_mut()
                     .session
                     .kad(network)
-                    .map(|kad| kad.get_closest_peers(w.call.peer));
+                    .map(|kad| look_up(kad, w.call.peer));
                 w.lookups += 1;
             }
         }
