@@ -506,7 +506,8 @@ struct LimitsFile<'a> {
 
 impl Harness {
     /// Starts one `seednode` process per network in `names` (their keys, delegations and
-    /// descriptor made with the `seednode` CLI); the nodes will run with `limits`.
+    /// descriptor made with the `seednode` CLI); they and the nodes run with `limits`, as in
+    /// process.
     fn processes(dir: &Path, names: &[NetworkName], limits: NodeLimits) -> anyhow::Result<Self> {
         let config = dir.join("node.toml");
         std::fs::write(&config, toml::to_string(&LimitsFile { limits: &limits })?)?;
@@ -517,7 +518,7 @@ impl Harness {
         let mut net = builder.build();
         let mut seeds = BTreeMap::new();
         for name in names {
-            let daemon = net.start_seednode(name.as_str());
+            let daemon = net.start_seednode_with(name.as_str(), &["--config", path_str(&config)]);
             let network = net.network(name.as_str());
             let running = Running {
                 peer: network.seed_peer_id.parse()?,
