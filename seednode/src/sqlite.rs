@@ -39,7 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
     NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
-    StoreLimits, Submitted, hex,
+    StoreLimits, Submitted, check_new_invite, check_new_token, check_submission,
+    empty_revocation_id, hex, invalid,
 };
 
 /// Schema version written to `PRAGMA user_version` by this code.
@@ -53,10 +54,6 @@ const APPLICATION_ID: i32 = 0x436f_7264;
 
 /// How long a write waits for another handle's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest accepted peer id text, in bytes (base58 PeerIds are about 52). The API takes
-/// [`PeerId`]s, so this only guards the rows against a future caller passing raw text.
-const MAX_PEER_BYTES: usize = 128;
 
 /// Migrations, index `i` upgrades schema version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
@@ -555,7 +552,7 @@ impl Engine {
         invite_used: bool,
         now: u64,
     ) -> Result<Submitted, StoreError> {
-        let label = self.check_submission(peer, label)?;
+        let label = check_submission(&self.limits, peer, label)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -578,7 +575,7 @@ impl Engine {
         code_hash: [u8; 32],
         now: u64,
     ) -> Result<Submitted, StoreError> {
-        let label = self.check_submission(peer, label)?;
+        let label = check_submission(&self.limits, peer, label)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -611,21 +608,6 @@ impl Engine {
         let row = insert_request(&tx, network, peer, label, true, now)?;
         tx.commit()?;
         Ok(Submitted::New(row))
-    }
-
-    fn check_submission<'a>(
-        &self,
-        peer: &str,
-        label: Option<&'a str>,
-    ) -> Result<Option<&'a str>, StoreError> {
-        check_text("peer", peer, MAX_PEER_BYTES)?;
-        match label {
-            None | Some("") => Ok(None),
-            Some(label) => {
-                check_text("label", label, self.limits.max_label_bytes)?;
-                Ok(Some(label))
-            }
-        }
     }
 
     fn request(&self, id: RequestId) -> Result<Option<JoinRequestRow>, StoreError> {
@@ -903,7 +885,7 @@ impl Engine {
         now: u64,
     ) -> Result<bool, StoreError> {
         if revocation_id.is_empty() {
-            return Err(invalid("revocation id", "is empty".to_owned()));
+            return Err(empty_revocation_id());
         }
         let tx = self
             .conn
@@ -959,15 +941,7 @@ impl Engine {
         expires_at: u64,
         now: u64,
     ) -> Result<InviteRow, StoreError> {
-        if uses == 0 {
-            return Err(invalid("invite uses", "must be at least 1".to_owned()));
-        }
-        if expires_at <= now {
-            return Err(invalid(
-                "invite expiry",
-                format!("{expires_at} is not after now ({now})"),
-            ));
-        }
+        check_new_invite(uses, expires_at, now)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1163,47 +1137,6 @@ fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError>
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
-    Ok(())
-}
-
-fn invalid(field: &'static str, reason: String) -> StoreError {
-    StoreError::InvalidInput { field, reason }
-}
-
-/// Non-empty, at most `max` bytes, no control characters (the text may be
-/// shown on an operator's terminal).
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), StoreError> {
-    if value.is_empty() {
-        return Err(invalid(field, "is empty".to_owned()));
-    }
-    if value.len() > max {
-        return Err(invalid(
-            field,
-            format!("is {} bytes; the limit is {max}", value.len()),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(field, "contains control characters".to_owned()));
-    }
-    Ok(())
-}
-
-fn check_new_token(token: &NewToken) -> Result<(), StoreError> {
-    if token.revocation_id.is_empty() {
-        return Err(invalid("revocation id", "is empty".to_owned()));
-    }
-    if token.token.is_empty() {
-        return Err(invalid("token", "is empty".to_owned()));
-    }
-    if token.expires_at <= token.issued_at {
-        return Err(invalid(
-            "token expiry",
-            format!(
-                "expires_at {} is not after issued_at {}",
-                token.expires_at, token.issued_at
-            ),
-        ));
-    }
     Ok(())
 }
 
@@ -1452,13 +1385,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::store::suite::{NOW, mainnet, new_token, peer};
+    use crate::store::MAX_PEER_BYTES;
+    use crate::store::suite::{NOW, Opening, mainnet, new_token, peer};
     use tempfile::TempDir;
 
     // The back-end-independent suite (store.rs), on database files.
     crate::store::suite::run_store_suite!(|dir: &Path| {
         let path = dir.join("seednode.db");
-        move |limits| SqliteStore::open(&path, limits).unwrap()
+        async move {
+            move |limits| -> Opening<SqliteStore> {
+                let path = path.clone();
+                Box::pin(async move { SqliteStore::open(&path, limits).unwrap() })
+            }
+        }
     });
 
     fn temp_db() -> (TempDir, PathBuf) {

@@ -715,6 +715,87 @@ fn serialize_hex_list<S: Serializer>(ids: &[Vec<u8>], serializer: S) -> Result<S
     serializer.collect_seq(ids.iter().map(|id| hex(id)))
 }
 
+// ---- checks every back end makes before touching its database ------------------------------
+
+/// Longest accepted peer id text, in bytes (base58 PeerIds are about 52). The API takes
+/// [`PeerId`]s, so this only guards the rows against a future caller passing raw text.
+pub(crate) const MAX_PEER_BYTES: usize = 128;
+
+pub(crate) fn invalid(field: &'static str, reason: String) -> StoreError {
+    StoreError::InvalidInput { field, reason }
+}
+
+pub(crate) fn empty_revocation_id() -> StoreError {
+    invalid("revocation id", "is empty".to_owned())
+}
+
+/// Non-empty, at most `max` bytes, no control characters (the text may be
+/// shown on an operator's terminal).
+pub(crate) fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), StoreError> {
+    if value.is_empty() {
+        return Err(invalid(field, "is empty".to_owned()));
+    }
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; the limit is {max}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters".to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a submission's peer text and label; an empty label is no label.
+pub(crate) fn check_submission<'a>(
+    limits: &StoreLimits,
+    peer: &str,
+    label: Option<&'a str>,
+) -> Result<Option<&'a str>, StoreError> {
+    check_text("peer", peer, MAX_PEER_BYTES)?;
+    match label {
+        None | Some("") => Ok(None),
+        Some(label) => {
+            check_text("label", label, limits.max_label_bytes)?;
+            Ok(Some(label))
+        }
+    }
+}
+
+pub(crate) fn check_new_token(token: &NewToken) -> Result<(), StoreError> {
+    if token.revocation_id.is_empty() {
+        return Err(empty_revocation_id());
+    }
+    if token.token.is_empty() {
+        return Err(invalid("token", "is empty".to_owned()));
+    }
+    if token.expires_at <= token.issued_at {
+        return Err(invalid(
+            "token expiry",
+            format!(
+                "expires_at {} is not after issued_at {}",
+                token.expires_at, token.issued_at
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An invite needs at least one use and an expiry after `now`.
+pub(crate) fn check_new_invite(uses: u32, expires_at: u64, now: u64) -> Result<(), StoreError> {
+    if uses == 0 {
+        return Err(invalid("invite uses", "must be at least 1".to_owned()));
+    }
+    if expires_at <= now {
+        return Err(invalid(
+            "invite expiry",
+            format!("{expires_at} is not after now ({now})"),
+        ));
+    }
+    Ok(())
+}
+
 /// The store test suite, written against the [`Store`] trait so every back end runs the same
 /// cases. Each case takes `open`, which opens a handle on one database: empty at the first
 /// call, the same database at every later call (a second seednode, or a restart).
@@ -725,6 +806,10 @@ pub(crate) mod suite {
     use cordon_membership::SecretKey;
 
     pub(crate) const NOW: u64 = 1_700_000_000;
+
+    /// A store being opened: what a case's `open` returns, so a back end whose open is async
+    /// (a database server) can run the suite as well as one whose open blocks briefly.
+    pub(crate) type Opening<S> = std::pin::Pin<Box<dyn Future<Output = S> + Send>>;
 
     pub(crate) fn net(name: &str) -> NetworkName {
         name.parse().unwrap()
@@ -772,9 +857,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn request_lifecycle_pending_then_approved<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let request = submit_new(&store, &net, &p).await;
         assert_eq!(request.status, RequestStatus::Pending);
@@ -840,9 +925,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn resubmission_returns_existing_pending_request_without_new_row<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let first = submit_new(&store, &net, &p).await;
         let again = store
@@ -858,9 +943,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn denied_peer_may_submit_again_as_new_row<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let first = submit_new(&store, &net, &p).await;
         let denied = store
@@ -877,7 +962,7 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn queue_caps_refuse_per_network_and_total<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
         let limits = StoreLimits {
             max_pending_total: 3,
@@ -885,7 +970,7 @@ pub(crate) mod suite {
             max_label_bytes: 64,
             ..StoreLimits::default()
         };
-        let store = open(limits);
+        let store = open(limits).await;
         let net = mainnet();
         submit_new(&store, &net, &peer(1)).await;
         submit_new(&store, &net, &peer(2)).await;
@@ -921,8 +1006,10 @@ pub(crate) mod suite {
         submit_new(&store, &net, &peer(3)).await;
     }
 
-    pub(crate) async fn hostile_labels_are_refused<S: Store>(open: impl Fn(StoreLimits) -> S) {
-        let store = open(StoreLimits::default());
+    pub(crate) async fn hostile_labels_are_refused<S: Store>(
+        open: impl Fn(StoreLimits) -> Opening<S>,
+    ) {
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let long = "x".repeat(65);
         let err = store
@@ -954,9 +1041,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn bulk_denial_selects_by_network_age_and_label_in_one_step<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let testnet: NetworkName = "testnet".parse().unwrap();
         let submit = |network: &NetworkName, n: u8, label: &'static str, at: u64| {
             let network = network.clone();
@@ -1024,13 +1111,14 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn expired_pending_requests_free_the_queue_at_the_next_request<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
         let store = open(StoreLimits {
             max_pending_per_network: 2,
             pending_ttl: std::time::Duration::from_secs(3600),
             ..StoreLimits::default()
-        });
+        })
+        .await;
         let net = mainnet();
         let submit = |n: u8, at: u64| {
             let (store, net) = (&store, net.clone());
@@ -1071,9 +1159,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn approve_or_deny_of_non_pending_is_refused<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let approved = submit_new(&store, &net, &p).await;
         store
@@ -1145,9 +1233,9 @@ pub(crate) mod suite {
     pub(crate) async fn approve_refuses_token_for_other_peer_or_network_and_changes_nothing<
         S: Store,
     >(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let request = submit_new(&store, &net, &p).await;
         let intruder = peer(66);
@@ -1166,9 +1254,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn duplicate_revocation_id_rolls_back_the_approval<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let net = mainnet();
         let a = submit_new(&store, &net, &peer(1)).await;
         let b = submit_new(&store, &net, &peer(2)).await;
@@ -1193,9 +1281,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn undelivered_until_marked_delivered_idempotently<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let request = submit_new(&store, &net, &p).await;
         let issued = store
@@ -1246,9 +1334,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn revoked_tokens_are_not_delivered<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let p = peer(1);
         let issued = store
             .issue_direct(new_token(&mainnet(), &p, 1))
@@ -1261,10 +1349,12 @@ pub(crate) mod suite {
         assert!(store.undelivered_for(&p).await.unwrap().is_empty());
     }
 
-    pub(crate) async fn data_survives_close_and_reopen<S: Store>(open: impl Fn(StoreLimits) -> S) {
+    pub(crate) async fn data_survives_close_and_reopen<S: Store>(
+        open: impl Fn(StoreLimits) -> Opening<S>,
+    ) {
         let net = mainnet();
         let (pending_id, token_id) = {
-            let store = open(StoreLimits::default());
+            let store = open(StoreLimits::default()).await;
             let pending = submit_new(&store, &net, &peer(2)).await;
             let approved = submit_new(&store, &net, &peer(1)).await;
             let token = store
@@ -1281,7 +1371,7 @@ pub(crate) mod suite {
                 .unwrap();
             (pending.id, token.token_id)
         };
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let pending = store.pending(None).await.unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, pending_id);
@@ -1296,11 +1386,11 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn second_handle_on_same_store_sees_committed_data<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
         let (net, p) = (mainnet(), peer(1));
-        let writer = open(StoreLimits::default());
-        let other = open(StoreLimits::default());
+        let writer = open(StoreLimits::default()).await;
+        let other = open(StoreLimits::default()).await;
         let request = submit_new(&writer, &net, &p).await;
         assert_eq!(
             other.request(request.id).await.unwrap(),
@@ -1330,9 +1420,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn revocation_bumps_version_and_appears_in_snapshot<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, test, p) = (mainnet(), testnet(), peer(1));
         assert_eq!(
             store.revocations().await.unwrap(),
@@ -1429,9 +1519,9 @@ pub(crate) mod suite {
     pub(crate) async fn revoked_entries_are_the_unexpired_revoked_tokens_of_one_network<
         S: Store,
     >(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p, q) = (mainnet(), peer(1), peer(2));
         let kept = store.issue_direct(new_token(&net, &p, 1)).await.unwrap();
         store.issue_direct(new_token(&net, &q, 2)).await.unwrap();
@@ -1454,9 +1544,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn rights_are_stored_with_the_token<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let mut token = new_token(&mainnet(), &peer(1), 1);
         token.rights = vec!["dht_put".to_owned()];
         let row = store.issue_direct(token).await.unwrap();
@@ -1466,9 +1556,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn revoke_peer_limited_to_one_network<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         store.issue_direct(new_token(&net, &p, 1)).await.unwrap();
         let test = store
@@ -1482,9 +1572,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn members_are_newest_unexpired_unrevoked_per_network_and_peer<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         // Peers sort by their base58 text; name the two so the expected order is known.
         let (first, second) = if p.to_base58() < peer(2).to_base58() {
@@ -1544,9 +1634,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn invites_are_single_use_by_default<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let net = mainnet();
         let hash = [1u8; 32];
         let invite = store
@@ -1562,8 +1652,10 @@ pub(crate) mod suite {
         assert!(!listed[0].is_usable(NOW + 2));
     }
 
-    pub(crate) async fn multi_use_invite_counts_down<S: Store>(open: impl Fn(StoreLimits) -> S) {
-        let store = open(StoreLimits::default());
+    pub(crate) async fn multi_use_invite_counts_down<S: Store>(
+        open: impl Fn(StoreLimits) -> Opening<S>,
+    ) {
+        let store = open(StoreLimits::default()).await;
         let net = mainnet();
         store
             .create_invite([2; 32], &net, 2, NOW + 600, NOW)
@@ -1574,8 +1666,10 @@ pub(crate) mod suite {
         assert!(!store.redeem_invite([2; 32], &net, NOW).await.unwrap());
     }
 
-    pub(crate) async fn expired_invite_is_refused<S: Store>(open: impl Fn(StoreLimits) -> S) {
-        let store = open(StoreLimits::default());
+    pub(crate) async fn expired_invite_is_refused<S: Store>(
+        open: impl Fn(StoreLimits) -> Opening<S>,
+    ) {
+        let store = open(StoreLimits::default()).await;
         let net = mainnet();
         store
             .create_invite([3; 32], &net, 1, NOW + 600, NOW)
@@ -1596,9 +1690,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn wrong_network_or_unknown_invite_is_refused<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, test) = (mainnet(), testnet());
         store
             .create_invite([5; 32], &net, 1, NOW + 600, NOW)
@@ -1619,9 +1713,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn submit_with_invite_redeems_and_queues_atomically<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         store
             .create_invite([7; 32], &net, 1, NOW + 600, NOW)
@@ -1658,9 +1752,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn submit_with_invite_upgrades_existing_pending_request<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let plain = submit_new(&store, &net, &p).await;
         assert!(!plain.invite_used);
@@ -1681,11 +1775,11 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn one_invite_admits_one_of_two_racing_handles<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
         let net = mainnet();
-        let a = open(StoreLimits::default());
-        let b = open(StoreLimits::default());
+        let a = open(StoreLimits::default()).await;
+        let b = open(StoreLimits::default()).await;
         a.create_invite([11; 32], &net, 1, NOW + 600, NOW)
             .await
             .unwrap();
@@ -1705,9 +1799,9 @@ pub(crate) mod suite {
     }
 
     pub(crate) async fn rows_serialize_to_json_with_hex_bytes<S: Store>(
-        open: impl Fn(StoreLimits) -> S,
+        open: impl Fn(StoreLimits) -> Opening<S>,
     ) {
-        let store = open(StoreLimits::default());
+        let store = open(StoreLimits::default()).await;
         let (net, p) = (mainnet(), peer(1));
         let token = store.issue_direct(new_token(&net, &p, 0xab)).await.unwrap();
         let json = serde_json::to_value(&token).unwrap();
@@ -1722,8 +1816,10 @@ pub(crate) mod suite {
     }
 
     /// Instantiates every case of the suite as a `#[tokio::test]` for one back end.
-    /// `$open` is an expression of type `fn(&Path) -> impl Fn(StoreLimits) -> S`, handed a
-    /// fresh temporary directory for the test.
+    /// `$open` is an expression of type `fn(&Path) -> impl Future<Output = O>` where
+    /// `O: Fn(StoreLimits) -> Opening<S>`: handed a fresh temporary directory for the test, it
+    /// prepares an empty database (a file there, or a fresh database on a server) and returns
+    /// the opener of handles on it.
     macro_rules! run_store_suite {
         ($open:expr) => {
             crate::store::suite::run_store_suite!(@cases $open;
@@ -1761,7 +1857,9 @@ pub(crate) mod suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let dir = tempfile::tempdir().unwrap();
-                    crate::store::suite::$case($open(dir.path())).await;
+                    let prepare = $open;
+                    let open = prepare(dir.path()).await;
+                    crate::store::suite::$case(open).await;
                 }
             )*
         };
