@@ -11,6 +11,9 @@ pub mod daemon;
 pub mod decide;
 pub mod operator;
 pub mod passphrase;
+#[cfg(any(test, feature = "pg-testing"))]
+pub mod pg_testing;
+pub mod postgres;
 pub mod service;
 pub mod sqlite;
 pub mod store;

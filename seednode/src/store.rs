@@ -5,8 +5,9 @@
 //! revocation ids are bytes): no cryptography, no clock, no networking. The join service
 //! ([`crate::service`]) calls it through the async [`Store`] trait, one method per operation,
 //! so a back end is swapped without touching the service: [`SqliteStore`] (the default, one
-//! embedded database file) runs SQLite on a thread of its own; a shared PostgreSQL back end for
-//! several seednodes of a network implements the same trait.
+//! embedded database file) runs SQLite on a thread of its own; [`PostgresStore`] (one
+//! PostgreSQL database shared by several seednodes of a network) runs each call as one
+//! serializable transaction on a pooled connection.
 //!
 //! # Invariants every back end keeps
 //! - **One pending request per (network, peer).** Resubmitting returns the existing request
@@ -38,6 +39,7 @@ use cordon_protocol::NetworkName;
 use libp2p::PeerId;
 use serde::{Serialize, Serializer};
 
+pub use crate::postgres::{PostgresOptions, PostgresStore};
 pub use crate::sqlite::SqliteStore;
 
 /// Bytes of an invite's code hash shown in listings (as hex).
@@ -317,6 +319,40 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("seednode database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL database could not be reached: a connection could not be made, was lost,
+    /// or none became free in the pool in time.
+    #[error(
+        "the seednode's PostgreSQL database is unreachable ({reason}); the operation was not \
+         applied; check that the server is running and reachable, then retry"
+    )]
+    DatabaseUnreachable {
+        /// What failed (never includes a password).
+        reason: String,
+    },
+    /// The PostgreSQL settings are unusable.
+    #[error("invalid PostgreSQL settings for the seednode store: {reason}")]
+    PostgresConfig {
+        /// What is wrong and how to fix it (never includes a password).
+        reason: String,
+    },
+    /// The PostgreSQL database has tables but no Cordon schema marker.
+    #[error(
+        "PostgreSQL database {database} has tables but is not a Cordon seednode store; \
+         give the seednodes a database of their own (`CREATE DATABASE cordon_seednode`)"
+    )]
+    ForeignPostgres {
+        /// The database name.
+        database: String,
+    },
+    /// A stored row cannot be read back (a value out of range or of an unknown kind).
+    #[error("seednode database holds an unreadable row ({reason}); restore a backup")]
+    Corrupt {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// PostgreSQL refused or failed an operation.
+    #[error("seednode database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 /// Where a join request stands.

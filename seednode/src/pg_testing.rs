@@ -1,0 +1,320 @@
+//! A real, throwaway PostgreSQL server for tests (no mocks), one per test process, and a fresh
+//! database on it for each test.
+//!
+//! The first call to [`fresh_database`] starts the server: `initdb` into a new temporary
+//! directory (data directory and Unix socket directory inside it), then `postgres` listening
+//! on `127.0.0.1` at a free port. PostgreSQL refuses to run as root, so when the tests run as
+//! root the directory is given to the `postgres` user and the server's tools run through
+//! `runuser -u postgres --`. Authentication is `trust` (the server only listens on loopback
+//! and a private socket directory), and `fsync` is off: test data need not survive a crash of
+//! the machine, and the tests run several times faster.
+//!
+//! # Cleanup
+//! The server runs under a small shell watchdog whose standard input is a pipe from this
+//! process. When this process ends, however it ends (even SIGKILL), the pipe closes; the
+//! watchdog then stops the server (fast shutdown) and deletes the temporary directory. So no
+//! server outlives `cargo test`.
+//!
+//! # Finding PostgreSQL
+//! The binaries are found with `pg_config --bindir`, else under `/usr/lib/postgresql/*/bin`.
+//! Without them the tests fail (never skip) with a message saying to run `scripts/setup`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::postgres::PostgresOptions;
+
+/// How long the server may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The test server of this process.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The directory holding its Unix socket.
+    pub socket_dir: PathBuf,
+    /// The watchdog; dropping its stdin (at process exit) stops the server.
+    _watchdog: Mutex<(Child, ChildStdin)>,
+}
+
+static SERVER: OnceLock<Result<TestServer, String>> = OnceLock::new();
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// The process's test server, started on first use.
+///
+/// # Panics
+/// If the server cannot be started (with the reason, e.g. that `scripts/setup` must be run).
+pub fn server() -> &'static TestServer {
+    match SERVER.get_or_init(start) {
+        Ok(server) => server,
+        Err(reason) => panic!("cannot start the test PostgreSQL server: {reason}"),
+    }
+}
+
+/// Creates a new, empty database on the test server and returns options that reach it over
+/// TCP as the `postgres` user (no password: the server trusts loopback).
+///
+/// # Panics
+/// If the server cannot be started or the database not created.
+pub async fn fresh_database() -> PostgresOptions {
+    let name = create_database().await;
+    PostgresOptions {
+        url: format!("postgres://postgres@127.0.0.1:{}/{name}", server().port),
+        ..PostgresOptions::default()
+    }
+}
+
+/// Creates a new, empty database on the test server and returns its name.
+///
+/// # Panics
+/// If the server cannot be started or the database not created.
+pub async fn create_database() -> String {
+    let server = server();
+    let name = format!("t_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
+    let client = admin(server, "postgres").await;
+    if let Err(e) = client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+    {
+        panic!(
+            "cannot create test database {name}: {}",
+            crate::postgres::pg_detail(&e)
+        );
+    }
+    name
+}
+
+/// A superuser connection to `database` on the test server, over its Unix socket.
+///
+/// # Panics
+/// If it cannot connect.
+pub async fn admin(server: &TestServer, database: &str) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(&server.socket_dir)
+        .port(server.port)
+        .user("postgres")
+        .dbname(database)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => panic!(
+            "cannot connect to the test PostgreSQL server: {}",
+            crate::postgres::pg_detail(&e)
+        ),
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// The directory of PostgreSQL's server binaries.
+fn bindir() -> Result<PathBuf, String> {
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_initdb(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .filter(|dir| has_initdb(dir))
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| {
+        "no PostgreSQL server binaries (initdb, postgres) found via `pg_config --bindir` or \
+         under /usr/lib/postgresql/*/bin; run `scripts/setup` to install postgresql-15"
+            .to_owned()
+    })
+}
+
+fn running_as_root() -> bool {
+    cordon_membership::ownership::effective_uid() == 0
+}
+
+/// A command for PostgreSQL's tool `program`, run as the `postgres` user when we are root.
+fn pg_command(program: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn start() -> Result<TestServer, String> {
+    let bin = bindir()?;
+    let root = tempfile::Builder::new()
+        .prefix("cordon-pg-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?
+        // The watchdog deletes it when the server stops.
+        .keep();
+    if running_as_root() {
+        let uid = id_of("-u")?;
+        let gid = id_of("-g")?;
+        std::os::unix::fs::chown(&root, Some(uid), Some(gid))
+            .map_err(|e| format!("cannot give {} to the postgres user: {e}", root.display()))?;
+    }
+    let data = root.join("data");
+    let socket_dir = root.join("socket");
+    run(pg_command(Path::new("mkdir")).arg(&socket_dir))?;
+    run(pg_command(&bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        .arg("--no-instructions"))?;
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = free_port()?;
+        match launch(&bin, &root, &data, &socket_dir, port) {
+            Ok(server) => return Ok(server),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+/// The postgres user's uid (`-u`) or gid (`-g`).
+fn id_of(flag: &str) -> Result<u32, String> {
+    let out = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .map_err(|e| format!("cannot run `id`: {e}"))?;
+    if !out.status.success() {
+        return Err(
+            "there is no postgres user; run `scripts/setup` to install postgresql-15".to_owned(),
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("cannot read the postgres user's id: {e}"))
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let out = command
+        .output()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{command:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// A port on 127.0.0.1 that nothing listened on a moment ago.
+///
+/// # Panics
+/// If no port can be bound.
+pub fn unused_port() -> u16 {
+    free_port().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the server may still lose it to a race;
+/// [`start`] then tries another).
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| format!("cannot find a free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// The watchdog: runs the server, stops it when its stdin (our pipe) closes, then deletes
+/// the temporary directory. fd 3 keeps the pipe for the background reader (a background job's
+/// own stdin is /dev/null).
+const WATCHDOG: &str = r#"
+exec 3<&0
+"$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 -c fsync=off \
+    -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    </dev/null 3<&- &
+pg=$!
+( cat <&3 >/dev/null; kill -INT "$pg" 2>/dev/null ) &
+wait "$pg"
+status=$?
+rm -rf "$5"
+exit "$status"
+"#;
+
+fn launch(
+    bin: &Path,
+    root: &Path,
+    data: &Path,
+    socket_dir: &Path,
+    port: u16,
+) -> Result<TestServer, String> {
+    let mut child = pg_command(Path::new("sh"))
+        .arg("-c")
+        .arg(WATCHDOG)
+        .arg("sh")
+        .arg(bin)
+        .arg(data)
+        .arg(socket_dir)
+        .arg(port.to_string())
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start postgres: {e}"))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| "the watchdog has no stdin".to_owned())?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut log = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut log);
+            }
+            return Err(format!("postgres exited ({status}) while starting: {log}"));
+        }
+        let ready = Command::new(bin.join("pg_isready"))
+            .arg("-h")
+            .arg(socket_dir)
+            .args(["-p", &port.to_string(), "-U", "postgres", "-q"])
+            .status()
+            .is_ok_and(|status| status.success());
+        if ready {
+            // The server's log goes nowhere from now on; keep the pipe from filling.
+            if let Some(stderr) = child.stderr.take() {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut { stderr }, &mut std::io::sink());
+                });
+            }
+            return Ok(TestServer {
+                port,
+                socket_dir: socket_dir.to_path_buf(),
+                _watchdog: Mutex::new((child, stdin)),
+            });
+        }
+        if Instant::now() > deadline {
+            drop(stdin);
+            let _ = child.wait();
+            return Err(format!(
+                "postgres did not answer within {START_TIMEOUT:?} on port {port}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
