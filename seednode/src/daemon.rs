@@ -1,8 +1,10 @@
 //! `seednode run`: the config file (`seednode.toml`), its checks, and the daemon itself.
 //!
 //! A seednode's config is the node's ([`cordon_node::config::DaemonFile`]) with a `[seednode]`
-//! table: the delegations it serves, `[seednode.store]` ([`StoreLimits`]) and
-//! `[seednode.service]` ([`ServiceConfig`]). It serves exactly the networks of its
+//! table: the delegations it serves, `[seednode.store]` ([`StoreLimits`]),
+//! `[seednode.postgres]` ([`PostgresOptions`]: keep the state in a PostgreSQL database shared
+//! with other seednodes instead of `<data>/seednode.db`) and `[seednode.service]`
+//! ([`ServiceConfig`]). It serves exactly the networks of its
 //! delegations. Everything is checked before the swarm starts, so a bad file fails fast with
 //! the file, key and fix.
 
@@ -20,8 +22,9 @@ use cordon_protocol::NetworkName;
 use serde::{Deserialize, Serialize};
 
 use crate::anchor;
+use crate::any_store::AnyStore;
 use crate::service::{SeedService, ServiceConfig};
-use crate::store::{SqliteStore, StoreLimits};
+use crate::store::{PostgresOptions, PostgresStore, SqliteStore, StoreLimits};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "seednode.db";
@@ -35,6 +38,11 @@ pub struct SeednodeSection {
     pub delegations: Vec<PathBuf>,
     /// `[seednode.store]`: bounds on the join-request queue.
     pub store: StoreLimits,
+    /// `[seednode.postgres]`: when present, the state lives in this PostgreSQL database
+    /// (shared by several seednodes of a network) instead of `<data>/seednode.db`. Default:
+    /// absent (SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresOptions>,
     /// `[seednode.service]`: default roles, label and invite-code sizes.
     pub service: ServiceConfig,
 }
@@ -42,12 +50,22 @@ pub struct SeednodeSection {
 impl Section for SeednodeSection {
     fn validate(&self) -> Result<(), Invalid> {
         self.store.validate().map_err(|e| e.within("store"))?;
+        if let Some(postgres) = &self.postgres {
+            postgres.validate().map_err(|e| e.within("postgres"))?;
+        }
         self.service.validate().map_err(|e| e.within("service"))
     }
 
     fn resolve_paths(&mut self, file: &Path) {
         for p in &mut self.delegations {
             *p = resolve(file, p);
+        }
+        if let Some(password_file) = self
+            .postgres
+            .as_mut()
+            .and_then(|postgres| postgres.password_file.as_mut())
+        {
+            *password_file = resolve(file, password_file);
         }
     }
 }
@@ -64,7 +82,7 @@ pub struct Prepared {
     pub identity: SecretKey,
     /// One issuer per delegation.
     pub issuers: Vec<Issuer>,
-    /// Where the database lives.
+    /// Where the SQLite database lives (unused when `[seednode.postgres]` is set).
     pub database: PathBuf,
 }
 
@@ -164,7 +182,15 @@ pub async fn run(
         issuers,
         database,
     } = prepare(file, source)?;
-    let store = SqliteStore::open(&database, file.seednode.store.clone())?;
+    let limits = file.seednode.store.clone();
+    let store = match &file.seednode.postgres {
+        Some(options) => {
+            let store = PostgresStore::open(options, limits).await?;
+            tracing::info!(postgres = ?store.options(), "seednode state in PostgreSQL");
+            AnyStore::from(store)
+        }
+        None => AnyStore::from(SqliteStore::open(&database, limits)?),
+    };
     let data_dir = DataDir::open(&config.data_dir)
         .map(|(d, _)| d)
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
@@ -257,6 +283,38 @@ mod tests {
     }
 
     #[test]
+    fn the_example_documents_every_postgres_key_commented_out() {
+        // The table is optional, so it stands commented out; uncommented it parses to the
+        // defaults (with an example url and password file) and names every key.
+        let block: String = EXAMPLE
+            .lines()
+            .skip_while(|line| *line != "# [seednode.postgres]")
+            .skip(1)
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| {
+                line.split_once(" = ")
+                    .is_some_and(|(key, _)| !key.contains(' '))
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let parsed: PostgresOptions =
+            cordon_host::config::parse_toml(Path::new("x"), &block).unwrap();
+        let expected = PostgresOptions {
+            url: "postgres://cordon@db.example:5432/cordon".to_owned(),
+            password_file: Some("postgres.password".into()),
+            ..PostgresOptions::default()
+        };
+        assert_eq!(parsed, expected);
+        let missing = cordon_host::config::undocumented_keys(&expected, &block).unwrap();
+        assert!(
+            missing.is_empty(),
+            "[seednode.postgres] keys missing from seednode.example.toml: {missing:?}"
+        );
+        parsed.validate().unwrap();
+    }
+
+    #[test]
     fn seednode_values_are_checked_with_their_full_key() {
         let err = |text: &str| {
             let file: SeedFile =
@@ -273,6 +331,16 @@ mod tests {
         );
         assert!(
             err("[seednode.service]\ndefault_roles = [\"Bad Role\"]\n").contains("not a role name")
+        );
+        let message = err("[seednode.postgres]\nurl = \"postgres://u:hunter2@db/x\"\n");
+        assert!(
+            message.starts_with("seednode.postgres.url holds a password"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(
+            err("[seednode.postgres]\nurl = \"postgres://u@db/x\"\npool_size = 0\n")
+                .starts_with("seednode.postgres.pool_size")
         );
     }
 }

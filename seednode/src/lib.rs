@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod anchor;
+pub mod any_store;
 pub mod daemon;
 pub mod decide;
 pub mod operator;

@@ -207,6 +207,11 @@ struct RunArgs {
     /// network served. Overrides `[seednode] delegations`.
     #[arg(long = "delegation", value_name = "FILE")]
     delegations: Vec<PathBuf>,
+    /// Keep the seednode's state in this PostgreSQL database, shared with the network's other
+    /// seednodes (postgres://USER@HOST:PORT/DB, no password: see `[seednode.postgres]`),
+    /// instead of <data>/seednode.db. Overrides `[seednode.postgres] url`.
+    #[arg(long = "store", value_name = "URL")]
+    store: Option<String>,
     /// Validate the configuration and exit without starting (same as `check-config`).
     #[arg(long)]
     check: bool,
@@ -464,6 +469,14 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
     let (mut file, source) = args.daemon.load::<SeednodeSection>()?;
     if !args.delegations.is_empty() {
         file.seednode.delegations = args.delegations;
+    }
+    if let Some(url) = args.store {
+        file.seednode
+            .postgres
+            .get_or_insert_with(Default::default)
+            .url = url;
+        file.validate()
+            .context("checking --store (the PostgreSQL database url)")?;
     }
     if args.check {
         println!("{}", daemon::check(&file, &source)?);

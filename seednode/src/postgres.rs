@@ -196,17 +196,13 @@ impl fmt::Debug for PostgresOptions {
 }
 
 impl PostgresOptions {
-    /// Checks the bounds: a non-empty url, a pool of 1 to 1,024 connections, a pool wait of
-    /// 10 ms to 10 minutes, a connect timeout of 100 ms to 10 minutes, a statement timeout of
-    /// 100 ms to an hour.
+    /// Checks the settings without touching the network: a url that parses, names a user and
+    /// holds no password; a pool of 1 to 1,024 connections, a pool wait of 10 ms to 10
+    /// minutes, a connect timeout of 100 ms to 10 minutes, a statement timeout of 100 ms to an
+    /// hour.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
-        use cordon_host::config::{Invalid, duration_in_range, in_range};
-        if self.url.trim().is_empty() {
-            return Err(Invalid::new(
-                "url",
-                "is required, e.g. \"postgres://cordon@db.example:5432/cordon\"",
-            ));
-        }
+        use cordon_host::config::{duration_in_range, in_range};
+        self.parse_url()?;
         in_range("pool_size", self.pool_size, 1, 1024)?;
         duration_in_range(
             "pool_wait",
@@ -228,30 +224,49 @@ impl PostgresOptions {
         )
     }
 
-    /// The connection settings: the parsed url with the timeouts and the password from
-    /// `password_file`, `PGPASSWORD` or the passfile.
-    fn connection_config(&self) -> Result<tokio_postgres::Config, StoreError> {
-        let mut config: tokio_postgres::Config = self.url.parse().map_err(|e| {
-            config_error(format!(
-                "url {} cannot be parsed ({}); write postgres://USER@HOST:PORT/DB",
-                redact_url(&self.url),
-                pg_detail(&e)
-            ))
+    /// The url, parsed and checked (see [`PostgresOptions::validate`]).
+    fn parse_url(&self) -> Result<tokio_postgres::Config, cordon_host::config::Invalid> {
+        use cordon_host::config::Invalid;
+        if self.url.trim().is_empty() {
+            return Err(Invalid::new(
+                "url",
+                "is required, e.g. \"postgres://cordon@db.example:5432/cordon\"",
+            ));
+        }
+        let config: tokio_postgres::Config = self.url.parse().map_err(|e| {
+            Invalid::new(
+                "url",
+                format!(
+                    "{} cannot be parsed ({}); write postgres://USER@HOST:PORT/DB",
+                    redact_url(&self.url),
+                    pg_detail(&e)
+                ),
+            )
         })?;
         if config.get_password().is_some() {
-            return Err(config_error(
-                "the url holds a password, which would show on command lines and in \
+            return Err(Invalid::new(
+                "url",
+                "holds a password, which would show in config files, command lines and \
                  process listings; remove it and put the password in a file named by \
-                 password_file (mode 0600), PGPASSWORD or ~/.pgpass"
-                    .to_owned(),
+                 password_file (mode 0600), PGPASSWORD or ~/.pgpass",
             ));
         }
         if config.get_user().is_none() {
-            return Err(config_error(format!(
-                "url {} names no user; write postgres://USER@HOST:PORT/DB",
-                redact_url(&self.url)
-            )));
+            return Err(Invalid::new(
+                "url",
+                format!(
+                    "{} names no user; write postgres://USER@HOST:PORT/DB",
+                    redact_url(&self.url)
+                ),
+            ));
         }
+        Ok(config)
+    }
+
+    /// The connection settings: the parsed url with the timeouts and the password from
+    /// `password_file`, `PGPASSWORD` or the passfile.
+    fn connection_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let mut config = self.parse_url().map_err(|e| config_error(e.to_string()))?;
         let sources = PasswordSources {
             password_file: self.password_file.clone(),
             pgpassword: std::env::var_os("PGPASSWORD").map(|v| v.into_encoded_bytes()),
