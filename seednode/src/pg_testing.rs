@@ -6,8 +6,9 @@
 //! on `127.0.0.1` at a free port. PostgreSQL refuses to run as root, so when the tests run as
 //! root the directory is given to the `postgres` user and the server's tools run through
 //! `runuser -u postgres --`. Authentication is `trust` (the server only listens on loopback
-//! and a private socket directory), and `fsync` is off: test data need not survive a crash of
-//! the machine, and the tests run several times faster.
+//! and a private socket directory), except for the role [`PASSWORD_ROLE`], which must give its
+//! password ([`PASSWORD`], SCRAM) over TCP, for tests of password handling. `fsync` is off:
+//! test data need not survive a crash of the machine, and the tests run several times faster.
 //!
 //! # Cleanup
 //! The server runs under a small shell watchdog whose standard input is a pipe from this
@@ -42,6 +43,19 @@ pub struct TestServer {
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
 
+/// A login role that must authenticate with [`PASSWORD`] over TCP.
+pub const PASSWORD_ROLE: &str = "cordon_pw";
+
+/// [`PASSWORD_ROLE`]'s password.
+pub const PASSWORD: &str = "pw-for-tests-only";
+
+/// Who may connect how: everyone over the socket, [`PASSWORD_ROLE`] over TCP with its
+/// password, everyone else over TCP without one.
+const HBA: &str = "local all all trust
+host all cordon_pw 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 trust
+";
+
 static SERVER: OnceLock<Result<TestServer, String>> = OnceLock::new();
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
 
@@ -69,16 +83,37 @@ pub async fn fresh_database() -> PostgresOptions {
     }
 }
 
+/// Creates a new, empty database owned by [`PASSWORD_ROLE`] and returns options that reach
+/// it over TCP as that role, without a password: the caller supplies [`PASSWORD`] (or a
+/// wrong one).
+///
+/// # Panics
+/// If the server cannot be started or the database not created.
+pub async fn fresh_password_database() -> PostgresOptions {
+    let name = create_database_owned_by(PASSWORD_ROLE).await;
+    PostgresOptions {
+        url: format!(
+            "postgres://{PASSWORD_ROLE}@127.0.0.1:{}/{name}",
+            server().port
+        ),
+        ..PostgresOptions::default()
+    }
+}
+
 /// Creates a new, empty database on the test server and returns its name.
 ///
 /// # Panics
 /// If the server cannot be started or the database not created.
 pub async fn create_database() -> String {
+    create_database_owned_by("postgres").await
+}
+
+async fn create_database_owned_by(owner: &str) -> String {
     let server = server();
     let name = format!("t_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
     let client = admin(server, "postgres").await;
     if let Err(e) = client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
         .await
     {
         panic!(
@@ -177,11 +212,25 @@ fn start() -> Result<TestServer, String> {
         .arg(&data)
         .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
         .arg("--no-instructions"))?;
+    run(pg_command(Path::new("sh"))
+        .args(["-c", "printf '%s' \"$2\" > \"$1\"", "sh"])
+        .arg(data.join("pg_hba.conf"))
+        .arg(HBA))?;
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port()?;
         match launch(&bin, &root, &data, &socket_dir, port) {
-            Ok(server) => return Ok(server),
+            Ok(server) => {
+                run(Command::new(bin.join("psql"))
+                    .arg("-h")
+                    .arg(&socket_dir)
+                    .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+                    .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+                    .arg(format!(
+                        "CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'"
+                    )))?;
+                return Ok(server);
+            }
             Err(e) => last_error = e,
         }
     }

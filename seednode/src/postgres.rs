@@ -1870,6 +1870,69 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_password_file_authenticates_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, password: &str| {
+            let file = dir.path().join(name);
+            std::fs::write(&file, format!("{password}\n")).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            file
+        };
+        let base = crate::pg_testing::fresh_password_database().await;
+
+        // The right password: the role authenticates (SCRAM over TCP) and the store works.
+        let good = PostgresOptions {
+            password_file: Some(write("good", crate::pg_testing::PASSWORD)),
+            ..base.clone()
+        };
+        let store = open(&good).await;
+        store
+            .submit_request(&mainnet(), &peer(1), None, false, NOW)
+            .await
+            .unwrap();
+        assert!(!format!("{store:?}").contains(crate::pg_testing::PASSWORD));
+
+        // A wrong one: the server refuses, and no message shows it. (A password file takes
+        // precedence over PGPASSWORD and ~/.pgpass, so this does not depend on the
+        // environment.)
+        let wrong = "wrong-pw-do-not-show";
+        let options = PostgresOptions {
+            password_file: Some(write("wrong", wrong)),
+            ..base.clone()
+        };
+        let err = PostgresStore::open(&options, StoreLimits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::DatabaseUnreachable { reason }
+                if reason.contains("password authentication failed")),
+            "{err:?}"
+        );
+        for shown in [err.to_string(), format!("{err:?}"), format!("{options:?}")] {
+            assert!(!shown.contains(wrong), "{shown}");
+        }
+
+        // An unreachable server: the error does not show the password either.
+        let unreachable = PostgresOptions {
+            url: format!(
+                "postgres://postgres@127.0.0.1:{}/nothing",
+                crate::pg_testing::unused_port()
+            ),
+            ..good
+        };
+        let err = PostgresStore::open(&unreachable, StoreLimits::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::DatabaseUnreachable { .. }),
+            "{err:?}"
+        );
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains(crate::pg_testing::PASSWORD), "{shown}");
+        }
+    }
+
+    #[tokio::test]
     async fn unix_socket_url_reaches_the_server() {
         let name = create_database().await;
         let server = server();
