@@ -192,9 +192,16 @@ fn pg_command(program: &Path) -> Command {
 
 fn start() -> Result<TestServer, String> {
     let bin = bindir()?;
+    // As root, under /tmp: the postgres user must reach the directory, and TMPDIR may be
+    // private to root. (Its short path also keeps the socket path under its 107-byte limit.)
+    let parent = if running_as_root() {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    };
     let root = tempfile::Builder::new()
         .prefix("cordon-pg-")
-        .tempdir()
+        .tempdir_in(&parent)
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?
         // The watchdog deletes it when the server stops.
         .keep();
