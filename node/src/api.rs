@@ -463,6 +463,9 @@ pub struct RevocationHeadView {
     pub peers_behind: usize,
     /// Two different heads seen for one version of this signer.
     pub equivocations: u64,
+    /// When this node applied the head (unix milliseconds); `None` for a head loaded from
+    /// the data directory at start.
+    pub applied_at_ms: Option<u64>,
 }
 
 /// Membership checks in [`Status`].

@@ -120,6 +120,9 @@ pub struct Revocations {
     announces: HashMap<NetworkName, (u64, u64)>,
     /// When we last asked peers for newer heads because of staleness (unix seconds).
     last_stale_sync: Option<u64>,
+    /// When this process applied each signer's current head, per network (unix
+    /// milliseconds), for `status`. Bounded by networks times signers.
+    applied_at: HashMap<(NetworkName, PublicKey), u64>,
 }
 
 impl Revocations {
@@ -168,6 +171,7 @@ impl Revocations {
             received: HashMap::new(),
             announces: HashMap::new(),
             last_stale_sync: None,
+            applied_at: HashMap::new(),
         }
     }
 
@@ -204,6 +208,10 @@ impl Revocations {
                     age_secs: now_secs.saturating_sub(s.issued_at),
                     peers_behind,
                     equivocations: state.set.equivocations_of(&s.signer),
+                    applied_at_ms: self
+                        .applied_at
+                        .get(&(network.clone(), s.signer.clone()))
+                        .copied(),
                 }
             })
             .collect()
@@ -431,7 +439,9 @@ impl Revocations {
                 version,
                 added,
             } => {
-                self.enforce(swarm, report, network, &signer, version, &added, "local");
+                self.enforce(
+                    swarm, report, network, &signer, version, &added, "local", now,
+                );
                 self.push(swarm, network, &update, None);
                 Ok(version)
             }
@@ -614,7 +624,9 @@ impl Revocations {
                         version,
                         added,
                     }) => {
-                        self.enforce(swarm, report, &network, &signer, version, &added, "push");
+                        self.enforce(
+                            swarm, report, &network, &signer, version, &added, "push", now,
+                        );
                         self.announce(swarm, &network, Some(peer));
                         RevocationResponse::Ack
                     }
@@ -667,7 +679,9 @@ impl Revocations {
                     version,
                     added,
                 }) => {
-                    self.enforce(swarm, report, network, &signer, version, &added, "sync");
+                    self.enforce(
+                        swarm, report, network, &signer, version, &added, "sync", now,
+                    );
                     self.announce(swarm, network, Some(peer));
                 }
                 Ok(Accepted::Known | Accepted::NeedSnapshot) => {}
@@ -816,7 +830,13 @@ impl Revocations {
         version: u64,
         added: &[RevocationId],
         via: &str,
+        now: SystemTime,
     ) {
+        let at_ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.applied_at
+            .insert((network.clone(), signer.clone()), at_ms);
         let ids: BTreeSet<RevocationId> = added.iter().cloned().collect();
         let closed = if ids.is_empty() {
             0
