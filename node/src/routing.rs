@@ -23,7 +23,9 @@
 //!   find it moments after its approval. One lookup of a network at a time: in a burst of
 //!   approvals every new member's first lookup goes through the seednode.
 //! - A node keeps connections: per network and bucket of its table, up to `keep_per_bucket`
-//!   entries proven on a live connection (those kept before first). Each kept connection
+//!   members proven on a live connection (those kept before first). Seednodes are left out
+//!   (one is kept only while no member is): every member routes its seednode, and a seednode
+//!   kept by all of them would fill its `max_connections` and admit no more joiners. Each kept connection
 //!   exchanges revocation heads, flagged `keep`, when it is first kept and then every half
 //!   `idle_timeout`; that new stream keeps it open on both ends, and the flag keeps the peer's
 //!   connection budget ([`crate::budget`]) from closing it, so a member whose other
@@ -413,16 +415,27 @@ impl Routing {
         for (network, _) in &self.networks {
             let session = &mut swarm.behaviour_mut().session;
             let verified = session.sessions().verified_peers(network);
+            let seednodes = session
+                .sessions()
+                .proven_peers(network, ProofKind::Seednode);
             let before = self.keep.kept.remove(network).unwrap_or_default();
             let mut kept = HashMap::new();
             let Some(kad) = session.kad(network) else {
                 continue;
             };
+            // Seednodes are in every member's table: were they kept like members, a seednode
+            // would hold a connection from every member and admit no joiner past
+            // `max_connections`. They are kept only while no member is.
+            let mut seeds_live = Vec::new();
             for bucket in kad.kbuckets() {
                 let Some(index) = bucket.range().0.ilog2() else {
                     continue;
                 };
-                let entries: Vec<PeerId> = bucket.iter().map(|e| *e.node.key.preimage()).collect();
+                let (seeds, entries): (Vec<PeerId>, Vec<PeerId>) = bucket
+                    .iter()
+                    .map(|e| *e.node.key.preimage())
+                    .partition(|p| seednodes.contains(p));
+                seeds_live.extend(seeds.into_iter().filter(|p| verified.contains(p)));
                 let chosen = choose_kept(&entries, &verified, &before, self.keep.per_bucket);
                 for peer in &chosen {
                     // A peer kept anew hears so at once: its budget then spares the connection.
@@ -442,6 +455,15 @@ impl Routing {
                         self.keep.filled.insert(key, (now, attempt.wrapping_add(1)));
                         fill.push((entries[attempt % entries.len()], network.clone()));
                     }
+                }
+            }
+            if kept.is_empty() && self.keep.per_bucket > 0 {
+                for peer in choose_kept(&seeds_live, &verified, &before, 1) {
+                    let last = before.get(&peer).copied().unwrap_or_else(|| {
+                        due.push((peer, network.clone()));
+                        now
+                    });
+                    kept.insert(peer, last);
                 }
             }
             for (peer, last) in &mut kept {

@@ -440,3 +440,60 @@ fn over_its_connection_budget_a_member_closes_spare_connections_and_still_reache
         assert!(run.ok && run.stdout.contains("pong"), "{run:?}");
     }
 }
+
+/// A seednode that can hold three connections, keeps none of its own choice, and holds one once
+/// the others are idle (a one-second grace).
+const SEED_CAPPED: &str = "[limits]\nmax_connections = 3\nconnection_budget = 1\n\
+keep_per_bucket = 0\nrequest_timeout = \"1s\"\nidle_timeout = \"2s\"\n";
+
+/// Members that keep a connection per bucket (the default) and retry a refused join soon.
+const KEEPING: &str = "[limits]\nkeep_per_bucket = 1\nidle_timeout = \"2s\"\n\
+max_join_backoff = \"3s\"\n";
+
+#[test]
+fn members_do_not_keep_their_seednode_so_a_seednode_at_its_connection_cap_still_admits_joiners() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let seed_config = dir.path().join("seed.toml");
+    std::fs::write(&seed_config, SEED_CAPPED).unwrap();
+    let _seed_daemon = net.start_seednode_with("mainnet", &["--config", path_str(&seed_config)]);
+    let seed = net.network("mainnet").clone();
+    // Three members fill the seednode's connections; once they route each other, they keep
+    // connections to members, and the seednode's budget closes theirs to it.
+    let first = approved_members(&net, &seed, dir.path(), KEEPING, 3);
+    wait_until(SETTLE, "every member to route another member", || {
+        let sizes: Vec<usize> = tables(&first, &seed.seed_peer_id)
+            .values()
+            .map(BTreeSet::len)
+            .collect();
+        if sizes.iter().all(|&n| n >= 1) {
+            Ok(())
+        } else {
+            Err(format!("table sizes {sizes:?}"))
+        }
+    });
+    // Newcomers need a connection to the seednode to ask to join: were the members keeping
+    // theirs, every slot would stay taken and no request would ever arrive.
+    let path = dir.path().join("members.toml");
+    let later: Vec<Node> = (3..6)
+        .map(|i| {
+            net.start_node(
+                &format!("m{i}"),
+                &["mainnet"],
+                &["--config", path_str(&path)],
+            )
+        })
+        .collect();
+    for m in &later {
+        let id = wait_pending(
+            &seed.seed_data,
+            "mainnet",
+            &m.peer_id,
+            Duration::from_secs(60),
+        );
+        cordon_tests::approve(&seed.seed_data, id);
+        m.wait_state("mainnet", "member", JOIN);
+    }
+}
