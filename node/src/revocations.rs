@@ -208,10 +208,7 @@ impl Revocations {
                     age_secs: now_secs.saturating_sub(s.issued_at),
                     peers_behind,
                     equivocations: state.set.equivocations_of(&s.signer),
-                    applied_at_ms: self
-                        .applied_at
-                        .get(&(network.clone(), s.signer.clone()))
-                        .copied(),
+                    applied_at_ms: self.applied_at.get(&(network.clone(), s.signer)).copied(),
                 }
             })
             .collect()
@@ -835,8 +832,7 @@ impl Revocations {
         let at_ms = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.applied_at
-            .insert((network.clone(), signer.clone()), at_ms);
+        self.applied_at.insert((network.clone(), *signer), at_ms);
         let ids: BTreeSet<RevocationId> = added.iter().cloned().collect();
         let closed = if ids.is_empty() {
             0

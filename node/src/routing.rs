@@ -25,11 +25,11 @@
 //! - A node keeps connections: per network and bucket of its table, up to `keep_per_bucket`
 //!   members proven on a live connection (those kept before first). Seednodes are left out
 //!   (one is kept only while no member is): every member routes its seednode, and a seednode
-//!   kept by all of them would fill its `max_connections` and admit no more joiners. Each kept connection
-//!   exchanges revocation heads, flagged `keep`, when it is first kept and then every half
-//!   `idle_timeout`; that new stream keeps it open on both ends, and the flag keeps the peer's
-//!   connection budget ([`crate::budget`]) from closing it, so a member whose other
-//!   connections closed still hears revocations at once. A bucket with entries but no
+//!   kept by all of them would fill its `max_connections` and admit no more joiners. Each
+//!   kept connection exchanges revocation heads, flagged `keep`, when it is first kept and
+//!   then every half `idle_timeout`; that new stream keeps it open on both ends, and the flag
+//!   keeps the peer's connection budget ([`crate::budget`]) from closing it, so a member whose
+//!   other connections closed still hears revocations at once. A bucket with entries but no
 //!   connected one gets a dial at most every half `idle_timeout`.
 //! - The address book holds at most `max_address_book` peers and `max_addrs_per_peer`
 //!   addresses each; a peer leaves a network's entry when it leaves that network's table for
@@ -426,7 +426,7 @@ impl Routing {
             // Seednodes are in every member's table: were they kept like members, a seednode
             // would hold a connection from every member and admit no joiner past
             // `max_connections`. They are kept only while no member is.
-            let mut seeds_live = Vec::new();
+            let (mut seeds_live, mut chosen_all) = (Vec::new(), Vec::new());
             for bucket in kad.kbuckets() {
                 let Some(index) = bucket.range().0.ilog2() else {
                     continue;
@@ -437,14 +437,6 @@ impl Routing {
                     .partition(|p| seednodes.contains(p));
                 seeds_live.extend(seeds.into_iter().filter(|p| verified.contains(p)));
                 let chosen = choose_kept(&entries, &verified, &before, self.keep.per_bucket);
-                for peer in &chosen {
-                    // A peer kept anew hears so at once: its budget then spares the connection.
-                    let last = before.get(peer).copied().unwrap_or_else(|| {
-                        due.push((*peer, network.clone()));
-                        now
-                    });
-                    kept.insert(*peer, last);
-                }
                 if chosen.is_empty() && self.keep.per_bucket > 0 && !entries.is_empty() {
                     // Each attempt dials the next entry, so one unreachable entry does not
                     // leave the bucket without a connection.
@@ -456,15 +448,18 @@ impl Routing {
                         fill.push((entries[attempt % entries.len()], network.clone()));
                     }
                 }
+                chosen_all.extend(chosen);
             }
-            if kept.is_empty() && self.keep.per_bucket > 0 {
-                for peer in choose_kept(&seeds_live, &verified, &before, 1) {
-                    let last = before.get(&peer).copied().unwrap_or_else(|| {
-                        due.push((peer, network.clone()));
-                        now
-                    });
-                    kept.insert(peer, last);
-                }
+            if chosen_all.is_empty() && self.keep.per_bucket > 0 {
+                chosen_all = choose_kept(&seeds_live, &verified, &before, 1);
+            }
+            for peer in chosen_all {
+                // A peer kept anew hears so at once: its budget then spares the connection.
+                let last = before.get(&peer).copied().unwrap_or_else(|| {
+                    due.push((peer, network.clone()));
+                    now
+                });
+                kept.insert(peer, last);
             }
             for (peer, last) in &mut kept {
                 if now.saturating_duration_since(*last) >= self.keep.every {

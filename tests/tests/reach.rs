@@ -441,12 +441,14 @@ fn over_its_connection_budget_a_member_closes_spare_connections_and_still_reache
     }
 }
 
-/// A seednode that can hold three connections, keeps none of its own choice, and holds one once
+/// A seednode that can hold four connections, keeps none of its own choice, and holds one once
 /// the others are idle (a one-second grace).
-const SEED_CAPPED: &str = "[limits]\nmax_connections = 3\nconnection_budget = 1\n\
+const SEED_CAPPED: &str = "[limits]\nmax_connections = 4\nconnection_budget = 1\n\
 keep_per_bucket = 0\nrequest_timeout = \"1s\"\nidle_timeout = \"2s\"\n";
 
-/// Members that keep a connection per bucket (the default) and retry a refused join soon.
+/// Members that keep a connection per bucket, close other connections after two idle seconds
+/// (so their seednode is often the one verified peer they have when they choose), and retry a
+/// refused join soon.
 const KEEPING: &str = "[limits]\nkeep_per_bucket = 1\nidle_timeout = \"2s\"\n\
 max_join_backoff = \"3s\"\n";
 
@@ -460,8 +462,8 @@ fn members_do_not_keep_their_seednode_so_a_seednode_at_its_connection_cap_still_
     std::fs::write(&seed_config, SEED_CAPPED).unwrap();
     let _seed_daemon = net.start_seednode_with("mainnet", &["--config", path_str(&seed_config)]);
     let seed = net.network("mainnet").clone();
-    // Three members fill the seednode's connections; once they route each other, they keep
-    // connections to members, and the seednode's budget closes theirs to it.
+    // Three members take three of the seednode's four connections; once they route each other,
+    // they keep connections to members, and the seednode's budget closes theirs to it.
     let first = approved_members(&net, &seed, dir.path(), KEEPING, 3);
     wait_until(SETTLE, "every member to route another member", || {
         let sizes: Vec<usize> = tables(&first, &seed.seed_peer_id)
@@ -474,8 +476,25 @@ fn members_do_not_keep_their_seednode_so_a_seednode_at_its_connection_cap_still_
             Err(format!("table sizes {sizes:?}"))
         }
     });
+    // No member keeps its seednode once it keeps members: the seednode's budget closes their
+    // connections (when each kept it, all three stayed open for good).
+    let held = wait_until(
+        Duration::from_secs(30),
+        "the seednode to close spare member connections down to its budget",
+        || {
+            let held = cordon_tests::node_status(&seed.seed_data)["connections"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+            if held <= 1 {
+                Ok(held)
+            } else {
+                Err(format!("the seednode holds {held} connections"))
+            }
+        },
+    );
+    eprintln!("seednode connections once the members keep each other: {held}");
     // Newcomers need a connection to the seednode to ask to join: were the members keeping
-    // theirs, every slot would stay taken and no request would ever arrive.
+    // theirs, they would queue for the one slot left.
     let path = dir.path().join("members.toml");
     let later: Vec<Node> = (3..6)
         .map(|i| {
