@@ -593,7 +593,7 @@ impl PostgresStore {
 
     /// A pooled connection, or [`StoreError::DatabaseUnreachable`] once
     /// [`PostgresOptions::pool_wait`] passed without one.
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             let reason = match e {
                 PoolError::Timeout(_) => format!(
