@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use cordon_seednode::pg_testing;
-use cordon_tests::{Net, approve, cli, members, node_state, path_str, wait_for, wait_pending};
+use cordon_tests::{
+    Net, approve, cli, members, node_state, path_str, pending, wait_for, wait_pending,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -78,4 +80,86 @@ fn a_seednode_keeps_its_state_in_postgres_across_a_restart() {
         (node_state(&node.data, "mainnet").as_deref() == Some("member")).then_some(())
     });
     assert_eq!(members(&seed_data).len(), 1);
+}
+
+#[test]
+fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = runtime.block_on(pg_testing::fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let seed_data = net.network("mainnet").seed_data.clone();
+    let database_file = seed_data.join("seednode.db");
+
+    // A seednode on SQLite: one node approved and a member, one still pending.
+    let mut seed = net.start_seednode("mainnet");
+    let member = net.start_node("member", &["mainnet"], &[]);
+    let id = wait_pending(&seed_data, "mainnet", &member.peer_id, WAIT);
+    approve(&seed_data, id);
+    wait_for(WAIT, "the approved node to become a member", || {
+        (node_state(&member.data, "mainnet").as_deref() == Some("member")).then_some(())
+    });
+    let waiting = net.start_node("waiting", &["mainnet"], &[]);
+    let waiting_id = wait_pending(&seed_data, "mainnet", &waiting.peer_id, WAIT);
+    let members_before = members(&seed_data);
+    let pending_before = pending(&seed_data);
+    assert_eq!(members_before.len(), 1);
+    assert_eq!(pending_before.len(), 1);
+
+    let from = format!("sqlite:{}", path_str(&database_file));
+    let migrate = |json: bool| {
+        let mut args = vec!["store", "migrate", "--from", &from, "--to", &options.url];
+        if json {
+            args.push("--json");
+        }
+        cli("seednode", &args)
+    };
+    // While the seednode runs, the copy is refused: it would miss what the seednode does next.
+    let refused = migrate(true);
+    assert!(!refused.ok, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("stop it first"),
+        "{}",
+        refused.stderr
+    );
+
+    seed.stop();
+    let summary = migrate(true).success().json();
+    assert_eq!(summary["requests"], 2, "{summary}");
+    assert_eq!(summary["pending"], 1, "{summary}");
+    assert_eq!(summary["approved"], 1, "{summary}");
+    assert_eq!(summary["tokens"], 1, "{summary}");
+    // The target now holds the data: a second copy is refused with what it holds.
+    let again = migrate(false);
+    assert!(!again.ok, "{}", again.stdout);
+    assert!(
+        again.stderr.contains("already holds seednode data"),
+        "{}",
+        again.stderr
+    );
+
+    // The seednode restarted on PostgreSQL lists the same members and requests, ids included.
+    std::fs::remove_file(&database_file).unwrap();
+    let _seed = net.start_seednode_with("mainnet", &["--store", &options.url]);
+    assert_eq!(members(&seed_data), members_before);
+    assert_eq!(pending(&seed_data), pending_before);
+    assert!(
+        !database_file.exists(),
+        "the seednode did not fall back to SQLite"
+    );
+    // The copied pending request is approved through PostgreSQL and delivered.
+    approve(&seed_data, waiting_id);
+    wait_for(WAIT, "the waiting node to become a member", || {
+        (node_state(&waiting.data, "mainnet").as_deref() == Some("member")).then_some(())
+    });
+    let after = members(&seed_data);
+    assert_eq!(after.len(), 2);
+    assert!(
+        after
+            .iter()
+            .all(|m| m["token_id"].as_i64().unwrap() <= 2 && m["request_id"].as_i64().is_some()),
+        "{after:?}"
+    );
 }
