@@ -1054,6 +1054,11 @@ fn tokens(rows: &[Row]) -> Result<Vec<IssuedTokenRow>, StoreError> {
 }
 
 impl Store for PostgresStore {
+    /// Always: the database is there to be shared by the network's seednodes.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn submit_request(
         &self,
         network: &NetworkName,
