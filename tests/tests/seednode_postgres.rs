@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cordon_seednode::pg_testing;
 use cordon_tests::{
-    Net, approve, cli, members, node_state, path_str, pending, wait_for, wait_pending,
+    Net, approve, cli, members, node_peers, node_state, path_str, pending, wait_for, wait_pending,
+    wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -161,5 +162,98 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
             .iter()
             .all(|m| m["token_id"].as_i64().unwrap() <= 2 && m["request_id"].as_i64().is_some()),
         "{after:?}"
+    );
+}
+
+/// `seednode status --data D --json`'s store counts.
+fn store_counts(seed_data: &std::path::Path) -> serde_json::Value {
+    let status = cli(
+        "seednode",
+        &["status", "--data", path_str(seed_data), "--json"],
+    )
+    .success()
+    .json();
+    status["service"]["counts"].clone()
+}
+
+#[test]
+fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = runtime.block_on(pg_testing::fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let b = net.add_seednode("mainnet", "seed-b");
+    let a_data = net.network("mainnet").seed_data.clone();
+    let _a = net.start_seednode_with("mainnet", &["--store", &options.url]);
+    let _b = net.start_extra_seednode(&b, &["--store", &options.url]);
+
+    // The node knows only A (the descriptor's one bootstrap) and files its request there.
+    let node = net.start_node("n", &["mainnet"], &[]);
+    let id = wait_pending(&b.data, "mainnet", &node.peer_id, WAIT);
+    assert_eq!(
+        pending(&a_data),
+        pending(&b.data),
+        "A and B list the same queue"
+    );
+    assert!(
+        !node_peers(&node.data, "mainnet").contains(&b.peer_id),
+        "the node is not connected to B"
+    );
+
+    // Approved through B's CLI, the token reaches the node through A (its next poll).
+    approve(&b.data, id);
+    wait_for(WAIT, "the node to become a member", || {
+        (node_state(&node.data, "mainnet").as_deref() == Some("member")).then_some(())
+    });
+    // Once a member, the node meets B too (members find each other); the token had come
+    // before that, so through A.
+    let log = node.daemon.stderr_log();
+    let approved_at = log
+        .find("join approved")
+        .expect("the node logs its approval");
+    assert!(
+        log.find(b.peer_id.as_str())
+            .is_none_or(|met_b| met_b > approved_at),
+        "the node met B before its token came:\n{log}"
+    );
+    // `status` counts agree on A and B, each seednode recounting the shared store by itself
+    // (checked before any other operator command, which would make B recount anyway).
+    let counts = wait_until(WAIT, "A's and B's status counts to agree", || {
+        let (a, b) = (store_counts(&a_data), store_counts(&b.data));
+        if a == b && a["delivered"] == 1 {
+            Ok(a)
+        } else {
+            Err(format!("A: {a}, B: {b}"))
+        }
+    });
+    assert_eq!(counts["pending"], 0, "{counts}");
+    assert_eq!(counts["approved"], 1, "{counts}");
+    assert_eq!(counts["issued"], 1, "{counts}");
+    let members_a = members(&a_data);
+    assert_eq!(members_a.len(), 1, "{members_a:?}");
+    assert_eq!(members_a[0]["peer"], node.peer_id.as_str());
+    assert!(
+        members_a[0]["delivered_at"].is_u64(),
+        "A recorded the delivery: {members_a:?}"
+    );
+    // The same rows; only `current_delegation` is each seednode's own view (whether the token
+    // chains to the delegation *it* holds), so it is true on B, which issued it, and false on A.
+    let members_b = members(&b.data);
+    assert_eq!(members_b[0]["current_delegation"], true, "{members_b:?}");
+    assert_eq!(members_a[0]["current_delegation"], false, "{members_a:?}");
+    let shared = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("current_delegation");
+                row
+            })
+            .collect()
+    };
+    assert_eq!(
+        shared(members_b),
+        shared(members_a),
+        "A and B list the same members"
     );
 }
