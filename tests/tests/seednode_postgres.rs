@@ -102,12 +102,36 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
     wait_for(WAIT, "the approved node to become a member", || {
         (node_state(&member.data, "mainnet").as_deref() == Some("member")).then_some(())
     });
+    // A third member, stopped, then revoked: a revocation and a revocation version to carry.
+    let mut gone = net.start_node("gone", &["mainnet"], &[]);
+    let gone_id = wait_pending(&seed_data, "mainnet", &gone.peer_id, WAIT);
+    approve(&seed_data, gone_id);
+    wait_for(WAIT, "the third node to become a member", || {
+        (node_state(&gone.data, "mainnet").as_deref() == Some("member")).then_some(())
+    });
+    gone.kill9();
+    let revoked = cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            &gone.peer_id,
+            "--data",
+            path_str(&seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
     let waiting = net.start_node("waiting", &["mainnet"], &[]);
     let waiting_id = wait_pending(&seed_data, "mainnet", &waiting.peer_id, WAIT);
     let members_before = members(&seed_data);
     let pending_before = pending(&seed_data);
+    let service_before = service_status(&seed_data);
     assert_eq!(members_before.len(), 1);
     assert_eq!(pending_before.len(), 1);
+    assert_eq!(service_before["revocation_version"], 1, "{service_before}");
 
     let from = format!("sqlite:{}", path_str(&database_file));
     let migrate = |json: bool| {
@@ -128,10 +152,13 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
 
     seed.stop();
     let summary = migrate(true).success().json();
-    assert_eq!(summary["requests"], 2, "{summary}");
+    assert_eq!(summary["requests"], 3, "{summary}");
     assert_eq!(summary["pending"], 1, "{summary}");
-    assert_eq!(summary["approved"], 1, "{summary}");
-    assert_eq!(summary["tokens"], 1, "{summary}");
+    assert_eq!(summary["approved"], 2, "{summary}");
+    assert_eq!(summary["tokens"], 2, "{summary}");
+    assert_eq!(summary["revoked_tokens"], 1, "{summary}");
+    assert_eq!(summary["revocations"], 1, "{summary}");
+    assert_eq!(summary["revocation_version"], 1, "{summary}");
     // The target now holds the data: a second copy is refused with what it holds.
     let again = migrate(false);
     assert!(!again.ok, "{}", again.stdout);
@@ -155,25 +182,23 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
     wait_for(WAIT, "the waiting node to become a member", || {
         (node_state(&waiting.data, "mainnet").as_deref() == Some("member")).then_some(())
     });
+    // Its token is the first issued through PostgreSQL: its id follows the copied ones.
     let after = members(&seed_data);
-    assert_eq!(after.len(), 2);
-    assert!(
-        after
-            .iter()
-            .all(|m| m["token_id"].as_i64().unwrap() <= 2 && m["request_id"].as_i64().is_some()),
-        "{after:?}"
-    );
+    assert_eq!(after.len(), 2, "{after:?}");
+    let new_token = after.iter().find(|m| m["peer"] == waiting.peer_id.as_str());
+    assert_eq!(new_token.unwrap()["token_id"], 3, "{after:?}");
 }
 
-/// `seednode status --data D --json`'s store counts.
-fn store_counts(seed_data: &std::path::Path) -> serde_json::Value {
+/// The join service's part of `seednode status --data D --json` (store counts, revocation
+/// version, networks).
+fn service_status(seed_data: &std::path::Path) -> serde_json::Value {
     let status = cli(
         "seednode",
         &["status", "--data", path_str(seed_data), "--json"],
     )
     .success()
     .json();
-    status["service"]["counts"].clone()
+    status["service"].clone()
 }
 
 #[test]
@@ -221,7 +246,10 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
     // `status` counts agree on A and B, each seednode recounting the shared store by itself
     // (checked before any other operator command, which would make B recount anyway).
     let counts = wait_until(WAIT, "A's and B's status counts to agree", || {
-        let (a, b) = (store_counts(&a_data), store_counts(&b.data));
+        let (a, b) = (
+            service_status(&a_data)["counts"].clone(),
+            service_status(&b.data)["counts"].clone(),
+        );
         if a == b && a["delivered"] == 1 {
             Ok(a)
         } else {
