@@ -285,3 +285,68 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
         "A and B list the same members"
     );
 }
+
+#[test]
+fn store_migrate_takes_the_password_from_a_private_file_and_never_shows_it() {
+    use cordon_seednode::store::{SqliteStore, Store, StoreLimits};
+    use std::os::unix::fs::PermissionsExt;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = runtime.block_on(pg_testing::fresh_password_database());
+    let dir = tempfile::tempdir().unwrap();
+    let database_file = dir.path().join("seednode.db");
+    runtime.block_on(async {
+        let store = SqliteStore::open(&database_file, StoreLimits::default()).unwrap();
+        let network = "mainnet".parse().unwrap();
+        store
+            .submit_request(&network, &libp2p::PeerId::random(), None, false, 1)
+            .await
+            .unwrap();
+    });
+    let from = format!("sqlite:{}", path_str(&database_file));
+    let migrate = |to: &str, password_file: Option<&std::path::Path>| {
+        let mut args = vec!["store", "migrate", "--from", &from, "--to", to, "--json"];
+        if let Some(file) = password_file {
+            args.extend(["--password-file", path_str(file)]);
+        }
+        cli("seednode", &args)
+    };
+    let password_file = |name: &str, password: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let never_shows = |run: &cordon_tests::Run, password: &str| {
+        assert!(!run.ok, "{}", run.stdout);
+        assert!(
+            !run.stderr.contains(password) && !run.stdout.contains(password),
+            "{}",
+            run.stderr
+        );
+    };
+
+    // A password in the url is refused before connecting.
+    let with_password = options.url.replacen("cordon_pw@", "cordon_pw:hunter2@", 1);
+    let refused = migrate(&with_password, None);
+    never_shows(&refused, "hunter2");
+    assert!(refused.stderr.contains("password"), "{}", refused.stderr);
+    // A password file others can read is refused; a wrong password fails to authenticate.
+    let shared = password_file("shared", pg_testing::PASSWORD, 0o644);
+    let refused = migrate(&options.url, Some(&shared));
+    never_shows(&refused, pg_testing::PASSWORD);
+    assert!(refused.stderr.contains("chmod 600"), "{}", refused.stderr);
+    let wrong = password_file("wrong", "not-the-password", 0o600);
+    let refused = migrate(&options.url, Some(&wrong));
+    never_shows(&refused, "not-the-password");
+    assert!(
+        refused.stderr.contains("password authentication failed"),
+        "{}",
+        refused.stderr
+    );
+    // The right one, in a private file, migrates.
+    let right = password_file("right", pg_testing::PASSWORD, 0o600);
+    let summary = migrate(&options.url, Some(&right)).success().json();
+    assert_eq!(summary["requests"], 1, "{summary}");
+    assert_eq!(summary["pending"], 1, "{summary}");
+}
