@@ -1,6 +1,7 @@
-//! `seednode run --store URL` keeps the seednode's state in PostgreSQL (a real server, started
-//! by `cordon_seednode::pg_testing`): a node's join request and its approval go through the
-//! database, not `<data>/seednode.db`, and a restarted seednode finds them there.
+//! The seednode's state in PostgreSQL (a real server, started by
+//! `cordon_seednode::pg_testing`): `seednode run --store URL` keeps it there across a restart,
+//! `seednode store migrate` moves an SQLite store there, and two seednodes of one network
+//! sharing the database serve each other's requests, approvals and revocations.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -212,7 +213,7 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
     let b = net.add_seednode("mainnet", "seed-b");
     let a_data = net.network("mainnet").seed_data.clone();
     let _a = net.start_seednode_with("mainnet", &["--store", &options.url]);
-    let _b = net.start_extra_seednode(&b, &["--store", &options.url]);
+    let b_daemon = net.start_extra_seednode(&b, &["--store", &options.url]);
 
     // The node knows only A (the descriptor's one bootstrap) and files its request there.
     let node = net.start_node("n", &["mainnet"], &[]);
@@ -283,6 +284,46 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
         shared(members_b),
         shared(members_a),
         "A and B list the same members"
+    );
+
+    // Revoked through A, the token B issued: gone from B's members at once (one store), and
+    // B, which learns it from A's signed revocation head, closes the node's connection.
+    let revoked = cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            &node.peer_id,
+            "--data",
+            path_str(&a_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
+    assert_eq!(members(&b.data), Vec::<serde_json::Value>::new());
+    wait_until(WAIT, "B to close the revoked node's connection", || {
+        let log = b_daemon.stderr_log();
+        log.lines()
+            .any(|l| {
+                l.contains("closing connection")
+                    && l.contains(node.peer_id.as_str())
+                    && l.contains("reason=revoked")
+            })
+            .then_some(())
+            .ok_or_else(|| b_daemon.stderr_tail(10))
+    });
+    wait_until(
+        WAIT,
+        "A's and B's status to agree on the revocation",
+        || {
+            let (a, b) = (service_status(&a_data), service_status(&b.data));
+            let same = a["counts"] == b["counts"]
+                && a["revocation_version"] == b["revocation_version"]
+                && a["counts"]["revoked"] == 1;
+            same.then_some(()).ok_or_else(|| format!("A: {a}, B: {b}"))
+        },
     );
 }
 
