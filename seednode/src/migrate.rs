@@ -13,7 +13,8 @@
 //!   rows pruned since), so ids are never reused.
 //! - **All or nothing:** the copy is one PostgreSQL transaction that also checks the target is
 //!   empty (under table locks, so a seednode already using the target waits) and that the row
-//!   counts match after the copy; on any failure nothing is committed.
+//!   counts match after the copy; on any failure no row is committed (the empty schema, created
+//!   first, stays, and a later migration into it is accepted).
 //! - **Only an empty target:** a target that holds any request, token, revocation or invite, or
 //!   a revocation version above 0, is refused ([`MigrateError::TargetNotEmpty`]); merging two
 //!   stores is not supported. The target's schema is created if it has none.
