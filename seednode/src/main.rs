@@ -539,7 +539,7 @@ enum StoreCommand {
     /// read. Refuses a target that already holds seednode data, and a source whose seednode
     /// is still running (stop it first).
     Migrate {
-        /// The SQLite store: sqlite:PATH (the seednode's <data>/seednode.db).
+        /// The SQLite store: sqlite:PATH (seednode.db in the stopped seednode's data directory).
         #[arg(long, value_name = "sqlite:PATH")]
         from: String,
         /// The PostgreSQL database: postgres://USER@HOST:PORT/DB (or postgres:KEY=VALUE ...),
