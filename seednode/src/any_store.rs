@@ -42,6 +42,13 @@ macro_rules! delegate {
 }
 
 impl Store for AnyStore {
+    fn is_shared(&self) -> bool {
+        match self {
+            AnyStore::Sqlite(store) => store.is_shared(),
+            AnyStore::Postgres(store) => store.is_shared(),
+        }
+    }
+
     async fn submit_request(
         &self,
         network: &NetworkName,

@@ -10,8 +10,10 @@ use cordon_node::config::DaemonFlags;
 use cordon_protocol::NetworkName;
 use cordon_seednode::anchor::{self, AnchorKeyProtection};
 use cordon_seednode::daemon::{self, SeedFile, SeednodeSection};
+use cordon_seednode::migrate;
 use cordon_seednode::operator::{OperatorCommand, RevokeTarget};
 use cordon_seednode::passphrase::PassphraseSource;
+use cordon_seednode::store::PostgresOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,6 +175,9 @@ enum Command {
     /// Audit-trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Store tools (the seednode's database).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Re-read the running seednode's descriptor and filter rules, as `node reload` does: new
     /// anchors are trusted at once, peers whose token chains only to a removed anchor are
     /// disconnected. A new delegation (an anchor rotation) needs a restart with it.
@@ -429,6 +434,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading revocation file {}", file.display()))?;
             (OperatorCommand::PublishRevocation { update: bytes }, client)
         }
+        Command::Store(StoreCommand::Migrate {
+            from,
+            to,
+            password_file,
+            json,
+        }) => return store_migrate(&from, &to, password_file, json),
         Command::Audit(AuditCommand::Verify { data }) => {
             println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             return Ok(());
@@ -514,6 +525,72 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `seednode store ...`.
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy a stopped seednode's SQLite store into a new, empty PostgreSQL database, so the
+    /// network's seednodes can share it (`[seednode.postgres]` or `seednode run --store`).
+    ///
+    /// Copies every join request, issued token, revocation and invite with its id, and the
+    /// revocation version, in one transaction (all or nothing), creating the schema; checks
+    /// the row counts before committing and prints what it copied. The SQLite file is only
+    /// read. Refuses a target that already holds seednode data, and a source whose seednode
+    /// is still running (stop it first).
+    Migrate {
+        /// The SQLite store: sqlite:PATH (seednode.db in the stopped seednode's data directory).
+        #[arg(long, value_name = "sqlite:PATH")]
+        from: String,
+        /// The PostgreSQL database: postgres://USER@HOST:PORT/DB (or postgres:KEY=VALUE ...),
+        /// without a password.
+        #[arg(long, value_name = "postgres:URL")]
+        to: String,
+        /// A file holding the target's password (first line; mode 0600). Default:
+        /// PGPASSWORD, then PostgreSQL's passfile (PGPASSFILE or ~/.pgpass).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `seednode store migrate`: parses the two locations, then copies.
+fn store_migrate(
+    from: &str,
+    to: &str,
+    password_file: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let Some(source) = from.strip_prefix("sqlite:").filter(|p| !p.is_empty()) else {
+        bail!("--from {from:?} names no SQLite store; write --from sqlite:PATH");
+    };
+    let url = if to.starts_with("postgres://") || to.starts_with("postgresql://") {
+        to
+    } else if let Some(rest) = to.strip_prefix("postgres:") {
+        rest
+    } else {
+        bail!(
+            "--to names no PostgreSQL database; write --to postgres://USER@HOST:PORT/DB \
+             (without a password: use --password-file)"
+        );
+    };
+    let options = PostgresOptions {
+        url: url.to_owned(),
+        password_file,
+        ..PostgresOptions::default()
+    };
+    options.validate().context("checking --to")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(migrate::sqlite_to_postgres(
+        std::path::Path::new(source),
+        &options,
+    ))?;
+    print(json, &summary, |s| s.to_string())
 }
 
 /// The subcommands that touch only local files.

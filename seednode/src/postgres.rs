@@ -593,7 +593,7 @@ impl PostgresStore {
 
     /// A pooled connection, or [`StoreError::DatabaseUnreachable`] once
     /// [`PostgresOptions::pool_wait`] passed without one.
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| {
             let reason = match e {
                 PoolError::Timeout(_) => format!(
@@ -1054,6 +1054,11 @@ fn tokens(rows: &[Row]) -> Result<Vec<IssuedTokenRow>, StoreError> {
 }
 
 impl Store for PostgresStore {
+    /// Always: the database is there to be shared by the network's seednodes.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn submit_request(
         &self,
         network: &NetworkName,

@@ -278,6 +278,10 @@ pub struct OperatorOutcome {
 pub const SERVICE_QUEUE: usize = 256;
 /// Least time between two recounts of the status's store counts driven by join traffic.
 const STATUS_REFRESH: Duration = Duration::from_millis(250);
+/// How often the status's store counts are recounted when the store is shared with other
+/// seednodes ([`Store::is_shared`]), whose approvals, deliveries and revocations this
+/// seednode sees no traffic for: so `status` agrees on every seednode within this time.
+const SHARED_STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// Capacity of the operator's own channel to the service task (operator requests come from
 /// the control socket, itself limited to 16 clients).
 pub const OPERATOR_QUEUE: usize = 64;
@@ -1290,6 +1294,10 @@ impl<S: Store> SeedService<S> {
         let mut recount = tokio::time::interval(STATUS_REFRESH);
         recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stale = false;
+        // Other seednodes sharing the store change its counts without telling this one.
+        let shared = self.store.is_shared();
+        let mut shared_recount = tokio::time::interval(SHARED_STATUS_REFRESH);
+        shared_recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // The operator first: a queue full of join messages must not keep an operator
@@ -1311,6 +1319,10 @@ impl<S: Store> SeedService<S> {
                     self.serve(request, &events).await;
                 }
                 _ = recount.tick(), if stale => {
+                    status.send_replace(self.status().await);
+                    stale = false;
+                }
+                _ = shared_recount.tick(), if shared => {
                     status.send_replace(self.status().await);
                     stale = false;
                 }

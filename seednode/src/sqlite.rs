@@ -50,7 +50,7 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub const SQLITE_QUEUE: usize = 64;
 
 /// `PRAGMA application_id` marking a Cordon seednode store ("Cord").
-const APPLICATION_ID: i32 = 0x436f_7264;
+pub(crate) const APPLICATION_ID: i32 = 0x436f_7264;
 
 /// How long a write waits for another handle's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1078,7 +1078,7 @@ fn stored_network(name: String, column: usize) -> rusqlite::Result<NetworkName> 
 }
 
 /// Refuses a file that group or others can access in any way.
-fn check_private(path: &Path) -> Result<(), StoreError> {
+pub(crate) fn check_private(path: &Path) -> Result<(), StoreError> {
     let meta = std::fs::metadata(path).map_err(|source| StoreError::Io {
         path: path.to_path_buf(),
         source,

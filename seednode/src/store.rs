@@ -731,6 +731,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Row counts for metrics, from one snapshot.
     fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+
+    /// Whether other seednodes may change this store behind this handle's back (one database
+    /// shared by several seednodes), so what was read from it goes stale without any call
+    /// through this handle. Default: `false`.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -1050,6 +1050,97 @@ impl Net {
     }
 }
 
+/// A further seednode of a network (see [`Net::add_seednode`]): its own identity and a
+/// delegation from the network's anchor, not listed in the descriptor.
+#[derive(Debug, Clone)]
+pub struct ExtraSeednode {
+    /// Its label (for logs).
+    pub label: String,
+    /// Its data directory (identity, control socket).
+    pub data: PathBuf,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its delegation file (anchor -> this seednode).
+    pub delegation: PathBuf,
+}
+
+impl Net {
+    /// Creates another seednode for `network` in `<root>/<label>`: `seednode init` and a
+    /// delegation from the network's anchor (same roles and rights as the first). The
+    /// descriptor is not changed, so nodes still bootstrap only from the network's first
+    /// seednode.
+    pub fn add_seednode(&self, network: &str, label: &str) -> ExtraSeednode {
+        let n = self.network(network);
+        let data = self.root.join(label);
+        let seed = run("seednode", &["init", "--data", path_str(&data), "--json"])
+            .success()
+            .json();
+        let public_key = seed["public_key"].as_str().unwrap().to_owned();
+        let delegation = self.root.join(format!("{label}.delegation"));
+        run(
+            "seednode",
+            &[
+                "anchor",
+                "delegate",
+                "--anchor-key",
+                path_str(&n.anchor_dir.join("anchor.key")),
+                "--seednode",
+                &public_key,
+                "--network",
+                network,
+                "--roles",
+                "member,operator",
+                "--rights",
+                "dht_put",
+                "--out",
+                path_str(&delegation),
+            ],
+        )
+        .success();
+        ExtraSeednode {
+            label: label.to_owned(),
+            data,
+            peer_id: seed["peer_id"].as_str().unwrap().to_owned(),
+            delegation,
+        }
+    }
+
+    /// Starts a seednode made by [`Net::add_seednode`] on a free port, with
+    /// `extra` arguments to `seednode run`, and waits until its operator socket answers.
+    pub fn start_extra_seednode(&self, seed: &ExtraSeednode, extra: &[&str]) -> Daemon {
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+        let args: Vec<&str> = [
+            "run",
+            "--data",
+            path_str(&seed.data),
+            "--networks",
+            path_str(&self.descriptor),
+            "--delegation",
+            path_str(&seed.delegation),
+            "--listen",
+            &listen,
+            "--label",
+            &seed.label,
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+        let mut daemon = Daemon::spawn(&seed.label, "seednode", &args, &self.logs);
+        if let Err(status) = daemon.wait_ready(
+            START_TIMEOUT,
+            &format!("seednode {} to start", seed.label),
+            || seednode_ready(&seed.data),
+        ) {
+            panic!(
+                "seednode {} exited ({status}) while starting:\n{}",
+                seed.label,
+                daemon.stderr_tail(TAIL_LINES)
+            );
+        }
+        daemon
+    }
+}
+
 /// Whether a seednode's operator socket answers `seednode status`.
 pub fn seednode_ready(seed_data: &Path) -> Option<()> {
     cli(
