@@ -176,6 +176,7 @@ pub async fn run(
     source: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    crate::fault::arm_from_env();
     let Prepared {
         config,
         identity,

@@ -10,6 +10,7 @@ pub mod anchor;
 pub mod any_store;
 pub mod daemon;
 pub mod decide;
+pub mod fault;
 pub mod migrate;
 pub mod operator;
 pub mod passphrase;

@@ -46,6 +46,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::fault::{self, FaultPoint};
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
     NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
@@ -504,9 +505,15 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 /// Runs `$body` (a future of `Result<T, StoreError>` that uses `$tx: &Tx`) as one
 /// `SERIALIZABLE` transaction on a pooled connection, committing when it succeeds and retrying
-/// the whole transaction when it lost a race to another transaction.
+/// the whole transaction when it lost a race to another transaction. With `faults: (before,
+/// after)` (two [`FaultPoint`]s), the fault-injection points just before and just after the
+/// commit (see [`crate::fault`]).
 macro_rules! transaction {
-    ($store:expr, |$tx:ident| $body:expr) => {{
+    ($store:expr, |$tx:ident| $body:expr) => {
+        transaction!($store, faults: None::<(FaultPoint, FaultPoint)>, |$tx| $body)
+    };
+    ($store:expr, faults: $faults:expr, |$tx:ident| $body:expr) => {{
+        let faults: Option<(FaultPoint, FaultPoint)> = $faults;
         let store: &PostgresStore = $store;
         let mut attempt: u32 = 1;
         loop {
@@ -522,7 +529,13 @@ macro_rules! transaction {
                     $body.await
                 };
                 let value = value?;
+                if let Some((before, _)) = faults {
+                    fault::hit(before);
+                }
                 tx.commit().await?;
+                if let Some((_, after)) = faults {
+                    fault::hit(after);
+                }
                 Ok::<_, StoreError>(value)
             }
             .await;
@@ -1167,7 +1180,11 @@ impl Store for PostgresStore {
     ) -> Result<IssuedTokenRow, StoreError> {
         check_new_token(&issued)?;
         let now_int = int("now", now)?;
-        transaction!(self, |tx| async {
+        let faults = (
+            FaultPoint::ApproveBeforeCommit,
+            FaultPoint::ApproveAfterCommit,
+        );
+        transaction!(self, faults: Some(faults), |tx| async {
             let request = get_request(tx, id)
                 .await?
                 .ok_or(StoreError::NotFound { id })?;

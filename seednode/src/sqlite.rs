@@ -36,6 +36,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, Type, V
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::fault::{self, FaultPoint};
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
     NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
@@ -674,7 +675,9 @@ impl Engine {
             params![id, now, decided_by_policy],
         )?;
         let row = insert_token(&tx, Some(id), issued)?;
+        fault::hit(FaultPoint::ApproveBeforeCommit);
         tx.commit()?;
+        fault::hit(FaultPoint::ApproveAfterCommit);
         Ok(row)
     }
 

@@ -245,6 +245,7 @@ pub struct Daemon {
     label: String,
     program: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     logs: LogFiles,
     child: Option<Child>,
     starts: u32,
@@ -259,6 +260,18 @@ impl Daemon {
         args: &[S],
         log_dir: &Path,
     ) -> Daemon {
+        Daemon::spawn_with_env(label, binary, args, &[], log_dir)
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables (kept for restarts until
+    /// [`Daemon::clear_env`]).
+    pub fn spawn_with_env<S: AsRef<std::ffi::OsStr>>(
+        label: &str,
+        binary: &str,
+        args: &[S],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> Daemon {
         std::fs::create_dir_all(log_dir).unwrap();
         let logs = LogFiles {
             label: label.to_owned(),
@@ -270,6 +283,10 @@ impl Daemon {
             label: label.to_owned(),
             program: bin(binary),
             args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
             logs,
             child: None,
             starts: 0,
@@ -297,6 +314,7 @@ impl Daemon {
         );
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Self::open_log(&self.logs.stdout, &marker))
@@ -309,6 +327,12 @@ impl Daemon {
     /// Starts the process again with the same arguments (it must have been stopped or killed).
     pub fn restart(&mut self) {
         self.start();
+    }
+
+    /// Drops the extra environment given at spawn: the next [`Daemon::restart`] runs without
+    /// it.
+    pub fn clear_env(&mut self) {
+        self.env.clear();
     }
 
     /// The label given at spawn.
@@ -952,6 +976,16 @@ impl Net {
 
     /// [`Net::start_seednode`] with `extra` arguments to `seednode run` (e.g. `--config FILE`).
     pub fn start_seednode_with(&mut self, network: &str, extra: &[&str]) -> Daemon {
+        self.start_seednode_env(network, extra, &[])
+    }
+
+    /// [`Net::start_seednode_with`] with extra environment variables (e.g. `CORDON_FAULT`).
+    pub fn start_seednode_env(
+        &mut self,
+        network: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         for _attempt in 0..5 {
             let n = self.network(network).clone();
             let listen = format!("/ip4/127.0.0.1/tcp/{}", n.port);
@@ -969,8 +1003,13 @@ impl Net {
                 network,
             ];
             let args: Vec<&str> = args.into_iter().chain(extra.iter().copied()).collect();
-            let mut daemon =
-                Daemon::spawn(&format!("seed-{network}"), "seednode", &args, &self.logs);
+            let mut daemon = Daemon::spawn_with_env(
+                &format!("seed-{network}"),
+                "seednode",
+                &args,
+                env,
+                &self.logs,
+            );
             match daemon.wait_ready(
                 START_TIMEOUT,
                 &format!("seednode {network} to start"),
