@@ -622,7 +622,7 @@ impl EventLoop {
     fn on_poll(&mut self) {
         let now = self.clock.now();
         self.routing
-            .redial_bootstrap(&mut self.swarm, self.joiner.client());
+            .redial_bootstrap(&mut self.swarm, self.joiner.client(), now);
         self.joiner.poll(&mut self.swarm, now);
     }
 

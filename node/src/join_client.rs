@@ -11,7 +11,11 @@
 //!
 //! Invariants:
 //! - At most one join message per network is in flight.
-//! - A request id is only ever polled at the seednode that issued it.
+//! - A request id is polled at the seednode that issued it while that one is proven; when it
+//!   is not (killed, unreachable), at another proven seednode of the network. Seednodes sharing
+//!   one store answer for each other's requests; one that does not know the id answers as it
+//!   would for any unknown id, and we then file a new request there. A node is never stuck
+//!   behind one lost seednode.
 //! - A network this process serves as a seednode is never joined.
 //! - After `n` consecutive failures the next attempt waits `poll_interval * 2^n`, at most
 //!   `max_backoff`; renewals of a still-valid token are asked at most once per `renewal_retry`.
@@ -140,6 +144,18 @@ struct Net<R> {
     retry_at: Option<SystemTime>,
     /// Our token's issuer now presents another delegation: renew there, margin or not.
     reissue_from: Option<PeerId>,
+}
+
+impl<R> Net<R> {
+    /// Whether we renew our token at `now`: it is inside the renewal margin, or our issuer
+    /// presents a new delegation.
+    fn renewing(&self, now: SystemTime) -> bool {
+        self.reissue_from.is_some()
+            || self
+                .token
+                .as_ref()
+                .is_some_and(|t| t.expires_at <= now + self.renewal_margin)
+    }
 }
 
 /// See the [module documentation](self).
@@ -289,10 +305,12 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
         })
     }
 
-    /// Whether we need a seednode of `network` (no token and not serving it).
-    pub fn needs_seednode(&self, network: &NetworkName) -> bool {
+    /// Whether we need a seednode of `network` at `now`: we do not serve it, and hold no token
+    /// or are renewing ours. A member keeps connections to members rather than to seednodes, so
+    /// a renewal may find none connected, and the one that issued the token may be gone.
+    pub fn needs_seednode(&self, network: &NetworkName, now: SystemTime) -> bool {
         self.net(network)
-            .is_some_and(|n| !n.serving && n.token.is_none())
+            .is_some_and(|n| !n.serving && (n.token.is_none() || n.renewing(now)))
     }
 
     /// Whether a seednode of `network` may deliver a token now: we have none (joining), a
@@ -301,10 +319,6 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
     /// token it is not renewing expects nothing, so a delivery then is refused unverified.
     pub fn expects_delivery(&self, network: &NetworkName, peer: &PeerId, now: SystemTime) -> bool {
         self.net(network).is_some_and(|n| {
-            let renewing = n.reissue_from.is_some()
-                || n.token
-                    .as_ref()
-                    .is_some_and(|t| t.expires_at <= now + n.renewal_margin);
             !n.serving
                 && !n.denied
                 && (n.in_flight.is_some()
@@ -312,7 +326,7 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                         .as_ref()
                         .is_some_and(|p| p.seednode == peer.to_string())
                     || n.token.is_none()
-                    || renewing)
+                    || n.renewing(now))
         })
     }
 
@@ -346,9 +360,15 @@ impl<R: Copy + Eq + std::fmt::Debug> JoinClient<R> {
                 }
             }
             let (peer, message) = match &net.pending {
-                // Request ids belong to the seednode that issued them.
+                // Polled at the seednode that issued the request while it is here; else at
+                // another seednode of the network, which shares its store (and answers) or
+                // does not know the id (and we ask anew there).
                 Some(p) => {
-                    let Some(seed) = seeds.iter().find(|s| s.to_string() == p.seednode) else {
+                    let Some(seed) = seeds
+                        .iter()
+                        .find(|s| s.to_string() == p.seednode)
+                        .or(seeds.first())
+                    else {
                         continue;
                     };
                     (
@@ -818,13 +838,88 @@ mod tests {
         let actions = c.handle_reply(7, seed(), JoinReply::Pending { request_id: 42 }, t0());
         assert!(matches!(&actions[..], [JoinAction::SavePending(p)] if p[0].request_id == 42));
         assert_eq!(c.state(&mainnet(), t0()), Some(JoinState::Pending));
-        // Another seednode does not know request 42.
+        // The issuer is polled while it is here, whichever seednode comes first.
         let other = SecretKey::from_seed([2; 32]).peer_id();
-        assert!(sends(&c.poll(t0() + SECOND, |_| vec![other])).is_empty());
         let actions = c.poll(t0() + SECOND, |_| vec![other, seed()]);
-        assert_eq!(
-            sends(&actions),
-            vec![JoinMessage::Status { request_id: 42 }]
+        assert!(
+            matches!(&actions[..], [JoinAction::Send { peer, message: JoinMessage::Status { request_id: 42 }, .. }] if *peer == seed()),
+            "{actions:?}"
+        );
+    }
+
+    /// Issue 14, item 3: a request filed through a seednode that is gone is polled at another
+    /// seednode of the network. One sharing the store answers for it; one that does not know
+    /// the id says so, and the node files a new request there.
+    #[test]
+    fn a_request_whose_seednode_is_gone_is_polled_at_another_and_filed_again_if_unknown() {
+        let mut c = client(false);
+        let other = SecretKey::from_seed([2; 32]).peer_id();
+        c.poll(t0(), |_| vec![seed()]);
+        c.sent(&mainnet(), 1);
+        c.handle_reply(1, seed(), JoinReply::Pending { request_id: 42 }, t0());
+        // Only the other seednode is here: it is asked for request 42.
+        let actions = c.poll(t0() + SECOND, |_| vec![other]);
+        assert!(
+            matches!(&actions[..], [JoinAction::Send { peer, message: JoinMessage::Status { request_id: 42 }, .. }] if *peer == other),
+            "{actions:?}"
+        );
+        c.sent(&mainnet(), 2);
+        // It shares the store: its answer is the approval.
+        let actions = c.handle_reply(
+            2,
+            other,
+            JoinReply::Approved {
+                request_id: 42,
+                token: b"t".to_vec(),
+            },
+            t0() + SECOND,
+        );
+        assert!(
+            matches!(&actions[..], [JoinAction::Accept { token, .. }] if token == b"t"),
+            "{actions:?}"
+        );
+
+        // Another client, whose request the other seednode does not know.
+        let mut c = client(false);
+        c.poll(t0(), |_| vec![seed()]);
+        c.sent(&mainnet(), 1);
+        c.handle_reply(1, seed(), JoinReply::Pending { request_id: 42 }, t0());
+        c.poll(t0() + SECOND, |_| vec![other]);
+        c.sent(&mainnet(), 2);
+        let actions = c.handle_reply(
+            2,
+            other,
+            JoinReply::Denied {
+                request_id: Some(42),
+                reason: DenyReason::Malformed,
+                message: Some("this peer has no join request with that id".into()),
+            },
+            t0() + SECOND,
+        );
+        assert!(
+            matches!(&actions[..], [JoinAction::SavePending(p)] if p.is_empty()),
+            "{actions:?}"
+        );
+        assert_eq!(c.state(&mainnet(), t0() + SECOND), Some(JoinState::Joining));
+        // After the back-off, a new request to the seednode that is here.
+        let mut now = t0() + SECOND;
+        let actions = loop {
+            now += SECOND;
+            assert!(now < t0() + 120 * SECOND, "never asked again");
+            let actions = c.poll(now, |_| vec![other]);
+            if !actions.is_empty() {
+                break actions;
+            }
+        };
+        assert!(
+            matches!(&actions[..], [JoinAction::Send { peer, message: JoinMessage::Request(_), .. }] if *peer == other),
+            "{actions:?}"
+        );
+        c.sent(&mainnet(), 3);
+        let actions = c.handle_reply(3, other, JoinReply::Pending { request_id: 7 }, now);
+        assert!(
+            matches!(&actions[..], [JoinAction::SavePending(p)] if p[0].request_id == 7 && p[0].seednode == other.to_string()),
+            "{actions:?}"
         );
     }
 
@@ -858,6 +953,27 @@ mod tests {
             sends(&c.poll(inside + 61 * SECOND, |_| vec![seed()])).len(),
             1
         );
+    }
+
+    /// A member needs a seednode again once its renewal is due (it may be connected to none),
+    /// and the renewal goes to whichever seednode of the network is here, not only its issuer.
+    #[test]
+    fn a_member_needs_a_seednode_when_renewal_is_due_and_renews_at_any() {
+        let mut c = client(false);
+        let expires = t0() + Duration::from_secs(3600);
+        c.adopt(&mainnet(), own(expires));
+        assert!(!c.needs_seednode(&mainnet(), t0()));
+        let inside = expires - Duration::from_secs(300);
+        assert!(c.needs_seednode(&mainnet(), inside));
+        let other = SecretKey::from_seed([2; 32]).peer_id();
+        let actions = c.poll(inside, |_| vec![other]);
+        assert!(
+            matches!(&actions[..], [JoinAction::Send { peer, message: JoinMessage::Request(_), .. }] if *peer == other),
+            "{actions:?}"
+        );
+        c.adopt(&mainnet(), own(expires + Duration::from_secs(3600)));
+        assert!(!c.needs_seednode(&mainnet(), inside));
+        assert!(!client(true).needs_seednode(&mainnet(), t0()));
     }
 
     /// Polls `c` a second at a time from `now` until it asks; returns the seconds waited.
@@ -937,7 +1053,7 @@ mod tests {
             c.expire(t0() + SECOND),
             vec![JoinAction::Expired(mainnet())]
         );
-        assert!(c.needs_seednode(&mainnet()));
+        assert!(c.needs_seednode(&mainnet(), t0() + SECOND));
         assert!(matches!(
             sends(&c.poll(t0() + SECOND, |_| vec![seed()]))[..],
             [JoinMessage::Request(_)]

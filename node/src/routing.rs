@@ -342,11 +342,12 @@ impl Routing {
     }
 
     /// Redials the bootstrap peers of networks without a verified connection, or without a
-    /// verified seednode while we still need to join.
+    /// verified seednode while we still need one (to join or to renew).
     pub fn redial_bootstrap<R: Copy + Eq + std::fmt::Debug>(
         &self,
         swarm: &mut Swarm<Behaviour>,
         join: &JoinClient<R>,
+        now: std::time::SystemTime,
     ) {
         for (network, bootstrap) in &self.networks {
             let sessions = swarm.behaviour().session.sessions();
@@ -354,7 +355,7 @@ impl Routing {
             let has_seed = !sessions
                 .proven_peers(network, ProofKind::Seednode)
                 .is_empty();
-            if connected && (has_seed || !join.needs_seednode(network)) {
+            if connected && (has_seed || !join.needs_seednode(network, now)) {
                 continue;
             }
             for addr in bootstrap {
