@@ -809,6 +809,9 @@ pub struct Network {
     pub port: u16,
     /// Extra descriptor lines for this network (e.g. `max_revocation_staleness = "3s"`).
     pub descriptor_extra: String,
+    /// Further bootstrap addresses, listed after the first seednode's (see
+    /// [`Net::list_seednode`]).
+    pub extra_bootstrap: Vec<String>,
 }
 
 impl Network {
@@ -896,6 +899,7 @@ impl NetBuilder {
                 delegation,
                 port: free_port(),
                 descriptor_extra: String::new(),
+                extra_bootstrap: Vec::new(),
             });
         }
         let net = Net {
@@ -945,6 +949,16 @@ impl Net {
 
     /// (Re)writes the descriptor file from the current networks and ports.
     pub fn write_descriptor(&self) {
+        self.write_descriptor_to(&self.descriptor, |n| {
+            std::iter::once(n.bootstrap())
+                .chain(n.extra_bootstrap.iter().cloned())
+                .collect()
+        });
+    }
+
+    /// Writes a descriptor of the current networks to `path`, each listing the bootstrap
+    /// addresses `bootstrap` gives for it (a test's nodes may each know other seednodes).
+    pub fn write_descriptor_to(&self, path: &Path, bootstrap: impl Fn(&Network) -> Vec<String>) {
         let mut text = String::new();
         for n in &self.networks {
             let anchors = n
@@ -953,18 +967,19 @@ impl Net {
                 .map(|a| format!("\"{a}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let bootstrap = bootstrap(n)
+                .iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             text.push_str(&format!(
                 // Every process runs on loopback: the network accepts private addresses.
-                "[[network]]\nname = \"{}\"\nanchors = [{}]\nbootstrap = [\"{}\"]\njoin = \"{}\"\n\
+                "[[network]]\nname = \"{}\"\nanchors = [{}]\nbootstrap = [{}]\njoin = \"{}\"\n\
                  private_addresses = true\n{}\n",
-                n.name,
-                anchors,
-                n.bootstrap(),
-                n.join,
-                n.descriptor_extra
+                n.name, anchors, bootstrap, n.join, n.descriptor_extra
             ));
         }
-        std::fs::write(&self.descriptor, text).unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     /// Starts the seednode of `network` (serving only that network) and waits until its
@@ -988,28 +1003,14 @@ impl Net {
     ) -> Daemon {
         for _attempt in 0..5 {
             let n = self.network(network).clone();
-            let listen = format!("/ip4/127.0.0.1/tcp/{}", n.port);
-            let args: Vec<&str> = vec![
-                "run",
-                "--data",
-                path_str(&n.seed_data),
-                "--networks",
-                path_str(&self.descriptor),
-                "--delegation",
-                path_str(&n.delegation),
-                "--listen",
-                &listen,
-                "--label",
-                network,
-            ];
-            let args: Vec<&str> = args.into_iter().chain(extra.iter().copied()).collect();
-            let mut daemon = Daemon::spawn_with_env(
-                &format!("seed-{network}"),
-                "seednode",
-                &args,
-                env,
-                &self.logs,
-            );
+            let seed = ExtraSeednode {
+                label: network.to_owned(),
+                data: n.seed_data.clone(),
+                peer_id: n.seed_peer_id.clone(),
+                delegation: n.delegation.clone(),
+                port: n.port,
+            };
+            let mut daemon = self.spawn_seednode(&seed, &format!("seed-{network}"), extra, env);
             match daemon.wait_ready(
                 START_TIMEOUT,
                 &format!("seednode {network} to start"),
@@ -1064,12 +1065,36 @@ impl Net {
         networks: &[&str],
         extra: &[&str],
     ) -> Node {
+        self.run_node_from(&self.descriptor, label, data, peer_id, networks, extra)
+    }
+
+    /// [`Net::start_node`] reading another descriptor file (see [`Net::write_descriptor_to`]).
+    pub fn start_node_from(
+        &self,
+        descriptor: &Path,
+        label: &str,
+        networks: &[&str],
+        extra: &[&str],
+    ) -> Node {
+        let (data, peer_id) = self.init_node(label);
+        self.run_node_from(descriptor, label, data, peer_id, networks, extra)
+    }
+
+    fn run_node_from(
+        &self,
+        descriptor: &Path,
+        label: &str,
+        data: PathBuf,
+        peer_id: String,
+        networks: &[&str],
+        extra: &[&str],
+    ) -> Node {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--data".into(),
             path_str(&data).into(),
             "--networks".into(),
-            path_str(&self.descriptor).into(),
+            path_str(descriptor).into(),
         ];
         for n in networks {
             args.push("--network".into());
@@ -1090,7 +1115,8 @@ impl Net {
 }
 
 /// A further seednode of a network (see [`Net::add_seednode`]): its own identity and a
-/// delegation from the network's anchor, not listed in the descriptor.
+/// delegation from the network's anchor, not listed in the descriptor unless
+/// [`Net::list_seednode`] lists it.
 #[derive(Debug, Clone)]
 pub struct ExtraSeednode {
     /// Its label (for logs).
@@ -1101,6 +1127,15 @@ pub struct ExtraSeednode {
     pub peer_id: String,
     /// Its delegation file (anchor -> this seednode).
     pub delegation: PathBuf,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl ExtraSeednode {
+    /// Its bootstrap multiaddr.
+    pub fn bootstrap(&self) -> String {
+        format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", self.port, self.peer_id)
+    }
 }
 
 impl Net {
@@ -1141,13 +1176,32 @@ impl Net {
             data,
             peer_id: seed["peer_id"].as_str().unwrap().to_owned(),
             delegation,
+            port: free_port(),
         }
     }
 
-    /// Starts a seednode made by [`Net::add_seednode`] on a free port, with
-    /// `extra` arguments to `seednode run`, and waits until its operator socket answers.
-    pub fn start_extra_seednode(&self, seed: &ExtraSeednode, extra: &[&str]) -> Daemon {
-        let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    /// Lists `seed` in the descriptor as a further bootstrap address of `network`, after the
+    /// addresses already there, and rewrites the descriptor (nodes started from now on know it).
+    pub fn list_seednode(&mut self, network: &str, seed: &ExtraSeednode) {
+        let n = self
+            .networks
+            .iter_mut()
+            .find(|n| n.name == network)
+            .unwrap_or_else(|| panic!("no network {network} in this fixture"));
+        n.extra_bootstrap.push(seed.bootstrap());
+        self.write_descriptor();
+    }
+
+    /// `seednode run` of `seed` on its port, reading this fixture's descriptor, with `extra`
+    /// arguments and environment variables; does not wait.
+    fn spawn_seednode(
+        &self,
+        seed: &ExtraSeednode,
+        log_label: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", seed.port);
         let args: Vec<&str> = [
             "run",
             "--data",
@@ -1164,7 +1218,13 @@ impl Net {
         .into_iter()
         .chain(extra.iter().copied())
         .collect();
-        let mut daemon = Daemon::spawn(&seed.label, "seednode", &args, &self.logs);
+        Daemon::spawn_with_env(log_label, "seednode", &args, env, &self.logs)
+    }
+
+    /// Starts a seednode made by [`Net::add_seednode`] on its port, with `extra` arguments to
+    /// `seednode run`, and waits until its operator socket answers.
+    pub fn start_extra_seednode(&self, seed: &ExtraSeednode, extra: &[&str]) -> Daemon {
+        let mut daemon = self.spawn_seednode(seed, &seed.label, extra, &[]);
         if let Err(status) = daemon.wait_ready(
             START_TIMEOUT,
             &format!("seednode {} to start", seed.label),
