@@ -60,12 +60,13 @@ impl Section for SeednodeSection {
         for p in &mut self.delegations {
             *p = resolve(file, p);
         }
-        if let Some(password_file) = self
-            .postgres
-            .as_mut()
-            .and_then(|postgres| postgres.password_file.as_mut())
-        {
-            *password_file = resolve(file, password_file);
+        if let Some(postgres) = self.postgres.as_mut() {
+            for path in [&mut postgres.password_file, &mut postgres.ca_file]
+                .into_iter()
+                .flatten()
+            {
+                *path = resolve(file, path);
+            }
         }
     }
 }
@@ -304,6 +305,8 @@ mod tests {
         let expected = PostgresOptions {
             url: "postgres://cordon@db.example:5432/cordon".to_owned(),
             password_file: Some("postgres.password".into()),
+            tls: crate::pg_tls::PgTls::VerifyFull,
+            ca_file: Some("postgres-ca.pem".into()),
             ..PostgresOptions::default()
         };
         assert_eq!(parsed, expected);

@@ -16,6 +16,7 @@ pub mod operator;
 pub mod passphrase;
 #[cfg(any(test, feature = "pg-testing"))]
 pub mod pg_testing;
+pub mod pg_tls;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;

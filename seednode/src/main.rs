@@ -13,6 +13,7 @@ use cordon_seednode::daemon::{self, SeedFile, SeednodeSection};
 use cordon_seednode::migrate;
 use cordon_seednode::operator::{OperatorCommand, RevokeTarget};
 use cordon_seednode::passphrase::PassphraseSource;
+use cordon_seednode::pg_tls::PgTls;
 use cordon_seednode::store::PostgresOptions;
 
 #[derive(Debug, Parser)]
@@ -438,8 +439,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             to,
             password_file,
+            tls,
+            ca_file,
             json,
-        }) => return store_migrate(&from, &to, password_file, json),
+        }) => {
+            let tls = TlsArgs { tls, ca_file };
+            return store_migrate(&from, &to, password_file, tls, json);
+        }
         Command::Audit(AuditCommand::Verify { data }) => {
             println!("{}", cordon_host::audit::verify_data_dir(&data)?);
             return Ok(());
@@ -550,10 +556,23 @@ enum StoreCommand {
         /// PGPASSWORD, then PostgreSQL's passfile (PGPASSFILE or ~/.pgpass).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// TLS to the target, as `[seednode.postgres] tls`: verify-full (with --ca-file)
+        /// checks the server's certificate; prefer and require do not.
+        #[arg(long, value_enum, default_value = "prefer")]
+        tls: PgTls,
+        /// PEM certificates the target's certificate must chain to (with --tls verify-full).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `seednode store migrate --tls --ca-file`.
+struct TlsArgs {
+    tls: PgTls,
+    ca_file: Option<PathBuf>,
 }
 
 /// `seednode store migrate`: parses the two locations, then copies.
@@ -561,6 +580,7 @@ fn store_migrate(
     from: &str,
     to: &str,
     password_file: Option<PathBuf>,
+    tls: TlsArgs,
     json: bool,
 ) -> anyhow::Result<()> {
     let Some(source) = from.strip_prefix("sqlite:").filter(|p| !p.is_empty()) else {
@@ -579,9 +599,13 @@ fn store_migrate(
     let options = PostgresOptions {
         url: url.to_owned(),
         password_file,
+        tls: tls.tls,
+        ca_file: tls.ca_file,
         ..PostgresOptions::default()
     };
-    options.validate().context("checking --to")?;
+    options
+        .validate()
+        .context("checking --to, --tls and --ca-file")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

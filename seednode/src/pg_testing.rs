@@ -10,6 +10,11 @@
 //! password ([`PASSWORD`], SCRAM) over TCP, for tests of password handling. `fsync` is off:
 //! test data need not survive a crash of the machine, and the tests run several times faster.
 //!
+//! The server offers TLS on TCP with a certificate for `127.0.0.1` and `localhost`, issued by
+//! a CA made for this process ([`TestServer::ca_file`]), so seednodes' default (`prefer`) and
+//! `verify-full` connections are encrypted, and [`untrusted_ca_pem`] gives a CA it does not
+//! chain to.
+//!
 //! # Cleanup
 //! The server runs under a small shell watchdog whose standard input is a pipe from this
 //! process. When this process ends, however it ends (even SIGKILL), the pipe closes; the
@@ -39,6 +44,8 @@ pub struct TestServer {
     pub port: u16,
     /// The directory holding its Unix socket.
     pub socket_dir: PathBuf,
+    /// The PEM certificate of the CA that issued the server's TLS certificate.
+    pub ca_file: PathBuf,
     /// The watchdog; dropping its stdin (at process exit) stops the server.
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
@@ -223,11 +230,13 @@ fn start() -> Result<TestServer, String> {
         .args(["-c", "printf '%s' \"$2\" > \"$1\"", "sh"])
         .arg(data.join("pg_hba.conf"))
         .arg(HBA))?;
+    let ca_file = install_tls(&root, &data)?;
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port()?;
         match launch(&bin, &root, &data, &socket_dir, port) {
-            Ok(server) => {
+            Ok(mut server) => {
+                server.ca_file = ca_file;
                 run(Command::new(bin.join("psql"))
                     .arg("-h")
                     .arg(&socket_dir)
@@ -242,6 +251,60 @@ fn start() -> Result<TestServer, String> {
         }
     }
     Err(last_error)
+}
+
+/// Makes a CA and a server certificate for `127.0.0.1` and `localhost`, puts the certificate
+/// and its key (owner-only) in the data directory, turns TLS on in `postgresql.conf`, and
+/// returns the CA's certificate file (in `root`).
+fn install_tls(root: &Path, data: &Path) -> Result<PathBuf, String> {
+    let fail = |e: rcgen::Error| format!("cannot make the test certificates: {e}");
+    let (ca, ca_key) = test_ca("cordon test CA").map_err(fail)?;
+    let server_key = rcgen::KeyPair::generate().map_err(fail)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .map_err(fail)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cordon test PostgreSQL");
+    let server = params.signed_by(&server_key, &ca, &ca_key).map_err(fail)?;
+    let write_private = "umask 077; printf '%s' \"$2\" > \"$1\"";
+    run(pg_command(Path::new("sh"))
+        .args(["-c", write_private, "sh"])
+        .arg(data.join("server.crt"))
+        .arg(server.pem()))?;
+    run(pg_command(Path::new("sh"))
+        .args(["-c", write_private, "sh"])
+        .arg(data.join("server.key"))
+        .arg(server_key.serialize_pem()))?;
+    run(pg_command(Path::new("sh"))
+        .args(["-c", "printf '%s' \"$2\" >> \"$1\"", "sh"])
+        .arg(data.join("postgresql.conf"))
+        .arg("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"))?;
+    let ca_file = root.join("test-ca.pem");
+    std::fs::write(&ca_file, ca.pem())
+        .map_err(|e| format!("cannot write {}: {e}", ca_file.display()))?;
+    Ok(ca_file)
+}
+
+fn test_ca(name: &str) -> Result<(rcgen::Certificate, rcgen::KeyPair), rcgen::Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    Ok((params.self_signed(&key)?, key))
+}
+
+/// The PEM certificate of a new CA that the test server's certificate does not chain to.
+///
+/// # Panics
+/// If it cannot be made.
+pub fn untrusted_ca_pem() -> String {
+    test_ca("cordon untrusted test CA")
+        .unwrap_or_else(|e| panic!("cannot make a test CA: {e}"))
+        .0
+        .pem()
 }
 
 /// The postgres user's uid (`-u`) or gid (`-g`).
@@ -361,6 +424,7 @@ fn launch(
             return Ok(TestServer {
                 port,
                 socket_dir: socket_dir.to_path_buf(),
+                ca_file: PathBuf::new(),
                 _watchdog: Mutex::new((child, stdin)),
             });
         }

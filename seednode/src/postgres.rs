@@ -29,8 +29,8 @@
 //!   [`StoreError::DatabaseUnreachable`], never a hang.
 //! - **Passwords never appear on a command line, in logs or in errors:** a URL holding one is
 //!   refused; it comes from a private password file, `PGPASSWORD` or PostgreSQL's passfile.
-//! - **No TLS yet:** connections are plain TCP or a Unix socket ([`NoTls`]). Use a Unix socket
-//!   or a trusted network until TLS support (a follow-up) lands.
+//! - **TLS when the server offers it** by default; `tls = "verify-full"` with a `ca_file`
+//!   authenticates the server too ([`crate::pg_tls`]). A Unix socket never carries TLS.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -44,9 +44,10 @@ use libp2p::PeerId;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 use crate::fault::{self, FaultPoint};
+use crate::pg_tls::{self, PgTls};
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
     NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
@@ -168,6 +169,12 @@ pub struct PostgresOptions {
     /// Longest one SQL statement may run before the server cancels it. Default: 30 s.
     #[serde(with = "cordon_host::config::duration")]
     pub statement_timeout: Duration,
+    /// TLS to the server: `disable`, `prefer` (when the server offers it; the default),
+    /// `require`, or `verify-full` (the certificate must chain to `ca_file` and name the url's
+    /// host). See [`crate::pg_tls`].
+    pub tls: PgTls,
+    /// PEM certificates trusted for `tls = "verify-full"`. Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -179,6 +186,8 @@ impl Default for PostgresOptions {
             pool_wait: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            tls: PgTls::default(),
+            ca_file: None,
         }
     }
 }
@@ -192,6 +201,8 @@ impl fmt::Debug for PostgresOptions {
             .field("pool_wait", &self.pool_wait)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -200,10 +211,42 @@ impl PostgresOptions {
     /// Checks the settings without touching the network: a url that parses, names a user and
     /// holds no password; a pool of 1 to 1,024 connections, a pool wait of 10 ms to 10
     /// minutes, a connect timeout of 100 ms to 10 minutes, a statement timeout of 100 ms to an
-    /// hour.
+    /// hour; a `ca_file` with, and only with, `tls = "verify-full"`, which like `require` needs
+    /// a TCP host.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
-        use cordon_host::config::{duration_in_range, in_range};
-        self.parse_url()?;
+        use cordon_host::config::{Invalid, duration_in_range, in_range};
+        let url = self.parse_url()?;
+        match (self.tls, &self.ca_file) {
+            (PgTls::VerifyFull, None) => {
+                return Err(Invalid::new(
+                    "ca_file",
+                    "is required with tls = \"verify-full\": the PEM certificate(s) the \
+                     server's certificate must chain to",
+                ));
+            }
+            (PgTls::VerifyFull, Some(_)) | (_, None) => {}
+            (other, Some(_)) => {
+                return Err(Invalid::new(
+                    "ca_file",
+                    format!(
+                        "is only used with tls = \"verify-full\" (tls is \"{}\", which does not \
+                         check the server's certificate)",
+                        other.as_str()
+                    ),
+                ));
+            }
+        }
+        if matches!(self.tls, PgTls::Require | PgTls::VerifyFull)
+            && url.get_hosts().iter().any(|h| !matches!(h, Host::Tcp(_)))
+        {
+            return Err(Invalid::new(
+                "tls",
+                format!(
+                    "\"{}\" needs a TCP host: PostgreSQL offers no TLS over a Unix socket",
+                    self.tls.as_str()
+                ),
+            ));
+        }
         in_range("pool_size", self.pool_size, 1, 1024)?;
         duration_in_range(
             "pool_wait",
@@ -244,6 +287,12 @@ impl PostgresOptions {
                 ),
             )
         })?;
+        if self.url.to_ascii_lowercase().contains("sslmode") {
+            return Err(Invalid::new(
+                "url",
+                "sets sslmode; set tls (and ca_file) in [seednode.postgres] instead",
+            ));
+        }
         if config.get_password().is_some() {
             return Err(Invalid::new(
                 "url",
@@ -264,6 +313,13 @@ impl PostgresOptions {
         Ok(config)
     }
 
+    /// The TLS connector for [`PostgresOptions::tls`].
+    pub(crate) fn tls_connector(
+        &self,
+    ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+        pg_tls::connector(self.tls, self.ca_file.as_deref()).map_err(config_error)
+    }
+
     /// The connection settings: the parsed url with the timeouts and the password from
     /// `password_file`, `PGPASSWORD` or the passfile.
     fn connection_config(&self) -> Result<tokio_postgres::Config, StoreError> {
@@ -280,6 +336,7 @@ impl PostgresOptions {
         }
         let ms = self.statement_timeout.as_millis();
         config
+            .ssl_mode(self.tls.ssl_mode())
             .connect_timeout(self.connect_timeout)
             .application_name("cordon-seednode")
             .options(format!(
@@ -475,6 +532,26 @@ fn config_error(reason: String) -> StoreError {
     StoreError::PostgresConfig { reason }
 }
 
+/// The TLS failure behind a connection error, if that is what it is (a certificate the
+/// settings do not accept, say): not a passing outage, so not reported as one.
+fn tls_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.to_string());
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// A tokio-postgres error with its cause (its `Display` alone says only "db error").
 pub(crate) fn pg_detail(error: &tokio_postgres::Error) -> String {
     match std::error::Error::source(error) {
@@ -571,7 +648,7 @@ impl PostgresStore {
         let config = options.connection_config()?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            options.tls_connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -615,7 +692,14 @@ impl PostgresStore {
                     humantime::format_duration(self.options.pool_wait),
                     self.options.pool_size
                 ),
-                PoolError::Backend(e) => format!("cannot connect: {}", pg_detail(&e)),
+                PoolError::Backend(e) => {
+                    if let Some(refused) = tls_refusal(&e) {
+                        return config_error(format!(
+                            "TLS with the server failed ({refused}); check tls and ca_file"
+                        ));
+                    }
+                    format!("cannot connect: {}", pg_detail(&e))
+                }
                 other => format!("cannot get a connection: {other}"),
             };
             StoreError::DatabaseUnreachable { reason }
@@ -2095,5 +2179,136 @@ mod tests {
             serde_json::from_str::<PostgresOptions>(r#"{"url": "x", "password": "p"}"#).is_err(),
             "unknown keys (a password) are refused"
         );
+    }
+
+    /// Whether the connection a store hands out is encrypted, as the server sees it.
+    async fn encrypted(store: &PostgresStore) -> bool {
+        store
+            .client()
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    #[tokio::test]
+    async fn connections_use_tls_when_the_server_offers_it_unless_disabled() {
+        let options = fresh_database().await;
+        assert_eq!(options.tls, PgTls::Prefer, "the default");
+        assert!(encrypted(&open(&options).await).await, "prefer");
+        let required = PostgresOptions {
+            tls: PgTls::Require,
+            ..options.clone()
+        };
+        assert!(encrypted(&open(&required).await).await, "require");
+        let disabled = PostgresOptions {
+            tls: PgTls::Disable,
+            ..options.clone()
+        };
+        assert!(!encrypted(&open(&disabled).await).await, "disable");
+    }
+
+    #[tokio::test]
+    async fn verify_full_connects_to_a_server_its_ca_vouches_for_and_refuses_another() {
+        let options = fresh_database().await;
+        let verified = PostgresOptions {
+            tls: PgTls::VerifyFull,
+            ca_file: Some(server().ca_file.clone()),
+            ..options.clone()
+        };
+        assert!(encrypted(&open(&verified).await).await);
+        // By name too: the certificate names localhost.
+        let by_name = PostgresOptions {
+            url: verified.url.replace("127.0.0.1", "localhost"),
+            ..verified.clone()
+        };
+        assert!(encrypted(&open(&by_name).await).await);
+
+        let dir = tempfile::tempdir().unwrap();
+        let other_ca = dir.path().join("other-ca.pem");
+        std::fs::write(&other_ca, crate::pg_testing::untrusted_ca_pem()).unwrap();
+        let untrusted = PostgresOptions {
+            ca_file: Some(other_ca),
+            connect_timeout: Duration::from_secs(2),
+            ..verified.clone()
+        };
+        let err = PostgresStore::open(&untrusted, StoreLimits::default())
+            .await
+            .expect_err("a server the CA did not vouch for is refused");
+        let shown = err.to_string();
+        assert!(
+            matches!(err, StoreError::PostgresConfig { .. }) && shown.contains("UnknownIssuer"),
+            "{shown}"
+        );
+        // The right server under a name its certificate does not hold.
+        let database = options.url.rsplit('/').next().unwrap();
+        let misnamed = PostgresOptions {
+            url: format!(
+                "host=db.invalid hostaddr=127.0.0.1 port={} user=postgres dbname={database}",
+                server().port
+            ),
+            connect_timeout: Duration::from_secs(2),
+            ..verified.clone()
+        };
+        let err = PostgresStore::open(&misnamed, StoreLimits::default())
+            .await
+            .expect_err("a certificate for another name is refused");
+        assert!(
+            matches!(err, StoreError::PostgresConfig { .. })
+                && err
+                    .to_string()
+                    .contains("not valid for name \"db.invalid\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_options_are_checked_before_connecting() {
+        let good = PostgresOptions {
+            url: "postgres://cordon@db.example/cordon".to_owned(),
+            ..PostgresOptions::default()
+        };
+        let invalid = |options: PostgresOptions| options.validate().unwrap_err().to_string();
+        let e = invalid(PostgresOptions {
+            tls: PgTls::VerifyFull,
+            ..good.clone()
+        });
+        assert!(e.contains("ca_file") && e.contains("required"), "{e}");
+        let e = invalid(PostgresOptions {
+            ca_file: Some("ca.pem".into()),
+            ..good.clone()
+        });
+        assert!(e.contains("only used with"), "{e}");
+        let e = invalid(PostgresOptions {
+            url: "postgres://cordon@db.example/cordon?sslmode=disable".to_owned(),
+            ..good.clone()
+        });
+        assert!(e.contains("sslmode"), "{e}");
+        for tls in [PgTls::Require, PgTls::VerifyFull] {
+            let e = invalid(PostgresOptions {
+                url: "postgres://cordon@/cordon?host=/run/postgresql".to_owned(),
+                tls,
+                ca_file: (tls == PgTls::VerifyFull).then(|| "ca.pem".into()),
+                ..good.clone()
+            });
+            assert!(e.contains("Unix socket"), "{e}");
+        }
+        PostgresOptions {
+            tls: PgTls::VerifyFull,
+            ca_file: Some("ca.pem".into()),
+            ..good.clone()
+        }
+        .validate()
+        .unwrap();
+        let parsed: PostgresOptions = serde_json::from_str(
+            r#"{"url": "postgres://cordon@db.example/cordon", "tls": "verify-full", "ca_file": "ca.pem"}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.tls, PgTls::VerifyFull);
     }
 }
