@@ -24,7 +24,8 @@ use libp2p::multiaddr::Protocol;
 /// target's own), each client instead sends up to `FLOOD_MESSAGES` (default 500, at most 100 000)
 /// `Deliver`s of that token on `/cordon/join/1`, 16 unanswered at a time, until they are answered
 /// or the target cuts it off; with `FLOOD_KIND=join`, as many join requests for mainnet (to a
-/// node that is not a seednode: stray requests); with `FLOOD_KIND=poll`, as many status polls
+/// node that is not a seednode: stray requests; against a seednode, `join_pending` counts those
+/// it queued, answering `Pending`); with `FLOOD_KIND=poll`, as many status polls
 /// of a request that is not theirs (`served` counts those the target's join service answered,
 /// rather than refusing them `rate_limited` at the door). With `FLOOD_KIND=present`,
 /// `FLOOD_DELEGATION_FILE` (a network's delegation, which its seednodes present to whoever asks)
@@ -208,6 +209,8 @@ mod flood {
         /// Join messages sent, and those answered `ack` (a `Deliver` accepted: the attack works).
         join_sent: AtomicU64,
         join_acked: AtomicU64,
+        /// Join requests a seednode queued (answered `Pending`).
+        join_pending: AtomicU64,
         /// Join messages the target's join service answered (not refused `rate_limited` at the
         /// door): what a flood of polls costs the service.
         join_served: AtomicU64,
@@ -448,9 +451,10 @@ mod flood {
             return;
         };
         let message = message.as_ref().clone();
-        // A poll "works" when the join service spends an answer on it; anything else when it
-        // is acknowledged.
+        // A poll "works" when the join service spends an answer on it, a request when it is
+        // queued, a delivery when it is acknowledged.
         let poll = matches!(message, cordon_protocol::JoinMessage::Status { .. });
+        let request = matches!(message, cordon_protocol::JoinMessage::Request(_));
         let worked = move |r: &JoinReply| {
             if poll {
                 !matches!(
@@ -459,11 +463,19 @@ mod flood {
                         code: cordon_protocol::ReasonCode::RateLimited
                     }
                 )
+            } else if request {
+                matches!(r, JoinReply::Pending { .. })
             } else {
                 matches!(r, JoinReply::Ack)
             }
         };
-        let counter = if poll { &c.join_served } else { &c.join_acked };
+        let counter = if poll {
+            &c.join_served
+        } else if request {
+            &c.join_pending
+        } else {
+            &c.join_acked
+        };
         windowed(
             swarm,
             target,
@@ -606,6 +618,7 @@ mod flood {
             "kind": kind,
             "join_sent": get(&c.join_sent),
             "join_acked": get(&c.join_acked),
+            "join_pending": get(&c.join_pending),
             "join_served": get(&c.join_served),
             "presented": get(&c.presented),
             "presented_accepted": get(&c.presented_accepted),
