@@ -9,6 +9,8 @@
 //! and a private socket directory), except for the role [`PASSWORD_ROLE`], which must give its
 //! password ([`PASSWORD`], SCRAM) over TCP, for tests of password handling. `fsync` is off:
 //! test data need not survive a crash of the machine, and the tests run several times faster.
+//! A benchmark that compares PostgreSQL with a durable store calls [`make_durable`] first, so
+//! the server keeps PostgreSQL's own, durable defaults instead.
 //!
 //! The server offers TLS on TCP with a certificate for `127.0.0.1` and `localhost`, issued by
 //! a CA made for this process ([`TestServer::ca_file`]), so seednodes' default (`prefer`) and
@@ -28,7 +30,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,19 @@ host all all 127.0.0.1/32 trust
 
 static SERVER: OnceLock<Result<TestServer, String>> = OnceLock::new();
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+static DURABLE: AtomicBool = AtomicBool::new(false);
+
+/// The server options that trade durability for speed (PostgreSQL's defaults are all `on`).
+const FAST_UNSAFE: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+
+/// Makes the server this process starts commit durably (`fsync`, `synchronous_commit` and
+/// `full_page_writes` left at PostgreSQL's defaults), for benchmarks that compare it with a
+/// store that waits for the disk. Call it before the first [`server`] or [`fresh_database`]:
+/// returns `false` when the server already runs, with whatever it started with.
+pub fn make_durable() -> bool {
+    DURABLE.store(true, Ordering::SeqCst);
+    SERVER.get().is_none()
+}
 
 /// The process's test server, started on first use.
 ///
@@ -360,12 +375,11 @@ fn free_port() -> Result<u16, String> {
 
 /// The watchdog: runs the server, stops it when its stdin (our pipe) closes, then deletes
 /// the temporary directory. fd 3 keeps the pipe for the background reader (a background job's
-/// own stdin is /dev/null).
+/// own stdin is /dev/null). `$6` is [`FAST_UNSAFE`] or empty, split into words.
 const WATCHDOG: &str = r#"
 exec 3<&0
-"$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 -c fsync=off \
-    -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-    </dev/null 3<&- &
+"$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 $6 \
+    -c max_connections=300 </dev/null 3<&- &
 pg=$!
 ( cat <&3 >/dev/null; kill -INT "$pg" 2>/dev/null ) &
 wait "$pg"
@@ -390,6 +404,11 @@ fn launch(
         .arg(socket_dir)
         .arg(port.to_string())
         .arg(root)
+        .arg(if DURABLE.load(Ordering::SeqCst) {
+            ""
+        } else {
+            FAST_UNSAFE
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
