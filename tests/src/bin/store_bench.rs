@@ -537,8 +537,9 @@ fn run() -> anyhow::Result<()> {
     );
     println!(
         "  SQLite: <data>/seednode.db, WAL, synchronous=FULL ({data_fs}); PostgreSQL 15: a \
-         private server on 127.0.0.1 over TCP, durable (fsync, synchronous_commit, \
-         full_page_writes on, PostgreSQL's defaults) ({pg_fs}); seednode pool_size 8 (default)"
+         private server on 127.0.0.1 over TCP with TLS (the default tls = \"prefer\"; the \
+         server offers it), durable (fsync, synchronous_commit, full_page_writes on, \
+         PostgreSQL's defaults) ({pg_fs}); seednode pool_size 8 (default)"
     );
     println!(
         "  seednode config for both (limits raised so they do not cap the numbers; 127.0.0.1 is \
