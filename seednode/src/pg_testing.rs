@@ -181,11 +181,19 @@ fn is_ready(bin: &Path, socket_dir: &Path, port: u16) -> bool {
 /// # Panics
 /// If the server cannot be started or the database not created.
 pub async fn fresh_password_database() -> PostgresOptions {
-    let name = create_database_owned_by(server(), PASSWORD_ROLE).await;
+    fresh_password_database_on(server()).await
+}
+
+/// Like [`fresh_password_database`], on `server` (e.g. a [`private_server`]).
+///
+/// # Panics
+/// If the database cannot be created.
+pub async fn fresh_password_database_on(server: &TestServer) -> PostgresOptions {
+    let name = create_database_owned_by(server, PASSWORD_ROLE).await;
     PostgresOptions {
         url: format!(
             "postgres://{PASSWORD_ROLE}@127.0.0.1:{}/{name}",
-            server().port
+            server.port
         ),
         ..PostgresOptions::default()
     }

@@ -532,20 +532,39 @@ fn approvals_and_revocations_on_one_seednode_wake_the_others_at_once() {
 
 #[test]
 fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() {
+    use std::os::unix::fs::PermissionsExt;
+
     let server = pg_testing::private_server();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let options = runtime.block_on(pg_testing::fresh_database_on(&server));
+    // A role with a password, so the test can check it never shows.
+    let options = runtime.block_on(pg_testing::fresh_password_database_on(&server));
     let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres.password");
+    std::fs::write(&password_file, format!("{}\n", pg_testing::PASSWORD)).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let postgres = format!(
+        "[seednode.postgres]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+        options.url,
+        path_str(&password_file)
+    );
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a_config = config(
+        "a.toml",
+        &format!("[limits]\nauth_timeout = \"{SLOW_POLL}\"\n{postgres}"),
+    );
+    let b_config = config("b.toml", &postgres);
     let mut net = Net::builder(dir.path())
         .network("mainnet", "approval")
         .build();
     let b = net.add_seednode("mainnet", "seed-b");
     let a_data = net.network("mainnet").seed_data.clone();
     let a_peer = net.network("mainnet").seed_peer_id.clone();
-    let patient = patient_seednode_config(dir.path());
-    let mut a =
-        net.start_seednode_with("mainnet", &["--store", &options.url, "--config", &patient]);
-    let mut b_daemon = net.start_extra_seednode(&b, &["--store", &options.url]);
+    let mut a = net.start_seednode_with("mainnet", &["--config", path_str(&a_config)]);
+    let mut b_daemon = net.start_extra_seednode(&b, &["--config", path_str(&b_config)]);
     wait_listening(&a, 1);
     wait_listening(&b_daemon, 1);
     let node = slow_polling_node(&net, dir.path(), "n");
@@ -570,7 +589,8 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
             run.stderr
         );
         assert!(
-            !run.stderr.contains("postgres://"),
+            !run.stderr.contains(pg_testing::PASSWORD)
+                && !run.stdout.contains(pg_testing::PASSWORD),
             "{command}: {}",
             run.stderr
         );
@@ -593,6 +613,18 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
     wait_listening(&a, 2);
     wait_listening(&b_daemon, 2);
     assert!(a.is_running() && b_daemon.is_running(), "a seednode exited");
+    // One warning per outage however many reconnection attempts failed, and never the
+    // password.
+    for seednode in [&a, &b_daemon] {
+        let log = seednode.stderr_log();
+        assert_eq!(
+            log.matches("store notification connection lost").count(),
+            1,
+            "{}",
+            seednode.stderr_tail(30)
+        );
+        assert!(!log.contains(pg_testing::PASSWORD), "{log}");
+    }
     let queue = pending(&a_data);
     assert_eq!(queue.len(), 1, "{queue:?}");
     assert_eq!(queue[0]["id"], id, "{queue:?}");
