@@ -156,8 +156,8 @@ pub(crate) async fn listen(listener: Listener, queue: mpsc::Sender<StoreEvent>) 
             outage = true;
             tracing::warn!(
                 reason = %reason,
-                "store notification connection lost; retrying with back-off (approvals made \
-                 on other seednodes reach nodes at their next poll meanwhile)"
+                "store notification connection lost or unavailable; retrying with back-off \
+                 (approvals made on other seednodes reach nodes at their next poll meanwhile)"
             );
         }
         tokio::select! {
@@ -170,7 +170,7 @@ pub(crate) async fn listen(listener: Listener, queue: mpsc::Sender<StoreEvent>) 
 }
 
 /// One connection: connect, `LISTEN`, then forward notifications until it ends. Sets
-/// `listening` once the `LISTEN` is in place (and logs the recovery when it follows an outage).
+/// `listening` (and logs at info) once the `LISTEN` is in place.
 async fn listen_once(
     listener: &Listener,
     queue: &mpsc::Sender<StoreEvent>,
