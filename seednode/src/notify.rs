@@ -13,6 +13,10 @@
 //! - **One connection, reopened with bounded back-off.** When the server goes away the task
 //!   warns once per outage (with the reason, never the url or a password), retries after
 //!   100 ms, doubling up to `listen_retry_max`, and logs at info when it listens again.
+//! - **A silent connection is checked, not trusted.** Every `listen_heartbeat` after its last
+//!   answer the task sends `SELECT 1`; no answer within `connect_timeout`
+//!   counts as a lost connection, so a network that drops the connection without closing it
+//!   costs at most that long, not TCP keepalive's hours.
 //!
 //! Payload shapes (space separated; ORIGIN is 16 lowercase hex digits, random per store
 //! handle, so a seednode ignores what it sent itself):
@@ -29,6 +33,7 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_postgres::{AsyncMessage, NoTls, Notification};
 
 use crate::postgres::{NOTIFY_CHANNEL, pg_detail};
@@ -115,8 +120,11 @@ pub(crate) struct Listener {
     pub(crate) origin: String,
     /// Longest wait between two connection attempts.
     pub(crate) retry_max: Duration,
-    /// Longest one connection attempt (connect, authenticate, `LISTEN`) may take.
+    /// Longest one connection attempt (connect, authenticate, `LISTEN`) may take, and longest
+    /// the server may take to answer a liveness check.
     pub(crate) connect_timeout: Duration,
+    /// How long after the last answer the next liveness check (`SELECT 1`) is sent.
+    pub(crate) heartbeat: Duration,
     /// Notifications dropped because the queue was full, over the store handle's life.
     pub(crate) dropped: Arc<AtomicU64>,
 }
@@ -188,13 +196,25 @@ async fn listen_once(
         }
     };
     let statement = format!("LISTEN {NOTIFY_CHANNEL}");
-    let mut subscribe = Box::pin(client.batch_execute(&statement));
-    let deadline = tokio::time::Instant::now() + listener.connect_timeout;
+    // The one statement in flight, if any: the LISTEN, then a liveness check every
+    // `heartbeat` (a connection the network silently dropped would otherwise look like a
+    // quiet channel for as long as TCP keepalive takes, hours). Each must be answered within
+    // `connect_timeout`.
+    let mut query = Some(Box::pin(client.batch_execute(&statement)));
+    let mut answer_by = Instant::now() + listener.connect_timeout;
+    let mut next_check = None;
     loop {
-        // Drive the connection (which also carries the LISTEN) and the LISTEN itself.
+        let wake_at = if query.is_some() {
+            answer_by
+        } else {
+            next_check.unwrap_or(answer_by)
+        };
+        // Drive the connection (which carries the statement) and the statement itself.
         let drive = poll_fn(|cx| {
-            if !*listening && let Poll::Ready(result) = subscribe.as_mut().poll(cx) {
-                return Poll::Ready(Step::Subscribed(result));
+            if let Some(statement) = query.as_mut()
+                && let Poll::Ready(result) = statement.as_mut().poll(cx)
+            {
+                return Poll::Ready(Step::Answered(result));
             }
             connection.poll_message(cx).map(|message| match message {
                 Some(Ok(AsyncMessage::Notification(n))) => Step::Notification(n),
@@ -203,25 +223,39 @@ async fn listen_once(
                 None => Step::Closed,
             })
         });
-        let step = if *listening {
-            // A quiet channel may stay quiet for ever.
-            drive.await
-        } else {
-            match tokio::time::timeout_at(deadline, drive).await {
-                Ok(step) => step,
-                Err(_) => return Ended::Lost("LISTEN was not acknowledged in time".to_owned()),
-            }
-        };
+        let step = tokio::time::timeout_at(wake_at, drive)
+            .await
+            .unwrap_or(Step::Due);
         match step {
-            Step::Subscribed(Ok(())) => {
-                *listening = true;
-                tracing::info!(
-                    channel = NOTIFY_CHANNEL,
-                    "listening for store notifications"
-                );
+            Step::Due if query.is_some() => {
+                return Ended::Lost(if *listening {
+                    "the server did not answer a liveness check in time".to_owned()
+                } else {
+                    "LISTEN was not acknowledged in time".to_owned()
+                });
             }
-            Step::Subscribed(Err(e)) => {
-                return Ended::Lost(format!("LISTEN failed: {}", pg_detail(&e)));
+            Step::Due => {
+                query = Some(Box::pin(client.batch_execute("SELECT 1")));
+                answer_by = Instant::now() + listener.connect_timeout;
+            }
+            Step::Answered(Ok(())) => {
+                query = None;
+                next_check = Some(Instant::now() + listener.heartbeat);
+                if !*listening {
+                    *listening = true;
+                    tracing::info!(
+                        channel = NOTIFY_CHANNEL,
+                        "listening for store notifications"
+                    );
+                }
+            }
+            Step::Answered(Err(e)) => {
+                let doing = if *listening {
+                    "liveness check"
+                } else {
+                    "LISTEN"
+                };
+                return Ended::Lost(format!("{doing} failed: {}", pg_detail(&e)));
             }
             Step::Notification(n) => {
                 if n.channel() != NOTIFY_CHANNEL {
@@ -263,8 +297,10 @@ async fn listen_once(
 
 /// What driving the `LISTEN` connection produced.
 enum Step {
-    /// The `LISTEN` completed (or failed).
-    Subscribed(Result<(), tokio_postgres::Error>),
+    /// The statement in flight (the `LISTEN` or a liveness check) was answered.
+    Answered(Result<(), tokio_postgres::Error>),
+    /// The statement in flight is overdue, or the next liveness check is due.
+    Due,
     /// A notification came.
     Notification(Notification),
     /// A notice (a server message that is not an error) came; ignored.

@@ -191,6 +191,11 @@ pub struct PostgresOptions {
     /// after the server went away; waits start at 100 ms and double. Default: 10 s.
     #[serde(with = "cordon_host::config::duration")]
     pub listen_retry_max: Duration,
+    /// How often the notification connection checks that the server still answers
+    /// (`SELECT 1`, to be answered within `connect_timeout`, else the connection is reopened),
+    /// so a connection the network dropped silently is noticed. Default: 30 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub listen_heartbeat: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -204,6 +209,7 @@ impl Default for PostgresOptions {
             statement_timeout: Duration::from_secs(30),
             notify_queue: 256,
             listen_retry_max: Duration::from_secs(10),
+            listen_heartbeat: Duration::from_secs(30),
         }
     }
 }
@@ -219,6 +225,7 @@ impl fmt::Debug for PostgresOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("notify_queue", &self.notify_queue)
             .field("listen_retry_max", &self.listen_retry_max)
+            .field("listen_heartbeat", &self.listen_heartbeat)
             .finish()
     }
 }
@@ -227,8 +234,8 @@ impl PostgresOptions {
     /// Checks the settings without touching the network: a url that parses, names a user and
     /// holds no password; a pool of 1 to 1,024 connections, a pool wait of 10 ms to 10
     /// minutes, a connect timeout of 100 ms to 10 minutes, a statement timeout of 100 ms to an
-    /// hour, a notification queue of 1 to 65,536 and a `LISTEN` retry wait of 100 ms to 10
-    /// minutes.
+    /// hour, a notification queue of 1 to 65,536, a `LISTEN` retry wait of 100 ms to 10
+    /// minutes and a `LISTEN` heartbeat of 1 s to an hour.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
         use cordon_host::config::{duration_in_range, in_range};
         self.parse_url()?;
@@ -257,6 +264,12 @@ impl PostgresOptions {
             self.listen_retry_max,
             LISTEN_RETRY_MIN,
             Duration::from_secs(600),
+        )?;
+        duration_in_range(
+            "listen_heartbeat",
+            self.listen_heartbeat,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
         )
     }
 
@@ -1198,6 +1211,7 @@ impl Store for PostgresStore {
             origin: self.origin.clone(),
             retry_max: self.options.listen_retry_max,
             connect_timeout: self.options.connect_timeout,
+            heartbeat: self.options.listen_heartbeat,
             dropped: Arc::clone(&self.notifications_dropped),
         };
         tokio::spawn(crate::notify::listen(listener, queue));
@@ -2126,6 +2140,108 @@ mod tests {
             StoreEvent::TokenIssued { peer: peer(4) }
         );
         assert_eq!(a.notifications_dropped(), 2);
+    }
+
+    /// A TCP proxy to the test server whose [`Freezer::freeze`] makes every connection open
+    /// through it go silent without closing (a network dropping packets), while new
+    /// connections still pass.
+    struct Freezer {
+        port: u16,
+        epoch: Arc<AtomicU64>,
+    }
+
+    impl Freezer {
+        async fn start() -> Freezer {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let epoch = Arc::new(AtomicU64::new(0));
+            let upstream = server().port;
+            let shared = Arc::clone(&epoch);
+            tokio::spawn(async move {
+                while let Ok((down, _)) = listener.accept().await {
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        continue;
+                    };
+                    let born = shared.load(Ordering::SeqCst);
+                    let (down_read, down_write) = down.into_split();
+                    let (up_read, up_write) = up.into_split();
+                    for (from, to) in [(down_read, up_write), (up_read, down_write)] {
+                        let epoch = Arc::clone(&shared);
+                        tokio::spawn(pump(from, to, epoch, born));
+                    }
+                }
+            });
+            Freezer { port, epoch }
+        }
+
+        fn freeze(&self) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Copies `from` to `to` until either ends, or holds both open, silent, once the proxy
+    /// froze the connections born before now.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        epoch: Arc<AtomicU64>,
+        born: u64,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(n) = from.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            if epoch.load(Ordering::SeqCst) != born {
+                // Frozen: swallow everything, close nothing.
+                let _hold = (from, to);
+                std::future::pending::<()>().await;
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silently_dropped_listen_connection_is_noticed_and_reopened() {
+        let direct = fresh_database().await;
+        let proxy = Freezer::start().await;
+        let proxied = PostgresOptions {
+            url: direct.url.replacen(
+                &format!(":{}/", server().port),
+                &format!(":{}/", proxy.port),
+                1,
+            ),
+            listen_heartbeat: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            listen_retry_max: Duration::from_millis(500),
+            ..direct.clone()
+        };
+        assert_ne!(proxied.url, direct.url);
+        let a = open(&proxied).await;
+        let b = open(&direct).await;
+        let mut events = a.subscribe().unwrap();
+        wait_listening(&direct, 1).await;
+
+        // The network goes silent: what B announces now is lost on the way...
+        proxy.freeze();
+        let net = mainnet();
+        b.issue_direct(new_token(&net, &peer(1), 1)).await.unwrap();
+        // ...but A's liveness check fails within heartbeat + connect_timeout, and A listens
+        // again on a new connection (the server still counts the frozen one).
+        wait_listening(&direct, 2).await;
+        b.issue_direct(new_token(&net, &peer(2), 2)).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            StoreEvent::TokenIssued { peer: peer(2) }
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
