@@ -595,6 +595,16 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
             run.stderr
         );
     }
+    // A node asking to join meanwhile is told of a failure (`internal`, which it treats as
+    // temporary: it backs off and asks again), not queued and not denied.
+    let late = net.start_node("late", &["mainnet"], &[]);
+    wait_until(WAIT, "the late node's request to fail", || {
+        let log = late.daemon.stderr_log();
+        log.lines()
+            .any(|l| l.contains("join request failed") && l.contains("reason=internal"))
+            .then_some(())
+            .ok_or_else(|| late.daemon.stderr_tail(10))
+    });
     assert!(a.is_running() && b_daemon.is_running(), "a seednode exited");
     wait_until(
         WAIT,
@@ -625,9 +635,11 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
         );
         assert!(!log.contains(pg_testing::PASSWORD), "{log}");
     }
+    // The late node, asking again, is queued; the first request is still there.
+    let late_id = wait_pending(&a_data, "mainnet", &late.peer_id, WAIT);
     let queue = pending(&a_data);
-    assert_eq!(queue.len(), 1, "{queue:?}");
-    assert_eq!(queue[0]["id"], id, "{queue:?}");
+    let ids: Vec<_> = queue.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![id, late_id], "{queue:?}");
     assert_eq!(pending(&b.data), queue, "A and B list the same queue");
 
     // Approved through B: A, woken by its new LISTEN connection, pushes the token.
@@ -644,7 +656,7 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
             Err(format!("A: {a}, B: {b}"))
         }
     });
-    assert_eq!(counts["pending"], 0, "{counts}");
+    assert_eq!(counts["pending"], 1, "{counts}");
     assert_eq!(counts["approved"], 1, "{counts}");
     assert_eq!(counts["issued"], 1, "{counts}");
     assert_eq!(pending(&a_data), pending(&b.data));
