@@ -29,13 +29,20 @@
 //!   [`StoreError::DatabaseUnreachable`], never a hang.
 //! - **Passwords never appear on a command line, in logs or in errors:** a URL holding one is
 //!   refused; it comes from a private password file, `PGPASSWORD` or PostgreSQL's passfile.
+//! - **A server restart is ridden out without restarting the seednode:** while the server is
+//!   down every call fails at once with [`StoreError::DatabaseUnreachable`] (nothing is
+//!   applied); a pooled connection found dead at `BEGIN` (the server restarted since it was
+//!   last used) is discarded, with every other closed one, and the call runs again on a fresh
+//!   connection, so the first call after a restart succeeds. A connection lost at or after
+//!   `COMMIT` is not retried: whether it committed is unknown, and the caller hears so.
 //! - **Other seednodes are woken, not only polled:** a transaction that issues a token or
 //!   changes the revocation set also sends a `NOTIFY` on [`NOTIFY_CHANNEL`] (delivered only if
 //!   it commits). [`PostgresStore::subscribe`] opens one dedicated `LISTEN` connection (not
 //!   from the pool) in a background task that turns them into [`StoreEvent`]s on a bounded
 //!   queue ([`PostgresOptions::notify_queue`]; a full queue drops the notification, and
 //!   polling remains the fallback) and reconnects with bounded exponential back-off
-//!   ([`PostgresOptions::listen_retry_max`]) when the server goes away. Payloads are small
+//!   ([`PostgresOptions::listen_retry_max`]) when the server goes away or stops answering its
+//!   liveness check ([`PostgresOptions::listen_heartbeat`]). Payloads are small
 //!   (`token ORIGIN PEER`, `revoked ORIGIN`), parsed as hostile input, and a handle ignores
 //!   its own (ORIGIN is random per handle).
 //! - **No TLS yet:** connections are plain TCP or a Unix socket ([`NoTls`]). Use a Unix socket
