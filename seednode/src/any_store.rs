@@ -6,7 +6,8 @@ use libp2p::PeerId;
 
 use crate::store::{
     Counts, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow, NewToken, PendingFilter,
-    PostgresStore, RequestId, RevocationSnapshot, SqliteStore, Store, StoreError, Submitted,
+    PostgresStore, RequestId, RevocationSnapshot, SqliteStore, Store, StoreError, StoreEvent,
+    Submitted,
 };
 
 /// The seednode's store: SQLite (one seednode, the default) or PostgreSQL (several seednodes
@@ -46,6 +47,13 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(store) => store.is_shared(),
             AnyStore::Postgres(store) => store.is_shared(),
+        }
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        match self {
+            AnyStore::Sqlite(store) => store.subscribe(),
+            AnyStore::Postgres(store) => store.subscribe(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod decide;
 pub mod fault;
 pub mod migrate;
+mod notify;
 pub mod operator;
 pub mod passphrase;
 #[cfg(any(test, feature = "pg-testing"))]

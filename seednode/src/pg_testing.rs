@@ -17,11 +17,16 @@
 //! `verify-full` connections are encrypted, and [`untrusted_ca_pem`] gives a CA it does not
 //! chain to.
 //!
+//! A test that stops and restarts PostgreSQL under running seednodes takes a server of its own
+//! ([`private_server`], [`fresh_database_on`]), so the other tests of the process keep theirs:
+//! [`TestServer::stop`] shuts it down (fast: sessions are terminated) and keeps it down,
+//! [`TestServer::start`] starts it again on the same port and data directory.
+//!
 //! # Cleanup
 //! The server runs under a small shell watchdog whose standard input is a pipe from this
-//! process. When this process ends, however it ends (even SIGKILL), the pipe closes; the
-//! watchdog then stops the server (fast shutdown) and deletes the temporary directory. So no
-//! server outlives `cargo test`.
+//! process. When this process ends, however it ends (even SIGKILL), or the [`TestServer`] is
+//! dropped, the pipe closes; the watchdog then stops the server (fast shutdown) and deletes the
+//! temporary directory. So no server outlives `cargo test`.
 //!
 //! # Finding PostgreSQL
 //! The binaries are found with `pg_config --bindir`, else under `/usr/lib/postgresql/*/bin`.
@@ -48,6 +53,10 @@ pub struct TestServer {
     pub socket_dir: PathBuf,
     /// The PEM certificate of the CA that issued the server's TLS certificate.
     pub ca_file: PathBuf,
+    /// The temporary directory holding everything (data, socket, the watchdog's flag files).
+    root: PathBuf,
+    /// PostgreSQL's binaries.
+    bin: PathBuf,
     /// The watchdog; dropping its stdin (at process exit) stops the server.
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
@@ -98,11 +107,93 @@ pub fn server() -> &'static TestServer {
 /// # Panics
 /// If the server cannot be started or the database not created.
 pub async fn fresh_database() -> PostgresOptions {
-    let name = create_database().await;
+    fresh_database_on(server()).await
+}
+
+/// Like [`fresh_database`], on `server` (e.g. a [`private_server`]).
+///
+/// # Panics
+/// If the database cannot be created.
+pub async fn fresh_database_on(server: &TestServer) -> PostgresOptions {
+    let name = create_database_owned_by(server, "postgres").await;
     PostgresOptions {
-        url: format!("postgres://postgres@127.0.0.1:{}/{name}", server().port),
+        url: format!("postgres://postgres@127.0.0.1:{}/{name}", server.port),
         ..PostgresOptions::default()
     }
+}
+
+/// A server of the caller's own (not the process's shared one), for a test that stops and
+/// starts it; dropping it stops it and deletes its data.
+///
+/// # Panics
+/// If the server cannot be started.
+pub fn private_server() -> TestServer {
+    start().unwrap_or_else(|reason| panic!("cannot start a private PostgreSQL server: {reason}"))
+}
+
+/// How long [`TestServer::stop`] and [`TestServer::start`] wait for the server.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl TestServer {
+    /// Stops the server (fast shutdown: open sessions are terminated, nothing committed is
+    /// lost) and keeps it stopped until [`TestServer::start`]. Returns once it no longer
+    /// answers.
+    ///
+    /// # Panics
+    /// If it is still answering after a minute.
+    pub fn stop(&self) {
+        std::fs::write(self.root.join(PAUSED), b"")
+            .unwrap_or_else(|e| panic!("cannot pause the test server: {e}"));
+        let pid = std::fs::read_to_string(self.root.join(PID_FILE))
+            .unwrap_or_else(|e| panic!("cannot read the test server's pid: {e}"));
+        let pid = pid.trim();
+        // The server runs as the postgres user when we are root; root may signal it.
+        let _ = Command::new("kill").args(["-INT", pid]).status();
+        // Gone, not merely refusing connections while it shuts down (the watchdog must see
+        // the pause before `start` lifts it).
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        while Path::new("/proc").join(pid).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the test server did not stop within {RESTART_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_answering(false);
+    }
+
+    /// Starts the server again after [`TestServer::stop`], on the same port and data
+    /// directory; returns once it answers.
+    ///
+    /// # Panics
+    /// If it does not answer within a minute.
+    pub fn start(&self) {
+        std::fs::remove_file(self.root.join(PAUSED))
+            .unwrap_or_else(|e| panic!("cannot resume the test server: {e}"));
+        self.wait_answering(true);
+    }
+
+    fn wait_answering(&self, answering: bool) {
+        let deadline = Instant::now() + RESTART_TIMEOUT;
+        while is_ready(&self.bin, &self.socket_dir, self.port) != answering {
+            assert!(
+                Instant::now() < deadline,
+                "the test server did not {} within {RESTART_TIMEOUT:?}",
+                if answering { "start" } else { "stop" }
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether the server at `socket_dir`/`port` accepts connections.
+fn is_ready(bin: &Path, socket_dir: &Path, port: u16) -> bool {
+    Command::new(bin.join("pg_isready"))
+        .arg("-h")
+        .arg(socket_dir)
+        .args(["-p", &port.to_string(), "-U", "postgres", "-q"])
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Creates a new, empty database owned by [`PASSWORD_ROLE`] and returns options that reach
@@ -112,11 +203,19 @@ pub async fn fresh_database() -> PostgresOptions {
 /// # Panics
 /// If the server cannot be started or the database not created.
 pub async fn fresh_password_database() -> PostgresOptions {
-    let name = create_database_owned_by(PASSWORD_ROLE).await;
+    fresh_password_database_on(server()).await
+}
+
+/// Like [`fresh_password_database`], on `server` (e.g. a [`private_server`]).
+///
+/// # Panics
+/// If the database cannot be created.
+pub async fn fresh_password_database_on(server: &TestServer) -> PostgresOptions {
+    let name = create_database_owned_by(server, PASSWORD_ROLE).await;
     PostgresOptions {
         url: format!(
             "postgres://{PASSWORD_ROLE}@127.0.0.1:{}/{name}",
-            server().port
+            server.port
         ),
         ..PostgresOptions::default()
     }
@@ -127,11 +226,10 @@ pub async fn fresh_password_database() -> PostgresOptions {
 /// # Panics
 /// If the server cannot be started or the database not created.
 pub async fn create_database() -> String {
-    create_database_owned_by("postgres").await
+    create_database_owned_by(server(), "postgres").await
 }
 
-async fn create_database_owned_by(owner: &str) -> String {
-    let server = server();
+async fn create_database_owned_by(server: &TestServer, owner: &str) -> String {
     let name = format!("t_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
     let client = admin(server, "postgres").await;
     if let Err(e) = client
@@ -375,18 +473,33 @@ fn free_port() -> Result<u16, String> {
 
 /// The watchdog: runs the server, stops it when its stdin (our pipe) closes, then deletes
 /// the temporary directory. fd 3 keeps the pipe for the background reader (a background job's
-/// own stdin is /dev/null). `$6` is [`FAST_UNSAFE`] or empty, split into words.
+/// own stdin is /dev/null). The server's pid is in `$5/PID_FILE`; when it exits while the file
+/// `$5/PAUSED` exists ([`TestServer::stop`]), the watchdog waits for the file to go
+/// ([`TestServer::start`]) and runs it again. `$6` is [`FAST_UNSAFE`] or empty, split into
+/// words.
 const WATCHDOG: &str = r#"
 exec 3<&0
-"$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 $6 \
-    -c max_connections=300 </dev/null 3<&- &
-pg=$!
-( cat <&3 >/dev/null; kill -INT "$pg" 2>/dev/null ) &
-wait "$pg"
-status=$?
+( cat <&3 >/dev/null; touch "$5/gone"; kill -INT "$(cat "$5/pg.pid")" 2>/dev/null ) &
+status=0
+while :; do
+    "$1/postgres" -D "$2" -k "$3" -p "$4" -c listen_addresses=127.0.0.1 $6 \
+        -c max_connections=300 </dev/null 3<&- &
+    pg=$!
+    echo "$pg" > "$5/pg.pid"
+    wait "$pg"
+    status=$?
+    [ -e "$5/paused" ] || break
+    while [ -e "$5/paused" ] && [ ! -e "$5/gone" ]; do sleep 0.05; done
+    [ -e "$5/gone" ] && break
+done
 rm -rf "$5"
 exit "$status"
 "#;
+
+/// The watchdog's flag file that keeps a stopped server down.
+const PAUSED: &str = "paused";
+/// The watchdog's file holding the server's pid.
+const PID_FILE: &str = "pg.pid";
 
 fn launch(
     bin: &Path,
@@ -427,13 +540,7 @@ fn launch(
             }
             return Err(format!("postgres exited ({status}) while starting: {log}"));
         }
-        let ready = Command::new(bin.join("pg_isready"))
-            .arg("-h")
-            .arg(socket_dir)
-            .args(["-p", &port.to_string(), "-U", "postgres", "-q"])
-            .status()
-            .is_ok_and(|status| status.success());
-        if ready {
+        if is_ready(bin, socket_dir, port) {
             // The server's log goes nowhere from now on; keep the pipe from filling.
             if let Some(stderr) = child.stderr.take() {
                 std::thread::spawn(move || {
@@ -444,6 +551,8 @@ fn launch(
                 port,
                 socket_dir: socket_dir.to_path_buf(),
                 ca_file: PathBuf::new(),
+                root: root.to_path_buf(),
+                bin: bin.to_path_buf(),
                 _watchdog: Mutex::new((child, stdin)),
             });
         }

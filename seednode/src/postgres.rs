@@ -29,29 +29,48 @@
 //!   [`StoreError::DatabaseUnreachable`], never a hang.
 //! - **Passwords never appear on a command line, in logs or in errors:** a URL holding one is
 //!   refused; it comes from a private password file, `PGPASSWORD` or PostgreSQL's passfile.
+//! - **A server restart is ridden out without restarting the seednode:** while the server is
+//!   down every call fails at once with [`StoreError::DatabaseUnreachable`] (nothing is
+//!   applied); a pooled connection found dead at `BEGIN` (the server restarted since it was
+//!   last used) is discarded, with every other closed one, and the call runs again on a fresh
+//!   connection, so the first call after a restart succeeds. A connection lost at or after
+//!   `COMMIT` is not retried: whether it committed is unknown, and the caller hears so.
+//! - **Other seednodes are woken, not only polled:** a transaction that issues a token or
+//!   changes the revocation set also sends a `NOTIFY` on [`NOTIFY_CHANNEL`] (delivered only if
+//!   it commits). [`PostgresStore::subscribe`] opens one dedicated `LISTEN` connection (not
+//!   from the pool) in a background task that turns them into [`StoreEvent`]s on a bounded
+//!   queue ([`PostgresOptions::notify_queue`]; a full queue drops the notification, and
+//!   polling remains the fallback) and reconnects with bounded exponential back-off
+//!   ([`PostgresOptions::listen_retry_max`]) when the server goes away or stops answering its
+//!   liveness check ([`PostgresOptions::listen_heartbeat`]). Payloads are small
+//!   (`token ORIGIN PEER`, `revoked ORIGIN`), parsed as hostile input, and a handle ignores
+//!   its own (ORIGIN is random per handle).
 //! - **TLS when the server offers it** by default; `tls = "verify-full"` with a `ca_file`
 //!   authenticates the server too ([`crate::pg_tls`]). A Unix socket never carries TLS.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cordon_protocol::NetworkName;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use libp2p::PeerId;
+use tokio::sync::mpsc;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
 use crate::fault::{self, FaultPoint};
+use crate::notify::{LISTEN_RETRY_MIN, Listener, Notice, random_origin};
 use crate::pg_tls::{self, PgTls};
 use crate::store::{
     Counts, INVITE_PREFIX_BYTES, InviteRow, IssuedTokenId, IssuedTokenRow, JoinRequestRow,
     NewToken, PendingFilter, RequestId, RequestStatus, RevocationSnapshot, Store, StoreError,
-    StoreLimits, Submitted, check_new_invite, check_new_token, check_submission,
+    StoreEvent, StoreLimits, Submitted, check_new_invite, check_new_token, check_submission,
     empty_revocation_id, hex, invalid,
 };
 
@@ -63,6 +82,9 @@ pub const MAX_ATTEMPTS: u32 = 10;
 
 /// Key of the advisory lock taken while the schema is checked and migrated ("Cord").
 const MIGRATION_LOCK: i64 = 0x436f_7264;
+
+/// The `NOTIFY` channel on which store changes other seednodes act on are announced.
+pub const NOTIFY_CHANNEL: &str = "cordon_store";
 
 /// Migrations, index `i` upgrades schema version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[SCHEMA_V1];
@@ -175,6 +197,19 @@ pub struct PostgresOptions {
     pub tls: PgTls,
     /// PEM certificates trusted for `tls = "verify-full"`. Default: none.
     pub ca_file: Option<PathBuf>,
+    /// Notifications from the other seednodes (a token issued, the revocation set changed)
+    /// queued for the join service at most; more are dropped, and the nodes concerned get
+    /// their tokens at their next poll instead. Default: 256.
+    pub notify_queue: usize,
+    /// Longest wait between two attempts to reopen the notification (`LISTEN`) connection
+    /// after the server went away; waits start at 100 ms and double. Default: 10 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub listen_retry_max: Duration,
+    /// How often the notification connection checks that the server still answers
+    /// (`SELECT 1`, to be answered within `connect_timeout`, else the connection is reopened),
+    /// so a connection the network dropped silently is noticed. Default: 30 s.
+    #[serde(with = "cordon_host::config::duration")]
+    pub listen_heartbeat: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -188,6 +223,9 @@ impl Default for PostgresOptions {
             statement_timeout: Duration::from_secs(30),
             tls: PgTls::default(),
             ca_file: None,
+            notify_queue: 256,
+            listen_retry_max: Duration::from_secs(10),
+            listen_heartbeat: Duration::from_secs(30),
         }
     }
 }
@@ -203,6 +241,9 @@ impl fmt::Debug for PostgresOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
+            .field("notify_queue", &self.notify_queue)
+            .field("listen_retry_max", &self.listen_retry_max)
+            .field("listen_heartbeat", &self.listen_heartbeat)
             .finish()
     }
 }
@@ -211,8 +252,9 @@ impl PostgresOptions {
     /// Checks the settings without touching the network: a url that parses, names a user and
     /// holds no password; a pool of 1 to 1,024 connections, a pool wait of 10 ms to 10
     /// minutes, a connect timeout of 100 ms to 10 minutes, a statement timeout of 100 ms to an
-    /// hour; a `ca_file` with, and only with, `tls = "verify-full"`, which like `require` needs
-    /// a TCP host.
+    /// hour, a notification queue of 1 to 65,536, a `LISTEN` retry wait of 100 ms to 10
+    /// minutes and a `LISTEN` heartbeat of 1 s to an hour; a `ca_file` with, and only with,
+    /// `tls = "verify-full"`, which like `require` needs a TCP host.
     pub fn validate(&self) -> Result<(), cordon_host::config::Invalid> {
         use cordon_host::config::{Invalid, duration_in_range, in_range};
         let url = self.parse_url()?;
@@ -264,6 +306,19 @@ impl PostgresOptions {
             "statement_timeout",
             self.statement_timeout,
             Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        in_range("notify_queue", self.notify_queue, 1, 65_536)?;
+        duration_in_range(
+            "listen_retry_max",
+            self.listen_retry_max,
+            LISTEN_RETRY_MIN,
+            Duration::from_secs(600),
+        )?;
+        duration_in_range(
+            "listen_heartbeat",
+            self.listen_heartbeat,
+            Duration::from_secs(1),
             Duration::from_secs(3600),
         )
     }
@@ -563,6 +618,14 @@ pub(crate) fn pg_detail(error: &tokio_postgres::Error) -> String {
 /// The PostgreSQL [`Store`]: see the [module documentation](self).
 pub struct PostgresStore {
     pool: Pool,
+    /// The pool's connection settings (password included) and TLS, for the `LISTEN`
+    /// connection.
+    listen_config: Box<tokio_postgres::Config>,
+    listen_tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// This handle's random id in notification payloads, so it ignores its own.
+    origin: String,
+    /// Notifications its subscriptions dropped because their queue was full.
+    notifications_dropped: Arc<AtomicU64>,
     options: PostgresOptions,
     limits: StoreLimits,
     /// When this handle last pruned history (unix seconds; 0: not yet).
@@ -594,29 +657,50 @@ macro_rules! transaction {
         let store: &PostgresStore = $store;
         let mut attempt: u32 = 1;
         loop {
+            // Whether the pooled connection turned out dead before anything ran on it (the
+            // server restarted since it was last used): nothing was applied, so run again.
+            let mut stale = false;
             let outcome = async {
                 let mut client = store.client().await?;
-                let tx = client
+                let error = match client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()
-                    .await?;
-                let value: Result<_, StoreError> = {
-                    let $tx = &tx;
-                    $body.await
+                    .await
+                {
+                    Ok(tx) => {
+                        let value: Result<_, StoreError> = {
+                            let $tx = &tx;
+                            $body.await
+                        };
+                        let value = value?;
+                        if let Some((before, _)) = faults {
+                            fault::hit(before);
+                        }
+                        tx.commit().await?;
+                        if let Some((_, after)) = faults {
+                            fault::hit(after);
+                        }
+                        return Ok::<_, StoreError>(value);
+                    }
+                    Err(e) => e,
                 };
-                let value = value?;
-                if let Some((before, _)) = faults {
-                    fault::hit(before);
+                if is_disconnect(&error) {
+                    stale = true;
+                    store.discard(client);
                 }
-                tx.commit().await?;
-                if let Some((_, after)) = faults {
-                    fault::hit(after);
-                }
-                Ok::<_, StoreError>(value)
+                Err(error.into())
             }
             .await;
             match outcome {
+                Err(e) if attempt < MAX_ATTEMPTS && stale => {
+                    tracing::debug!(
+                        attempt,
+                        reason = %e,
+                        "pooled database connection was dead; retrying on another"
+                    );
+                    attempt += 1;
+                }
                 Err(e) if attempt < MAX_ATTEMPTS && lost_race(&e) => {
                     tracing::debug!(
                         attempt,
@@ -646,9 +730,11 @@ impl PostgresStore {
             .validate()
             .map_err(|e| config_error(e.to_string()))?;
         let config = options.connection_config()?;
+        let listen_config = Box::new(config.clone());
+        let tls = options.tls_connector()?;
         let manager = Manager::from_config(
             config,
-            options.tls_connector()?,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -663,6 +749,10 @@ impl PostgresStore {
             .map_err(|e| config_error(format!("cannot build the connection pool: {e}")))?;
         let store = PostgresStore {
             pool,
+            listen_config,
+            listen_tls: tls,
+            origin: random_origin(),
+            notifications_dropped: Arc::new(AtomicU64::new(0)),
             options: options.clone(),
             limits,
             last_prune: AtomicU64::new(0),
@@ -679,6 +769,12 @@ impl PostgresStore {
     /// The options it was opened with.
     pub fn options(&self) -> &PostgresOptions {
         &self.options
+    }
+
+    /// Notifications from other seednodes that this handle's subscriptions
+    /// ([`Store::subscribe`]) dropped because their queue was full.
+    pub fn notifications_dropped(&self) -> u64 {
+        self.notifications_dropped.load(Ordering::Relaxed)
     }
 
     /// A pooled connection, or [`StoreError::DatabaseUnreachable`] once
@@ -704,6 +800,13 @@ impl PostgresStore {
             };
             StoreError::DatabaseUnreachable { reason }
         })
+    }
+
+    /// Drops a connection found dead, and every other pooled one already closed, so the next
+    /// call connects afresh instead of finding them one by one.
+    fn discard(&self, client: deadpool_postgres::Object) {
+        drop(deadpool_postgres::Object::take(client));
+        self.pool.retain(|client, _| !client.is_closed());
     }
 
     /// Creates or upgrades the schema, under an advisory lock so concurrent opens of one
@@ -807,12 +910,31 @@ fn lost_race(error: &StoreError) -> bool {
 fn unreachable_if_disconnected(error: StoreError) -> StoreError {
     match error {
         // A closed connection, or an I/O failure talking to the server (not an SQL error).
-        StoreError::Postgres(e) if e.is_closed() || (e.code().is_none() && is_io(&e)) => {
-            StoreError::DatabaseUnreachable {
-                reason: pg_detail(&e),
-            }
-        }
+        StoreError::Postgres(e) if is_disconnect(&e) => StoreError::DatabaseUnreachable {
+            reason: pg_detail(&e),
+        },
         other => other,
+    }
+}
+
+/// Whether `error` means the connection is gone or the server is going away or not yet up
+/// (rather than an SQL error): a closed connection, an I/O failure, an administrator or crash
+/// shutdown (SQLSTATE 57P01, 57P02), a server still starting (57P03), or any connection
+/// exception (class 08).
+fn is_disconnect(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        None => is_io(error),
+        Some(code) => {
+            matches!(
+                code,
+                &SqlState::ADMIN_SHUTDOWN
+                    | &SqlState::CRASH_SHUTDOWN
+                    | &SqlState::CANNOT_CONNECT_NOW
+            ) || code.code().starts_with("08")
+        }
     }
 }
 
@@ -958,8 +1080,10 @@ async fn get_request(tx: &Tx<'_>, id: RequestId) -> Result<Option<JoinRequestRow
         .transpose()
 }
 
+/// Records an issued, undelivered token and announces it to the other seednodes (on commit).
 async fn insert_token(
     tx: &Tx<'_>,
+    origin: &str,
     request_id: Option<RequestId>,
     token: &NewToken,
 ) -> Result<IssuedTokenRow, StoreError> {
@@ -1006,7 +1130,13 @@ async fn insert_token(
     let row = rows
         .first()
         .ok_or_else(|| corrupt("an insert returned no row"))?;
-    token_from_row(row)
+    let row = token_from_row(row)?;
+    notify(
+        tx,
+        &Notice::TokenIssued { peer: token.peer }.payload(origin),
+    )
+    .await?;
+    Ok(row)
 }
 
 async fn get_token(
@@ -1037,13 +1167,22 @@ async fn insert_revocation(
     Ok(added > 0)
 }
 
-async fn bump_revocation_version(tx: &Tx<'_>) -> Result<(), StoreError> {
+/// Moves the revocation version on by one and announces the change to the other seednodes
+/// (on commit).
+async fn bump_revocation_version(tx: &Tx<'_>, origin: &str) -> Result<(), StoreError> {
     execute(
         tx,
         "UPDATE meta SET revocation_version = revocation_version + 1 WHERE id = 1",
         &[],
     )
     .await?;
+    notify(tx, &Notice::RevocationsChanged.payload(origin)).await
+}
+
+/// Queues a notification on [`NOTIFY_CHANNEL`]; PostgreSQL sends it when (and only if) the
+/// transaction commits.
+async fn notify(tx: &Tx<'_>, payload: &str) -> Result<(), StoreError> {
+    execute(tx, "SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload]).await?;
     Ok(())
 }
 
@@ -1154,6 +1293,25 @@ impl Store for PostgresStore {
     /// Always: the database is there to be shared by the network's seednodes.
     fn is_shared(&self) -> bool {
         true
+    }
+
+    /// Opens a dedicated `LISTEN` connection (not from the pool) in a background task that
+    /// feeds the returned queue of [`PostgresOptions::notify_queue`] events, reconnecting
+    /// with back-off, until the receiver is dropped. Events this handle caused are skipped.
+    /// Must be called inside a tokio runtime.
+    fn subscribe(&self) -> Option<mpsc::Receiver<StoreEvent>> {
+        let (queue, events) = mpsc::channel(self.options.notify_queue);
+        let listener = Listener {
+            config: (*self.listen_config).clone(),
+            tls: self.listen_tls.clone(),
+            origin: self.origin.clone(),
+            retry_max: self.options.listen_retry_max,
+            connect_timeout: self.options.connect_timeout,
+            heartbeat: self.options.listen_heartbeat,
+            dropped: Arc::clone(&self.notifications_dropped),
+        };
+        tokio::spawn(crate::notify::listen(listener, queue));
+        Some(events)
     }
 
     async fn submit_request(
@@ -1295,7 +1453,7 @@ impl Store for PostgresStore {
                 &[&id.0, &now_int, &decided_by_policy],
             )
             .await?;
-            insert_token(tx, Some(id), &issued).await
+            insert_token(tx, &self.origin, Some(id), &issued).await
         })
     }
 
@@ -1361,7 +1519,7 @@ impl Store for PostgresStore {
 
     async fn issue_direct(&self, issued: NewToken) -> Result<IssuedTokenRow, StoreError> {
         check_new_token(&issued)?;
-        transaction!(self, |tx| insert_token(tx, None, &issued))
+        transaction!(self, |tx| insert_token(tx, &self.origin, None, &issued))
     }
 
     async fn token(&self, token_id: IssuedTokenId) -> Result<Option<IssuedTokenRow>, StoreError> {
@@ -1451,7 +1609,7 @@ impl Store for PostgresStore {
             .await?;
             let added = insert_revocation(tx, &token.revocation_id, reason, now).await?;
             if marked > 0 || added {
-                bump_revocation_version(tx).await?;
+                bump_revocation_version(tx, &self.origin).await?;
             }
             get_token(tx, token_id)
                 .await?
@@ -1481,7 +1639,7 @@ impl Store for PostgresStore {
                 insert_revocation(tx, &row.revocation_id, reason, now).await?;
             }
             if !revoked.is_empty() {
-                bump_revocation_version(tx).await?;
+                bump_revocation_version(tx, &self.origin).await?;
             }
             Ok(revoked)
         })
@@ -1508,7 +1666,7 @@ impl Store for PostgresStore {
             .await?;
             let changed = added || marked > 0;
             if changed {
-                bump_revocation_version(tx).await?;
+                bump_revocation_version(tx, &self.origin).await?;
             }
             Ok(changed)
         })
@@ -1921,6 +2079,319 @@ mod tests {
         let snapshot = a.revocations().await.unwrap();
         assert_eq!(snapshot.version, 3 * u64::from(RACES));
         assert_eq!(snapshot.ids.len(), 3 * usize::from(RACES));
+    }
+
+    /// How long a test waits for a notification or a listener.
+    const NOTIFY_WAIT: Duration = Duration::from_secs(20);
+
+    /// Waits until `count` sessions on the database `options` names are listening for store
+    /// notifications (a notification sent before a LISTEN is in place is not delivered).
+    async fn wait_listening(options: &PostgresOptions, count: i64) {
+        wait_listening_on(server(), options, count).await;
+    }
+
+    /// [`wait_listening`] on `server`.
+    async fn wait_listening_on(
+        server: &crate::pg_testing::TestServer,
+        options: &PostgresOptions,
+        count: i64,
+    ) {
+        let database = options.url.rsplit('/').next().unwrap();
+        let db = admin(server, database).await;
+        let deadline = tokio::time::Instant::now() + NOTIFY_WAIT;
+        loop {
+            let listening: i64 = db
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query = $1",
+                    &[&format!("LISTEN {NOTIFY_CHANNEL}")],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if listening == count {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{listening} listeners, not {count}, after {NOTIFY_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn next_event(events: &mut mpsc::Receiver<StoreEvent>) -> StoreEvent {
+        tokio::time::timeout(NOTIFY_WAIT, events.recv())
+            .await
+            .expect("no store notification came")
+            .expect("the subscription ended")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_and_revocations_through_one_handle_wake_the_others_subscription() {
+        let options = fresh_database().await;
+        let (a, b) = (open(&options).await, open(&options).await);
+        let mut a_events = a.subscribe().unwrap();
+        let mut b_events = b.subscribe().unwrap();
+        wait_listening(&options, 2).await;
+        let net = mainnet();
+
+        // Approved through B: A hears which peer to push to.
+        let Submitted::New(request) = a
+            .submit_request(&net, &peer(1), None, false, NOW)
+            .await
+            .unwrap()
+        else {
+            panic!("expected a new request");
+        };
+        b.approve(request.id, new_token(&net, &peer(1), 1), None, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_event(&mut a_events).await,
+            StoreEvent::TokenIssued { peer: peer(1) }
+        );
+        // A rolled-back issue announces nothing: a token for the wrong peer is refused.
+        let Submitted::New(second) = a
+            .submit_request(&net, &peer(2), None, false, NOW)
+            .await
+            .unwrap()
+        else {
+            panic!("expected a new request");
+        };
+        let refused = a
+            .approve(second.id, new_token(&net, &peer(3), 2), None, NOW)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Mismatch { .. })),
+            "{refused:?}"
+        );
+        // Hostile payloads on the channel are dropped without ending the subscription.
+        raw(&options)
+            .await
+            .batch_execute(&format!(
+                "NOTIFY {NOTIFY_CHANNEL}, 'token 0123456789abcdef not-a-peer'; \
+                 NOTIFY {NOTIFY_CHANNEL}, '{}'",
+                "x".repeat(4000)
+            ))
+            .await
+            .unwrap();
+        // Issued directly through A: B hears it, and it is the first thing B hears (not its
+        // own approval, nor the refused one, nor the garbage).
+        a.issue_direct(new_token(&net, &peer(4), 4)).await.unwrap();
+        assert_eq!(
+            next_event(&mut b_events).await,
+            StoreEvent::TokenIssued { peer: peer(4) }
+        );
+        // Revoked through B: A hears it next (not its own direct issue).
+        assert!(b.revoke_id(&[9; 16], None, NOW).await.unwrap());
+        assert_eq!(
+            next_event(&mut a_events).await,
+            StoreEvent::RevocationsChanged
+        );
+        // A revocation that changes nothing announces nothing: A's next event is B's next
+        // real change.
+        assert!(!b.revoke_id(&[9; 16], None, NOW).await.unwrap());
+        b.issue_direct(new_token(&net, &peer(5), 5)).await.unwrap();
+        assert_eq!(
+            next_event(&mut a_events).await,
+            StoreEvent::TokenIssued { peer: peer(5) }
+        );
+        assert!(a_events.try_recv().is_err() && b_events.try_recv().is_err());
+        assert_eq!(a.notifications_dropped() + b.notifications_dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_notification_queue_drops_and_counts_without_blocking() {
+        let options = fresh_database().await;
+        let a = PostgresStore::open(
+            &PostgresOptions {
+                notify_queue: 1,
+                ..options.clone()
+            },
+            StoreLimits::default(),
+        )
+        .await
+        .unwrap();
+        let b = open(&options).await;
+        let mut events = a.subscribe().unwrap();
+        wait_listening(&options, 1).await;
+        let net = mainnet();
+        for n in 1..=3 {
+            b.issue_direct(new_token(&net, &peer(n), n)).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + NOTIFY_WAIT;
+        while a.notifications_dropped() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "nothing dropped");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            next_event(&mut events).await,
+            StoreEvent::TokenIssued { peer: peer(1) }
+        );
+        // The connection kept going: the next notification arrives.
+        b.issue_direct(new_token(&net, &peer(4), 4)).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            StoreEvent::TokenIssued { peer: peer(4) }
+        );
+        assert_eq!(a.notifications_dropped(), 2);
+    }
+
+    /// A TCP proxy to the test server whose [`Freezer::freeze`] makes every connection open
+    /// through it go silent without closing (a network dropping packets), while new
+    /// connections still pass.
+    struct Freezer {
+        port: u16,
+        epoch: Arc<AtomicU64>,
+    }
+
+    impl Freezer {
+        async fn start() -> Freezer {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let epoch = Arc::new(AtomicU64::new(0));
+            let upstream = server().port;
+            let shared = Arc::clone(&epoch);
+            tokio::spawn(async move {
+                while let Ok((down, _)) = listener.accept().await {
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        continue;
+                    };
+                    let born = shared.load(Ordering::SeqCst);
+                    let (down_read, down_write) = down.into_split();
+                    let (up_read, up_write) = up.into_split();
+                    for (from, to) in [(down_read, up_write), (up_read, down_write)] {
+                        let epoch = Arc::clone(&shared);
+                        tokio::spawn(pump(from, to, epoch, born));
+                    }
+                }
+            });
+            Freezer { port, epoch }
+        }
+
+        fn freeze(&self) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Copies `from` to `to` until either ends, or holds both open, silent, once the proxy
+    /// froze the connections born before now.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        epoch: Arc<AtomicU64>,
+        born: u64,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(n) = from.read(&mut buf).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            if epoch.load(Ordering::SeqCst) != born {
+                // Frozen: swallow everything, close nothing.
+                let _hold = (from, to);
+                std::future::pending::<()>().await;
+                return;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silently_dropped_listen_connection_is_noticed_and_reopened() {
+        let direct = fresh_database().await;
+        let proxy = Freezer::start().await;
+        let proxied = PostgresOptions {
+            url: direct.url.replacen(
+                &format!(":{}/", server().port),
+                &format!(":{}/", proxy.port),
+                1,
+            ),
+            listen_heartbeat: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            listen_retry_max: Duration::from_millis(500),
+            ..direct.clone()
+        };
+        assert_ne!(proxied.url, direct.url);
+        let a = open(&proxied).await;
+        let b = open(&direct).await;
+        let mut events = a.subscribe().unwrap();
+        wait_listening(&direct, 1).await;
+
+        // The network goes silent: what B announces now is lost on the way...
+        proxy.freeze();
+        let net = mainnet();
+        b.issue_direct(new_token(&net, &peer(1), 1)).await.unwrap();
+        // ...but A's liveness check fails within heartbeat + connect_timeout, and A listens
+        // again on a new connection (the server still counts the frozen one).
+        wait_listening(&direct, 2).await;
+        b.issue_direct(new_token(&net, &peer(2), 2)).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            StoreEvent::TokenIssued { peer: peer(2) }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_server_is_reconnected_to_by_the_pool_and_the_listener() {
+        let server = crate::pg_testing::private_server();
+        let options = PostgresOptions {
+            listen_retry_max: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+            ..crate::pg_testing::fresh_database_on(&server).await
+        };
+        let (a, b) = (open(&options).await, open(&options).await);
+        let mut events = a.subscribe().unwrap();
+        let net = mainnet();
+        b.submit_request(&net, &peer(1), None, false, NOW)
+            .await
+            .unwrap();
+        assert_eq!(a.counts().await.unwrap().pending, 1);
+
+        tokio::task::block_in_place(|| server.stop());
+        // Down: a clear, temporary error, fast; nothing hangs.
+        let err = tokio::time::timeout(NOTIFY_WAIT, a.pending(None))
+            .await
+            .expect("a call to a stopped server must not hang")
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::DatabaseUnreachable { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("retry"), "{err}");
+        let err = b
+            .issue_direct(new_token(&net, &peer(2), 2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::DatabaseUnreachable { .. }),
+            "{err:?}"
+        );
+
+        tokio::task::block_in_place(|| server.start());
+        // Up again: the first call through each handle works (its pooled connections, dead
+        // since the restart, are replaced, not reported), without reopening the store; nothing
+        // committed was lost; and A's listener is back.
+        let request = a.pending(None).await.unwrap().pop().unwrap();
+        assert_eq!(request.peer, peer(1).to_base58());
+        wait_listening_on(&server, &options, 1).await;
+        b.approve(request.id, new_token(&net, &peer(1), 1), None, NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            StoreEvent::TokenIssued { peer: peer(1) }
+        );
+        let counts = a.counts().await.unwrap();
+        assert_eq!((counts.pending, counts.issued), (0, 1), "{counts:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,7 +70,7 @@ use crate::decide::{
 };
 use crate::store::{
     IssuedTokenId, IssuedTokenRow, JoinRequestRow, NewToken, RequestId, RequestStatus, Store,
-    StoreError, Submitted,
+    StoreError, StoreEvent, Submitted,
 };
 
 /// Invite uses when the operator gives none.
@@ -1298,6 +1298,9 @@ impl<S: Store> SeedService<S> {
         let shared = self.store.is_shared();
         let mut shared_recount = tokio::time::interval(SHARED_STATUS_REFRESH);
         shared_recount.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // What other seednodes sharing the store issue and revoke, as it happens (their
+        // approvals are pushed to nodes connected here without waiting for their next poll).
+        let mut store_events = self.store.subscribe();
         loop {
             tokio::select! {
                 // The operator first: a queue full of join messages must not keep an operator
@@ -1311,6 +1314,12 @@ impl<S: Store> SeedService<S> {
                     if let Ok(request) = inbox.try_recv() {
                         stale |= changes_counts(&request);
                         self.serve(request, &events).await;
+                    }
+                }
+                event = next_store_event(&mut store_events), if store_events.is_some() => {
+                    match event {
+                        Some(event) => self.on_store_event(event, &all, &events).await,
+                        None => store_events = None,
                     }
                 }
                 request = inbox.recv() => {
@@ -1334,6 +1343,32 @@ impl<S: Store> SeedService<S> {
             }
         }
         tracing::debug!("join service stopped: the node dropped its handle");
+    }
+
+    /// Acts on a change another seednode made to the shared store: pushes a token it issued
+    /// (as when its subject connects here; the node drops the push unless the peer is
+    /// connected to this seednode), or publishes a new revocation head at once instead of at
+    /// the next `revocation_refresh`.
+    async fn on_store_event(
+        &self,
+        event: StoreEvent,
+        all: &[NetworkName],
+        events: &mpsc::Sender<ServiceEvent>,
+    ) {
+        let now = SystemTime::now();
+        match event {
+            StoreEvent::TokenIssued { peer } => {
+                for d in self.pending_deliveries(peer, now).await {
+                    tracing::debug!(%peer, network = %d.network, "token issued elsewhere; pushing it");
+                    let _ = events.send(ServiceEvent::Deliver(d)).await;
+                }
+            }
+            StoreEvent::RevocationsChanged => {
+                for event in self.publish_heads(all, false, now).await {
+                    let _ = events.send(event).await;
+                }
+            }
+        }
     }
 
     /// Answers one request from the node.
@@ -1394,6 +1429,14 @@ impl<S: Store> SeedService<S> {
                 let _ = reply.send(outcome.result);
             }
         }
+    }
+}
+
+/// The next event of a store subscription (`None` once it ended); never resolves without one.
+async fn next_store_event(events: &mut Option<mpsc::Receiver<StoreEvent>>) -> Option<StoreEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

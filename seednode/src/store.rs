@@ -738,6 +738,28 @@ pub trait Store: Send + Sync + 'static {
     fn is_shared(&self) -> bool {
         false
     }
+
+    /// Starts announcing what other seednodes sharing the store change (see [`StoreEvent`])
+    /// on a bounded queue, or `None` when nobody else can change it (the default). Each call
+    /// starts its own subscription, which ends when its receiver is dropped. Events are only
+    /// a wake-up: some may be dropped (a full queue, a lost connection), so a caller still
+    /// polls; none is announced for a change made through this handle.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<StoreEvent>> {
+        None
+    }
+}
+
+/// A change another seednode made to a shared store ([`Store::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreEvent {
+    /// A token for `peer` was issued and is not yet delivered: push it if `peer` is connected.
+    TokenIssued {
+        /// The token's subject.
+        peer: PeerId,
+    },
+    /// The revocation set changed: publish a new revocation head.
+    RevocationsChanged,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

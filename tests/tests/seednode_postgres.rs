@@ -228,7 +228,8 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
         "the node is not connected to B"
     );
 
-    // Approved through B's CLI, the token reaches the node through A (its next poll).
+    // Approved through B's CLI, the token reaches the node through A (pushed by A, woken by
+    // the database, or answered to the node's next poll).
     approve(&b.data, id);
     wait_for(WAIT, "the node to become a member", || {
         (node_state(&node.data, "mainnet").as_deref() == Some("member")).then_some(())
@@ -236,8 +237,10 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
     // Once a member, the node meets B too (members find each other); the token had come
     // before that, so through A.
     let log = node.daemon.stderr_log();
-    let approved_at = log
-        .find("join approved")
+    let approved_at = ["join approved", "membership token delivered"]
+        .iter()
+        .filter_map(|line| log.find(line))
+        .min()
         .expect("the node logs its approval");
     assert!(
         log.find(b.peer_id.as_str())
@@ -390,4 +393,282 @@ fn store_migrate_takes_the_password_from_a_private_file_and_never_shows_it() {
     let summary = migrate(&options.url, Some(&right)).success().json();
     assert_eq!(summary["requests"], 1, "{summary}");
     assert_eq!(summary["pending"], 1, "{summary}");
+}
+
+/// How long a node may take to get a token pushed to it: far less than [`SLOW_POLL`], so a
+/// node that becomes a member within it was not served by its own poll.
+const PUSH_WAIT: Duration = Duration::from_secs(20);
+
+/// The join client's poll interval of the nodes below: long enough that no poll falls within
+/// a test (the first is sent when the node meets its seednode; the next comes this much later).
+const SLOW_POLL: &str = "10m";
+
+/// A seednode config keeping a pending requester's connection for [`SLOW_POLL`] after its last
+/// poll (by default it is closed after `auth_timeout`, 10 s, and the node's reconnection polls
+/// again at once), so the nodes below neither reconnect nor poll during a test.
+fn patient_seednode_config(dir: &std::path::Path) -> String {
+    let config = dir.join("patient-seednode.toml");
+    std::fs::write(
+        &config,
+        format!("[limits]\nauth_timeout = \"{SLOW_POLL}\"\n"),
+    )
+    .unwrap();
+    path_str(&config).to_owned()
+}
+
+/// Starts a node for `mainnet` that polls its join request only every [`SLOW_POLL`].
+fn slow_polling_node(net: &Net, dir: &std::path::Path, label: &str) -> cordon_tests::Node {
+    let config = dir.join(format!("{label}.toml"));
+    std::fs::write(
+        &config,
+        format!("[limits]\npoll_interval = \"{SLOW_POLL}\"\nmax_join_backoff = \"{SLOW_POLL}\"\n"),
+    )
+    .unwrap();
+    net.start_node(label, &["mainnet"], &["--config", path_str(&config)])
+}
+
+/// Waits until `seednode` has logged, since it started, that it listens for store
+/// notifications at least `times` times (once per connection it opened).
+fn wait_listening(seednode: &cordon_tests::Daemon, times: usize) {
+    wait_until(
+        WAIT,
+        &format!(
+            "{} to listen for store notifications ({times} times)",
+            seednode.label()
+        ),
+        || {
+            let log = seednode.stderr_log();
+            let seen = log.matches("listening for store notifications").count();
+            (seen >= times)
+                .then_some(())
+                .ok_or_else(|| format!("{seen} times\n{}", seednode.stderr_tail(10)))
+        },
+    );
+}
+
+/// Waits (at most [`PUSH_WAIT`]) until `node` is a member of mainnet, and checks that the
+/// token was pushed to it by `seednode_peer` (not answered to a poll).
+fn wait_pushed_by(node: &cordon_tests::Node, seednode_peer: &str) {
+    wait_for(PUSH_WAIT, "the node to become a member by a push", || {
+        (node_state(&node.data, "mainnet").as_deref() == Some("member")).then_some(())
+    });
+    let log = node.daemon.stderr_log();
+    let pushed = log
+        .lines()
+        .find(|l| l.contains("membership token delivered"))
+        .unwrap_or_else(|| panic!("the token was not pushed to the node:\n{log}"));
+    assert!(pushed.contains(seednode_peer), "{pushed}");
+}
+
+#[test]
+fn approvals_and_revocations_on_one_seednode_wake_the_others_at_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = runtime.block_on(pg_testing::fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let b = net.add_seednode("mainnet", "seed-b");
+    let a_data = net.network("mainnet").seed_data.clone();
+    let a_peer = net.network("mainnet").seed_peer_id.clone();
+    let patient = patient_seednode_config(dir.path());
+    let a = net.start_seednode_with("mainnet", &["--store", &options.url, "--config", &patient]);
+    let b_daemon = net.start_extra_seednode(&b, &["--store", &options.url]);
+    wait_listening(&a, 1);
+    wait_listening(&b_daemon, 1);
+
+    // The node knows only A, polls so rarely and is kept connected so long that only a push
+    // can make it a member in time.
+    let node = slow_polling_node(&net, dir.path(), "n");
+    let id = wait_pending(&b.data, "mainnet", &node.peer_id, WAIT);
+    assert!(
+        !node_peers(&node.data, "mainnet").contains(&b.peer_id),
+        "the node is not connected to B"
+    );
+
+    // Approved through B, which cannot push (the node is not connected to it, and B does not
+    // dial it): A, woken by the database, pushes it.
+    approve(&b.data, id);
+    wait_pushed_by(&node, &a_peer);
+    let members_a = members(&a_data);
+    assert_eq!(members_a.len(), 1, "{members_a:?}");
+    assert_eq!(members_a[0]["peer"], node.peer_id.as_str());
+    // A recorded the delivery in the shared store.
+    wait_until(WAIT, "A to record the delivery", || {
+        let counts = service_status(&b.data)["counts"].clone();
+        (counts["delivered"] == 1)
+            .then_some(())
+            .ok_or(counts.to_string())
+    });
+
+    // Revoked through A: B, woken by the database, signs a revocation head holding it at once
+    // (its own refresh, `revocation_refresh`, is an hour away).
+    let revoked = cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            &node.peer_id,
+            "--data",
+            path_str(&a_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json();
+    assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
+    wait_until(
+        WAIT,
+        "B to sign a head with the revocation made on A",
+        || {
+            let log = b_daemon.stderr_log();
+            log.lines()
+                .any(|l| l.contains("revocation head signed") && l.contains("entries=1"))
+                .then_some(())
+                .ok_or_else(|| b_daemon.stderr_tail(10))
+        },
+    );
+}
+
+#[test]
+fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let server = pg_testing::private_server();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A role with a password, so the test can check it never shows.
+    let options = runtime.block_on(pg_testing::fresh_password_database_on(&server));
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres.password");
+    std::fs::write(&password_file, format!("{}\n", pg_testing::PASSWORD)).unwrap();
+    std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let postgres = format!(
+        "[seednode.postgres]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+        options.url,
+        path_str(&password_file)
+    );
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a_config = config(
+        "a.toml",
+        &format!("[limits]\nauth_timeout = \"{SLOW_POLL}\"\n{postgres}"),
+    );
+    let b_config = config("b.toml", &postgres);
+    let mut net = Net::builder(dir.path())
+        .network("mainnet", "approval")
+        .build();
+    let b = net.add_seednode("mainnet", "seed-b");
+    let a_data = net.network("mainnet").seed_data.clone();
+    let a_peer = net.network("mainnet").seed_peer_id.clone();
+    let mut a = net.start_seednode_with("mainnet", &["--config", path_str(&a_config)]);
+    let mut b_daemon = net.start_extra_seednode(&b, &["--config", path_str(&b_config)]);
+    wait_listening(&a, 1);
+    wait_listening(&b_daemon, 1);
+    let node = slow_polling_node(&net, dir.path(), "n");
+    let id = wait_pending(&a_data, "mainnet", &node.peer_id, WAIT);
+
+    server.stop();
+    // Down: operator commands fail at once with a clear, temporary error; nothing is applied.
+    let id_text = id.to_string();
+    for mut args in [vec!["pending"], vec!["approve", &id_text]] {
+        let command = args[0];
+        args.extend(["--data", path_str(&a_data)]);
+        let run = cli("seednode", &args);
+        assert!(
+            !run.ok,
+            "{command} succeeded with the database down: {}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains("PostgreSQL database is unreachable")
+                && run.stderr.contains("retry"),
+            "{command}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(pg_testing::PASSWORD)
+                && !run.stdout.contains(pg_testing::PASSWORD),
+            "{command}: {}",
+            run.stderr
+        );
+    }
+    // A node asking to join meanwhile is told of a failure (`internal`, which it treats as
+    // temporary: it backs off and asks again), not queued and not denied.
+    let late = net.start_node("late", &["mainnet"], &[]);
+    wait_until(WAIT, "the late node's request to fail", || {
+        let log = late.daemon.stderr_log();
+        log.lines()
+            .any(|l| l.contains("join request failed") && l.contains("reason=internal"))
+            .then_some(())
+            .ok_or_else(|| late.daemon.stderr_tail(10))
+    });
+    assert!(a.is_running() && b_daemon.is_running(), "a seednode exited");
+    wait_until(
+        WAIT,
+        "A to notice its notification connection is gone",
+        || {
+            let log = a.stderr_log();
+            log.contains("store notification connection lost")
+                .then_some(())
+                .ok_or_else(|| a.stderr_tail(10))
+        },
+    );
+
+    server.start();
+    // Up again, without restarting A or B: both listen again, and the request is still
+    // pending (the approval tried meanwhile was not applied).
+    wait_listening(&a, 2);
+    wait_listening(&b_daemon, 2);
+    assert!(a.is_running() && b_daemon.is_running(), "a seednode exited");
+    // One warning per outage however many reconnection attempts failed, and never the
+    // password.
+    for seednode in [&a, &b_daemon] {
+        let log = seednode.stderr_log();
+        assert_eq!(
+            log.matches("store notification connection lost").count(),
+            1,
+            "{}",
+            seednode.stderr_tail(30)
+        );
+        assert!(!log.contains(pg_testing::PASSWORD), "{log}");
+    }
+    // The late node, asking again, is queued; the first request is still there.
+    let late_id = wait_pending(&a_data, "mainnet", &late.peer_id, WAIT);
+    let queue = pending(&a_data);
+    let ids: Vec<_> = queue.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![id, late_id], "{queue:?}");
+    assert_eq!(pending(&b.data), queue, "A and B list the same queue");
+
+    // Approved through B: A, woken by its new LISTEN connection, pushes the token.
+    approve(&b.data, id);
+    wait_pushed_by(&node, &a_peer);
+    let counts = wait_until(WAIT, "A's and B's status counts to agree", || {
+        let (a, b) = (
+            service_status(&a_data)["counts"].clone(),
+            service_status(&b.data)["counts"].clone(),
+        );
+        if a == b && a["delivered"] == 1 {
+            Ok(a)
+        } else {
+            Err(format!("A: {a}, B: {b}"))
+        }
+    });
+    assert_eq!(counts["pending"], 1, "{counts}");
+    assert_eq!(counts["approved"], 1, "{counts}");
+    assert_eq!(counts["issued"], 1, "{counts}");
+    assert_eq!(pending(&a_data), pending(&b.data));
+    let strip = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("current_delegation");
+                row
+            })
+            .collect()
+    };
+    let members_a = strip(members(&a_data));
+    assert_eq!(members_a.len(), 1, "{members_a:?}");
+    assert_eq!(members_a, strip(members(&b.data)));
 }
