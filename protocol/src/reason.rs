@@ -116,6 +116,9 @@ wire_code! {
         /// The receiver's revocation heads for the network are older than its
         /// `max_revocation_staleness`: it admits no new peers until it syncs.
         StaleRevocations => "stale_revocations",
+        /// The receiver cannot serve the request for now (a seednode whose database is
+        /// unreachable); nothing was applied, and asking again later may succeed.
+        Unavailable => "unavailable",
     }
 }
 
@@ -171,6 +174,7 @@ pub(crate) mod tests {
                 "rate_limited",
                 "internal",
                 "stale_revocations",
+                "unavailable",
             ]
         );
     }

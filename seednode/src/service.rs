@@ -30,7 +30,8 @@
 //!   automatically: its new requests wait for an operator (and no invite is consumed).
 //! - **Nothing committed is lost.** If issuing fails after a request was queued (say, the
 //!   delegation expired), the request stays pending for an operator and the peer is told
-//!   `Pending`; store errors are logged and answered with the `internal` code, never a panic.
+//!   `Pending`; store errors are logged and answered with the `unavailable` code while the
+//!   database is unreachable, else `internal`, never a panic.
 //! - **Tokens go only to their subject.** `Status` for a request of another peer gets the same
 //!   answer as an unknown id, so it reveals neither tokens nor which ids exist.
 //! - **Token lifetimes are clamped** to the delegation's maximum lifetime and expiry when a
@@ -1550,9 +1551,16 @@ fn internal_code() -> JoinReply {
     }
 }
 
+/// The answer to a join message the store failed on: `unavailable` while the database is
+/// unreachable (nothing was applied; the node asks again after its back-off), else `internal`.
 fn internal(error: &StoreError, doing: &str) -> JoinReply {
     tracing::warn!("seednode store failed while {doing}: {error}");
-    internal_code()
+    match error {
+        StoreError::DatabaseUnreachable { .. } => JoinReply::Error {
+            code: ReasonCode::Unavailable,
+        },
+        _ => internal_code(),
+    }
 }
 
 fn store_err(error: StoreError) -> String {

@@ -595,13 +595,13 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
             run.stderr
         );
     }
-    // A node asking to join meanwhile is told of a failure (`internal`, which it treats as
-    // temporary: it backs off and asks again), not queued and not denied.
+    // A node asking to join meanwhile is told the seednode cannot serve it for now
+    // (`unavailable`: it backs off and asks again), not queued and not denied.
     let late = net.start_node("late", &["mainnet"], &[]);
     wait_until(WAIT, "the late node's request to fail", || {
         let log = late.daemon.stderr_log();
         log.lines()
-            .any(|l| l.contains("join request failed") && l.contains("reason=internal"))
+            .any(|l| l.contains("join request failed") && l.contains("reason=unavailable"))
             .then_some(())
             .ok_or_else(|| late.daemon.stderr_tail(10))
     });
