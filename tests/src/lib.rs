@@ -747,6 +747,24 @@ pub fn deny(seed_data: &Path, id: i64, reason: &str) -> Value {
     .json()
 }
 
+/// `seednode revoke --peer PEER` through the seednode's CLI (every live token of the peer);
+/// returns its JSON answer.
+pub fn revoke_peer(seed_data: &Path, peer: &str) -> Value {
+    cli(
+        "seednode",
+        &[
+            "revoke",
+            "--peer",
+            peer,
+            "--data",
+            path_str(seed_data),
+            "--json",
+        ],
+    )
+    .success()
+    .json()
+}
+
 /// `seednode members --data D --json`.
 pub fn members(seed_data: &Path) -> Vec<Value> {
     let v = cli(

@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cordon_tests::{Daemon, Net, Network, Node, cli, path_str, wait_pending, wait_until};
+use cordon_tests::{
+    Daemon, Net, Network, Node, cli, path_str, revoke_peer, wait_pending, wait_until,
+};
 use libp2p::PeerId;
 use libp2p::kad::KBucketKey;
 use serde_json::Value;
@@ -365,18 +367,7 @@ fn kept_connections_outlive_the_idle_timeout_and_the_budget_and_a_revocation_sti
     // discovery running): pushed over kept connections, or pulled by a member that had none left
     // when it redials its seednode.
     let (revoked, others) = members.split_last().unwrap();
-    cli(
-        "seednode",
-        &[
-            "revoke",
-            "--peer",
-            &revoked.peer_id,
-            "--data",
-            path_str(&seed.seed_data),
-            "--json",
-        ],
-    )
-    .success();
+    revoke_peer(&seed.seed_data, &revoked.peer_id);
     for m in others {
         wait_until(
             Duration::from_secs(20),

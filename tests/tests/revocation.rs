@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cordon_tests::{Net, Node, approve, cli, hold_for, path_str, wait_pending, wait_until};
+use cordon_tests::{
+    Net, Node, approve, cli, hold_for, path_str, revoke_peer, wait_pending, wait_until,
+};
 
 const JOIN: Duration = Duration::from_secs(60);
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -109,19 +111,7 @@ fn revoked_member_is_dropped_by_push_refused_after_restarts_and_learned_by_pull(
         got.stdout
     );
 
-    let revoked = cli(
-        "seednode",
-        &[
-            "revoke",
-            "--peer",
-            &x_id,
-            "--data",
-            path_str(&seed.seed_data),
-            "--json",
-        ],
-    )
-    .success()
-    .json();
+    let revoked = revoke_peer(&seed.seed_data, &x_id);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
 
     // Push: a and b, connected all along, drop x.

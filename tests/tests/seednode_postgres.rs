@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use cordon_seednode::pg_testing;
 use cordon_tests::{
-    Net, approve, cli, members, node_peers, node_state, path_str, pending, wait_for, wait_pending,
-    wait_until,
+    Net, approve, cli, members, node_peers, node_state, path_str, pending, revoke_peer, wait_for,
+    wait_pending, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -111,19 +111,7 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
         (node_state(&gone.data, "mainnet").as_deref() == Some("member")).then_some(())
     });
     gone.kill9();
-    let revoked = cli(
-        "seednode",
-        &[
-            "revoke",
-            "--peer",
-            &gone.peer_id,
-            "--data",
-            path_str(&seed_data),
-            "--json",
-        ],
-    )
-    .success()
-    .json();
+    let revoked = revoke_peer(&seed_data, &gone.peer_id);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
     let waiting = net.start_node("waiting", &["mainnet"], &[]);
     let waiting_id = wait_pending(&seed_data, "mainnet", &waiting.peer_id, WAIT);
@@ -291,19 +279,7 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
 
     // Revoked through A, the token B issued: gone from B's members at once (one store), and
     // B, which learns it from A's signed revocation head, closes the node's connection.
-    let revoked = cli(
-        "seednode",
-        &[
-            "revoke",
-            "--peer",
-            &node.peer_id,
-            "--data",
-            path_str(&a_data),
-            "--json",
-        ],
-    )
-    .success()
-    .json();
+    let revoked = revoke_peer(&a_data, &node.peer_id);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
     assert_eq!(members(&b.data), Vec::<serde_json::Value>::new());
     wait_until(WAIT, "B to close the revoked node's connection", || {
@@ -503,19 +479,7 @@ fn approvals_and_revocations_on_one_seednode_wake_the_others_at_once() {
 
     // Revoked through A: B, woken by the database, signs a revocation head holding it at once
     // (its own refresh, `revocation_refresh`, is an hour away).
-    let revoked = cli(
-        "seednode",
-        &[
-            "revoke",
-            "--peer",
-            &node.peer_id,
-            "--data",
-            path_str(&a_data),
-            "--json",
-        ],
-    )
-    .success()
-    .json();
+    let revoked = revoke_peer(&a_data, &node.peer_id);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
     wait_until(
         WAIT,
