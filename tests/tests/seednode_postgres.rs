@@ -178,6 +178,37 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
     assert_eq!(new_token.unwrap()["token_id"], 3, "{after:?}");
 }
 
+/// `members` rows without `current_delegation`, the one field that is each seednode's own
+/// view (whether the token chains to the delegation *it* holds).
+fn shared_rows(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    rows.into_iter()
+        .map(|mut row| {
+            row.as_object_mut().unwrap().remove("current_delegation");
+            row
+        })
+        .collect()
+}
+
+/// The store counts of A's and B's `status` once they agree and count `delivered` deliveries;
+/// each seednode recounts the shared store by itself.
+fn agreed_counts(
+    a_data: &std::path::Path,
+    b_data: &std::path::Path,
+    delivered: u64,
+) -> serde_json::Value {
+    wait_until(WAIT, "A's and B's status counts to agree", || {
+        let (a, b) = (
+            service_status(a_data)["counts"].clone(),
+            service_status(b_data)["counts"].clone(),
+        );
+        if a == b && a["delivered"] == delivered {
+            Ok(a)
+        } else {
+            Err(format!("A: {a}, B: {b}"))
+        }
+    })
+}
+
 /// The join service's part of `seednode status --data D --json` (store counts, revocation
 /// version, networks).
 fn service_status(seed_data: &std::path::Path) -> serde_json::Value {
@@ -237,17 +268,7 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
     );
     // `status` counts agree on A and B, each seednode recounting the shared store by itself
     // (checked before any other operator command, which would make B recount anyway).
-    let counts = wait_until(WAIT, "A's and B's status counts to agree", || {
-        let (a, b) = (
-            service_status(&a_data)["counts"].clone(),
-            service_status(&b.data)["counts"].clone(),
-        );
-        if a == b && a["delivered"] == 1 {
-            Ok(a)
-        } else {
-            Err(format!("A: {a}, B: {b}"))
-        }
-    });
+    let counts = agreed_counts(&a_data, &b.data, 1);
     assert_eq!(counts["pending"], 0, "{counts}");
     assert_eq!(counts["approved"], 1, "{counts}");
     assert_eq!(counts["issued"], 1, "{counts}");
@@ -263,17 +284,9 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
     let members_b = members(&b.data);
     assert_eq!(members_b[0]["current_delegation"], true, "{members_b:?}");
     assert_eq!(members_a[0]["current_delegation"], false, "{members_a:?}");
-    let shared = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-        rows.into_iter()
-            .map(|mut row| {
-                row.as_object_mut().unwrap().remove("current_delegation");
-                row
-            })
-            .collect()
-    };
     assert_eq!(
-        shared(members_b),
-        shared(members_a),
+        shared_rows(members_b),
+        shared_rows(members_a),
         "A and B list the same members"
     );
 
@@ -609,30 +622,12 @@ fn seednodes_ride_out_a_postgres_restart_without_restarting_or_losing_a_write() 
     // Approved through B: A, woken by its new LISTEN connection, pushes the token.
     approve(&b.data, id);
     wait_pushed_by(&node, &a_peer);
-    let counts = wait_until(WAIT, "A's and B's status counts to agree", || {
-        let (a, b) = (
-            service_status(&a_data)["counts"].clone(),
-            service_status(&b.data)["counts"].clone(),
-        );
-        if a == b && a["delivered"] == 1 {
-            Ok(a)
-        } else {
-            Err(format!("A: {a}, B: {b}"))
-        }
-    });
+    let counts = agreed_counts(&a_data, &b.data, 1);
     assert_eq!(counts["pending"], 1, "{counts}");
     assert_eq!(counts["approved"], 1, "{counts}");
     assert_eq!(counts["issued"], 1, "{counts}");
     assert_eq!(pending(&a_data), pending(&b.data));
-    let strip = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-        rows.into_iter()
-            .map(|mut row| {
-                row.as_object_mut().unwrap().remove("current_delegation");
-                row
-            })
-            .collect()
-    };
-    let members_a = strip(members(&a_data));
+    let members_a = shared_rows(members(&a_data));
     assert_eq!(members_a.len(), 1, "{members_a:?}");
-    assert_eq!(members_a, strip(members(&b.data)));
+    assert_eq!(members_a, shared_rows(members(&b.data)));
 }
