@@ -1002,6 +1002,19 @@ pub fn delegation_id_unverified(token: &[u8]) -> Option<RevocationId> {
     Some(RevocationId::delegation(&first))
 }
 
+/// The key that signed a membership's block (its issuing seednode's key bytes), read without
+/// checking any signature: for a seednode telling the tokens it issued from those another
+/// seednode sharing its store issued. Never use it on a token from the network.
+pub fn issuer_key_unverified(token: &[u8]) -> Option<Vec<u8>> {
+    let biscuit = biscuit_auth::UnverifiedBiscuit::from(token).ok()?;
+    let key = biscuit
+        .external_public_keys()
+        .into_iter()
+        .nth(1)
+        .flatten()?;
+    Some(key.to_bytes().to_vec())
+}
+
 fn check_contexts(biscuit: &Biscuit, expected: &[&str]) -> Result<(), Refusal> {
     let contexts = biscuit.context();
     let matches = contexts.len() == expected.len()

@@ -758,6 +758,10 @@ pub struct IssuedTokenView {
     /// rotation until the member renews; `None` if the seednode cannot tell).
     #[serde(default)]
     pub current_delegation: Option<bool>,
+    /// Whether this seednode issued it (`false` for a token another seednode sharing its
+    /// store issued; `None` if the seednode cannot tell).
+    #[serde(default)]
+    pub issued_here: Option<bool>,
 }
 
 /// Answer to `invite`: the code is shown once, here.

@@ -435,10 +435,11 @@ fn member_rows(list: &[IssuedTokenView], now: u64) -> Vec<Vec<String>> {
                     "no"
                 }
                 .to_owned(),
-                match t.current_delegation {
-                    Some(true) => "current",
-                    Some(false) => "earlier",
-                    None => "-",
+                match (t.issued_here, t.current_delegation) {
+                    (Some(false), _) => "other seednode",
+                    (_, Some(true)) => "current",
+                    (_, Some(false)) => "earlier",
+                    (_, None) => "-",
                 }
                 .to_owned(),
             ]
@@ -625,6 +626,7 @@ mod tests {
             delivered_at: delivered.then_some(NOW - 5),
             revoked_at: None,
             current_delegation: Some(delivered),
+            issued_here: Some(true),
         }
     }
 
@@ -693,16 +695,20 @@ mod tests {
 
     #[test]
     fn members_table() {
+        let mut elsewhere = token(9, "mainnet", "peerC", &["member"], 90, true);
+        elsewhere.issued_here = Some(false);
         let result = [
             token(7, "mainnet", "peerA", &["member", "ops"], 30 * 86_400, true),
             token(8, "testnet", "peerB", &["member"], 90, false),
+            elsewhere,
         ];
         let out = render_members(&result, None, NOW);
         assert_eq!(
             out,
             "TOKEN  NETWORK  PEER   ROLES       EXPIRES  DELIVERED  DELEGATION\n\
              7      mainnet  peerA  member,ops  in 30d   yes        current\n\
-             8      testnet  peerB  member      in 1m    no         earlier"
+             8      testnet  peerB  member      in 1m    no         earlier\n\
+             9      mainnet  peerC  member      in 1m    yes        other seednode"
         );
     }
 

@@ -1018,11 +1018,12 @@ impl<S: Store> SeedService<S> {
     }
 
     fn token_view(&self, row: &IssuedTokenRow) -> IssuedTokenView {
-        let current = self
-            .networks
-            .get(&row.network)
-            .map(|served| served.issuer.delegation_id());
-        token_view(row, current)
+        let issuer = self.networks.get(&row.network).map(|served| &served.issuer);
+        token_view(
+            row,
+            issuer.map(|i| i.delegation_id()),
+            issuer.map(|i| &i.facts().delegate[..]),
+        )
     }
 
     async fn cmd_members(&self, network: Option<NetworkName>, now: SystemTime) -> CommandResult {
@@ -1582,9 +1583,14 @@ fn request_view(row: &JoinRequestRow) -> JoinRequestView {
     }
 }
 
-/// An issued token as shown to operators: every column, the token bytes left out, and whether
-/// it chains to `current`, the delegation the seednode holds for its network now.
-fn token_view(row: &IssuedTokenRow, current: Option<&RevocationId>) -> IssuedTokenView {
+/// An issued token as shown to operators: every column, the token bytes left out, whether it
+/// chains to `current`, the delegation the seednode holds for its network now, and whether
+/// `own_key`, the seednode's, signed it.
+fn token_view(
+    row: &IssuedTokenRow,
+    current: Option<&RevocationId>,
+    own_key: Option<&[u8]>,
+) -> IssuedTokenView {
     IssuedTokenView {
         token_id: row.token_id.wire(),
         request_id: row.request_id.map(RequestId::wire),
@@ -1599,6 +1605,9 @@ fn token_view(row: &IssuedTokenRow, current: Option<&RevocationId>) -> IssuedTok
         revoked_at: row.revoked_at,
         current_delegation: current.and_then(|current| {
             cordon_membership::verify::delegation_id_unverified(&row.token).map(|id| &id == current)
+        }),
+        issued_here: own_key.and_then(|own| {
+            cordon_membership::verify::issuer_key_unverified(&row.token).map(|key| key == own)
         }),
     }
 }

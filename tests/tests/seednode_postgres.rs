@@ -178,12 +178,15 @@ fn store_migrate_moves_a_sqlite_seednode_into_postgres_without_losing_a_row() {
     assert_eq!(new_token.unwrap()["token_id"], 3, "{after:?}");
 }
 
-/// `members` rows without `current_delegation`, the one field that is each seednode's own
-/// view (whether the token chains to the delegation *it* holds).
+/// `members` rows without `current_delegation` and `issued_here`, the fields that are each
+/// seednode's own view (whether the token chains to the delegation *it* holds, whether *it*
+/// signed it).
 fn shared_rows(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     rows.into_iter()
         .map(|mut row| {
-            row.as_object_mut().unwrap().remove("current_delegation");
+            let row_fields = row.as_object_mut().unwrap();
+            row_fields.remove("current_delegation");
+            row_fields.remove("issued_here");
             row
         })
         .collect()
@@ -279,11 +282,15 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
         members_a[0]["delivered_at"].is_u64(),
         "A recorded the delivery: {members_a:?}"
     );
-    // The same rows; only `current_delegation` is each seednode's own view (whether the token
-    // chains to the delegation *it* holds), so it is true on B, which issued it, and false on A.
+    // The same rows; only `current_delegation` and `issued_here` are each seednode's own view,
+    // so they are true on B, which issued it, and false on A.
     let members_b = members(&b.data);
-    assert_eq!(members_b[0]["current_delegation"], true, "{members_b:?}");
-    assert_eq!(members_a[0]["current_delegation"], false, "{members_a:?}");
+    for field in ["current_delegation", "issued_here"] {
+        assert_eq!(members_b[0][field], true, "{members_b:?}");
+        assert_eq!(members_a[0][field], false, "{members_a:?}");
+    }
+    let table = cli("seednode", &["members", "--data", path_str(&a_data)]).success();
+    assert!(table.stdout.contains("other seednode"), "{}", table.stdout);
     assert_eq!(
         shared_rows(members_b),
         shared_rows(members_a),
