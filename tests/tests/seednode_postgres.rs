@@ -297,11 +297,39 @@ fn two_seednodes_on_one_database_share_requests_approvals_and_counts() {
         "A and B list the same members"
     );
 
+    // A second member, approved on A, routes the node.
+    let other = net.start_node("other", &["mainnet"], &[]);
+    let other_id = wait_pending(&a_data, "mainnet", &other.peer_id, WAIT);
+    approve(&a_data, other_id);
+    wait_until(WAIT, "the second member to route the node", || {
+        let peers = node_peers(&other.data, "mainnet");
+        peers
+            .contains(&node.peer_id)
+            .then_some(())
+            .ok_or(format!("{peers:?}"))
+    });
+
     // Revoked through A, the token B issued: gone from B's members at once (one store), and
-    // B, which learns it from A's signed revocation head, closes the node's connection.
+    // B, which learns it from A's signed revocation head, closes the node's connection, as
+    // does the other member, which drops it from its table.
     let revoked = revoke_peer(&a_data, &node.peer_id);
     assert_eq!(revoked["revoked"].as_array().unwrap().len(), 1, "{revoked}");
-    assert_eq!(members(&b.data), Vec::<serde_json::Value>::new());
+    let left: Vec<_> = members(&b.data)
+        .iter()
+        .map(|m| m["peer"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, vec![other.peer_id.clone()]);
+    wait_until(WAIT, "the other member to drop the revoked node", || {
+        let peers = node_peers(&other.data, "mainnet");
+        let closed = other.daemon.stderr_log().lines().any(|l| {
+            l.contains("closing connection")
+                && l.contains(node.peer_id.as_str())
+                && l.contains("reason=revoked")
+        });
+        (closed && !peers.contains(&node.peer_id))
+            .then_some(())
+            .ok_or(format!("closed: {closed}, peers: {peers:?}"))
+    });
     wait_until(WAIT, "B to close the revoked node's connection", || {
         let log = b_daemon.stderr_log();
         log.lines()
