@@ -1360,16 +1360,27 @@ impl<S: Store> SeedService<S> {
         let now = SystemTime::now();
         match event {
             StoreEvent::TokenIssued { peer } => {
-                for d in self.pending_deliveries(peer, now).await {
-                    tracing::debug!(%peer, network = %d.network, "token issued elsewhere; pushing it");
-                    let _ = events.send(ServiceEvent::Deliver(d)).await;
-                }
+                tracing::debug!(%peer, "token issued elsewhere; pushing it");
+                self.push_undelivered(peer, now, events).await;
             }
             StoreEvent::RevocationsChanged => {
                 for event in self.publish_heads(all, false, now).await {
                     let _ = events.send(event).await;
                 }
             }
+        }
+    }
+
+    /// Hands the node every undelivered token of `peer` to push (it drops a push to a peer not
+    /// connected here).
+    async fn push_undelivered(
+        &self,
+        peer: PeerId,
+        now: SystemTime,
+        events: &mpsc::Sender<ServiceEvent>,
+    ) {
+        for d in self.pending_deliveries(peer, now).await {
+            let _ = events.send(ServiceEvent::Deliver(d)).await;
         }
     }
 
@@ -1399,11 +1410,7 @@ impl<S: Store> SeedService<S> {
                 }
                 let _ = reply.send(answer);
             }
-            ServiceRequest::Connected { peer } => {
-                for d in self.pending_deliveries(peer, now).await {
-                    emit(ServiceEvent::Deliver(d)).await;
-                }
-            }
+            ServiceRequest::Connected { peer } => self.push_undelivered(peer, now, events).await,
             ServiceRequest::Delivered { token_id } => {
                 if let Some(id) = IssuedTokenId::from_wire(token_id) {
                     self.delivered(id, now).await;

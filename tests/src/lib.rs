@@ -507,6 +507,15 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Nearest-rank percentile `p` (0 to 1) of sorted values; NaN for none. For the benchmarks.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
 // ---------------------------------------------------------------------------------------------
 // CLI wrappers
 

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use cordon_tests::{Net, Node, cli, path_str};
+use cordon_tests::{Net, Node, cli, path_str, percentile};
 
 /// Seconds since midnight UTC of a log line's RFC 3339 timestamp (`2026-12-01T09:08:45.123Z`).
 fn seconds_of_day(line: &str) -> Option<f64> {
@@ -55,14 +55,6 @@ fn mainnet_counter(node: &Node, field: &str) -> u64 {
                 .and_then(|n| n[field].as_u64())
         })
         .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() {

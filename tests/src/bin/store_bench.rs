@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, anyhow, bail, ensure};
 use cordon_node::api::{IssuedTokenView, JoinRequestView, Request};
 use cordon_seednode::{operator, pg_testing};
-use cordon_tests::{Net, Node, path_str};
+use cordon_tests::{Net, Node, path_str, percentile};
 
 /// Longest wait for a flood to end or a queue to fill.
 const STEP_TIMEOUT: Duration = Duration::from_secs(300);
@@ -432,15 +432,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
